@@ -1,0 +1,307 @@
+// The `candela` command: argument parsing and printing only; the work is in the library.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "candela/candela.h"
+#include "candela/io/input.h"
+#include "candela/render/export.h"
+#include "candela/render/heatmap.h"
+
+namespace {
+
+using namespace candela;
+
+std::vector<int64_t> parse_ints(const std::string& text, const char* what) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* stop = nullptr;
+    long long v = std::strtoll(item.c_str(), &stop, 10);
+    CANDELA_CHECK(!item.empty() && *stop == '\0', what, " must be comma-separated integers, got '", text, "'.");
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<double> parse_doubles(const std::string& text, const char* what) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* stop = nullptr;
+    double v = std::strtod(item.c_str(), &stop);
+    CANDELA_CHECK(!item.empty() && *stop == '\0', what, " must be comma-separated numbers, got '", text, "'.");
+    out.push_back(v);
+  }
+  return out;
+}
+
+// Flags that describe the model's input, shared by `explain` and `info`.
+struct SpecFlags {
+  std::string shape, layout, mean, std, range;
+  void add(CLI::App* app) {
+    app->add_option("--input-shape", shape, "Per-sample input shape, e.g. 3,224,224 (overrides the model's .json)");
+    app->add_option("--layout", layout, "Input layout: NCHW, NHWC, NC (tabular), NL (tokens)");
+    app->add_option("--mean", mean, "Per-channel mean for image normalisation, e.g. 0.485,0.456,0.406");
+    app->add_option("--std", std, "Per-channel std for image normalisation, e.g. 0.229,0.224,0.225");
+    app->add_option("--range", range, "Pixel value range before normalisation, e.g. 0,1 or 0,255");
+  }
+  void apply(Model& model) const {
+    InputSpec s = model.input_spec();
+    if (!shape.empty()) s.shape = parse_ints(shape, "--input-shape");
+    if (!layout.empty()) s.layout = layout;
+    if (s.layout.empty() && s.shape.size() == 3) s.layout = "NCHW";
+    if (s.layout.empty() && s.shape.size() == 1) s.layout = "NC";
+    if (!mean.empty()) s.mean = parse_doubles(mean, "--mean");
+    if (!std.empty()) s.std = parse_doubles(std, "--std");
+    if (!range.empty()) {
+      auto r = parse_doubles(range, "--range");
+      CANDELA_CHECK(r.size() == 2, "--range takes MIN,MAX, got '", range, "'.");
+      s.range_min = r[0];
+      s.range_max = r[1];
+    }
+    model.set_input_spec(s);
+  }
+};
+
+// A one-line progress bar on stderr, only when stderr is a terminal.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled && isatty(STDERR_FILENO)) {}
+  ~ProgressBar() { finish(); }
+  ProgressCallback callback() {
+    if (!enabled_) return {};
+    return [this](const Progress& p) {
+      auto now = std::chrono::steady_clock::now();
+      if (p.done != p.total && now - last_ < std::chrono::milliseconds(100)) return;
+      last_ = now;
+      const int width = 30;
+      double frac = p.total > 0 ? static_cast<double>(p.done) / p.total : 0.0;
+      int fill = static_cast<int>(frac * width);
+      std::fprintf(stderr, "\r%-34.34s [%s%s] %3d%% %lld/%lld", p.stage.c_str(), std::string(fill, '#').c_str(),
+                   std::string(width - fill, '.').c_str(), static_cast<int>(frac * 100), (long long)p.done,
+                   (long long)p.total);
+      std::fflush(stderr);
+      drawn_ = true;
+    };
+  }
+  void finish() {
+    if (drawn_) std::fprintf(stderr, "\r%80s\r", "");
+    drawn_ = false;
+  }
+
+ private:
+  bool enabled_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+std::string join(const std::vector<int64_t>& v) {
+  std::string s;
+  for (auto x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+  return "[" + s + "]";
+}
+
+int run_explain(const std::string& model_path, const std::string& input_path, const std::string& method,
+                const std::string& target_text, const std::vector<std::string>& option_args,
+                const std::string& baseline_text, const std::string& out_dir, const SpecFlags& spec_flags,
+                const EvalOptions& eval, const HeatmapOptions& heatmap, const std::string& device, bool quiet) {
+  // Validate everything cheap before loading anything heavy.
+  const MethodInfo& info = Registry::builtin().get(method);
+  nlohmann::json options = nlohmann::json::object();
+  for (const auto& kv : option_args) {
+    auto eq = kv.find('=');
+    CANDELA_CHECK(eq != std::string::npos && eq > 0, "--option takes KEY=VALUE, got '", kv, "'.");
+    std::string key = kv.substr(0, eq);
+    options[key] = parse_option_value(info.schema, method, key, kv.substr(eq + 1));
+  }
+  auto explainer = info.create(options);
+  heatmap.validate();
+  Baseline baseline = Baseline::parse(baseline_text);
+
+  Model model = Model::load(model_path);
+  spec_flags.apply(model);
+  if (device != "cpu") model.to(device);
+  LoadedInput input = load_input(input_path, model.input_spec());
+  ExplainRequest req;
+  req.inputs = input.batch.to(c10::Device(model.device()));
+  req.target = Target::parse(target_text, model.class_names());
+  req.baseline = baseline;
+  req.eval = eval;
+  ProgressBar bar(!quiet);
+  req.eval.progress = bar.callback();
+  Attribution a = explainer->explain(model, req);
+  bar.finish();
+  auto files = write_explanation(out_dir, a, model, input, heatmap);
+  if (!quiet) {
+    std::cout << method << ": " << a.model_evaluations << " model evaluations in " << std::fixed
+              << std::setprecision(2) << a.wall_seconds << " s";
+    if (a.convergence_delta.defined())
+      std::cout << ", max |convergence delta| " << std::scientific << std::setprecision(2)
+                << a.convergence_delta.abs().max().item<double>();
+    std::cout << "\n";
+    for (const auto& f : files) std::cout << "  wrote " << f << "\n";
+  }
+  return 0;
+}
+
+int run_methods(bool json) {
+  const auto& reg = Registry::builtin();
+  if (json) {
+    std::cout << reg.to_json().dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& m : reg.methods()) {
+    std::cout << m.name << "  (" << m.family << ")\n    " << m.description << "\n    " << m.reference << "\n";
+    for (const auto& [key, field] : m.schema.items()) {
+      std::cout << "    --option " << key << "=" << field["default"].dump() << "  [" << field["type"].get<std::string>()
+                << "] " << field["description"].get<std::string>() << "\n";
+    }
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+int run_info(const std::string& model_path, const SpecFlags& spec_flags, bool json) {
+  Model model = Model::load(model_path);
+  spec_flags.apply(model);
+  const auto& spec = model.input_spec();
+  nlohmann::json out = {{"model", model_path}, {"input", spec.to_json()}, {"output_kind", model.output_kind()},
+                        {"classes", model.class_names().size()}};
+  std::vector<LayerInfo> layers;
+  std::vector<int64_t> out_shape;
+  if (!spec.shape.empty()) {
+    std::vector<int64_t> shape = {1};
+    shape.insert(shape.end(), spec.shape.begin(), spec.shape.end());
+    at::NoGradGuard no_grad;
+    auto y = model.forward(at::zeros(shape));
+    out_shape.assign(y.sizes().begin(), y.sizes().end());
+    layers = model.layers();
+  }
+  if (json) {
+    out["output_shape"] = out_shape;
+    out["layers"] = nlohmann::json::array();
+    for (const auto& l : layers) out["layers"].push_back({{"name", l.name}, {"type", l.type}, {"output_shape", l.output_shape}});
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "model   " << model_path << "\n";
+  std::cout << "input   " << (spec.shape.empty() ? "unknown shape (give --input-shape)" : join(spec.shape))
+            << (spec.layout.empty() ? "" : " " + spec.layout) << "\n";
+  if (!spec.mean.empty()) std::cout << "        normalised with mean/std from the model's spec\n";
+  if (!out_shape.empty()) std::cout << "output  " << join(out_shape) << " " << model.output_kind() << "\n";
+  if (!model.class_names().empty()) std::cout << "classes " << model.class_names().size() << "\n";
+  if (!layers.empty()) {
+    std::cout << "\nlayers (" << layers.size() << ")\n";
+    size_t w = 5;
+    for (const auto& l : layers) w = std::max(w, l.name.size());
+    for (const auto& l : layers)
+      std::cout << "  " << std::left << std::setw(static_cast<int>(w) + 2) << l.name << std::setw(22) << l.type
+                << join(l.output_shape) << "\n";
+  }
+  return 0;
+}
+
+int exit_code_for(const std::exception& e) {
+  if (dynamic_cast<const Cancelled*>(&e)) return 130;
+  if (dynamic_cast<const UnsupportedModel*>(&e)) return 3;
+  if (dynamic_cast<const IoError*>(&e) || dynamic_cast<const ParseError*>(&e)) return 4;
+  if (dynamic_cast<const InvalidArgument*>(&e) || dynamic_cast<const ShapeMismatch*>(&e)) return 2;
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Candela: explain the predictions of deep-learning models.\n\n"
+               "Example:\n  candela explain --model digits_cnn.pt --input digit_0.png --method integrated_gradients --out out/\n"};
+  app.require_subcommand(1);
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--threads", threads, "Intra-op threads (default: all cores)")->check(CLI::Range(1, 1024));
+
+  // explain
+  std::string model_path, input_path, method, target = "top1", baseline = "zeros", out_dir, device = "cpu";
+  std::vector<std::string> option_args;
+  SpecFlags explain_spec;
+  EvalOptions eval;
+  HeatmapOptions heatmap;
+  bool quiet = false;
+  auto* explain = app.add_subcommand("explain", "Explain a model's prediction for an input.");
+  explain->footer(
+      "Examples:\n"
+      "  candela explain --model digits_cnn.pt --input digit_0.png --method integrated_gradients --out out/ig\n"
+      "  candela explain --model mlp.pt --input rows.npy --method noise_tunnel --option nt_samples=20 \\\n"
+      "      --option base_method=integrated_gradients --target 1 --out out/sg\n"
+      "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png.");
+  explain->add_option("--model", model_path, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
+  explain->add_option("--input", input_path, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]")->required();
+  explain->add_option("--method", method, "Attribution method (see `candela methods`)")->required();
+  explain->add_option("--target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2)");
+  explain->add_option("--option", option_args, "Method option KEY=VALUE (repeatable)");
+  explain->add_option("--baseline", baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy");
+  explain->add_option("--out", out_dir, "Output folder")->required();
+  explain->add_option("--max-memory", eval.max_memory_mb, "Memory budget per batch in MB (sets the batch size)");
+  explain->add_option("--batch-size", eval.max_batch_size, "Fixed rows per model call (0: automatic)");
+  explain->add_option("--device", device, "cpu, cuda, cuda:N");
+  explain->add_option("--sign", heatmap.sign, "Heatmap sign: auto, signed, absolute, positive, negative");
+  explain->add_option("--colormap", heatmap.colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray");
+  explain->add_option("--clip-percentile", heatmap.clip_percentile, "Clip the heatmap at this percentile of |value|");
+  explain->add_option("--alpha", heatmap.alpha, "Overlay opacity in [0, 1]");
+  explain->add_flag("--quiet", quiet, "No progress bar or summary");
+  explain_spec.add(explain);
+
+  // methods
+  bool methods_json = false;
+  auto* methods = app.add_subcommand("methods", "List every method with its options and defaults.");
+  methods->footer("Example:\n  candela methods\n  candela methods --json > methods.json");
+  methods->add_flag("--json", methods_json, "Print the registry as JSON");
+
+  // info
+  std::string info_model;
+  bool info_json = false;
+  SpecFlags info_spec;
+  auto* info = app.add_subcommand("info", "Show a model's input, output and layers with their output shapes.");
+  info->footer("Example:\n  candela info resnet18.pt\n  candela info model.pt --input-shape 3,224,224 --json");
+  info->add_option("model", info_model, "TorchScript model file")->required();
+  info->add_flag("--json", info_json, "Print as JSON");
+  info_spec.add(info);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() != 0) {
+      std::cerr << "candela: error: " << e.what() << " (see `candela " << (app.get_subcommands().empty() ? "" : app.get_subcommands()[0]->get_name() + " ") << "--help`)\n";
+      return 2;
+    }
+    return app.exit(e);
+  }
+
+  try {
+    at::set_num_threads(threads);
+    if (*explain)
+      return run_explain(model_path, input_path, method, target, option_args, baseline, out_dir, explain_spec, eval,
+                         heatmap, device, quiet);
+    if (*methods) return run_methods(methods_json);
+    if (*info) return run_info(info_model, info_spec, info_json);
+  } catch (const candela::Error& e) {
+    std::cerr << "candela: error: " << e.what() << "\n";
+    return exit_code_for(e);
+  } catch (const c10::Error& e) {
+    std::cerr << "candela: error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "candela: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

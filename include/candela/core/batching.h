@@ -1,0 +1,73 @@
+// The batching evaluator: every model evaluation of every method goes through it. A method
+// describes its work as a stream of rows (made a batch at a time, never all at once); the
+// evaluator picks the batch size within a memory budget, reports progress, honours
+// cancellation and counts evaluations.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+
+#include "candela/core/progress.h"
+
+namespace candela {
+
+class Model;
+class Target;
+
+struct EvalOptions {
+  int64_t max_batch_size = 0;   // rows per model call; 0 = automatic
+  double max_memory_mb = 1024;  // budget for one batch's activations and gradients
+  ProgressCallback progress;    // may be empty
+  CancelToken cancel;
+};
+
+// Rows [begin, end) of a stream: the model inputs and, for each row, the sample it belongs to.
+struct Rows {
+  at::Tensor inputs;  // [end - begin, ...]
+  at::Tensor sample;  // int64 [end - begin]
+  at::Tensor aux;     // anything the method wants back in its consumer (e.g. x - baseline)
+};
+
+class Evaluator {
+ public:
+  using MakeRows = std::function<Rows(int64_t begin, int64_t end)>;
+  // grads: d target / d inputs for the rows; output: model output for the rows (detached).
+  using GradConsumer = std::function<void(int64_t begin, int64_t end, const Rows& rows,
+                                          const at::Tensor& grads, const at::Tensor& output)>;
+  using OutputConsumer =
+      std::function<void(int64_t begin, int64_t end, const Rows& rows, const at::Tensor& output)>;
+
+  Evaluator(const Model& model, EvalOptions options);
+  ~Evaluator();
+  Evaluator(const Evaluator&) = delete;
+  Evaluator& operator=(const Evaluator&) = delete;
+
+  // Forward + backward over `total` rows; `target` scores each row (row r explains sample
+  // rows.sample[r]). `cap` further limits the batch (a method's internal_batch_size).
+  void gradients(const char* stage, int64_t total, const MakeRows& make, const Target& target,
+                 const GradConsumer& consume, int64_t cap = 0);
+  // Forward only, no autograd.
+  void forward(const char* stage, int64_t total, const MakeRows& make,
+               const OutputConsumer& consume, int64_t cap = 0);
+
+  int64_t evaluations() const { return evaluations_; }
+  int64_t largest_batch() const { return largest_batch_; }
+  // The batch size the evaluator picks for gradient (or forward-only) passes.
+  int64_t batch_size(bool with_grad, int64_t cap = 0) const;
+  const Model& model() const { return model_; }
+  const EvalOptions& options() const { return options_; }
+
+ private:
+  void check_cancel() const;
+  void report(const char* stage, int64_t done, int64_t total) const;
+
+  const Model& model_;
+  EvalOptions options_;
+  int64_t evaluations_ = 0;
+  int64_t largest_batch_ = 0;
+  int64_t bytes_per_row_ = 0;
+};
+
+}  // namespace candela

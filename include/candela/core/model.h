@@ -1,0 +1,84 @@
+// Model: one form for every model Candela explains — a TorchScript module (loaded from a
+// file) or a plain batched function — plus what we know about its input and output.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torch::jit {
+struct Module;
+}
+
+namespace candela {
+
+// The per-sample input the model expects. Read from `model.json` next to `model.pt`, or
+// from command-line flags. Everything is optional except where a feature needs it (image
+// loading needs shape and layout).
+struct InputSpec {
+  std::vector<int64_t> shape;          // per sample, without the batch dimension; empty = unknown
+  std::string layout;                  // "NCHW", "NHWC", "NC" (tabular), "NL" (tokens); "" = unknown
+  std::vector<double> mean;            // per channel, applied after scaling to `range`
+  std::vector<double> std;             // per channel
+  double range_min = 0.0, range_max = 1.0;  // image pixels are mapped to this range
+
+  bool is_image() const;   // NCHW/NHWC with a 3-d per-sample shape
+  int64_t channels() const, height() const, width() const;  // image layouts only
+  nlohmann::json to_json() const;
+  static InputSpec from_json(const nlohmann::json& j, const std::string& source);
+  void validate() const;
+};
+
+// One tappable layer, for `candela info` and (later) --layer.
+struct LayerInfo {
+  std::string name;                 // dotted module path, e.g. "layer2.0.downsample"
+  std::string type;                 // module class name, e.g. "Conv2d"
+  std::vector<int64_t> output_shape;  // for one sample (batch dimension 1 included)
+};
+
+class Model {
+ public:
+  using Function = std::function<at::Tensor(const at::Tensor&)>;
+
+  // Loads a TorchScript file (scripted or traced) and its sidecar `<stem>.json` if present.
+  // The module is put in eval mode and its parameters stop requiring gradients (input
+  // attributions never need weight gradients; it makes every backward cheaper).
+  static Model load(const std::string& path);
+  // Wraps a module the caller already has (it is shared, not copied).
+  static Model from_module(const torch::jit::Module& module, InputSpec spec = {});
+  // Wraps a batched function: [N, ...] -> [N, C]. Gradient methods need it differentiable.
+  static Model from_function(Function fn, InputSpec spec = {}, std::string name = "function");
+
+  // Batched forward pass; differentiable. Errors from the model become candela errors
+  // that name the input shape.
+  at::Tensor forward(const at::Tensor& batch) const;
+
+  const InputSpec& input_spec() const;
+  void set_input_spec(InputSpec spec);
+  const std::vector<std::string>& class_names() const;
+  void set_class_names(std::vector<std::string> names);
+  const std::vector<std::string>& feature_names() const;
+  const std::string& name() const;    // file stem or given name
+  const std::string& source() const;  // path it was loaded from, or ""
+  std::string output_kind() const;    // "logits" (default), "probabilities", "regression"
+
+  // Runs one forward pass on a zero sample of the input spec's shape and reports every
+  // submodule's output shape. Requires a known input shape.
+  std::vector<LayerInfo> layers() const;
+  // Bytes of intermediate activations per sample, from the same pass (0 if unknown).
+  int64_t activation_bytes_per_sample() const;
+
+  torch::jit::Module* module() const;  // nullptr for function models
+  void to(const std::string& device);  // "cpu", "cuda", "cuda:1", "mps"
+  std::string device() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace candela

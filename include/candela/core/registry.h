@@ -1,0 +1,69 @@
+// Registry: method name -> factory and self-describing options schema. The CLI, the server
+// and the Python bindings are generated from it; adding a method is one line in its
+// family's register function.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "candela/core/explainer.h"
+#include "candela/core/options.h"
+
+namespace candela {
+
+struct MethodInfo {
+  std::string name;         // "integrated_gradients"
+  std::string family;       // "gradient"
+  std::string description;  // one line
+  std::string reference;    // paper
+  nlohmann::json schema;    // {option: {type, default, description[, choices]}}
+  bool completeness = false;  // attributions sum to f(x) - f(baseline) (up to the reported delta)
+  bool stochastic = false;    // uses the `seed` option
+  bool uses_baseline = false;
+  std::function<std::unique_ptr<Explainer>(const nlohmann::json& options)> create;
+};
+
+class Registry {
+ public:
+  // Every built-in method, registered on first use.
+  static const Registry& builtin();
+
+  void add(MethodInfo info);
+  const MethodInfo& get(const std::string& name) const;  // unknown: InvalidArgument + suggestion
+  bool contains(const std::string& name) const;
+  std::vector<std::string> names() const;
+  const std::vector<MethodInfo>& methods() const { return methods_; }
+  std::unique_ptr<Explainer> create(const std::string& name,
+                                    const nlohmann::json& options = nlohmann::json::object()) const;
+  nlohmann::json to_json() const;  // the whole catalogue, for front ends
+
+ private:
+  std::vector<MethodInfo> methods_;
+};
+
+// MethodInfo for an Explainer type E with a nested E::Options.
+template <class E>
+MethodInfo method_info(std::string name, std::string family, std::string description,
+                       std::string reference) {
+  MethodInfo m;
+  m.name = name;
+  m.family = std::move(family);
+  m.description = std::move(description);
+  m.reference = std::move(reference);
+  m.schema = options_schema<typename E::Options>();
+  m.stochastic = m.schema.contains("seed");
+  m.uses_baseline = E::kUsesBaseline;
+  m.create = [name](const nlohmann::json& j) -> std::unique_ptr<Explainer> {
+    return std::make_unique<E>(options_from_json<typename E::Options>(j, name));
+  };
+  return m;
+}
+
+// One per method family; Registry::builtin() calls them all.
+void register_gradient_methods(Registry& registry);
+
+}  // namespace candela

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The demo: explains three test digits with five methods side by side and writes an HTML
+# page that shows them. Run through `make demo`.
+set -euo pipefail
+build=${1:-build}
+cli="$build/bin/candela"
+fix="$build/fixtures"
+out=demo-output
+methods=(saliency input_x_gradient integrated_gradients noise_tunnel gradient_shap)
+rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+
+"$cli" info "$fix/digits_cnn.pt"
+echo
+for d in 0 1 2; do
+  for m in "${methods[@]}"; do
+    opts=()
+    case $m in
+      noise_tunnel) opts=(--option nt_samples=25 --option stdevs=0.15 --option base_method=integrated_gradients) ;;
+      gradient_shap) opts=(--option n_samples=50 --baseline uniform:0,1) ;;
+    esac
+    "$cli" explain --quiet --model "$fix/digits_cnn.pt" --input "$fix/digit_$d.png" --method "$m" \
+      "${opts[@]}" --out "$out.tmp/digit_$d/$m"
+  done
+  cp "$fix/digit_$d.png" "$out.tmp/digit_$d/input.png"
+done
+
+{
+  echo '<!doctype html><meta charset="utf-8"><title>Candela demo</title>'
+  echo '<style>body{font-family:sans-serif;margin:2em}td{text-align:center;padding:6px;font-size:13px}img{width:160px;image-rendering:pixelated}</style>'
+  echo '<h1>Candela: why did the digits CNN say that?</h1>'
+  echo '<p>Each row is a test digit, each column a method explaining the predicted class (red: evidence for, blue: against).</p><table><tr><th>input</th>'
+  for m in "${methods[@]}"; do echo "<th>$m</th>"; done
+  echo '</tr>'
+  for d in 0 1 2; do
+    pred=$(grep -A1 '"targets"' "$out.tmp/digit_$d/saliency/attribution.json" | tail -1 | tr -dc '0-9')
+    echo "<tr><td><img src=\"digit_$d/input.png\"><br>predicted $pred</td>"
+    for m in "${methods[@]}"; do echo "<td><img src=\"digit_$d/$m/heatmap.png\"></td>"; done
+    echo '</tr>'
+  done
+  echo '</table>'
+} > "$out.tmp/index.html"
+rm -rf "$out" && mv "$out.tmp" "$out"
+
+echo "Demo done. Open $out/index.html to see 3 digits x ${#methods[@]} methods side by side."
+echo "Each $out/digit_N/METHOD/ folder holds attributions.npy, attribution.json, heatmap.png and heatmap_raw.png."

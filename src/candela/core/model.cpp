@@ -1,0 +1,392 @@
+#include "candela/core/model.h"
+
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/script.h>
+
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <optional>
+
+#include "candela/core/error.h"
+#include "candela/detail/model_guard.h"
+#include "candela/detail/tensor_util.h"
+
+namespace candela {
+
+namespace fs = std::filesystem;
+using detail::shape_str;
+using detail::str_cat;
+
+// ---- InputSpec -------------------------------------------------------------------
+
+bool InputSpec::is_image() const {
+  return shape.size() == 3 && (layout == "NCHW" || layout == "NHWC");
+}
+int64_t InputSpec::channels() const { return layout == "NHWC" ? shape.at(2) : shape.at(0); }
+int64_t InputSpec::height() const { return layout == "NHWC" ? shape.at(0) : shape.at(1); }
+int64_t InputSpec::width() const { return layout == "NHWC" ? shape.at(1) : shape.at(2); }
+
+nlohmann::json InputSpec::to_json() const {
+  nlohmann::json j = {{"shape", shape}, {"layout", layout}, {"range", {range_min, range_max}}};
+  if (!mean.empty()) j["mean"] = mean;
+  if (!std.empty()) j["std"] = std;
+  return j;
+}
+
+InputSpec InputSpec::from_json(const nlohmann::json& j, const std::string& source) {
+  CANDELA_CHECK_T(ParseError, j.is_object(), source, ": \"input\" must be an object like ",
+                  R"({"shape": [3, 224, 224], "layout": "NCHW"})", ".");
+  InputSpec s;
+  try {
+    if (j.contains("shape")) s.shape = j.at("shape").get<std::vector<int64_t>>();
+    if (j.contains("layout")) s.layout = j.at("layout").get<std::string>();
+    if (j.contains("mean")) s.mean = j.at("mean").get<std::vector<double>>();
+    if (j.contains("std")) s.std = j.at("std").get<std::vector<double>>();
+    if (j.contains("range")) {
+      auto r = j.at("range").get<std::vector<double>>();
+      CANDELA_CHECK_T(ParseError, r.size() == 2, source, ": \"range\" must be [min, max].");
+      s.range_min = r[0];
+      s.range_max = r[1];
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw ParseError(str_cat(source, ": bad \"input\" entry (", e.what(),
+                             "). Expected shape: [ints], layout: string, mean/std: [numbers], range: [min, max]."));
+  }
+  try {
+    s.validate();
+  } catch (const InvalidArgument& e) {
+    throw ParseError(str_cat(source, ": ", e.what()));
+  }
+  return s;
+}
+
+void InputSpec::validate() const {
+  static const std::vector<std::string> layouts = {"", "NCHW", "NHWC", "NC", "NL", "NCL"};
+  CANDELA_CHECK(std::find(layouts.begin(), layouts.end(), layout) != layouts.end(), "unknown layout '",
+                layout, "'; use NCHW, NHWC, NC (tabular), NL (tokens) or NCL.", did_you_mean(layout, layouts));
+  for (auto d : shape) CANDELA_CHECK(d > 0 && d < (int64_t(1) << 31), "input shape ", shape_str(shape),
+                                     " has a non-positive or absurd dimension.");
+  if (is_image()) {
+    auto c = static_cast<size_t>(channels());
+    CANDELA_CHECK(mean.empty() || mean.size() == c || mean.size() == 1, "mean has ", mean.size(),
+                  " values but the input has ", c, " channels.");
+    CANDELA_CHECK(std.empty() || std.size() == c || std.size() == 1, "std has ", std.size(),
+                  " values but the input has ", c, " channels.");
+  }
+  for (double v : std) CANDELA_CHECK(v > 0, "std values must be positive, got ", v, ".");
+  CANDELA_CHECK(range_max > range_min, "range must be [min, max] with max > min.");
+}
+
+// ---- Model -------------------------------------------------------------------------
+
+struct Model::Impl {
+  std::optional<torch::jit::Module> module;
+  Function fn;
+  InputSpec spec;
+  std::vector<std::string> classes, features;
+  std::string name, source, output_kind = "logits", device = "cpu";
+
+  std::once_flag probed;
+  std::vector<LayerInfo> layers;
+  int64_t activation_bytes = 0;
+  std::string probe_error;
+  void probe();
+};
+
+namespace {
+
+// The last line of a LibTorch error: the Python-level message without the TorchScript traceback.
+std::string torch_message(const c10::Error& e) {
+  std::string s = e.what_without_backtrace();
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t end = s.find('\n', start);
+    if (end == std::string::npos) end = s.size();
+    std::string line = s.substr(start, end - start);
+    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(line);
+    start = end + 1;
+  }
+  if (lines.empty()) return "unknown error";
+  // TorchScript errors end with "RuntimeError: <message>"; plain ones are one line.
+  for (auto it = lines.rbegin(); it != lines.rend(); ++it)
+    if (it->find("Error: ") != std::string::npos) return it->substr(it->find_first_not_of(" \t"));
+  return lines.front();
+}
+
+std::string module_path(const torch::jit::Node* node) {
+  auto cs = node->callstack();
+  if (!cs) return "";
+  std::string path;
+  for (const auto& entry : (*cs)->vec()) {
+    const auto& info = std::get<2>(entry);
+    if (!info) continue;
+    path += (path.empty() ? "" : ".") + info->instance_name();
+  }
+  return path;
+}
+
+std::string module_type(const torch::jit::Node* node) {
+  auto cs = node->callstack();
+  if (!cs) return "";
+  auto vec = (*cs)->vec();
+  for (auto it = vec.rbegin(); it != vec.rend(); ++it) {
+    const auto& info = std::get<2>(*it);
+    if (info && info->class_type() && info->class_type()->name()) return info->class_type()->name()->name();
+  }
+  return "";
+}
+
+struct Sidecar {
+  InputSpec spec;
+  std::vector<std::string> classes, features;
+  std::string output_kind = "logits";
+};
+
+Sidecar read_sidecar(const fs::path& json_path) {
+  Sidecar m;
+  std::ifstream in(json_path);
+  CANDELA_CHECK_T(IoError, in.good(), "cannot read the model's sidecar '", json_path.string(), "'.");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw ParseError(str_cat("'", json_path.string(), "' is not valid JSON (", e.what(),
+                             "). Fix or remove the sidecar file."));
+  }
+  const std::string src = json_path.string();
+  CANDELA_CHECK_T(ParseError, j.is_object(), src, ": the sidecar must be a JSON object.");
+  try {
+    if (j.contains("input")) m.spec = InputSpec::from_json(j.at("input"), src);
+    if (j.contains("classes")) m.classes = j.at("classes").get<std::vector<std::string>>();
+    if (j.contains("feature_names")) m.features = j.at("feature_names").get<std::vector<std::string>>();
+    if (j.contains("output")) m.output_kind = j.at("output").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    throw ParseError(str_cat(src, ": ", e.what(),
+                             ". Expected {\"input\": {...}, \"classes\": [strings], \"feature_names\": [strings], "
+                             "\"output\": \"logits\"}."));
+  }
+  return m;
+}
+
+}  // namespace
+
+Model Model::load(const std::string& path) {
+  fs::path p(path);
+  std::error_code ec;
+  CANDELA_CHECK_T(IoError, fs::exists(p, ec), "model file '", path, "' does not exist. Check the --model path.");
+  CANDELA_CHECK_T(IoError, fs::is_regular_file(p, ec), "model path '", path, "' is not a regular file.");
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  CANDELA_CHECK_T(UnsupportedModel, ext != ".onnx", "'", path,
+                  "' is an ONNX file; this build reads TorchScript only. Export the model with "
+                  "torch.jit.script(model).save(\"model.pt\").");
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, torch::kCPU);
+  } catch (const c10::Error& e) {
+    throw UnsupportedModel(str_cat("'", path, "' is not a TorchScript file (", torch_message(e),
+                                   "). Save the model with torch.jit.script(model).save(path) or "
+                                   "torch.jit.trace(model, example).save(path)."));
+  } catch (const std::exception& e) {
+    throw UnsupportedModel(str_cat("'", path, "' could not be loaded as TorchScript (", e.what(),
+                                   "). Save it with torch.jit.script(model).save(path)."));
+  }
+  CANDELA_CHECK_T(UnsupportedModel, module.find_method("forward").has_value(), "'", path,
+                  "' has no forward method; Candela explains a module's forward().");
+  module.eval();
+  for (auto p : module.parameters()) p.set_requires_grad(false);
+
+  Model m = from_module(module);
+  m.impl_->source = path;
+  m.impl_->name = p.stem().string();
+  fs::path sidecar = p;
+  sidecar.replace_extension(".json");
+  if (fs::exists(sidecar, ec)) {
+    Sidecar side = read_sidecar(sidecar);
+    m.impl_->spec = std::move(side.spec);
+    m.impl_->classes = std::move(side.classes);
+    m.impl_->features = std::move(side.features);
+    m.impl_->output_kind = std::move(side.output_kind);
+  }
+  return m;
+}
+
+Model Model::from_module(const torch::jit::Module& module, InputSpec spec) {
+  Model m;
+  m.impl_ = std::make_shared<Impl>();
+  m.impl_->module = module;
+  m.impl_->spec = std::move(spec);
+  m.impl_->name = "module";
+  return m;
+}
+
+Model Model::from_function(Function fn, InputSpec spec, std::string name) {
+  CANDELA_CHECK(static_cast<bool>(fn), "Model::from_function needs a callable.");
+  Model m;
+  m.impl_ = std::make_shared<Impl>();
+  m.impl_->fn = std::move(fn);
+  m.impl_->spec = std::move(spec);
+  m.impl_->name = std::move(name);
+  return m;
+}
+
+at::Tensor Model::forward(const at::Tensor& batch) const {
+  at::Tensor out;
+  try {
+    if (impl_->module) {
+      auto result = impl_->module->forward({batch});
+      CANDELA_CHECK_T(UnsupportedModel, result.isTensor(), "the model returned a ", result.tagKind(),
+                      ", not a tensor. Candela explains one output tensor: wrap the model so forward() "
+                      "returns the tensor to explain.");
+      out = result.toTensor();
+    } else {
+      out = impl_->fn(batch);
+    }
+  } catch (const c10::Error& e) {
+    std::string msg = torch_message(e);
+    throw ShapeMismatch(str_cat("the model failed on an input of shape ", shape_str(batch.sizes()), ": ", msg,
+                                ". Check that the input matches what the model expects "
+                                "(--input-shape, the model's .json sidecar)."));
+  }
+  CANDELA_CHECK_T(UnsupportedModel, out.defined() && out.dim() >= 1 && out.size(0) == batch.size(0),
+                  "the model's output has shape ", out.defined() ? shape_str(out.sizes()) : "(undefined)",
+                  " for a batch of ", batch.size(0), "; Candela needs one output row per input row.");
+  return out;
+}
+
+const InputSpec& Model::input_spec() const { return impl_->spec; }
+void Model::set_input_spec(InputSpec spec) {
+  spec.validate();
+  impl_->spec = std::move(spec);
+}
+const std::vector<std::string>& Model::class_names() const { return impl_->classes; }
+void Model::set_class_names(std::vector<std::string> names) { impl_->classes = std::move(names); }
+const std::vector<std::string>& Model::feature_names() const { return impl_->features; }
+const std::string& Model::name() const { return impl_->name; }
+const std::string& Model::source() const { return impl_->source; }
+std::string Model::output_kind() const { return impl_->output_kind; }
+torch::jit::Module* Model::module() const { return impl_->module ? &*impl_->module : nullptr; }
+std::string Model::device() const { return impl_->device; }
+
+void Model::to(const std::string& device) {
+  c10::Device d(c10::kCPU);
+  try {
+    d = c10::Device(device);
+  } catch (const c10::Error&) {
+    throw InvalidArgument(str_cat("unknown device '", device, "'; use cpu, cuda, cuda:N or mps."));
+  }
+  if (impl_->module) {
+    try {
+      impl_->module->to(d);
+    } catch (const c10::Error& e) {
+      throw InvalidArgument(str_cat("cannot move the model to '", device, "': ", torch_message(e), "."));
+    }
+  }
+  impl_->device = d.str();
+}
+
+// Runs the forward graph once with every intermediate value as an output: that gives each
+// submodule's output shape (the last value computed inside its scope) and the activation
+// memory one sample needs, which the evaluator uses to size batches.
+void Model::Impl::probe() {
+  if (!module || spec.shape.empty()) return;
+  try {
+    auto graph = module->get_method("forward").graph()->copy();
+    torch::jit::Inline(*graph);
+    std::vector<torch::jit::Value*> values;
+    std::vector<std::string> order;
+    std::map<std::string, std::pair<torch::jit::Value*, std::string>> last;
+    for (auto* node : graph->nodes()) {
+      std::string path = module_path(node);
+      for (auto* v : node->outputs()) {
+        if (v->type()->kind() != c10::TypeKind::TensorType) continue;
+        values.push_back(v);
+        if (path.empty()) continue;
+        std::string type = module_type(node);
+        // Credit the value to the module and every enclosing one, keeping each module's last value.
+        std::string prefix = path;
+        while (true) {
+          if (!last.count(prefix)) order.push_back(prefix);
+          auto& slot = last[prefix];
+          slot.first = v;
+          if (prefix == path) slot.second = type;
+          auto dot = prefix.rfind('.');
+          if (dot == std::string::npos) break;
+          prefix = prefix.substr(0, dot);
+        }
+      }
+    }
+    for (size_t i = graph->outputs().size(); i > 0; --i) graph->eraseOutput(i - 1);
+    auto* tuple = graph->insertNode(graph->createTuple(values));
+    graph->registerOutput(tuple->output());
+    torch::jit::GraphFunction fn("candela_probe", graph, nullptr);
+    std::vector<int64_t> shape = {1};
+    shape.insert(shape.end(), spec.shape.begin(), spec.shape.end());
+    torch::NoGradGuard no_grad;
+    auto out = fn({module->_ivalue(), at::zeros(shape, at::TensorOptions().device(c10::Device(device)))});
+    auto elems = out.toTupleRef().elements();
+    std::map<torch::jit::Value*, at::Tensor> by_value;
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!elems[i].isTensor()) continue;
+      auto t = elems[i].toTensor();
+      by_value[values[i]] = t;
+      activation_bytes += static_cast<int64_t>(t.numel() * t.element_size());
+    }
+    for (const auto& name : order) {
+      auto& [v, type] = last[name];
+      auto it = by_value.find(v);
+      if (it == by_value.end()) continue;
+      auto sizes = it->second.sizes();
+      layers.push_back({name, type, std::vector<int64_t>(sizes.begin(), sizes.end())});
+    }
+  } catch (const std::exception& e) {
+    probe_error = e.what();
+    layers.clear();
+    activation_bytes = 0;
+  }
+}
+
+std::vector<LayerInfo> Model::layers() const {
+  CANDELA_CHECK(!impl_->spec.shape.empty(), "listing layers needs the input shape: pass --input-shape or add "
+                "\"input\": {\"shape\": [...]} to the model's .json sidecar.");
+  std::call_once(impl_->probed, [this] { impl_->probe(); });
+  CANDELA_CHECK_T(UnsupportedModel, impl_->probe_error.empty(), "could not run the model on a zero input of shape ",
+                  shape_str(impl_->spec.shape), ": ", impl_->probe_error);
+  return impl_->layers;
+}
+
+int64_t Model::activation_bytes_per_sample() const {
+  std::call_once(impl_->probed, [this] { impl_->probe(); });
+  return impl_->activation_bytes;
+}
+
+// ---- ModelGuard ----------------------------------------------------------------------
+
+namespace detail {
+
+ModelGuard::ModelGuard(const Model& model) : module_(model.module()) {
+  if (!module_) return;
+  for (const auto& m : module_->modules()) training_.push_back(m.is_training());
+  for (const auto& p : module_->parameters()) requires_grad_.push_back(p.requires_grad());
+  module_->eval();
+  for (auto p : module_->parameters()) p.set_requires_grad(false);
+}
+
+ModelGuard::~ModelGuard() {
+  if (!module_) return;
+  // modules() is pre-order and train() recurses, so each module ends with its own flag.
+  size_t i = 0;
+  for (auto m : module_->modules()) {
+    if (i < training_.size()) m.train(training_[i]), ++i;
+  }
+  i = 0;
+  for (auto p : module_->parameters()) {
+    if (i < requires_grad_.size()) p.set_requires_grad(requires_grad_[i]), ++i;
+  }
+}
+
+}  // namespace detail
+}  // namespace candela

@@ -1,0 +1,24 @@
+// Small tensor helpers shared by the library's sources (not public API).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace candela::detail {
+
+// "[2, 3, 224, 224]"
+std::string shape_str(at::IntArrayRef sizes);
+// Nested JSON lists of a tensor's values (as doubles; integers stay integers).
+nlohmann::json tensor_to_json(const at::Tensor& t);
+// View of `v` [N] shaped [N, 1, 1, ...] to broadcast against `like` [N, ...].
+at::Tensor per_row(const at::Tensor& v, const at::Tensor& like);
+// A CPU generator seeded from (seed, stream): the same stream gives the same numbers
+// whatever the batch, which makes sampled methods batch-invariant.
+at::Generator seeded_generator(uint64_t seed, uint64_t stream);
+// Sum over every dimension but the first: [N, ...] -> [N].
+at::Tensor sum_per_sample(const at::Tensor& t);
+
+}  // namespace candela::detail

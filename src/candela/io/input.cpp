@@ -1,0 +1,62 @@
+#include "candela/io/input.h"
+
+#include <ATen/ATen.h>
+
+#include "candela/core/error.h"
+#include "candela/detail/tensor_util.h"
+#include "candela/io/image.h"
+#include "candela/io/npy.h"
+
+namespace candela {
+using detail::shape_str;
+
+namespace {
+// [C] broadcastable against an NCHW batch.
+at::Tensor channel_vector(const std::vector<double>& v, int64_t channels, double fill) {
+  std::vector<double> full(channels, fill);
+  for (int64_t c = 0; c < channels; ++c)
+    if (!v.empty()) full[c] = v.size() == 1 ? v[0] : v[c];
+  return at::tensor(full, at::kDouble).to(at::kFloat).view({1, channels, 1, 1});
+}
+}  // namespace
+
+LoadedInput load_input(const std::string& path, const InputSpec& spec) {
+  LoadedInput in;
+  if (is_image_path(path)) {
+    CANDELA_CHECK(spec.is_image(), "'", path, "' is an image but the model's input is not described as one; "
+                  "give --input-shape C,H,W and --layout NCHW (or NHWC), or add \"input\" to the model's .json.");
+    at::Tensor img = load_image(path, spec.channels(), spec.height(), spec.width()).unsqueeze(0);  // [1,C,H,W]
+    in.display = img;
+    at::Tensor x = img * (spec.range_max - spec.range_min) + spec.range_min;
+    x = (x - channel_vector(spec.mean, spec.channels(), 0.0)) / channel_vector(spec.std, spec.channels(), 1.0);
+    in.batch = spec.layout == "NHWC" ? x.permute({0, 2, 3, 1}).contiguous() : x.contiguous();
+    return in;
+  }
+  const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
+  CANDELA_CHECK(npy, "cannot read input '", path, "': use an image (PNG, JPEG, ...) or a NumPy .npy file.");
+  at::Tensor x = read_npy(path);
+  CANDELA_CHECK(x.is_floating_point() || x.scalar_type() == at::kLong || x.scalar_type() == at::kInt ||
+                    x.scalar_type() == at::kByte,
+                "'", path, "' holds ", x.scalar_type(), " values; save the input as float32.");
+  x = x.to(at::kFloat);
+  const auto& shape = spec.shape;
+  if (!shape.empty() && x.sizes() == at::IntArrayRef(shape)) x = x.unsqueeze(0);  // one sample
+  if (shape.empty() && x.dim() == 1) x = x.unsqueeze(0);
+  CANDELA_CHECK_T(ShapeMismatch, shape.empty() || x.sizes().slice(1) == at::IntArrayRef(shape), "'", path,
+                  "' has shape ", shape_str(x.sizes()), " but the model expects [N, ", shape_str(shape).substr(1),
+                  " or one sample ", shape_str(shape), ". Reshape the array, or fix --input-shape.");
+  in.batch = x.contiguous();
+  if (spec.is_image()) in.display = to_display(in.batch, spec);
+  return in;
+}
+
+at::Tensor to_display(const at::Tensor& batch, const InputSpec& spec) {
+  CANDELA_CHECK(spec.is_image(), "to_display needs an image input spec.");
+  at::Tensor x = spec.layout == "NHWC" ? batch.permute({0, 3, 1, 2}) : batch;
+  x = x.detach().to(at::kCPU, at::kFloat);
+  x = x * channel_vector(spec.std, spec.channels(), 1.0) + channel_vector(spec.mean, spec.channels(), 0.0);
+  x = (x - spec.range_min) / (spec.range_max - spec.range_min);
+  return x.clamp(0.0, 1.0).contiguous();
+}
+
+}  // namespace candela

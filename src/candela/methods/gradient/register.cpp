@@ -1,0 +1,40 @@
+#include "candela/core/registry.h"
+#include "candela/methods/gradient/gradient_shap.h"
+#include "candela/methods/gradient/input_x_gradient.h"
+#include "candela/methods/gradient/integrated_gradients.h"
+#include "candela/methods/gradient/noise_tunnel.h"
+#include "candela/methods/gradient/saliency.h"
+
+namespace candela {
+
+void register_gradient_methods(Registry& r) {
+  r.add(method_info<Saliency>("saliency", "gradient", "Gradient of the target with respect to the input.",
+                              "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks"));
+  r.add(method_info<InputXGradient>("input_x_gradient", "gradient", "Input times the gradient of the target.",
+                                    "Shrikumar et al. 2016, Not Just a Black Box"));
+  auto ig = method_info<IntegratedGradients>(
+      "integrated_gradients", "gradient",
+      "Path integral of gradients from the baseline to the input; sums to f(x) - f(baseline).",
+      "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks");
+  ig.completeness = true;
+  r.add(ig);
+  r.add(method_info<NoiseTunnel>("noise_tunnel", "gradient",
+                                 "SmoothGrad, SmoothGrad-squared or VarGrad around any other method.",
+                                 "Smilkov et al. 2017, SmoothGrad; Adebayo et al. 2018, Local explanation methods"));
+  r.add(method_info<GradientShap>("gradient_shap", "gradient",
+                                  "Expected (input - baseline) x gradient at random points between a baseline "
+                                  "distribution and the noisy input.",
+                                  "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions"));
+  auto eg = method_info<GradientShap>("expected_gradients", "gradient",
+                                      "Integrated gradients averaged over a baseline distribution (GradientSHAP "
+                                      "without input noise).",
+                                      "Erion et al. 2021, Improving performance of deep learning models with "
+                                      "axiomatic attribution priors and expected gradients");
+  eg.create = [](const nlohmann::json& j) -> std::unique_ptr<Explainer> {
+    return std::make_unique<GradientShap>(options_from_json<GradientShap::Options>(j, "expected_gradients"),
+                                          "expected_gradients");
+  };
+  r.add(eg);
+}
+
+}  // namespace candela

@@ -1,0 +1,68 @@
+#include "candela/render/export.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "candela/core/error.h"
+#include "candela/io/file.h"
+#include "candela/io/image.h"
+#include "candela/io/npy.h"
+
+namespace candela {
+namespace fs = std::filesystem;
+
+std::vector<std::string> write_explanation(const std::string& out_dir, const Attribution& attribution,
+                                           const Model& model, const LoadedInput& input,
+                                           const HeatmapOptions& heatmap) {
+  heatmap.validate();
+  const auto& spec = model.input_spec();
+  // Render everything first: a failure here leaves no file behind.
+  std::vector<std::pair<std::string, std::string>> files;
+  at::Tensor values = attribution.values.detach().to(at::kCPU);
+  files.emplace_back("attributions.npy", npy_bytes(values));
+  nlohmann::json meta = attribution.metadata();
+  meta["model"] = model.source().empty() ? model.name() : model.source();
+  meta["input_spec"] = spec.to_json();
+  if (!model.class_names().empty() && !attribution.targets.empty()) {
+    std::vector<std::string> names;
+    for (auto t : attribution.targets)
+      names.push_back(t < static_cast<int64_t>(model.class_names().size()) ? model.class_names()[t] : "");
+    meta["target_names"] = names;
+  }
+  if (input.display.defined()) {
+    const int64_t n = values.size(0);
+    meta["heatmaps"] = nlohmann::json::array();
+    for (int64_t i = 0; i < n; ++i) {
+      at::Tensor a = spec.layout == "NHWC" ? values[i].permute({2, 0, 1}) : values[i];
+      std::string suffix = n == 1 ? "" : "_" + std::to_string(i);
+      files.emplace_back("heatmap" + suffix + ".png", "");
+      files.back().second = encode_png(render_overlay(a, input.display[i], heatmap));
+      files.emplace_back("heatmap_raw" + suffix + ".png", encode_png(render_heatmap(a, heatmap)));
+      meta["heatmaps"].push_back({{"overlay", "heatmap" + suffix + ".png"}, {"raw", "heatmap_raw" + suffix + ".png"}});
+    }
+  }
+  files.emplace_back("attribution.json", meta.dump(2) + "\n");
+
+  std::error_code ec;
+  const bool existed = fs::exists(out_dir, ec);
+  if (!existed) {
+    fs::create_directories(out_dir, ec);
+    CANDELA_CHECK_T(IoError, !ec, "cannot create output folder '", out_dir, "': ", ec.message(), ".");
+  }
+  std::vector<std::string> written;
+  try {
+    for (const auto& [name, bytes] : files) {
+      std::string path = (fs::path(out_dir) / name).string();
+      write_file_atomic(path, bytes);
+      written.push_back(path);
+    }
+  } catch (...) {
+    for (const auto& p : written) fs::remove(p, ec);
+    if (!existed) fs::remove(out_dir, ec);
+    throw;
+  }
+  return written;
+}
+
+}  // namespace candela

@@ -1,0 +1,152 @@
+// One suite over every registered method (Captum's test_config idea): adding a method to the
+// registry adds it here. Each property holds for every method, on the digits CNN fixture.
+#include <gtest/gtest.h>
+
+#include "candela/io/npy.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+
+namespace {
+
+// Options that keep each method fast without changing what it computes.
+nlohmann::json fast_options(const std::string& name) {
+  if (name == "integrated_gradients") return {{"n_steps", 16}};
+  if (name == "noise_tunnel") return {{"nt_samples", 3}, {"stdevs", 0.1}};
+  if (name == "gradient_shap") return {{"n_samples", 6}, {"stdevs", 0.1}};
+  if (name == "expected_gradients") return {{"n_samples", 6}};
+  return nlohmann::json::object();
+}
+
+class Conformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    info_ = &Registry::builtin().get(GetParam());
+    inputs_ = read_npy(fixture("digits_test.npy")).slice(0, 0, 3).contiguous();
+    reference_set_ = read_npy(fixture("digits_test.npy")).slice(0, 8, 12).contiguous();
+  }
+  std::unique_ptr<Explainer> make(nlohmann::json extra = nlohmann::json::object()) const {
+    nlohmann::json o = fast_options(GetParam());
+    for (auto& [k, v] : extra.items()) o[k] = v;
+    return info_->create(o);
+  }
+  ExplainRequest request(const at::Tensor& x) const {
+    ExplainRequest r;
+    r.inputs = x;
+    r.target = Target::index(3);
+    if (info_->name == "gradient_shap" || info_->name == "expected_gradients")
+      r.baseline = Baseline::distribution(reference_set_);
+    return r;
+  }
+  Attribution explain(const Model& m, const at::Tensor& x, nlohmann::json extra = nlohmann::json::object(),
+                      int64_t batch = 0) const {
+    ExplainRequest r = request(x);
+    r.eval.max_batch_size = batch;
+    return make(std::move(extra))->explain(m, r);
+  }
+
+  const MethodInfo* info_ = nullptr;
+  Model model_ = Model::load(fixture("digits_cnn.pt"));
+  at::Tensor inputs_, reference_set_;
+};
+
+void expect_close(const at::Tensor& a, const at::Tensor& b, const std::string& what) {
+  double scale = std::max(b.abs().max().item<double>(), 1e-8);
+  EXPECT_LE((a - b).abs().max().item<double>(), 1e-5 * scale) << what;
+}
+
+}  // namespace
+
+TEST_P(Conformance, ShapeOutputAndMetadata) {
+  auto a = explain(model_, inputs_);
+  EXPECT_EQ(a.values.sizes(), inputs_.sizes());
+  EXPECT_TRUE(at::isfinite(a.values).all().item<bool>());
+  EXPECT_EQ(a.output.size(0), 3);
+  EXPECT_EQ(a.targets, (std::vector<int64_t>{3, 3, 3}));
+  EXPECT_GT(a.model_evaluations, 0);
+  EXPECT_GT(a.values.abs().sum().item<double>(), 0.0) << "an all-zero map explains nothing";
+  auto meta = a.metadata();
+  EXPECT_EQ(meta["method"], GetParam());
+  EXPECT_EQ(meta["model_evaluations"], a.model_evaluations);
+  for (const auto& [key, _] : info_->schema.items()) EXPECT_TRUE(meta["options"].contains(key)) << key;
+}
+
+TEST_P(Conformance, BatchInvariance) {
+  auto together = explain(model_, inputs_);
+  for (int64_t i = 0; i < inputs_.size(0); ++i) {
+    auto alone = explain(model_, inputs_.slice(0, i, i + 1));
+    expect_close(together.values[i], alone.values[0], "sample " + std::to_string(i));
+  }
+}
+
+TEST_P(Conformance, InvariantToTheBatchSizeTheEvaluatorPicks) {
+  auto automatic = explain(model_, inputs_);
+  for (int64_t batch : {1, 5}) expect_close(explain(model_, inputs_, {}, batch).values, automatic.values,
+                                            "batch " + std::to_string(batch));
+  if (info_->schema.contains("internal_batch_size"))
+    expect_close(explain(model_, inputs_, {{"internal_batch_size", 2}}).values, automatic.values, "internal_batch_size");
+}
+
+TEST_P(Conformance, DeterministicUnderASeed) {
+  auto a = explain(model_, inputs_), b = explain(model_, inputs_);
+  EXPECT_TRUE(at::equal(a.values, b.values));
+  if (info_->stochastic) {
+    auto c = explain(model_, inputs_, {{"seed", 12345}});
+    EXPECT_FALSE(at::allclose(a.values, c.values)) << "the seed must matter";
+  }
+}
+
+TEST_P(Conformance, ModelUnchangedAfterAnExceptionOrARun) {
+  auto* module = model_.module();
+  ASSERT_NE(module, nullptr);
+  module->train(true);
+  for (auto p : module->parameters()) p.set_requires_grad(true);
+  std::vector<at::Tensor> before;
+  for (const auto& p : module->parameters()) before.push_back(p.detach().clone());
+  auto unchanged = [&](const char* when) {
+    EXPECT_TRUE(module->is_training()) << when;
+    for (const auto& m : module->modules()) EXPECT_TRUE(m.is_training()) << when;
+    size_t i = 0;
+    for (const auto& p : module->parameters()) {
+      EXPECT_TRUE(p.requires_grad()) << when;
+      EXPECT_TRUE(at::equal(p.detach(), before[i++])) << when;
+      EXPECT_FALSE(p.grad().defined() && p.grad().abs().sum().item<double>() > 0) << when;
+    }
+  };
+  ExplainRequest bad = request(inputs_);
+  bad.target = Target::index(10);
+  EXPECT_THROW(make()->explain(model_, bad), InvalidArgument);
+  unchanged("after an out-of-range target");
+
+  ExplainRequest cancelled = request(inputs_);
+  cancelled.eval.max_batch_size = 1;
+  int calls = 0;
+  cancelled.eval.progress = [&](const Progress&) {
+    if (++calls == 2) cancelled.eval.cancel.cancel();
+  };
+  EXPECT_THROW(make()->explain(model_, cancelled), Cancelled);
+  unchanged("after cancellation");
+
+  make()->explain(model_, request(inputs_));
+  unchanged("after a normal run");
+}
+
+TEST_P(Conformance, CompletenessWhereClaimed) {
+  if (!info_->completeness) GTEST_SKIP() << GetParam() << " does not claim completeness";
+  nlohmann::json defaults = nlohmann::json::object();
+  if (info_->schema.contains("n_steps")) defaults["n_steps"] = info_->schema["n_steps"]["default"];
+  auto a = explain(model_, inputs_, defaults);
+  ASSERT_TRUE(a.convergence_delta.defined());
+  at::NoGradGuard no_grad;
+  at::Tensor df = (a.output.select(1, 3) - model_.forward(at::zeros_like(inputs_)).select(1, 3)).abs();
+  EXPECT_TRUE((a.convergence_delta.abs() <= 0.01 * df + 1e-6).all().item<bool>())
+      << a.convergence_delta << "\n" << df;
+  // The delta is what it claims to be: sum of attributions minus f(x) - f(baseline).
+  at::Tensor sums = a.values.reshape({3, -1}).sum(1);
+  at::Tensor f0 = model_.forward(at::zeros_like(inputs_)).select(1, 3);
+  expect_close(sums - a.convergence_delta, a.output.select(1, 3) - f0, "delta definition");
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, Conformance, ::testing::ValuesIn(Registry::builtin().names()),
+                         [](const auto& info) { return info.param; });

@@ -1,0 +1,179 @@
+// The `candela` command end to end: outputs on good input; one clear line, a non-zero exit
+// and no files on bad input.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "candela/io/npy.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+using candela::testing::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Result cli(const std::string& args) {
+  TempDir tmp;
+  std::string cmd = std::string(CANDELA_CLI_PATH) + " " + args + " >" + (tmp / "out") + " 2>" + (tmp / "err");
+  int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(tmp / "out");
+  r.err = slurp(tmp / "err");
+  return r;
+}
+
+// A failure is exactly one line on stderr that starts with "candela: error:".
+void expect_one_clear_line(const Result& r, const std::string& must_contain) {
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(r.err.rfind("candela: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(must_contain), std::string::npos) << "expected '" << must_contain << "' in: " << r.err;
+}
+
+}  // namespace
+
+TEST(Cli, ExplainsAnImageWithEveryMethod) {
+  TempDir dir;
+  for (const auto& name : Registry::builtin().names()) {
+    std::string out = dir / name;
+    auto r = cli("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+                 " --method " + name + " --target 0 --out " + out);
+    ASSERT_EQ(r.code, 0) << name << ": " << r.err;
+    for (std::string f : {"attributions.npy", "attribution.json", "heatmap.png", "heatmap_raw.png"})
+      EXPECT_TRUE(fs::exists(out + "/" + f)) << name << " " << f;
+    at::Tensor a = read_npy(out + "/attributions.npy");
+    EXPECT_EQ(a.sizes(), (at::IntArrayRef{1, 1, 8, 8})) << name;
+    auto meta = nlohmann::json::parse(slurp(out + "/attribution.json"));
+    EXPECT_EQ(meta["method"], name);
+    EXPECT_EQ(meta["targets"][0], 0);
+    EXPECT_EQ(meta["target_names"][0], "0");
+    EXPECT_GT(meta["model_evaluations"].get<int64_t>(), 0);
+    EXPECT_TRUE(meta.contains("options"));
+  }
+}
+
+TEST(Cli, ExplainsNpyRowsWithOptionsAndReportsTheDelta) {
+  TempDir dir;
+  auto r = cli("explain --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " +
+               fixture("breast_cancer_test.npy") + " --method integrated_gradients --option n_steps=64 " +
+               "--option method=riemann_middle --target 1 --out " + (dir / "ig"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto meta = nlohmann::json::parse(slurp(dir / "ig/attribution.json"));
+  EXPECT_EQ(meta["options"]["n_steps"], 64);
+  EXPECT_EQ(meta["options"]["method"], "riemann_middle");
+  EXPECT_EQ(meta["convergence_delta"].size(), read_npy(fixture("breast_cancer_test.npy")).size(0));
+  EXPECT_FALSE(fs::exists(dir / "ig/heatmap.png")) << "tabular inputs get no heatmap";
+}
+
+TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
+  auto m = cli("methods");
+  ASSERT_EQ(m.code, 0);
+  for (const auto& name : Registry::builtin().names()) EXPECT_NE(m.out.find(name), std::string::npos) << name;
+  EXPECT_NE(m.out.find("--option n_steps=50"), std::string::npos);
+  auto j = cli("methods --json");
+  ASSERT_EQ(j.code, 0);
+  EXPECT_EQ(nlohmann::json::parse(j.out).size(), Registry::builtin().names().size());
+  auto i = cli("info " + fixture("digits_cnn.pt"));
+  ASSERT_EQ(i.code, 0) << i.err;
+  EXPECT_NE(i.out.find("features.0"), std::string::npos) << i.out;
+  EXPECT_NE(i.out.find("[1, 16, 4, 4]"), std::string::npos) << i.out;
+  EXPECT_NE(i.out.find("[1, 10]"), std::string::npos) << i.out;
+}
+
+TEST(Cli, EveryCommandHasHelpWithAnExample) {
+  for (std::string sub : {"", "explain", "methods", "info"}) {
+    auto r = cli(sub + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
+  }
+}
+
+class CliBadInput : public ::testing::Test {
+ protected:
+  TempDir dir;
+  std::string out() const { return dir / "out"; }
+  std::string explain(const std::string& model, const std::string& input, const std::string& extra = "") const {
+    return "explain --quiet --model " + model + " --input " + input + " --method saliency --out " + out() + " " + extra;
+  }
+  void TearDown() override { EXPECT_FALSE(fs::exists(out())) << "a failed run must leave no output folder"; }
+};
+
+TEST_F(CliBadInput, MissingModelFile) {
+  expect_one_clear_line(cli(explain(dir / "nope.pt", fixture("digit_0.png"))), "does not exist");
+}
+
+TEST_F(CliBadInput, FileThatIsNotTorchScript) {
+  std::ofstream(dir / "fake.pt") << "PK\x03\x04 definitely not a model";
+  expect_one_clear_line(cli(explain(dir / "fake.pt", fixture("digit_0.png"))), "not a TorchScript file");
+}
+
+TEST_F(CliBadInput, WrongInputShape) {
+  write_npy(dir / "x.npy", at::zeros({2, 3, 3}));
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), dir / "x.npy")), "expects");
+}
+
+TEST_F(CliBadInput, WrongChannelCount) {
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), fixture("sample_224.png"), "--input-shape 3,8,8")),
+                        "channels");
+}
+
+TEST_F(CliBadInput, TargetOutOfRange) {
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--target 10")),
+                        "out of range");
+}
+
+TEST_F(CliBadInput, NanInTheInput) {
+  at::Tensor x = at::zeros({1, 1, 8, 8});
+  x[0][0][2][2] = NAN;
+  write_npy(dir / "nan.npy", x);
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), dir / "nan.npy")), "NaN");
+}
+
+TEST_F(CliBadInput, UnknownMethodSuggestsTheClosest) {
+  auto r = cli("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+               " --method integrated_gradient --out " + out());
+  expect_one_clear_line(r, "Did you mean 'integrated_gradients'");
+}
+
+TEST_F(CliBadInput, UnknownOptionListsTheValidOnes) {
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--option absolute=true")),
+                        "Its options are: abs");
+}
+
+TEST_F(CliBadInput, BadOptionValue) {
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--option abs=maybe")),
+                        "true or false");
+}
+
+TEST_F(CliBadInput, InputThatIsNotAnImage) {
+  std::ofstream(dir / "x.png") << "not an image";
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), dir / "x.png")), "x.png");
+}
+
+TEST_F(CliBadInput, CorruptNpy) {
+  std::ofstream(dir / "x.npy") << "\x93NUMPY\x01\x00\xff\xff{garbage";
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), dir / "x.npy")), "x.npy");
+}
+
+TEST_F(CliBadInput, MissingRequiredFlag) {
+  auto r = cli("explain --model " + fixture("digits_cnn.pt") + " --method saliency --out " + out());
+  expect_one_clear_line(r, "--input");
+}

@@ -1,0 +1,55 @@
+// Helpers shared by the test suites.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <filesystem>
+#include <string>
+
+#include "candela/candela.h"
+
+namespace candela::testing {
+
+inline std::string fixture(const std::string& name) { return std::string(CANDELA_FIXTURE_DIR) + "/" + name; }
+
+// y = x W^T + b as a scripted module, built in C++ so known-answer tests need no fixture.
+inline Model linear_model(const at::Tensor& weight, const at::Tensor& bias) {
+  torch::jit::Module m("LinearFixture");
+  m.register_parameter("weight", weight.clone(), false);
+  m.register_parameter("bias", bias.clone(), false);
+  m.define(R"(
+def forward(self, x):
+    return torch.nn.functional.linear(x, self.weight, self.bias)
+)");
+  InputSpec spec;
+  spec.shape = {weight.size(1)};
+  spec.layout = "NC";
+  return Model::from_module(m, spec);
+}
+
+// A fresh temporary folder, removed when the object dies.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "candela-test-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// max |a - b| / max(|b|, tiny): a relative error for whole tensors.
+inline double rel_error(const at::Tensor& a, const at::Tensor& b) {
+  auto diff = (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+  return diff / std::max(b.to(at::kDouble).abs().max().item<double>(), 1e-12);
+}
+
+}  // namespace candela::testing

@@ -1,0 +1,166 @@
+// Model loading, options, registry and the evaluator.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "candela/io/npy.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+using candela::testing::TempDir;
+
+TEST(Model, LoadsScriptedAndTracedFixturesWithTheirSidecar) {
+  Model scripted = Model::load(fixture("digits_cnn.pt"));
+  Model traced = Model::load(fixture("digits_cnn_traced.pt"));
+  EXPECT_EQ(scripted.input_spec().shape, (std::vector<int64_t>{1, 8, 8}));
+  EXPECT_EQ(scripted.input_spec().layout, "NCHW");
+  EXPECT_EQ(scripted.class_names().size(), 10u);
+  at::Tensor x = read_npy(fixture("digits_test.npy"));
+  std::ifstream in(fixture("digits_test_expected.json"));
+  auto expected = nlohmann::json::parse(in).get<std::vector<std::vector<double>>>();
+  at::NoGradGuard no_grad;
+  at::Tensor a = scripted.forward(x), b = traced.forward(x);
+  for (size_t i = 0; i < expected.size(); ++i)
+    for (size_t j = 0; j < expected[i].size(); ++j) EXPECT_NEAR(a[i][j].item<double>(), expected[i][j], 1e-5);
+  EXPECT_TRUE(at::allclose(a, b, 1e-6, 1e-6));
+}
+
+TEST(Model, ListsLayersWithOutputShapes) {
+  for (std::string file : {"digits_cnn.pt", "digits_cnn_traced.pt"}) {
+    Model m = Model::load(fixture(file));
+    auto layers = m.layers();
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const auto& l : layers) shapes[l.name] = l.output_shape;
+    EXPECT_EQ(shapes["features.0"], (std::vector<int64_t>{1, 8, 8, 8})) << file;
+    EXPECT_EQ(shapes["features.4"], (std::vector<int64_t>{1, 16, 4, 4})) << file;
+    EXPECT_EQ(shapes["classifier.3"], (std::vector<int64_t>{1, 10})) << file;
+    EXPECT_GT(m.activation_bytes_per_sample(), 8 * 8 * 8 * 4);
+  }
+}
+
+TEST(Model, RejectsFilesThatAreNotTorchScript) {
+  TempDir dir;
+  std::ofstream(dir / "junk.pt") << "this is not a zip archive";
+  EXPECT_THROW(Model::load(dir / "junk.pt"), UnsupportedModel);
+  EXPECT_THROW(Model::load(dir / "missing.pt"), IoError);
+  std::ofstream(dir / "m.onnx") << "x";
+  EXPECT_THROW(Model::load(dir / "m.onnx"), UnsupportedModel);
+}
+
+TEST(Model, BadSidecarIsAParseErrorNamingTheFile) {
+  TempDir dir;
+  std::filesystem::copy_file(fixture("linear.pt"), dir / "m.pt");
+  std::ofstream(dir / "m.json") << R"({"input": {"shape": [5], "layout": "NCWH"}})";
+  try {
+    Model::load(dir / "m.pt");
+    FAIL();
+  } catch (const ParseError& e) {
+    EXPECT_NE(std::string(e.what()).find("m.json"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("NCHW"), std::string::npos) << e.what();
+  }
+  std::ofstream(dir / "m.json") << "{not json";
+  EXPECT_THROW(Model::load(dir / "m.pt"), ParseError);
+}
+
+TEST(Options, UnknownKeysWrongTypesAndChoicesAreRejected) {
+  const auto& reg = Registry::builtin();
+  try {
+    reg.create("integrated_gradients", {{"n_step", 5}});
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("Did you mean 'n_steps'"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(reg.create("integrated_gradients", {{"n_steps", "many"}}), InvalidArgument);
+  EXPECT_THROW(reg.create("integrated_gradients", {{"n_steps", 2.5}}), InvalidArgument);
+  EXPECT_THROW(reg.create("integrated_gradients", {{"n_steps", 0}}), InvalidArgument);
+  EXPECT_THROW(reg.create("integrated_gradients", {{"method", "simpson"}}), InvalidArgument);
+  EXPECT_THROW(reg.create("noise_tunnel", {{"base_method", "noise_tunnel"}}), InvalidArgument);
+  EXPECT_THROW(reg.create("integrated_gradent"), InvalidArgument);
+  auto ig = reg.create("integrated_gradients", {{"n_steps", 3.0}, {"method", "riemann_left"}});
+  EXPECT_EQ(ig->options()["n_steps"], 3);
+  EXPECT_EQ(ig->options()["method"], "riemann_left");
+  EXPECT_EQ(ig->options()["multiply_by_inputs"], true);
+}
+
+TEST(Options, CommandLineValuesFollowTheSchema) {
+  const auto& schema = Registry::builtin().get("noise_tunnel").schema;
+  EXPECT_EQ(parse_option_value(schema, "noise_tunnel", "nt_samples", "12"), 12);
+  EXPECT_EQ(parse_option_value(schema, "noise_tunnel", "stdevs", "0.5"), 0.5);
+  EXPECT_EQ(parse_option_value(schema, "noise_tunnel", "base_method", "saliency"), "saliency");
+  EXPECT_EQ(parse_option_value(schema, "noise_tunnel", "base_options", R"({"abs": false})")["abs"], false);
+  EXPECT_THROW(parse_option_value(schema, "noise_tunnel", "nt_samples", "12x"), InvalidArgument);
+  EXPECT_THROW(parse_option_value(schema, "noise_tunnel", "stdevs", "nan"), InvalidArgument);
+  EXPECT_THROW(parse_option_value(schema, "noise_tunnel", "nt_sample", "3"), InvalidArgument);
+}
+
+TEST(Registry, EveryMethodDescribesEveryOption) {
+  const auto& reg = Registry::builtin();
+  for (const auto& m : reg.methods()) {
+    EXPECT_FALSE(m.description.empty()) << m.name;
+    EXPECT_FALSE(m.reference.empty()) << m.name;
+    for (const auto& [key, field] : m.schema.items()) {
+      EXPECT_TRUE(field.contains("default")) << m.name << "." << key;
+      EXPECT_FALSE(field["description"].get<std::string>().empty()) << m.name << "." << key;
+    }
+    // The defaults in the schema are the options a default-constructed method reports.
+    auto e = m.create(nlohmann::json::object());
+    for (const auto& [key, field] : m.schema.items())
+      if (key != "base_options") EXPECT_EQ(e->options()[key], field["default"]) << m.name << "." << key;
+  }
+  for (std::string name : {"saliency", "input_x_gradient", "integrated_gradients", "noise_tunnel", "gradient_shap",
+                           "expected_gradients"})
+    EXPECT_TRUE(reg.contains(name)) << name;
+}
+
+TEST(Evaluator, BatchSizeFollowsTheMemoryBudgetAndCountsEvaluations) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  const int64_t per = m.activation_bytes_per_sample();
+  ASSERT_GT(per, 0);
+  EvalOptions small;
+  small.max_memory_mb = 10.0 * 2 * per / (1024.0 * 1024.0);  // room for 10 rows with gradients
+  Evaluator ev(m, small);
+  EXPECT_EQ(ev.batch_size(true), 10);
+  EXPECT_EQ(ev.batch_size(true, 4), 4);
+  EXPECT_EQ(ev.batch_size(false), 40);
+
+  at::Tensor x = read_npy(fixture("digits_test.npy"));
+  std::vector<Progress> seen;
+  small.progress = [&](const Progress& p) { seen.push_back(p); };
+  ExplainRequest r;
+  r.inputs = x;
+  r.eval = small;
+  auto a = Saliency().explain(m, r);
+  EXPECT_EQ(a.model_evaluations, 16);
+  EXPECT_EQ(a.batch_size, 10);
+  ASSERT_GE(seen.size(), 3u);
+  EXPECT_EQ(seen.back().done, 16);
+  EXPECT_EQ(seen.back().total, 16);
+}
+
+TEST(Evaluator, CancellationStopsBetweenBatches) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  ExplainRequest r;
+  r.inputs = read_npy(fixture("digits_test.npy"));
+  r.eval.max_batch_size = 4;
+  int calls = 0;
+  r.eval.progress = [&](const Progress& p) {
+    if (++calls == 3) r.eval.cancel.cancel();
+  };
+  EXPECT_THROW(IntegratedGradients().explain(m, r), Cancelled);
+  EXPECT_LE(calls, 4);
+}
+
+TEST(Inputs, NanAndShapeErrorsNameTheProblem) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 2).clone();
+  x[1][0][3][4] = NAN;
+  try {
+    check_inputs(m, x);
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("sample 1"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(check_inputs(m, at::zeros({2, 3, 8, 8})), ShapeMismatch);
+  EXPECT_THROW(check_inputs(m, at::zeros({2, 1, 8, 8}, at::kLong)), InvalidArgument);
+}

@@ -1,0 +1,235 @@
+// Known answers for the gradient methods.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "candela/io/npy.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+using candela::testing::linear_model;
+using candela::testing::rel_error;
+
+namespace {
+
+struct LinearCase {
+  at::Tensor w = at::tensor({0.5, -1.0, 2.0, 0.25, -0.75, 1.5, 3.0, -2.0, 0.1, 0.0, 1.0, 1.0}, at::kFloat).view({3, 4});
+  at::Tensor b = at::tensor({0.1, -0.2, 0.3}, at::kFloat);
+  at::Tensor x = at::tensor({1.0, 2.0, -1.0, 0.5, -3.0, 0.0, 2.0, 1.0}, at::kFloat).view({2, 4});
+  Model model = linear_model(w, b);
+};
+
+Attribution run(const Explainer& e, const Model& m, const at::Tensor& x, Target t,
+                Baseline base = Baseline::zeros()) {
+  ExplainRequest r;
+  r.inputs = x;
+  r.target = std::move(t);
+  r.baseline = std::move(base);
+  return e.explain(m, r);
+}
+
+}  // namespace
+
+TEST(IntegratedGradients, LinearModelIsExactForEveryQuadrature) {
+  LinearCase c;
+  const at::Tensor ref = at::tensor({0.5, 0.5, 0.5, 0.5}, at::kFloat).view({1, 4});
+  for (std::string method : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"}) {
+    for (int64_t steps : {2, 7, 50}) {
+      IntegratedGradients ig({.n_steps = steps, .method = method});
+      auto a = run(ig, c.model, c.x, Target::index(1), Baseline::tensor(ref));
+      at::Tensor expected = (c.x - ref) * c.w[1];
+      EXPECT_LT(rel_error(a.values, expected), 1e-6) << method << " n_steps=" << steps;
+      EXPECT_LT(a.convergence_delta.abs().max().item<double>(), 1e-5) << method;
+      EXPECT_EQ(a.model_evaluations, 2 * 2 + 2 * steps) << "endpoints + path points";
+    }
+  }
+}
+
+TEST(IntegratedGradients, LocalAttributionIsTheAverageGradient) {
+  LinearCase c;
+  IntegratedGradients ig({.multiply_by_inputs = false});
+  auto a = run(ig, c.model, c.x, Target::index(2));
+  EXPECT_LT(rel_error(a.values, c.w[2].expand_as(c.x)), 1e-6);
+}
+
+TEST(IntegratedGradients, QuadratureWeightsAndKnownGaussLegendreNodes) {
+  std::vector<double> al, w;
+  quadrature("gausslegendre", 3, al, w);
+  const double d = std::sqrt(3.0 / 5.0) / 2.0;
+  EXPECT_NEAR(al[0], 0.5 - d, 1e-15);
+  EXPECT_NEAR(al[1], 0.5, 1e-15);
+  EXPECT_NEAR(al[2], 0.5 + d, 1e-15);
+  EXPECT_NEAR(w[0], 5.0 / 18.0, 1e-15);
+  EXPECT_NEAR(w[1], 8.0 / 18.0, 1e-15);
+  for (std::string m : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"}) {
+    for (int64_t n : {2, 5, 50, 200}) {
+      quadrature(m, n, al, w);
+      double sum = 0;
+      for (double x : w) sum += x;
+      EXPECT_NEAR(sum, 1.0, 1e-12) << m << " " << n;
+      EXPECT_TRUE(std::is_sorted(al.begin(), al.end())) << m;
+      EXPECT_GE(al.front(), 0.0);
+      EXPECT_LE(al.back(), 1.0);
+    }
+  }
+  // Gauss-Legendre with n nodes integrates a degree 2n-1 polynomial exactly.
+  quadrature("gausslegendre", 4, al, w);
+  double integral = 0;
+  for (size_t i = 0; i < al.size(); ++i) integral += w[i] * std::pow(al[i], 7);
+  EXPECT_NEAR(integral, 1.0 / 8.0, 1e-14);
+}
+
+TEST(IntegratedGradients, MlpCompletenessErrorFallsWithStepsAndIsUnderOnePercentByDefault) {
+  Model mlp = Model::load(fixture("breast_cancer_mlp.pt"));
+  at::Tensor x = read_npy(fixture("breast_cancer_test.npy")).slice(0, 0, 12);
+  auto relative_error = [&](IntegratedGradients::Options o) {
+    auto a = run(IntegratedGradients(o), mlp, x, Target::index(1));
+    at::Tensor fx = a.output.select(1, 1);
+    ExplainRequest r;
+    at::Tensor fb = mlp.forward(at::zeros_like(x)).select(1, 1);
+    return (a.convergence_delta.abs() / (fx - fb).abs()).mean().item<double>();
+  };
+  double previous = INFINITY;
+  for (int64_t steps : {4, 16, 64, 256}) {
+    double err = relative_error({.n_steps = steps, .method = "riemann_trapezoid"});
+    EXPECT_LT(err, previous) << "n_steps=" << steps;
+    previous = err;
+  }
+  EXPECT_LT(relative_error({}), 0.01) << "gausslegendre, 50 steps";
+}
+
+TEST(IntegratedGradients, AdaptiveMeetsItsToleranceOnFixtures) {
+  struct Case {
+    std::string model, data;
+  };
+  for (const auto& c : {Case{"breast_cancer_mlp.pt", "breast_cancer_test.npy"}, Case{"digits_cnn.pt", "digits_test.npy"}}) {
+    Model m = Model::load(fixture(c.model));
+    at::Tensor x = read_npy(fixture(c.data)).slice(0, 0, 6);
+    for (double tol : {0.01, 0.001}) {
+      auto a = run(IntegratedGradients({.method = "adaptive", .tolerance = tol}), m, x, Target::top1());
+      at::Tensor fb = m.forward(at::zeros_like(x));
+      for (int64_t i = 0; i < x.size(0); ++i) {
+        const int64_t t = a.targets[i];
+        double df = std::abs(a.output[i][t].item<double>() - fb[i][t].item<double>());
+        EXPECT_LE(std::abs(a.convergence_delta[i].item<double>()), tol * df * 1.0001 + 1e-6) << c.model << " " << i;
+        EXPECT_TRUE(a.extra["converged"][i].get<bool>());
+      }
+    }
+  }
+}
+
+TEST(Saliency, LinearModelGradientIsTheWeightRow) {
+  LinearCase c;
+  auto a = run(Saliency(), c.model, c.x, Target::index(0));
+  EXPECT_LT(rel_error(a.values, c.w[0].abs().expand_as(c.x)), 1e-7);
+  auto s = run(Saliency({.abs = false}), c.model, c.x, Target::indices({0, 2}));
+  EXPECT_LT(rel_error(s.values[0], c.w[0]), 1e-7);
+  EXPECT_LT(rel_error(s.values[1], c.w[2]), 1e-7);
+  EXPECT_EQ(s.model_evaluations, 2);
+}
+
+TEST(Saliency, Top1ExplainsEachSamplesArgmax) {
+  LinearCase c;
+  auto a = run(Saliency({.abs = false}), c.model, c.x, Target::top1());
+  at::Tensor pred = c.model.forward(c.x).argmax(1);
+  for (int64_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(a.targets[i], pred[i].item<int64_t>());
+    EXPECT_LT(rel_error(a.values[i], c.w[pred[i].item<int64_t>()]), 1e-7);
+  }
+}
+
+TEST(InputXGradient, LinearModelIsInputTimesWeight) {
+  LinearCase c;
+  auto a = run(InputXGradient(), c.model, c.x, Target::index(1));
+  EXPECT_LT(rel_error(a.values, c.x * c.w[1]), 1e-7);
+}
+
+TEST(Target, FunctionTargetIsLinearInTheOutput) {
+  LinearCase c;
+  auto both = Target::function([](const at::Tensor& out) { return out.select(1, 0) + out.select(1, 2); }, "0+2");
+  auto a = run(IntegratedGradients(), c.model, c.x, both);
+  auto a0 = run(IntegratedGradients(), c.model, c.x, Target::index(0));
+  auto a2 = run(IntegratedGradients(), c.model, c.x, Target::index(2));
+  EXPECT_LT(rel_error(a.values, a0.values + a2.values), 1e-6);
+  EXPECT_TRUE(a.targets.empty());
+  EXPECT_EQ(a.target, "0+2");
+}
+
+TEST(Target, OutOfRangeClassIsAClearError) {
+  LinearCase c;
+  try {
+    run(Saliency(), c.model, c.x, Target::index(3));
+    FAIL() << "expected an error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("out of range: the model has 3 outputs"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(run(Saliency(), c.model, c.x, Target::indices({0, 1, 2})), InvalidArgument);
+  EXPECT_THROW(Target::parse("cat", {"dog", "bird"}), InvalidArgument);
+  EXPECT_EQ(Target::parse("bird", {"dog", "bird"}).describe(), "1");
+  EXPECT_EQ(Target::parse("3,1").describe(), "3,1");
+}
+
+TEST(NoiseTunnel, ZeroNoiseReproducesTheWrappedMethod) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 3);
+  auto base = run(IntegratedGradients({.n_steps = 8}), m, x, Target::top1());
+  nlohmann::json inner = {{"n_steps", 8}};
+  for (std::string type : {"smoothgrad", "smoothgrad_sq", "vargrad"}) {
+    NoiseTunnel nt({.nt_type = type, .nt_samples = 3, .stdevs = 0.0, .base_method = "integrated_gradients",
+                    .base_options = inner});
+    auto a = run(nt, m, x, Target::top1());
+    at::Tensor expected = type == "smoothgrad" ? base.values
+                          : type == "smoothgrad_sq" ? base.values * base.values
+                                                    : at::zeros_like(base.values);
+    EXPECT_LT((a.values - expected).abs().max().item<double>(), 1e-5 * base.values.abs().max().item<double>()) << type;
+  }
+}
+
+TEST(NoiseTunnel, SmoothGradOfALinearModelIsItsWeights) {
+  LinearCase c;
+  NoiseTunnel nt({.nt_samples = 10, .stdevs = 0.7, .base_options = {{"abs", false}}});
+  auto a = run(nt, c.model, c.x, Target::index(2));
+  EXPECT_LT(rel_error(a.values, c.w[2].expand_as(c.x)), 1e-6);
+  NoiseTunnel var({.nt_type = "vargrad", .nt_samples = 10, .stdevs = 0.7, .base_options = {{"abs", false}}});
+  EXPECT_LT(run(var, c.model, c.x, Target::index(2)).values.abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(a.model_evaluations, 2 + 2 * 10) << "target forward + one gradient per noisy copy";
+}
+
+TEST(GradientShap, LinearModelWithOneReferenceIsExact) {
+  LinearCase c;
+  const at::Tensor ref = at::tensor({1.0, -1.0, 0.0, 2.0}, at::kFloat);
+  auto one = run(GradientShap({.n_samples = 7}), c.model, c.x, Target::index(0), Baseline::tensor(ref));
+  EXPECT_LT(rel_error(one.values, (c.x - ref) * c.w[0]), 1e-6);
+  // A distribution whose draws all equal one reference gives the same answer.
+  auto a = run(GradientShap({.n_samples = 7}), c.model, c.x, Target::index(0),
+               Baseline::distribution(ref.unsqueeze(0).repeat({5, 1})));
+  EXPECT_LT(rel_error(a.values, (c.x - ref) * c.w[0]), 1e-6);
+}
+
+TEST(GradientShap, ExpectedGradientsOfALinearModelIsInputMinusTheMeanReference) {
+  // With many draws the distribution's average reference appears: a = (x - E[b]) w.
+  LinearCase c;
+  at::Tensor dist = at::tensor({0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0}, at::kFloat).view({2, 4});
+  auto e = Registry::builtin().create("expected_gradients", {{"n_samples", 4000}});
+  auto a = run(*e, c.model, c.x, Target::index(0), Baseline::distribution(dist));
+  EXPECT_LT(rel_error(a.values, (c.x - 1.0) * c.w[0]), 0.05);
+}
+
+TEST(Baseline, KindsProduceWhatTheySay) {
+  at::Tensor x = at::full({2, 3, 9, 9}, 0.25);
+  EXPECT_TRUE(at::allclose(Baseline::blurred(2.0).for_inputs(x, "NCHW", 0), x, 1e-6, 1e-6));
+  at::Tensor step = at::zeros({1, 1, 9, 9});
+  step.slice(3, 5) = 1.0;
+  at::Tensor blurred = Baseline::blurred(1.0).for_inputs(step, "NCHW", 0);
+  EXPECT_GT(blurred[0][0][4][4].item<double>(), 0.1);
+  EXPECT_LT(blurred[0][0][4][4].item<double>(), 0.9);
+  at::Tensor u = Baseline::uniform(-1, 3).for_inputs(x, "NCHW", 7);
+  EXPECT_GE(u.min().item<double>(), -1.0);
+  EXPECT_LE(u.max().item<double>(), 3.0);
+  EXPECT_TRUE(at::equal(u, Baseline::uniform(-1, 3).for_inputs(x, "NCHW", 7)));
+  EXPECT_EQ(Baseline::parse("constant:0.5").for_inputs(x, "", 0).mean().item<double>(), 0.5);
+  EXPECT_THROW(Baseline::parse("cosntant:1"), InvalidArgument);
+  EXPECT_THROW(Baseline::blurred(1.0).for_inputs(at::zeros({2, 5}), "NC", 0), InvalidArgument);
+  EXPECT_THROW(Baseline::tensor(at::zeros({7})).for_inputs(at::zeros({2, 5}), "NC", 0), ShapeMismatch);
+}
