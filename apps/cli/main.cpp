@@ -212,6 +212,13 @@ int run_info(const std::string& model_path, const SpecFlags& spec_flags, bool js
   return 0;
 }
 
+// Errors are one line: a torch message may carry a traceback; keep its first line.
+std::string one_line(std::string s) {
+  auto nl = s.find('\n');
+  if (nl != std::string::npos) s = s.substr(0, nl);
+  return s;
+}
+
 int exit_code_for(const std::exception& e) {
   if (dynamic_cast<const Cancelled*>(&e)) return 130;
   if (dynamic_cast<const UnsupportedModel*>(&e)) return 3;
@@ -294,13 +301,13 @@ int main(int argc, char** argv) {
     if (*methods) return run_methods(methods_json);
     if (*info) return run_info(info_model, info_spec, info_json);
   } catch (const candela::Error& e) {
-    std::cerr << "candela: error: " << e.what() << "\n";
+    std::cerr << "candela: error: " << one_line(e.what()) << "\n";
     return exit_code_for(e);
   } catch (const c10::Error& e) {
-    std::cerr << "candela: error: " << e.what_without_backtrace() << "\n";
+    std::cerr << "candela: error: " << one_line(e.what_without_backtrace()) << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "candela: error: " << e.what() << "\n";
+    std::cerr << "candela: error: " << one_line(e.what()) << "\n";
     return 1;
   }
   return 0;

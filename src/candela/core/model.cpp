@@ -98,8 +98,9 @@ struct Model::Impl {
 namespace {
 
 // The last line of a LibTorch error: the Python-level message without the TorchScript traceback.
-std::string torch_message(const c10::Error& e) {
-  std::string s = e.what_without_backtrace();
+std::string torch_message(const std::exception& e) {
+  auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string s = c10_error ? c10_error->what_without_backtrace() : e.what();
   std::vector<std::string> lines;
   size_t start = 0;
   while (start < s.size()) {
@@ -186,13 +187,10 @@ Model Model::load(const std::string& path) {
   torch::jit::Module module;
   try {
     module = torch::jit::load(path, torch::kCPU);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     throw UnsupportedModel(str_cat("'", path, "' is not a TorchScript file (", torch_message(e),
                                    "). Save the model with torch.jit.script(model).save(path) or "
                                    "torch.jit.trace(model, example).save(path)."));
-  } catch (const std::exception& e) {
-    throw UnsupportedModel(str_cat("'", path, "' could not be loaded as TorchScript (", e.what(),
-                                   "). Save it with torch.jit.script(model).save(path)."));
   }
   CANDELA_CHECK_T(UnsupportedModel, module.find_method("forward").has_value(), "'", path,
                   "' has no forward method; Candela explains a module's forward().");
@@ -245,7 +243,10 @@ at::Tensor Model::forward(const at::Tensor& batch) const {
     } else {
       out = impl_->fn(batch);
     }
-  } catch (const c10::Error& e) {
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    // c10::Error, or the TorchScript interpreter's own exception type.
     std::string msg = torch_message(e);
     throw ShapeMismatch(str_cat("the model failed on an input of shape ", shape_str(batch.sizes()), ": ", msg,
                                 ". Check that the input matches what the model expects "

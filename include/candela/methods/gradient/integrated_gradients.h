@@ -9,12 +9,16 @@
 // the ends, which sum to (n-1)/n, so its results are Candela's times (n-1)/n.
 //
 // Beyond Captum, method = "adaptive" reaches a requested completeness error with few
-// evaluations: composite Simpson on a path partition, refined where it is needed. On each
+// evaluations: the composite trapezoid rule on a partition of the path, refined where it is
+// needed (trapezoid beats Simpson here: a ReLU network's gradient is piecewise constant
+// along the path, and each split costs one evaluation instead of two). On each
 // piece [a,b] of the path the exact value of the projected integral is known,
 // f(b) - f(a) (both come from the same forward passes as the gradients), so each piece's
-// error is measured exactly, not estimated; pieces whose error exceeds their share of
-// `tolerance * |f(x) - f(b)|` are halved (2 new evaluations each, the rest are reused)
-// until the summed piece errors meet the tolerance or `max_steps` evaluations are spent.
+// error is measured exactly, not estimated, and their sum is the convergence delta. While
+// |delta| exceeds `tolerance * |f(x) - f(b)|`, the largest-error pieces (together half of
+// the summed |error|) are halved: 1 new evaluation each, every earlier one reused, so path
+// points gather at the kinks of a ReLU network. The tolerance is therefore met exactly,
+// unless `max_steps` runs out (then extra.converged is false).
 #pragma once
 
 #include "candela/core/explainer.h"

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <numeric>
 
 #include "candela/core/model.h"
 #include "candela/core/options.h"
@@ -111,7 +112,10 @@ Attribution IntegratedGradients::attribute(Evaluator& ev, const ExplainRequest& 
   return a;
 }
 
-// Adaptive composite Simpson along the path; see the header for the idea.
+// Adaptive composite trapezoid along the path; see the header for the idea.
+namespace {
+constexpr int kInitialPieces = 4;
+}
 Attribution IntegratedGradients::adaptive(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0);
@@ -132,10 +136,11 @@ Attribution IntegratedGradients::adaptive(Evaluator& ev, const ExplainRequest& r
   std::vector<std::map<double, Node>> nodes(n);
   std::vector<at::Tensor> out_rows(n);
   std::vector<std::pair<int64_t, double>> todo;
-  std::vector<std::vector<std::pair<double, double>>> active(n), done(n);
+  std::vector<std::vector<std::pair<double, double>>> active(n);  // the path's partition
   for (int64_t i = 0; i < n; ++i) {
-    for (int k = 0; k <= 8; ++k) todo.emplace_back(i, k / 8.0);
-    for (int k = 0; k < 4; ++k) active[i].emplace_back(k / 4.0, (k + 1) / 4.0);
+    for (int k = 0; k <= kInitialPieces; ++k) todo.emplace_back(i, static_cast<double>(k) / kInitialPieces);
+    for (int k = 0; k < kInitialPieces; ++k)
+      active[i].emplace_back(static_cast<double>(k) / kInitialPieces, static_cast<double>(k + 1) / kInitialPieces);
   }
 
   auto evaluate = [&](const std::vector<std::pair<int64_t, double>>& points) {
@@ -162,30 +167,61 @@ Attribution IntegratedGradients::adaptive(Evaluator& ev, const ExplainRequest& r
         options_.internal_batch_size);
   };
 
-  std::vector<bool> converged(n, true);
+  // Each round, per sample: stop when the convergence delta (the sum of the pieces' signed
+  // errors) meets the tolerance; otherwise halve the largest-error pieces that together
+  // carry half of the summed |error| (Doerfler marking). Errors concentrate at the kinks of
+  // a ReLU network, where the gradient jumps; halving such a piece halves its error.
+  std::vector<bool> converged(n, false);
   std::vector<double> tol(n, 0.0);
+  auto piece_error = [&](int64_t i, std::pair<double, double> piece) {
+    auto& nd = nodes[i];
+    const auto [a, b] = piece;
+    return (b - a) / 2.0 * (nd[a].p + nd[b].p) - (nd[b].f - nd[a].f);
+  };
   for (bool first = true; !todo.empty(); first = false) {
     evaluate(todo);
     todo.clear();
     for (int64_t i = 0; i < n; ++i) {
+      if (converged[i] || active[i].empty()) continue;
       auto& nd = nodes[i];
       if (first) tol[i] = options_.tolerance * std::max(std::abs(nd[1.0].f - nd[0.0].f), 1e-8);
+      auto& pieces = active[i];
+      std::vector<double> err(pieces.size());
+      double sum = 0, delta = 0;
+      for (size_t j = 0; j < pieces.size(); ++j) {
+        const double e = piece_error(i, pieces[j]);
+        delta += e;
+        sum += err[j] = std::abs(e);
+      }
+      if (std::abs(delta) <= tol[i]) {
+        converged[i] = true;
+        continue;
+      }
+      std::vector<size_t> order(pieces.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return err[x] > err[y]; });
+      std::vector<bool> split(pieces.size(), false);
+      int64_t budget = options_.max_steps - static_cast<int64_t>(nd.size());
+      double marked = 0;
+      for (size_t j : order) {
+        if (marked >= 0.5 * sum || budget < 1 || pieces[j].second - pieces[j].first < 1e-9) break;
+        split[j] = true;
+        marked += err[j];
+        budget -= 1;
+      }
       std::vector<std::pair<double, double>> next;
-      for (auto [a, b] : active[i]) {
-        const double m = 0.5 * (a + b), h = b - a;
-        const double err = h / 6.0 * (nd[a].p + 4.0 * nd[m].p + nd[b].p) - (nd[b].f - nd[a].f);
-        const bool budget_left = static_cast<int64_t>(nd.size()) + 2 <= options_.max_steps;
-        if (std::abs(err) <= tol[i] * h || h < 1e-9 || !budget_left) {
-          if (std::abs(err) > tol[i] * h) converged[i] = false;
-          done[i].emplace_back(a, b);
+      for (size_t j = 0; j < pieces.size(); ++j) {
+        const auto [a, b] = pieces[j];
+        if (!split[j]) {
+          next.emplace_back(a, b);
           continue;
         }
+        const double m = 0.5 * (a + b);
         next.emplace_back(a, m);
         next.emplace_back(m, b);
-        todo.emplace_back(i, 0.5 * (a + m));
-        todo.emplace_back(i, 0.5 * (m + b));
+        todo.emplace_back(i, m);
       }
-      active[i] = std::move(next);
+      pieces = std::move(next);
     }
   }
 
@@ -194,9 +230,8 @@ Attribution IntegratedGradients::adaptive(Evaluator& ev, const ExplainRequest& r
   std::vector<bool> conv(n);
   for (int64_t i = 0; i < n; ++i) {
     auto& nd = nodes[i];
-    for (auto [a, b] : done[i]) {
-      const double h = b - a, m = 0.5 * (a + b);
-      total[i] += (nd[a].grad + 4.0 * nd[m].grad + nd[b].grad) * (h / 6.0);
+    for (auto [a, b] : active[i]) {
+      total[i] += (nd[a].grad + nd[b].grad) * ((b - a) / 2.0);
     }
     steps[i] = static_cast<int64_t>(nd.size());
     conv[i] = converged[i];
