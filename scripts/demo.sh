@@ -34,7 +34,7 @@ done
   for d in 0 1 2; do
     pred=$(grep -A1 '"targets"' "$out.tmp/digit_$d/saliency/attribution.json" | tail -1 | tr -dc '0-9')
     echo "<tr><td><img src=\"digit_$d/input.png\"><br>predicted $pred</td>"
-    for m in "${methods[@]}"; do echo "<td><img src=\"digit_$d/$m/heatmap.png\"></td>"; done
+    for m in "${methods[@]}"; do echo "<td><img src=\"digit_$d/$m/heatmap_raw.png\"></td>"; done
     echo '</tr>'
   done
   echo '</table>'

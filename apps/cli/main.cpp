@@ -114,7 +114,8 @@ std::string join(const std::vector<int64_t>& v) {
 
 int run_explain(const std::string& model_path, const std::string& input_path, const std::string& method,
                 const std::string& target_text, const std::vector<std::string>& option_args,
-                const std::string& baseline_text, const std::string& out_dir, const SpecFlags& spec_flags,
+                const std::string& baseline_text, bool baseline_given, const std::string& out_dir,
+                const SpecFlags& spec_flags,
                 const EvalOptions& eval, const HeatmapOptions& heatmap, const std::string& device, bool quiet) {
   // Validate everything cheap before loading anything heavy.
   const MethodInfo& info = Registry::builtin().get(method);
@@ -123,9 +124,13 @@ int run_explain(const std::string& model_path, const std::string& input_path, co
     auto eq = kv.find('=');
     CANDELA_CHECK(eq != std::string::npos && eq > 0, "--option takes KEY=VALUE, got '", kv, "'.");
     std::string key = kv.substr(0, eq);
+    CANDELA_CHECK(!options.contains(key), "--option ", key, " is given twice; keep one.");
     options[key] = parse_option_value(info.schema, method, key, kv.substr(eq + 1));
   }
   auto explainer = info.create(options);
+  CANDELA_CHECK(!baseline_given || explainer->uses_baseline(), method,
+                " does not use a baseline; drop --baseline (methods that use one: integrated_gradients, "
+                "gradient_shap, expected_gradients, and noise_tunnel around them).");
   heatmap.validate();
   Baseline baseline = Baseline::parse(baseline_text);
 
@@ -233,6 +238,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Candela: explain the predictions of deep-learning models.\n\n"
                "Example:\n  candela explain --model digits_cnn.pt --input digit_0.png --method integrated_gradients --out out/\n"};
   app.require_subcommand(1);
+  app.fallthrough();  // global flags such as --threads may follow the subcommand
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "Intra-op threads (default: all cores)")->check(CLI::Range(1, 1024));
 
@@ -296,8 +302,8 @@ int main(int argc, char** argv) {
   try {
     at::set_num_threads(threads);
     if (*explain)
-      return run_explain(model_path, input_path, method, target, option_args, baseline, out_dir, explain_spec, eval,
-                         heatmap, device, quiet);
+      return run_explain(model_path, input_path, method, target, option_args, baseline,
+                         explain->count("--baseline") > 0, out_dir, explain_spec, eval, heatmap, device, quiet);
     if (*methods) return run_methods(methods_json);
     if (*info) return run_info(info_model, info_spec, info_json);
   } catch (const candela::Error& e) {

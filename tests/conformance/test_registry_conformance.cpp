@@ -101,7 +101,7 @@ TEST_P(Conformance, ModelUnchangedAfterAnExceptionOrARun) {
   auto* module = model_.module();
   ASSERT_NE(module, nullptr);
   module->train(true);
-  for (auto p : module->parameters()) p.set_requires_grad(true);
+  for (auto p : module->parameters()) p.set_requires_grad(false);
   std::vector<at::Tensor> before;
   for (const auto& p : module->parameters()) before.push_back(p.detach().clone());
   auto unchanged = [&](const char* when) {
@@ -109,7 +109,7 @@ TEST_P(Conformance, ModelUnchangedAfterAnExceptionOrARun) {
     for (const auto& m : module->modules()) EXPECT_TRUE(m.is_training()) << when;
     size_t i = 0;
     for (const auto& p : module->parameters()) {
-      EXPECT_TRUE(p.requires_grad()) << when;
+      EXPECT_FALSE(p.requires_grad()) << when;
       EXPECT_TRUE(at::equal(p.detach(), before[i++])) << when;
       EXPECT_FALSE(p.grad().defined() && p.grad().abs().sum().item<double>() > 0) << when;
     }

@@ -177,3 +177,14 @@ TEST_F(CliBadInput, MissingRequiredFlag) {
   auto r = cli("explain --model " + fixture("digits_cnn.pt") + " --method saliency --out " + out());
   expect_one_clear_line(r, "--input");
 }
+
+TEST_F(CliBadInput, BaselineForAMethodThatIgnoresIt) {
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--baseline blur:2")),
+                        "does not use a baseline");
+}
+
+TEST_F(CliBadInput, OptionGivenTwice) {
+  expect_one_clear_line(
+      cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--option abs=true --option abs=False")),
+      "given twice");
+}

@@ -45,9 +45,11 @@ class Evaluator {
   Evaluator& operator=(const Evaluator&) = delete;
 
   // Forward + backward over `total` rows; `target` scores each row (row r explains sample
-  // rows.sample[r]). `cap` further limits the batch (a method's internal_batch_size).
+  // rows.sample[r]). `cap` further limits the batch (a method's internal_batch_size);
+  // batches are rounded down to a multiple of `granule` where possible, so a method whose
+  // stream is made of equal blocks (IG: one block per path point) gets whole blocks.
   void gradients(const char* stage, int64_t total, const MakeRows& make, const Target& target,
-                 const GradConsumer& consume, int64_t cap = 0);
+                 const GradConsumer& consume, int64_t cap = 0, int64_t granule = 1);
   // Forward only, no autograd.
   void forward(const char* stage, int64_t total, const MakeRows& make,
                const OutputConsumer& consume, int64_t cap = 0);

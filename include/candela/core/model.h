@@ -45,8 +45,7 @@ class Model {
   using Function = std::function<at::Tensor(const at::Tensor&)>;
 
   // Loads a TorchScript file (scripted or traced) and its sidecar `<stem>.json` if present.
-  // The module is put in eval mode and its parameters stop requiring gradients (input
-  // attributions never need weight gradients; it makes every backward cheaper).
+  // The module is put in eval mode.
   static Model load(const std::string& path);
   // Wraps a module the caller already has (it is shared, not copied).
   static Model from_module(const torch::jit::Module& module, InputSpec spec = {});

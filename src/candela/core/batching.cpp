@@ -45,8 +45,9 @@ void Evaluator::report(const char* stage, int64_t done, int64_t total) const {
 }
 
 void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make, const Target& target,
-                          const GradConsumer& consume, int64_t cap) {
-  const int64_t b = batch_size(true, cap);
+                          const GradConsumer& consume, int64_t cap, int64_t granule) {
+  int64_t b = batch_size(true, cap);
+  if (granule > 1 && b >= granule) b -= b % granule;
   report(stage, 0, total);
   for (int64_t begin = 0; begin < total; begin += b) {
     check_cancel();

@@ -382,9 +382,11 @@ nlohmann::json parse_option_value(const nlohmann::json& schema, const std::strin
     return v;
   }
   if (type == "boolean") {
-    if (text == "true" || text == "1" || text == "yes") return true;
-    if (text == "false" || text == "0" || text == "no") return false;
-    throw fail("true or false");
+    std::string t = text;
+    std::transform(t.begin(), t.end(), t.begin(), ::tolower);
+    if (t == "true" || t == "1" || t == "yes" || t == "on") return true;
+    if (t == "false" || t == "0" || t == "no" || t == "off") return false;
+    throw fail("true or false (also True/False, 1/0, yes/no, on/off)");
   }
   if (type == "string") return text;
   try {

@@ -29,7 +29,8 @@ int64_t InputSpec::height() const { return layout == "NHWC" ? shape.at(0) : shap
 int64_t InputSpec::width() const { return layout == "NHWC" ? shape.at(1) : shape.at(2); }
 
 nlohmann::json InputSpec::to_json() const {
-  nlohmann::json j = {{"shape", shape}, {"layout", layout}, {"range", {range_min, range_max}}};
+  nlohmann::json j = {{"shape", shape}, {"layout", layout}};
+  if (is_image()) j["range"] = {range_min, range_max};
   if (!mean.empty()) j["mean"] = mean;
   if (!std.empty()) j["std"] = std;
   return j;
@@ -123,7 +124,8 @@ std::string module_path(const torch::jit::Node* node) {
   std::string path;
   for (const auto& entry : (*cs)->vec()) {
     const auto& info = std::get<2>(entry);
-    if (!info) continue;
+    // "SELF" marks a call to another method of the same module, not a submodule.
+    if (!info || info->instance_name() == "SELF") continue;
     path += (path.empty() ? "" : ".") + info->instance_name();
   }
   return path;
@@ -195,7 +197,6 @@ Model Model::load(const std::string& path) {
   CANDELA_CHECK_T(UnsupportedModel, module.find_method("forward").has_value(), "'", path,
                   "' has no forward method; Candela explains a module's forward().");
   module.eval();
-  for (auto p : module.parameters()) p.set_requires_grad(false);
 
   Model m = from_module(module);
   m.impl_->source = path;
@@ -307,16 +308,17 @@ void Model::Impl::probe() {
         values.push_back(v);
         if (path.empty()) continue;
         std::string type = module_type(node);
-        // Credit the value to the module and every enclosing one, keeping each module's last value.
-        std::string prefix = path;
-        while (true) {
+        // Credit the value to the module and every enclosing one (each keeps its last value);
+        // list parents before their children.
+        std::vector<std::string> prefixes;
+        for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1))
+          prefixes.push_back(path.substr(0, dot));
+        prefixes.push_back(path);
+        for (const auto& prefix : prefixes) {
           if (!last.count(prefix)) order.push_back(prefix);
           auto& slot = last[prefix];
           slot.first = v;
           if (prefix == path) slot.second = type;
-          auto dot = prefix.rfind('.');
-          if (dot == std::string::npos) break;
-          prefix = prefix.substr(0, dot);
         }
       }
     }
@@ -370,23 +372,24 @@ namespace detail {
 
 ModelGuard::ModelGuard(const Model& model) : module_(model.module()) {
   if (!module_) return;
-  for (const auto& m : module_->modules()) training_.push_back(m.is_training());
-  for (const auto& p : module_->parameters()) requires_grad_.push_back(p.requires_grad());
-  module_->eval();
-  for (auto p : module_->parameters()) p.set_requires_grad(false);
+  // Touch only what differs: explanations run often, and train() walks every submodule.
+  for (const auto& m : module_->modules()) {
+    if (m.type()->hasAttribute("training") && m.is_training()) {
+      m._ivalue()->setAttr("training", false);
+      was_training_.push_back(m._ivalue());
+    }
+  }
+  for (auto p : module_->parameters()) {
+    if (!p.requires_grad()) {
+      p.set_requires_grad(true);
+      no_grad_.push_back(p);
+    }
+  }
 }
 
 ModelGuard::~ModelGuard() {
-  if (!module_) return;
-  // modules() is pre-order and train() recurses, so each module ends with its own flag.
-  size_t i = 0;
-  for (auto m : module_->modules()) {
-    if (i < training_.size()) m.train(training_[i]), ++i;
-  }
-  i = 0;
-  for (auto p : module_->parameters()) {
-    if (i < requires_grad_.size()) p.set_requires_grad(requires_grad_[i]), ++i;
-  }
+  for (auto& m : was_training_) m->setAttr("training", true);
+  for (auto& p : no_grad_) p.set_requires_grad(false);
 }
 
 }  // namespace detail

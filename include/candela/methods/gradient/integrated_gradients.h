@@ -44,7 +44,8 @@ class IntegratedGradients : public Explainer {
       v("internal_batch_size", internal_batch_size,
         "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
       v("multiply_by_inputs", multiply_by_inputs,
-        "Multiply the path-integrated gradient by (input - baseline) (global attribution); false gives the local one.");
+        "Multiply the path-integrated gradient by (input - baseline) (global attribution); false gives the local "
+        "one. The convergence delta is always that of the global attribution (Captum computes it from the local one).");
       v("tolerance", tolerance,
         "adaptive only: target |convergence delta| / |f(x) - f(baseline)|.");
       v("max_steps", max_steps, "adaptive only: most path points per sample.");

@@ -83,22 +83,38 @@ Attribution IntegratedGradients::attribute(Evaluator& ev, const ExplainRequest& 
   const auto opts = x.options();
   const at::Tensor alpha_t = at::tensor(alphas, at::kDouble).to(opts), weight_t = at::tensor(weights, at::kDouble).to(opts);
 
-  // Row r is path point r / n of sample r % n (Captum's step-major order).
+  // Row r is path point r / n of sample r % n (Captum's step-major order). Batches of
+  // whole path points (the evaluator aligns them) are built by broadcasting and summed with
+  // one matrix product; other batches go row by row through index_select / index_add.
   at::Tensor total = at::zeros_like(x);
+  const auto whole = [n](int64_t b, int64_t e) { return b % n == 0 && e % n == 0; };
+  std::vector<int64_t> block_shape(x.sizes().begin(), x.sizes().end());
+  block_shape.insert(block_shape.begin(), -1);
   ev.gradients(
       "integrated_gradients", n * steps,
       [&](int64_t b, int64_t e) {
         at::Tensor r = at::arange(b, e, opts.dtype(at::kLong));
-        at::Tensor sample = r.remainder(n), step = r.div(n, "floor");
+        at::Tensor sample = r.remainder(n);
+        if (whole(b, e)) {
+          at::Tensor a = per_row(alpha_t.slice(0, b / n, e / n), base.unsqueeze(0));
+          at::Tensor in = at::addcmul(base.unsqueeze(0), a, diff.unsqueeze(0)).reshape(block_shape).flatten(0, 1);
+          return Rows{in, sample, {}};
+        }
+        at::Tensor step = r.div(n, "floor");
         at::Tensor a = alpha_t.index_select(0, step);
         at::Tensor in = base.index_select(0, sample) + per_row(a, x) * diff.index_select(0, sample);
         return Rows{in, sample, step};
       },
       target,
-      [&](int64_t, int64_t, const Rows& rows, const at::Tensor& g, const at::Tensor&) {
-        total.index_add_(0, rows.sample, g * per_row(weight_t.index_select(0, rows.aux), g));
+      [&](int64_t b, int64_t e, const Rows& rows, const at::Tensor& g, const at::Tensor&) {
+        if (whole(b, e)) {
+          const int64_t k = (e - b) / n;
+          total += at::matmul(weight_t.slice(0, b / n, e / n).view({1, k}), g.reshape({k, -1})).view_as(total);
+        } else {
+          total.index_add_(0, rows.sample, g * per_row(weight_t.index_select(0, rows.aux), g));
+        }
       },
-      options_.internal_batch_size);
+      options_.internal_batch_size, /*granule=*/n);
 
   const at::Tensor global = total * diff;
   const at::Tensor idx = at::arange(n, opts.dtype(at::kLong));
