@@ -25,7 +25,8 @@ class NoiseTunnel : public Explainer {
       v("nt_type", nt_type, "smoothgrad, smoothgrad_sq or vargrad.", {"smoothgrad", "smoothgrad_sq", "vargrad"});
       v("nt_samples", nt_samples, "Noisy copies of each input.");
       v("nt_samples_batch_size", nt_samples_batch_size,
-        "Noisy copies handed to the wrapped method at once (0: all).");
+        "Noisy copies of each input handed to the wrapped method at once (0: as many as fit in a quarter of "
+        "--max-memory).");
       v("stdevs", stdevs, "Standard deviation of the Gaussian noise, in input units (Captum's absolute scale).");
       v("draw_baseline_from_distrib", draw_baseline_from_distrib,
         "Draw one baseline per noisy copy from a baseline distribution.");

@@ -9,7 +9,7 @@ namespace candela {
 
 void NoiseTunnel::Options::validate() const {
   CANDELA_CHECK(nt_samples >= 1 && nt_samples <= 100000, "nt_samples must be in [1, 100000], got ", nt_samples, ".");
-  CANDELA_CHECK(nt_samples_batch_size >= 0, "nt_samples_batch_size must be >= 0 (0 = all at once).");
+  CANDELA_CHECK(nt_samples_batch_size >= 0, "nt_samples_batch_size must be >= 0 (0 = automatic).");
   CANDELA_CHECK(stdevs >= 0 && std::isfinite(stdevs), "stdevs must be a finite number >= 0, got ", stdevs, ".");
   CANDELA_CHECK(seed >= 0, "seed must be >= 0.");
   CANDELA_CHECK(base_method != "noise_tunnel", "noise_tunnel cannot wrap itself; pick another base_method.");
@@ -32,7 +32,12 @@ bool NoiseTunnel::uses_baseline() const { return base_->uses_baseline(); }
 Attribution NoiseTunnel::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), total = options_.nt_samples;
-  const int64_t chunk = options_.nt_samples_batch_size > 0 ? std::min(options_.nt_samples_batch_size, total) : total;
+  // Noisy copies are materialised a chunk at a time: by default as many as fit in a quarter
+  // of the memory budget, so nt_samples in the thousands never builds one giant batch.
+  const double input_bytes = static_cast<double>(x.numel() * x.element_size());
+  const int64_t fits = static_cast<int64_t>(ev.options().max_memory_mb * 1024.0 * 1024.0 / (4.0 * input_bytes));
+  const int64_t chunk = options_.nt_samples_batch_size > 0 ? std::min(options_.nt_samples_batch_size, total)
+                                                           : std::clamp<int64_t>(fits, 1, total);
   const std::string layout = ev.model().input_spec().layout;
 
   // Every noisy copy explains the class chosen at the clean input.
