@@ -20,27 +20,18 @@ namespace {
 
 using namespace candela;
 
-std::vector<int64_t> parse_ints(const std::string& text, const char* what) {
-  std::vector<int64_t> out;
+// "1,2,3" -> {1, 2, 3}, as integers or numbers.
+template <class T>
+std::vector<T> parse_list(const std::string& text, const char* what) {
+  std::vector<T> out;
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
     char* stop = nullptr;
-    long long v = std::strtoll(item.c_str(), &stop, 10);
-    CANDELA_CHECK(!item.empty() && *stop == '\0', what, " must be comma-separated integers, got '", text, "'.");
-    out.push_back(v);
-  }
-  return out;
-}
-
-std::vector<double> parse_doubles(const std::string& text, const char* what) {
-  std::vector<double> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* stop = nullptr;
-    double v = std::strtod(item.c_str(), &stop);
-    CANDELA_CHECK(!item.empty() && *stop == '\0', what, " must be comma-separated numbers, got '", text, "'.");
+    T v = std::is_integral_v<T> ? static_cast<T>(std::strtoll(item.c_str(), &stop, 10))
+                                : static_cast<T>(std::strtod(item.c_str(), &stop));
+    CANDELA_CHECK(!item.empty() && *stop == '\0', what, " must be comma-separated ",
+                  std::is_integral_v<T> ? "integers" : "numbers", ", got '", text, "'.");
     out.push_back(v);
   }
   return out;
@@ -58,14 +49,14 @@ struct SpecFlags {
   }
   void apply(Model& model) const {
     InputSpec s = model.input_spec();
-    if (!shape.empty()) s.shape = parse_ints(shape, "--input-shape");
+    if (!shape.empty()) s.shape = parse_list<int64_t>(shape, "--input-shape");
     if (!layout.empty()) s.layout = layout;
     if (s.layout.empty() && s.shape.size() == 3) s.layout = "NCHW";
     if (s.layout.empty() && s.shape.size() == 1) s.layout = "NC";
-    if (!mean.empty()) s.mean = parse_doubles(mean, "--mean");
-    if (!std.empty()) s.std = parse_doubles(std, "--std");
+    if (!mean.empty()) s.mean = parse_list<double>(mean, "--mean");
+    if (!std.empty()) s.std = parse_list<double>(std, "--std");
     if (!range.empty()) {
-      auto r = parse_doubles(range, "--range");
+      auto r = parse_list<double>(range, "--range");
       CANDELA_CHECK(r.size() == 2, "--range takes MIN,MAX, got '", range, "'.");
       s.range_min = r[0];
       s.range_max = r[1];
