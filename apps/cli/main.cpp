@@ -187,7 +187,8 @@ int run_info(const std::string& model_path, const SpecFlags& spec_flags, bool js
   if (json) {
     out["output_shape"] = out_shape;
     out["layers"] = nlohmann::json::array();
-    for (const auto& l : layers) out["layers"].push_back({{"name", l.name}, {"type", l.type}, {"output_shape", l.output_shape}});
+    for (const auto& l : layers)
+      out["layers"].push_back({{"name", l.name}, {"type", l.type}, {"output_shape", l.output_shape}, {"calls", l.calls}});
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -203,7 +204,9 @@ int run_info(const std::string& model_path, const SpecFlags& spec_flags, bool js
     for (const auto& l : layers) w = std::max(w, l.name.size());
     for (const auto& l : layers)
       std::cout << "  " << std::left << std::setw(static_cast<int>(w) + 2) << l.name << std::setw(22) << l.type
-                << join(l.output_shape) << "\n";
+                << (l.output_shape.empty() ? "(not a tensor)" : join(l.output_shape))
+                << (l.calls > 1 ? "  (runs " + std::to_string(l.calls) + " times; the last output is tapped)" : "")
+                << "\n";
   }
   return 0;
 }

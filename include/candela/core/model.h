@@ -37,7 +37,8 @@ struct InputSpec {
 struct LayerInfo {
   std::string name;                 // dotted module path, e.g. "layer2.0.downsample"
   std::string type;                 // module class name, e.g. "Conv2d"
-  std::vector<int64_t> output_shape;  // for one sample (batch dimension 1 included)
+  std::vector<int64_t> output_shape;  // for one sample (batch dimension 1 included); empty if not a tensor
+  int calls = 1;                      // times forward() runs the module (a shared module runs more than once)
 };
 
 class Model {
@@ -66,7 +67,8 @@ class Model {
   std::string output_kind() const;    // "logits" (default), "probabilities", "regression"
 
   // Runs one forward pass on a zero sample of the input spec's shape and reports every
-  // submodule's output shape. Requires a known input shape.
+  // submodule's output shape, in execution order: the layers `--layer` can tap. A module
+  // called more than once reports its last output. Requires a known input shape.
   std::vector<LayerInfo> layers() const;
   // Bytes of intermediate activations per sample, from the same pass (0 if unknown).
   int64_t activation_bytes_per_sample() const;

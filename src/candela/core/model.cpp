@@ -1,7 +1,6 @@
 #include "candela/core/model.h"
 
 #include <torch/csrc/jit/api/function_impl.h>
-#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 
 #include <filesystem>
@@ -12,6 +11,7 @@
 #include "candela/core/error.h"
 #include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
+#include "candela/graph/graph_util.h"
 
 namespace candela {
 
@@ -116,30 +116,6 @@ std::string torch_message(const std::exception& e) {
   for (auto it = lines.rbegin(); it != lines.rend(); ++it)
     if (it->find("Error: ") != std::string::npos) return it->substr(it->find_first_not_of(" \t"));
   return lines.front();
-}
-
-std::string module_path(const torch::jit::Node* node) {
-  auto cs = node->callstack();
-  if (!cs) return "";
-  std::string path;
-  for (const auto& entry : (*cs)->vec()) {
-    const auto& info = std::get<2>(entry);
-    // "SELF" marks a call to another method of the same module, not a submodule.
-    if (!info || info->instance_name() == "SELF") continue;
-    path += (path.empty() ? "" : ".") + info->instance_name();
-  }
-  return path;
-}
-
-std::string module_type(const torch::jit::Node* node) {
-  auto cs = node->callstack();
-  if (!cs) return "";
-  auto vec = (*cs)->vec();
-  for (auto it = vec.rbegin(); it != vec.rend(); ++it) {
-    const auto& info = std::get<2>(*it);
-    if (info && info->class_type() && info->class_type()->name()) return info->class_type()->name()->name();
-  }
-  return "";
 }
 
 struct Sidecar {
@@ -296,32 +272,9 @@ void Model::to(const std::string& device) {
 void Model::Impl::probe() {
   if (!module || spec.shape.empty()) return;
   try {
-    auto graph = module->get_method("forward").graph()->copy();
-    torch::jit::Inline(*graph);
-    std::vector<torch::jit::Value*> values;
-    std::vector<std::string> order;
-    std::map<std::string, std::pair<torch::jit::Value*, std::string>> last;
-    for (auto* node : graph->nodes()) {
-      std::string path = module_path(node);
-      for (auto* v : node->outputs()) {
-        if (v->type()->kind() != c10::TypeKind::TensorType) continue;
-        values.push_back(v);
-        if (path.empty()) continue;
-        std::string type = module_type(node);
-        // Credit the value to the module and every enclosing one (each keeps its last value);
-        // list parents before their children.
-        std::vector<std::string> prefixes;
-        for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1))
-          prefixes.push_back(path.substr(0, dot));
-        prefixes.push_back(path);
-        for (const auto& prefix : prefixes) {
-          if (!last.count(prefix)) order.push_back(prefix);
-          auto& slot = last[prefix];
-          slot.first = v;
-          if (prefix == path) slot.second = type;
-        }
-      }
-    }
+    auto graph = detail::inlined_forward(*module);
+    auto lo = detail::layer_outputs(*graph);
+    const auto& values = lo.tensors;
     for (size_t i = graph->outputs().size(); i > 0; --i) graph->eraseOutput(i - 1);
     auto* tuple = graph->insertNode(graph->createTuple(values));
     graph->registerOutput(tuple->output());
@@ -338,12 +291,11 @@ void Model::Impl::probe() {
       by_value[values[i]] = t;
       activation_bytes += static_cast<int64_t>(t.numel() * t.element_size());
     }
-    for (const auto& name : order) {
-      auto& [v, type] = last[name];
-      auto it = by_value.find(v);
-      if (it == by_value.end()) continue;
-      auto sizes = it->second.sizes();
-      layers.push_back({name, type, std::vector<int64_t>(sizes.begin(), sizes.end())});
+    for (const auto& name : lo.order) {
+      LayerInfo info{name, lo.type[name], {}, lo.calls[name]};
+      auto it = by_value.find(lo.value[name]);
+      if (it != by_value.end()) info.output_shape.assign(it->second.sizes().begin(), it->second.sizes().end());
+      layers.push_back(std::move(info));
     }
   } catch (const std::exception& e) {
     probe_error = e.what();

@@ -1,0 +1,35 @@
+// Reading a TorchScript forward graph by module path (not public API).
+#pragma once
+
+#include <torch/script.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace candela::detail {
+
+// "layer1.0.conv1" for a node inlined from that submodule's forward, "" for top-level code.
+std::string module_path(const torch::jit::Node* node);
+// The class name of the innermost module the node came from ("Conv2d"), or "".
+std::string module_type(const torch::jit::Node* node);
+
+// The forward graph of `module`, copied, inlined and free of in-place tensor mutation, so
+// values can be read, replaced and cut without an in-place op changing them behind a tap.
+std::shared_ptr<torch::jit::Graph> inlined_forward(const torch::jit::Module& module);
+
+// Each module's output in an inlined graph: the last value its scope computes in the graph's
+// top-level block (a module and every enclosing one are credited; parents listed first).
+struct LayerOutputs {
+  std::vector<std::string> order;
+  std::map<std::string, torch::jit::Value*> value;  // may be a non-tensor value
+  std::map<std::string, std::string> type;
+  std::map<std::string, int> calls;                 // times the module's forward runs
+  std::set<std::string> nested_only;                // paths seen only inside branches or loops
+  std::vector<torch::jit::Value*> tensors;          // every top-level tensor value, in order
+};
+LayerOutputs layer_outputs(torch::jit::Graph& graph);
+
+}  // namespace candela::detail
