@@ -105,7 +105,8 @@ std::string join(const std::vector<int64_t>& v) {
 
 int run_explain(const std::string& model_path, const std::string& input_path, const std::string& method,
                 const std::string& target_text, const std::vector<std::string>& option_args,
-                const std::string& baseline_text, bool baseline_given, const std::string& out_dir,
+                const std::string& baseline_text, bool baseline_given, const std::vector<std::string>& layers,
+                const std::string& out_dir,
                 const SpecFlags& spec_flags,
                 const EvalOptions& eval, const HeatmapOptions& heatmap, const std::string& device, bool quiet) {
   // Validate everything cheap before loading anything heavy.
@@ -117,6 +118,18 @@ int run_explain(const std::string& model_path, const std::string& input_path, co
     std::string key = kv.substr(0, eq);
     CANDELA_CHECK(!options.contains(key), "--option ", key, " is given twice; keep one.");
     options[key] = parse_option_value(info.schema, method, key, kv.substr(eq + 1));
+  }
+  if (!layers.empty()) {
+    CANDELA_CHECK(info.schema.contains("layers"), method, " takes no layer; drop --layer (methods that do: ",
+                  [] {
+                    std::string names;
+                    for (const auto& m : Registry::builtin().methods())
+                      if (m.schema.contains("layers")) names += (names.empty() ? "" : ", ") + m.name;
+                    return names;
+                  }(),
+                  ").");
+    CANDELA_CHECK(!options.contains("layers"), "give the layers either with --layer or with --option layers=..., not both.");
+    options["layers"] = layers;
   }
   auto explainer = info.create(options);
   CANDELA_CHECK(!baseline_given || explainer->uses_baseline(), method,
@@ -238,7 +251,7 @@ int main(int argc, char** argv) {
 
   // explain
   std::string model_path, input_path, method, target = "top1", baseline = "zeros", out_dir, device = "cpu";
-  std::vector<std::string> option_args;
+  std::vector<std::string> option_args, layer_args;
   SpecFlags explain_spec;
   EvalOptions eval;
   HeatmapOptions heatmap;
@@ -249,12 +262,14 @@ int main(int argc, char** argv) {
       "  candela explain --model digits_cnn.pt --input digit_0.png --method integrated_gradients --out out/ig\n"
       "  candela explain --model mlp.pt --input rows.npy --method noise_tunnel --option nt_samples=20 \\\n"
       "      --option base_method=integrated_gradients --target 1 --out out/sg\n"
+      "  candela explain --model resnet18.pt --input cat.png --method grad_cam --layer layer4 --out out/cam\n"
       "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png.");
   explain->add_option("--model", model_path, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
   explain->add_option("--input", input_path, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]")->required();
   explain->add_option("--method", method, "Attribution method (see `candela methods`)")->required();
   explain->add_option("--target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2)");
   explain->add_option("--option", option_args, "Method option KEY=VALUE (repeatable)");
+  explain->add_option("--layer", layer_args, "Layer to explain or tap, as `candela info` names it (repeatable)");
   explain->add_option("--baseline", baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy");
   explain->add_option("--out", out_dir, "Output folder")->required();
   explain->add_option("--max-memory", eval.max_memory_mb, "Memory budget per batch in MB (sets the batch size)");
@@ -297,7 +312,8 @@ int main(int argc, char** argv) {
     at::set_num_threads(threads);
     if (*explain)
       return run_explain(model_path, input_path, method, target, option_args, baseline,
-                         explain->count("--baseline") > 0, out_dir, explain_spec, eval, heatmap, device, quiet);
+                         explain->count("--baseline") > 0, layer_args, out_dir, explain_spec, eval, heatmap, device,
+                         quiet);
     if (*methods) return run_methods(methods_json);
     if (*info) return run_info(info_model, info_spec, info_json);
   } catch (const candela::Error& e) {

@@ -52,19 +52,26 @@ void expect_one_clear_line(const Result& r, const std::string& must_contain) {
 
 TEST(Cli, ExplainsAnImageWithEveryMethod) {
   TempDir dir;
-  for (const auto& name : Registry::builtin().names()) {
+  for (const auto& info : Registry::builtin().methods()) {
+    const std::string& name = info.name;
     std::string out = dir / name;
+    std::string extra;
+    if (info.schema.contains("layers")) extra += " --layer features.2";
+    if (info.schema.contains("neuron_selector")) extra += " --option neuron_selector=3,2,2";
     auto r = cli("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
-                 " --method " + name + " --target 0 --out " + out);
+                 " --method " + name + " --target 0 --out " + out + extra);
     ASSERT_EQ(r.code, 0) << name << ": " << r.err;
     for (std::string f : {"attributions.npy", "attribution.json", "heatmap.png", "heatmap_raw.png"})
       EXPECT_TRUE(fs::exists(out + "/" + f)) << name << " " << f;
     at::Tensor a = read_npy(out + "/attributions.npy");
-    EXPECT_EQ(a.sizes(), (at::IntArrayRef{1, 1, 8, 8})) << name;
     auto meta = nlohmann::json::parse(slurp(out + "/attribution.json"));
+    if (meta.contains("layer")) EXPECT_EQ(a.sizes(), (at::IntArrayRef{1, 16, 8, 8})) << name;
+    else EXPECT_EQ(a.sizes(), (at::IntArrayRef{1, 1, 8, 8})) << name;
     EXPECT_EQ(meta["method"], name);
-    EXPECT_EQ(meta["targets"][0], 0);
-    EXPECT_EQ(meta["target_names"][0], "0");
+    if (info.uses_target) {
+      EXPECT_EQ(meta["targets"][0], 0) << name;
+      EXPECT_EQ(meta["target_names"][0], "0") << name;
+    }
     EXPECT_GT(meta["model_evaluations"].get<int64_t>(), 0);
     EXPECT_TRUE(meta.contains("options"));
   }
@@ -181,6 +188,17 @@ TEST_F(CliBadInput, MissingRequiredFlag) {
 TEST_F(CliBadInput, BaselineForAMethodThatIgnoresIt) {
   expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--baseline blur:2")),
                         "does not use a baseline");
+}
+
+TEST_F(CliBadInput, LayerForAMethodWithoutOne) {
+  expect_one_clear_line(cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--layer features.2")),
+                        "takes no layer");
+}
+
+TEST_F(CliBadInput, UnknownLayerSuggestsTheClosest) {
+  auto r = cli("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+               " --method grad_cam --layer feature.2 --out " + out());
+  expect_one_clear_line(r, "Did you mean 'features.2'");
 }
 
 TEST_F(CliBadInput, OptionGivenTwice) {

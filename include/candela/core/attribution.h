@@ -11,12 +11,14 @@
 namespace candela {
 
 struct Attribution {
-  at::Tensor values;             // same shape as the inputs
+  at::Tensor values;             // same shape as the inputs (but see `layer` and `spatial_map`)
   at::Tensor output;             // model output at the inputs [N, ...] (detached)
   std::vector<int64_t> targets;  // class explained per sample (empty for function targets)
   std::string target;            // how the target was given, e.g. "top1"
   at::Tensor convergence_delta;  // [N] sum(values) - (f(x) - f(baseline)); undefined if n/a
   std::string method;
+  std::string layer;             // non-empty: values are over this layer's output [N, ...layer]
+  bool spatial_map = false;      // values are a map [N, 1, H, W] over the input's spatial grid (CAMs)
   nlohmann::json options;        // every option, defaults included
   std::string baseline;          // description, "" if the method uses none
   int64_t model_evaluations = 0; // rows passed through the model (forward or forward+backward)

@@ -39,6 +39,11 @@ class Evaluator {
   using OutputConsumer =
       std::function<void(int64_t begin, int64_t end, const Rows& rows, const at::Tensor& output)>;
 
+  // Scores a batch for gradient passes: returns (scores [B], output) for inputs x, which
+  // require grad. The default scorer is the model's forward followed by the target.
+  using Scorer = std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor& x, const Rows& rows)>;
+  static Scorer target_scorer(const Model& model, const Target& target);
+
   Evaluator(const Model& model, EvalOptions options);
   ~Evaluator();
   Evaluator(const Evaluator&) = delete;
@@ -50,6 +55,15 @@ class Evaluator {
   // stream is made of equal blocks (IG: one block per path point) gets whole blocks.
   void gradients(const char* stage, int64_t total, const MakeRows& make, const Target& target,
                  const GradConsumer& consume, int64_t cap = 0, int64_t granule = 1);
+  // The same with any scorer (a tapped forward pass, a neuron of a layer, ...).
+  void gradients(const char* stage, int64_t total, const MakeRows& make, const Scorer& scorer,
+                 const GradConsumer& consume, int64_t cap = 0, int64_t granule = 1);
+  // Any other batched work (e.g. partial forward passes after a layer): `body(begin, end)`
+  // for batches of at most `batch` rows, with progress and cancellation. The rows count as
+  // model evaluations when `evaluations` is true, else as partial evaluations.
+  void batched(const char* stage, int64_t total, int64_t batch, const std::function<void(int64_t, int64_t)>& body,
+               bool evaluations = true);
+  int64_t partial_evaluations() const { return partial_evaluations_; }
   // Forward only, no autograd.
   void forward(const char* stage, int64_t total, const MakeRows& make,
                const OutputConsumer& consume, int64_t cap = 0);
@@ -68,6 +82,7 @@ class Evaluator {
   const Model& model_;
   EvalOptions options_;
   int64_t evaluations_ = 0;
+  int64_t partial_evaluations_ = 0;
   int64_t largest_batch_ = 0;
   int64_t bytes_per_row_ = 0;
 };

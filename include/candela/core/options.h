@@ -24,6 +24,7 @@ const char* json_type_name() {
   else if constexpr (std::is_same_v<T, std::string>) return "string";
   else if constexpr (std::is_same_v<T, std::vector<double>>) return "number[]";
   else if constexpr (std::is_same_v<T, std::vector<int64_t>>) return "integer[]";
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "string[]";
   else return "object";
 }
 

@@ -24,6 +24,7 @@ struct MethodInfo {
   bool completeness = false;  // attributions sum to f(x) - f(baseline) (up to the reported delta)
   bool stochastic = false;    // uses the `seed` option
   bool uses_baseline = false;
+  bool uses_target = true;    // false: the method explains something else (a neuron, the activations)
   std::function<std::unique_ptr<Explainer>(const nlohmann::json& options)> create;
 };
 
@@ -65,5 +66,7 @@ MethodInfo method_info(std::string name, std::string family, std::string descrip
 
 // One per method family; Registry::builtin() calls them all.
 void register_gradient_methods(Registry& registry);
+void register_cam_methods(Registry& registry);
+void register_layer_methods(Registry& registry);
 
 }  // namespace candela

@@ -44,7 +44,19 @@ void Evaluator::report(const char* stage, int64_t done, int64_t total) const {
   if (options_.progress) options_.progress(Progress{stage, done, total});
 }
 
+Evaluator::Scorer Evaluator::target_scorer(const Model& model, const Target& target) {
+  return [&model, &target](const at::Tensor& x, const Rows& rows) {
+    at::Tensor out = model.forward(x);
+    return std::make_pair(target.scores(out, rows.sample), out);
+  };
+}
+
 void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make, const Target& target,
+                          const GradConsumer& consume, int64_t cap, int64_t granule) {
+  gradients(stage, total, make, target_scorer(model_, target), consume, cap, granule);
+}
+
+void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make, const Scorer& scorer,
                           const GradConsumer& consume, int64_t cap, int64_t granule) {
   int64_t b = batch_size(true, cap);
   if (granule > 1 && b >= granule) b -= b % granule;
@@ -57,15 +69,29 @@ void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make
     at::Tensor out, grad;
     {
       at::AutoGradMode enable(true);
-      out = model_.forward(x);
-      at::Tensor s = target.scores(out, rows.sample);
-      auto grads = torch::autograd::grad({s.sum()}, {x}, /*grad_outputs=*/{}, /*retain_graph=*/false,
+      auto [scores, output] = scorer(x, rows);
+      out = output;
+      auto grads = torch::autograd::grad({scores.sum()}, {x}, /*grad_outputs=*/{}, /*retain_graph=*/false,
                                          /*create_graph=*/false, /*allow_unused=*/true);
       grad = grads[0].defined() ? grads[0] : at::zeros_like(x);  // output independent of the input
     }
     evaluations_ += end - begin;
     largest_batch_ = std::max(largest_batch_, end - begin);
     consume(begin, end, rows, grad, out.detach());
+    report(stage, end, total);
+  }
+}
+
+void Evaluator::batched(const char* stage, int64_t total, int64_t batch,
+                        const std::function<void(int64_t, int64_t)>& body, bool evaluations) {
+  CANDELA_CHECK(batch >= 1, "batch size must be positive.");
+  report(stage, 0, total);
+  for (int64_t begin = 0; begin < total; begin += batch) {
+    check_cancel();
+    const int64_t end = std::min(total, begin + batch);
+    body(begin, end);
+    (evaluations ? evaluations_ : partial_evaluations_) += end - begin;
+    largest_batch_ = std::max(largest_batch_, end - begin);
     report(stage, end, total);
   }
 }

@@ -337,6 +337,8 @@ at::Tensor Baseline::samples(const at::Tensor& inputs, const std::string& layout
 nlohmann::json Attribution::metadata() const {
   nlohmann::json j;
   j["method"] = method;
+  if (!layer.empty()) j["layer"] = layer;
+  if (spatial_map) j["spatial_map"] = true;
   j["options"] = options;
   j["target"] = target;
   j["targets"] = targets;
@@ -389,6 +391,31 @@ nlohmann::json parse_option_value(const nlohmann::json& schema, const std::strin
     throw fail("true or false (also True/False, 1/0, yes/no, on/off)");
   }
   if (type == "string") return text;
+  if ((type == "string[]" || type == "integer[]" || type == "number[]") && !text.empty() && text[0] != '[') {
+    // Comma-separated: --option layers=layer3,layer4 or --option neuron_selector=3,1,1
+    nlohmann::json list = nlohmann::json::array();
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t end = text.find(',', start);
+      if (end == std::string::npos) end = text.size();
+      std::string item = text.substr(start, end - start);
+      if (type == "string[]") {
+        list.push_back(item);
+      } else {
+        char* stop = nullptr;
+        double v = std::strtod(item.c_str(), &stop);
+        if (item.empty() || *stop != '\0') throw fail(type == "integer[]" ? "comma-separated integers" : "comma-separated numbers");
+        if (type == "integer[]") {
+          if (v != static_cast<double>(static_cast<int64_t>(v))) throw fail("comma-separated integers");
+          list.push_back(static_cast<int64_t>(v));
+        } else {
+          list.push_back(v);
+        }
+      }
+      start = end + 1;
+    }
+    return list;
+  }
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception&) {

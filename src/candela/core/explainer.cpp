@@ -48,6 +48,7 @@ Attribution Explainer::explain(const Model& model, const ExplainRequest& request
   a.target = request.target.describe();
   if (uses_baseline()) a.baseline = request.baseline.describe();
   a.model_evaluations = evaluator.evaluations();
+  if (evaluator.partial_evaluations() > 0) a.extra["partial_evaluations"] = evaluator.partial_evaluations();
   a.batch_size = evaluator.largest_batch();
   a.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return a;

@@ -8,6 +8,8 @@ const Registry& Registry::builtin() {
   static const Registry registry = [] {
     Registry r;
     register_gradient_methods(r);
+    register_cam_methods(r);
+    register_layer_methods(r);
     return r;
   }();
   return registry;
@@ -44,7 +46,8 @@ nlohmann::json Registry::to_json() const {
   for (const auto& m : methods_)
     out.push_back({{"name", m.name}, {"family", m.family}, {"description", m.description},
                    {"reference", m.reference}, {"options", m.schema}, {"completeness", m.completeness},
-                   {"stochastic", m.stochastic}, {"uses_baseline", m.uses_baseline}});
+                   {"stochastic", m.stochastic}, {"uses_baseline", m.uses_baseline},
+                   {"uses_target", m.uses_target}});
   return out;
 }
 

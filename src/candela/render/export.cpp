@@ -30,11 +30,23 @@ std::vector<std::string> write_explanation(const std::string& out_dir, const Att
       names.push_back(t < static_cast<int64_t>(model.class_names().size()) ? model.class_names()[t] : "");
     meta["target_names"] = names;
   }
-  if (input.display.defined()) {
+  // A map to draw over each image: input-space values in the input's layout, a CAM, or a
+  // layer's spatial output, brought to the image's size.
+  auto display_map = [&](int64_t i) -> at::Tensor {
+    at::Tensor a = values[i];
+    if (attribution.spatial_map || !attribution.layer.empty()) {
+      if (a.dim() != 3) return {};
+      const int64_t h = input.display.size(2), w = input.display.size(3);
+      if (a.size(1) == h && a.size(2) == w) return a;
+      return at::upsample_bilinear2d(a.unsqueeze(0).to(at::kFloat), {h, w}, /*align_corners=*/false)[0];
+    }
+    return spec.layout == "NHWC" ? a.permute({2, 0, 1}) : a;
+  };
+  if (input.display.defined() && display_map(0).defined()) {
     const int64_t n = values.size(0);
     meta["heatmaps"] = nlohmann::json::array();
     for (int64_t i = 0; i < n; ++i) {
-      at::Tensor a = spec.layout == "NHWC" ? values[i].permute({2, 0, 1}) : values[i];
+      at::Tensor a = display_map(i);
       std::string suffix = n == 1 ? "" : "_" + std::to_string(i);
       files.emplace_back("heatmap" + suffix + ".png", "");
       files.back().second = encode_png(render_overlay(a, input.display[i], heatmap));

@@ -1,0 +1,28 @@
+// Grad-CAM++ (Chattopadhyay et al. 2018). w_c = sum_ij relu(g_cij) a_cij with
+// a = g^2 / (2 g^2 + sum_ij A_c * g^3 + 1e-6) (0 where g = 0); map = sum_c w_c A_c.
+#pragma once
+
+#include "candela/methods/cam/base_cam.h"
+
+namespace candela {
+
+class GradCamPlusPlus : public BaseCam {
+ public:
+  static constexpr bool kUsesBaseline = false;
+  struct Options : CamOptions {
+    template <class V> void visit(V& v) { visit_cam(v); }
+    void validate() const { validate_cam(); }
+  };
+  GradCamPlusPlus() : GradCamPlusPlus(Options{}) {}
+  explicit GradCamPlusPlus(Options options) : BaseCam(options), options_(std::move(options)) {}
+  std::string name() const override { return "grad_cam_plus_plus"; }
+  nlohmann::json options() const override;
+
+ protected:
+  at::Tensor layer_map(const LayerData& layer) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

@@ -1,0 +1,27 @@
+// LayerCAM (Jiang et al. 2021). map = sum_c relu(dY/dA_c) * A_c.
+#pragma once
+
+#include "candela/methods/cam/base_cam.h"
+
+namespace candela {
+
+class LayerCam : public BaseCam {
+ public:
+  static constexpr bool kUsesBaseline = false;
+  struct Options : CamOptions {
+    template <class V> void visit(V& v) { visit_cam(v); }
+    void validate() const { validate_cam(); }
+  };
+  LayerCam() : LayerCam(Options{}) {}
+  explicit LayerCam(Options options) : BaseCam(options), options_(std::move(options)) {}
+  std::string name() const override { return "layer_cam"; }
+  nlohmann::json options() const override;
+
+ protected:
+  at::Tensor layer_map(const LayerData& layer) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

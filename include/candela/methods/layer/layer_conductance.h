@@ -1,0 +1,44 @@
+// Layer conductance (Captum's LayerConductance; Dhamdhere, Sundararajan & Yan 2018, "How
+// Important Is a Neuron?"). Definition, over the n_steps + 1 quadrature nodes alpha_0..alpha_n
+// and inputs x_k = b + alpha_k (x - b): a = sum_{k<n} d f_t(x_k) / d h * (h(x_{k+1}) - h(x_k)).
+// It sums to about f_t(x) - f_t(b) (exactly f_t(x_n) - f_t(x_0) in the limit); the convergence
+// delta sum(a) - (f_t(x) - f_t(b)) is reported.
+#pragma once
+
+#include "candela/core/explainer.h"
+
+#include <string>
+#include <vector>
+
+namespace candela {
+
+class LayerConductance : public Explainer {
+ public:
+  static constexpr bool kUsesBaseline = true;
+  struct Options {
+    std::vector<std::string> layers;
+    int64_t n_steps = 50;
+    std::string method = "gausslegendre";
+    int64_t internal_batch_size = 0;
+    template <class V> void visit(V& v) {
+      v("layers", layers, "The one layer to explain, by dotted module path (`candela info MODEL` lists them).");
+      v("n_steps", n_steps, "Number of steps along the path (n_steps + 1 inputs are evaluated).");
+      v("method", method, "Where the n_steps + 1 path points lie: gausslegendre nodes or a riemann rule's.",
+        {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"});
+      v("internal_batch_size", internal_batch_size,
+        "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
+    }
+    void validate() const;
+  };
+  LayerConductance() : LayerConductance(Options{}) {}
+  explicit LayerConductance(Options options);
+  std::string name() const override { return "layer_conductance"; }
+  nlohmann::json options() const override;
+  bool uses_baseline() const override { return kUsesBaseline; }
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

@@ -1,0 +1,54 @@
+// Layer Integrated Gradients (Captum's LayerIntegratedGradients; Sundararajan, Taly & Yan 2017,
+// "Axiomatic Attribution for Deep Networks", in a layer's output space). Definition:
+// a = (h(x) - h(b)) * sum_k w_k d f_t / d h at h(b) + alpha_k (h(x) - h(b)), the straight path
+// in layer space, while the rest of the network (skip connections) sees the input x.
+// Completeness: sum(a) = f_t(x) - f_t(b) up to the reported convergence delta.
+//
+// The path points re-run only the network after the layer (LayerTaps suffix execution) when
+// the graph can be cut there; otherwise each point is a full forward pass with the layer's
+// output replaced, as Captum's hook does. extra.suffix_execution says which ran (and
+// extra.suffix_execution_reason why not). Quadratures as in integrated_gradients.h (Candela's
+// riemann_trapezoid is Captum's times n/(n-1)).
+#pragma once
+
+#include "candela/core/explainer.h"
+
+#include <string>
+#include <vector>
+
+namespace candela {
+
+class LayerIntegratedGradients : public Explainer {
+ public:
+  static constexpr bool kUsesBaseline = true;
+  struct Options {
+    std::vector<std::string> layers;
+    int64_t n_steps = 50;
+    std::string method = "gausslegendre";
+    int64_t internal_batch_size = 0;
+    bool multiply_by_inputs = true;
+    template <class V> void visit(V& v) {
+      v("layers", layers, "The one layer to explain, by dotted module path (`candela info MODEL` lists them).");
+      v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
+      v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
+        {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"});
+      v("internal_batch_size", internal_batch_size,
+        "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
+      v("multiply_by_inputs", multiply_by_inputs,
+        "Multiply the path-integrated layer gradient by h(x) - h(baseline) (false: the local attribution). The "
+        "convergence delta is always that of the global attribution.");
+    }
+    void validate() const;
+  };
+  LayerIntegratedGradients() : LayerIntegratedGradients(Options{}) {}
+  explicit LayerIntegratedGradients(Options options);
+  std::string name() const override { return "layer_integrated_gradients"; }
+  nlohmann::json options() const override;
+  bool uses_baseline() const override { return kUsesBaseline; }
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

@@ -1,0 +1,52 @@
+// Neuron Integrated Gradients (Captum's NeuronIntegratedGradients; Sundararajan, Taly & Yan 2017,
+// "Axiomatic Attribution for Deep Networks", explaining a hidden neuron). Definition:
+// a = (x - b) * sum_k w_k d h_j(b + alpha_k (x - b)) / d x, h_j the layer output's element
+// `neuron_selector`. The request's target is not used. The convergence delta is the neuron's:
+// sum(a) - (h_j(x) - h_j(b)) (Captum reports none).
+#pragma once
+
+#include "candela/core/explainer.h"
+
+#include <string>
+#include <vector>
+
+namespace candela {
+
+class NeuronIntegratedGradients : public Explainer {
+ public:
+  static constexpr bool kUsesBaseline = true;
+  struct Options {
+    std::vector<std::string> layers;
+    std::vector<int64_t> neuron_selector;
+    int64_t n_steps = 50;
+    std::string method = "gausslegendre";
+    int64_t internal_batch_size = 0;
+    bool multiply_by_inputs = true;
+    template <class V> void visit(V& v) {
+      v("layers", layers, "The one layer holding the neuron, by dotted module path (`candela info MODEL`).");
+      v("neuron_selector", neuron_selector,
+        "Index of the neuron in the layer's output for one sample, one index per dimension (e.g. 3,1,1 for "
+        "channel 3, row 1, column 1 of a convolution's output).");
+      v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
+      v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
+        {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"});
+      v("internal_batch_size", internal_batch_size,
+        "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
+      v("multiply_by_inputs", multiply_by_inputs,
+        "Multiply the path-integrated gradient by (input - baseline) (false: the local attribution). The "
+        "convergence delta is always that of the global attribution.");
+    }
+    void validate() const;
+  };
+  NeuronIntegratedGradients() : NeuronIntegratedGradients(Options{}) {}
+  explicit NeuronIntegratedGradients(Options options);
+  std::string name() const override { return "neuron_integrated_gradients"; }
+  nlohmann::json options() const override;
+  bool uses_baseline() const override { return kUsesBaseline; }
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

@@ -1,0 +1,61 @@
+#include "candela/methods/cam/score_cam.h"
+
+#include <ATen/ATen.h>
+
+#include "candela/core/error.h"
+#include "candela/core/model.h"
+#include "candela/core/options.h"
+#include "cam_util.h"
+
+namespace candela {
+
+void ScoreCam::Options::validate() const {
+  validate_cam();
+  CANDELA_CHECK(top_k >= 0, "top_k must be >= 0 (0: every channel), got ", top_k, ".");
+}
+
+nlohmann::json ScoreCam::options() const { return options_to_json(options_); }
+
+at::Tensor ScoreCam::layer_map(const LayerData& d) const {
+  Evaluator& ev = *d.evaluator;
+  const at::Tensor& x = d.request->inputs;
+  const std::string layout = ev.model().input_spec().layout;
+  const auto [height, width] = detail::input_hw(x, layout);
+  const at::Tensor& acts = d.activations;
+  const int64_t n = acts.size(0), channels = acts.size(1);
+
+  // Masks: each channel upsampled like torch.nn.UpsamplingBilinear2d (align_corners) and
+  // scaled to [0, 1].
+  at::Tensor up = at::upsample_bilinear2d(acts, {height, width}, /*align_corners=*/true);
+  at::Tensor flat = up.reshape({n, channels, -1});
+  at::Tensor maxs = std::get<0>(flat.max(2)).view({n, channels, 1, 1});
+  at::Tensor mins = std::get<0>(flat.min(2)).view({n, channels, 1, 1});
+  up = ((up - mins) / (maxs - mins + 1e-8)).reshape({n * channels, height, width});
+
+  const int64_t k = options_.top_k > 0 ? std::min(options_.top_k, channels) : channels;
+  at::Tensor chosen = k == channels ? at::arange(channels, at::TensorOptions().dtype(at::kLong)).expand({n, channels})
+                                    : std::get<1>(acts.reshape({n, channels, -1}).var(2).topk(k, 1));
+  chosen = chosen.to(at::kLong).contiguous().to(x.device());
+
+  // Row r masks sample r / k with its channel chosen[r / k][r % k].
+  at::Tensor scores = at::empty({n * k}, x.options());
+  ev.forward(
+      "score_cam", n * k,
+      [&](int64_t b, int64_t e) {
+        at::Tensor r = at::arange(b, e, x.options().dtype(at::kLong));
+        at::Tensor sample = r.div(k, "floor");
+        at::Tensor channel = chosen.reshape({-1}).index_select(0, r);
+        at::Tensor mask = up.index_select(0, sample * channels + channel);  // [B, H, W]
+        mask = layout == "NHWC" ? mask.unsqueeze(-1) : mask.unsqueeze(1);
+        return Rows{x.index_select(0, sample) * mask, sample, {}};
+      },
+      [&](int64_t b, int64_t e, const Rows& rows, const at::Tensor& out) {
+        scores.slice(0, b, e).copy_(d.target->scores(out, rows.sample));
+      });
+  at::Tensor weights = at::zeros({n, channels}, x.options());
+  weights.scatter_(1, chosen, at::softmax(scores.view({n, k}), 1));
+  (*d.extra)["channels_scored"] = k;
+  return weighted_sum(weights, acts);
+}
+
+}  // namespace candela

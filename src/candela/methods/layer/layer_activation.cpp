@@ -1,0 +1,26 @@
+#include "candela/methods/layer/layer_activation.h"
+
+#include "candela/core/model.h"
+#include "candela/core/options.h"
+#include "candela/graph/taps.h"
+#include "common.h"
+
+namespace candela {
+
+void LayerActivation::Options::validate() const { detail::check_one_layer(layers, "layer_activation"); }
+
+LayerActivation::LayerActivation(Options options) : options_(std::move(options)) { options_.validate(); }
+
+nlohmann::json LayerActivation::options() const { return options_to_json(options_); }
+
+Attribution LayerActivation::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  LayerTaps taps(ev.model(), options_.layers);
+  auto run = detail::tapped_forward(ev, taps, "layer_activation", req.inputs);
+  Attribution a;
+  a.values = run.activation;
+  a.output = run.output;
+  a.layer = options_.layers[0];
+  return a;
+}
+
+}  // namespace candela
