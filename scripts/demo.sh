@@ -6,7 +6,7 @@ build=${1:-build}
 cli="$build/bin/candela"
 fix="$build/fixtures"
 out=demo-output
-methods=(saliency input_x_gradient integrated_gradients noise_tunnel gradient_shap)
+methods=(saliency input_x_gradient integrated_gradients noise_tunnel gradient_shap grad_cam)
 rm -rf "$out.tmp" && mkdir -p "$out.tmp"
 
 "$cli" info "$fix/digits_cnn.pt"
@@ -28,7 +28,7 @@ done
   echo '<!doctype html><meta charset="utf-8"><title>Candela demo</title>'
   echo '<style>body{font-family:sans-serif;margin:2em}td{text-align:center;padding:6px;font-size:13px}img{width:160px;image-rendering:pixelated}</style>'
   echo '<h1>Candela: why did the digits CNN say that?</h1>'
-  echo '<p>Each row is a test digit, each column a method explaining the predicted class (red: evidence for, blue: against).</p><table><tr><th>input</th>'
+  echo '<p>Each row is a test digit, each column a method explaining the predicted class (red: evidence for, blue: against; Grad-CAM shows its 0..1 map of the last convolutional block).</p><table><tr><th>input</th>'
   for m in "${methods[@]}"; do echo "<th>$m</th>"; done
   echo '</tr>'
   for d in 0 1 2; do

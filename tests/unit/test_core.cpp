@@ -103,10 +103,16 @@ TEST(Registry, EveryMethodDescribesEveryOption) {
       EXPECT_TRUE(field.contains("default")) << m.name << "." << key;
       EXPECT_FALSE(field["description"].get<std::string>().empty()) << m.name << "." << key;
     }
-    // The defaults in the schema are the options a default-constructed method reports.
-    auto e = m.create(nlohmann::json::object());
+    // The defaults in the schema are the options a method reports when given nothing else
+    // (layer and neuron methods must be told which layer and unit).
+    nlohmann::json given = nlohmann::json::object();
+    if (m.schema.contains("layers") && m.schema["layers"]["default"].empty() && m.family == "layer")
+      given["layers"] = {"fc"};
+    if (m.schema.contains("neuron_selector")) given["neuron_selector"] = {0};
+    auto e = m.create(given);
     for (const auto& [key, field] : m.schema.items())
-      if (key != "base_options") EXPECT_EQ(e->options()[key], field["default"]) << m.name << "." << key;
+      if (key != "base_options" && !given.contains(key))
+        EXPECT_EQ(e->options()[key], field["default"]) << m.name << "." << key;
   }
   for (std::string name : {"saliency", "input_x_gradient", "integrated_gradients", "noise_tunnel", "gradient_shap",
                            "expected_gradients"})

@@ -233,3 +233,54 @@ TEST(Baseline, KindsProduceWhatTheySay) {
   EXPECT_THROW(Baseline::blurred(1.0).for_inputs(at::zeros({2, 5}), "NC", 0), InvalidArgument);
   EXPECT_THROW(Baseline::tensor(at::zeros({7})).for_inputs(at::zeros({2, 5}), "NC", 0), ShapeMismatch);
 }
+
+namespace {
+// A 1x1-conv "segmentation" model: [N, 2, H, W] -> [N, 3, H, W].
+Model segmentation_model(at::Tensor w) {
+  torch::jit::Module head("Head"), top("Seg");
+  head.register_parameter("weight", w, false);
+  head.define("def forward(self, x):\n    return torch.conv2d(x, self.weight)\n");
+  top.register_module("head", head);
+  top.define("def forward(self, x):\n    return self.head.forward(x)\n");
+  InputSpec spec;
+  spec.shape = {2, 4, 4};
+  spec.layout = "NCHW";
+  return Model::from_module(top, spec);
+}
+}  // namespace
+
+TEST(Target, SegmentationRegionAndBoxTargets) {
+  at::Tensor w = at::randn({3, 2, 1, 1}, at::detail::createCPUGenerator(8));
+  Model m = segmentation_model(w);
+  at::Tensor x = at::randn({2, 2, 4, 4}, at::detail::createCPUGenerator(9));
+  at::Tensor mask = at::zeros({4, 4});
+  mask.slice(0, 1, 3).slice(1, 0, 2) = 1.0;
+  // Linear model: IG over the region = x * w[c] inside the region, 0 outside.
+  auto region = run(IntegratedGradients(), m, x, Target::region(2, mask));
+  at::Tensor expected = x * w[2].view({1, 2, 1, 1}) * mask;
+  EXPECT_LT(rel_error(region.values, expected), 1e-5);
+  auto box = run(IntegratedGradients(), m, x, Target::box(2, 1, 0, 3, 2));
+  EXPECT_LT(rel_error(box.values, expected), 1e-5);
+  auto parsed = run(IntegratedGradients(), m, x, Target::parse("region:2:1,0,3,2"));
+  EXPECT_LT(rel_error(parsed.values, expected), 1e-5);
+  EXPECT_THROW(run(Saliency(), m, x, Target::region(3, mask)), InvalidArgument);
+  EXPECT_THROW(run(Saliency(), m, x, Target::region(1, at::ones({3, 3}))), ShapeMismatch);
+  EXPECT_THROW(run(Saliency(), m, x, Target::box(0, 0, 0, 5, 1)), InvalidArgument);
+  // A CAM of a segmentation target works the same way.
+  auto cam = Registry::builtin().create("grad_cam", {{"layers", {"head"}}})->explain(m, [&] {
+    ExplainRequest r;
+    r.inputs = x;
+    r.target = Target::region(2, mask);
+    return r;
+  }());
+  EXPECT_EQ(cam.values.sizes(), (at::IntArrayRef{2, 1, 4, 4}));
+}
+
+TEST(Target, ElementOfAMultiDimensionalOutput) {
+  LinearCase c;
+  auto by_element = run(IntegratedGradients(), c.model, c.x, Target::parse("element:2"));
+  auto by_class = run(IntegratedGradients(), c.model, c.x, Target::index(2));
+  EXPECT_LT(rel_error(by_element.values, by_class.values), 1e-7);
+  EXPECT_THROW(run(Saliency(), c.model, c.x, Target::element({3})), InvalidArgument);
+  EXPECT_THROW(run(Saliency(), c.model, c.x, Target::element({0, 1})), InvalidArgument);
+}

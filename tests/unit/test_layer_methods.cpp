@@ -46,6 +46,12 @@ struct TwoLayer {
   Model relu_uncuttable() const {
     return model("n = x.size(0)\n    return self.fc2.forward(torch.relu(self.fc1.forward(x))).view(n, -1)");
   }
+  // With a skip connection from the input; in the second, the value crossing the cut (x.t(),
+  // [4, N]) has no batch dimension first, which only run_suffix finds out.
+  Model skip() const { return model("return self.fc2.forward(torch.relu(self.fc1.forward(x))) + x.narrow(1, 0, 2)"); }
+  Model skip_transposed() const {
+    return model("t = x.t()\n    return self.fc2.forward(torch.relu(self.fc1.forward(x))) + t.t().narrow(1, 0, 2)");
+  }
   at::Tensor fc1(const at::Tensor& in) const { return at::matmul(in, w1.t()) + b1; }
 };
 
@@ -191,6 +197,16 @@ TEST(LayerIntegratedGradients, SuffixExecutionAndFullPassesGiveTheSameNumbers) {
     EXPECT_EQ(f.model_evaluations, 2 * 3 + 3 * 16) << "endpoints + one full pass per path point";
     EXPECT_FALSE(f.extra.contains("partial_evaluations"));
   }
+  // A cut the graph allows but whose crossing value is not batch-shaped: full passes take over.
+  LayerIntegratedGradients lig({.layers = {"fc1"}, .n_steps = 16});
+  auto s = run(lig, c.skip(), c.x, Target::index(0), Baseline::tensor(c.ref));
+  auto f = run(lig, c.skip_transposed(), c.x, Target::index(0), Baseline::tensor(c.ref));
+  EXPECT_TRUE(s.extra["suffix_execution"].get<bool>());
+  EXPECT_FALSE(f.extra["suffix_execution"].get<bool>());
+  EXPECT_NE(f.extra["suffix_execution_reason"].get<std::string>().find("without the batch dimension"), std::string::npos)
+      << f.extra.dump();
+  EXPECT_LT(rel_error(s.values, f.values), 1e-6);
+  EXPECT_LT(rel_error(s.convergence_delta, f.convergence_delta), 1e-5);
 }
 
 TEST(LayerIntegratedGradients, MatchesADirectTapsDerivationOnDigitsCnn) {
@@ -213,7 +229,8 @@ TEST(LayerIntegratedGradients, SumsToTheOutputChangeOnDigitsCnn) {
     at::Tensor sums = a.values.reshape({x.size(0), -1}).sum(1);
     EXPECT_LT(((sums - change).abs() / change.abs()).max().item<double>(), 0.01) << layer;
     EXPECT_LT(rel_error(a.convergence_delta, sums - change), 1e-4) << layer;
-    EXPECT_EQ(a.values.sizes().slice(1), layer == "features.4" ? at::IntArrayRef{16, 4, 4} : at::IntArrayRef{32});
+    const std::vector<int64_t> shape = layer == "features.4" ? std::vector<int64_t>{6, 16, 4, 4} : std::vector<int64_t>{6, 32};
+    EXPECT_EQ(a.values.sizes().vec(), shape) << layer;
     // Batches that split path points across samples give the same numbers.
     auto b = run(LayerIntegratedGradients({.layers = {layer}, .internal_batch_size = 7}), m, x);
     EXPECT_LT(rel_error(b.values, a.values), 1e-5) << layer;
@@ -331,6 +348,35 @@ TEST(NeuronIntegratedGradients, SumsToTheNeuronsChangeOnDigitsCnn) {
   }
 }
 
+// ---- Captum's numbers -------------------------------------------------------------------------
+
+TEST(LayerMethods, MatchCaptumOnATwoLayerReluNet) {
+  // Captum 0.8 (LayerIntegratedGradients, LayerConductance, NeuronIntegratedGradients) on the same
+  // nn.Linear weights, baselines = ref, n_steps = 5, gausslegendre; target 1 for the layer methods.
+  TwoLayer c;
+  Model m = c.relu();
+  auto captum = [](std::vector<double> v, std::vector<int64_t> shape) { return at::tensor(v, at::kFloat).view(shape); };
+  auto lig = run(LayerIntegratedGradients({.layers = {"fc1"}, .n_steps = 5}), m, c.x, Target::index(1),
+                 Baseline::tensor(c.ref));
+  EXPECT_LT(rel_error(lig.values, captum({-0.43604165, 0.0, 1.49861193, 0.31249997, 8.30875015, -1.40000010, -0.21875,
+                                          5.05750036, 1.24999988},
+                                         {3, 3})),
+            1e-6);
+  EXPECT_LT(rel_error(lig.convergence_delta, captum({-0.13742959, -0.76625013, 1.04500055}, {3})), 1e-5);
+  auto cond = run(LayerConductance({.layers = {"fc1"}, .n_steps = 5}), m, c.x, Target::index(1), Baseline::tensor(c.ref));
+  EXPECT_LT(rel_error(cond.values, captum({-0.42281502, 0.0, 1.58519828, 0.29139671, 7.57547998, -1.30545712,
+                                           -0.20397770, 2.73203564, 1.16558683},
+                                          {3, 3})),
+            1e-6);
+  EXPECT_LT(rel_error(cond.convergence_delta, captum({-0.03761661, -1.42608070, -1.35010481}, {3})), 1e-5);
+  auto nig = run(NeuronIntegratedGradients({.layers = {"fc2"}, .neuron_selector = {0}, .n_steps = 5}), m, c.x,
+                 Target::top1(), Baseline::tensor(c.ref));
+  EXPECT_LT(rel_error(nig.values, captum({0.11148286, -0.89444447, -1.44540477, -0.26510635, -5.29666662, -1.46333337,
+                                          -2.36833310, 0.0, 0.0, -2.92666674, -0.33833331, -4.97833347},
+                                         {3, 4})),
+            1e-6);
+}
+
 // ---- bad input -----------------------------------------------------------------------------
 
 TEST(LayerMethods, MissingOrSeveralLayersAreClearErrors) {
@@ -348,7 +394,9 @@ TEST(LayerMethods, MissingOrSeveralLayersAreClearErrors) {
     EXPECT_EQ(info.family, "layer");
     EXPECT_EQ(info.schema["layers"]["type"], "string[]") << name;
     EXPECT_NE(error_of([&] { reg.create(name); }).find(name + " needs one layer"), std::string::npos) << name;
-    EXPECT_NE(error_of([&] { reg.create(name, {{"layers", {"a", "b"}}, {"neuron_selector", {0}}}); })
+    nlohmann::json two = {{"layers", {"a", "b"}}};
+    if (name.rfind("neuron", 0) == 0) two["neuron_selector"] = {0};
+    EXPECT_NE(error_of([&] { reg.create(name, two); })
                   .find("one layer at a time"),
               std::string::npos)
         << name;
@@ -357,6 +405,9 @@ TEST(LayerMethods, MissingOrSeveralLayersAreClearErrors) {
   EXPECT_TRUE(reg.get("layer_conductance").completeness);
   EXPECT_TRUE(reg.get("layer_integrated_gradients").uses_baseline);
   EXPECT_FALSE(reg.get("neuron_gradient").uses_baseline);
+  for (std::string name : {"layer_activation", "neuron_gradient", "neuron_integrated_gradients"})
+    EXPECT_FALSE(reg.get(name).uses_target) << name;
+  EXPECT_TRUE(reg.get("layer_conductance").uses_target);
 
   TwoLayer c;
   Model m = c.linear();

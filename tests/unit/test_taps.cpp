@@ -137,3 +137,18 @@ TEST(Taps, BadLayerNamesAreClearErrors) {
   EXPECT_NE(message("pair").find("not a tensor"), std::string::npos) << message("pair");
   EXPECT_THROW(LayerTaps(Model::from_function([](const at::Tensor& x) { return x; }), {"a"}), UnsupportedModel);
 }
+
+TEST(Taps, InPlaceOpsAfterALayerDoNotChangeWhatItRecorded) {
+  // torchvision's BasicBlock: bn2's output is then `+=`-ed and ReLU'd in place.
+  Model resnet = Model::load(fixture("resnet18.pt"));
+  InputSpec spec = resnet.input_spec();
+  spec.shape = {3, 64, 64};
+  resnet.set_input_spec(spec);
+  at::Tensor x = at::randn({1, 3, 64, 64}, at::detail::createCPUGenerator(11));
+  LayerTaps taps(resnet, {"layer4.0.conv2", "layer4.0.bn2"});
+  auto run = taps.forward(x);
+  auto bn2 = resnet.module()->attr("layer4").toModule().attr("0").toModule().attr("bn2").toModule();
+  at::NoGradGuard no_grad;
+  at::Tensor expected = bn2.forward({run.activations[0]}).toTensor();
+  EXPECT_LT(rel_error(run.activations[1], expected), 1e-5);
+}

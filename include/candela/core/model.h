@@ -74,6 +74,9 @@ class Model {
   int64_t activation_bytes_per_sample() const;
 
   torch::jit::Module* module() const;  // nullptr for function models
+  // A cache of compiled helpers (tapped graphs, ...) shared by every copy of this Model and
+  // safe to use from several threads: `make` runs once per key.
+  std::shared_ptr<void> cached(const std::string& key, const std::function<std::shared_ptr<void>()>& make) const;
   void to(const std::string& device);  // "cpu", "cuda", "cuda:1", "mps"
   std::string device() const;
 

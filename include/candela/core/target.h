@@ -20,7 +20,16 @@ class Target {
   static Target index(int64_t class_index);
   static Target indices(std::vector<int64_t> per_sample);
   static Target function(ScoreFunction fn, std::string description);
-  // "top1", "3", or "1,4,2" (one per sample). Class names are accepted when `class_names` is given.
+  // Segmentation: the sum of class `cls`'s scores over a region of an output [N, C, H, W]
+  // (pytorch-grad-cam's SemanticSegmentationTarget). `mask` is [H, W] (or [N, H, W]) of weights.
+  static Target region(int64_t cls, at::Tensor mask);
+  // The same over the box rows [y0, y1) and columns [x0, x1).
+  static Target box(int64_t cls, int64_t y0, int64_t x0, int64_t y1, int64_t x1);
+  // One element of each sample's output, e.g. {box, 4 + class} of a detector's [N, boxes, 4 + C].
+  static Target element(std::vector<int64_t> index);
+  // "top1", "3", or "1,4,2" (one per sample); "region:CLASS:mask.npy" or
+  // "region:CLASS:y0,x0,y1,x1" (segmentation); "element:i,j,..." (an element of a
+  // multi-dimensional output). Class names are accepted when `class_names` is given.
   static Target parse(const std::string& text, const std::vector<std::string>& class_names = {});
 
   enum class Kind { kTop1, kIndex, kIndices, kFunction };

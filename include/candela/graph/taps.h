@@ -22,6 +22,9 @@ class LayerTaps {
   // name is an error suggesting the closest ones; so is a module that forward() never calls,
   // one that runs only inside a branch or loop, and one whose output is not a tensor.
   LayerTaps(const Model& model, std::vector<std::string> layers);
+  // The same, compiled once per model and list of layers and then reused: the JIT optimises a
+  // new graph over its first runs, which would otherwise be paid by every explanation.
+  static std::shared_ptr<const LayerTaps> of(const Model& model, const std::vector<std::string>& layers);
   ~LayerTaps();
   LayerTaps(const LayerTaps&) = delete;
   LayerTaps& operator=(const LayerTaps&) = delete;

@@ -88,8 +88,87 @@ Target Target::function(ScoreFunction fn, std::string description) {
   return t;
 }
 
+Target Target::region(int64_t cls, at::Tensor mask) {
+  CANDELA_CHECK(cls >= 0, "region target class must be non-negative, got ", cls, ".");
+  CANDELA_CHECK(mask.defined() && (mask.dim() == 2 || mask.dim() == 3), "a region mask must be [H, W] or [N, H, W].");
+  mask = mask.to(at::kFloat);
+  auto fn = [cls, mask](const at::Tensor& out) {
+    CANDELA_CHECK(out.dim() == 4, "a region target needs a segmentation output [N, C, H, W], got ",
+                  shape_str(out.sizes()), ".");
+    CANDELA_CHECK(cls < out.size(1), "region target class ", cls, " is out of range: the output has ", out.size(1),
+                  " classes.");
+    CANDELA_CHECK_T(ShapeMismatch, mask.sizes().slice(mask.dim() - 2) == out.sizes().slice(2),
+                    "the region mask is ", shape_str(mask.sizes()), " but the output's maps are ",
+                    shape_str(out.sizes().slice(2)), ".");
+    return (out.select(1, cls) * mask.to(out.device(), out.scalar_type())).sum({1, 2});
+  };
+  Target t = function(fn, str_cat("region of class ", cls));
+  return t;
+}
+
+Target Target::box(int64_t cls, int64_t y0, int64_t x0, int64_t y1, int64_t x1) {
+  CANDELA_CHECK(y0 >= 0 && x0 >= 0 && y1 > y0 && x1 > x0, "a box is y0,x0,y1,x1 with y1 > y0 >= 0 and x1 > x0 >= 0.");
+  CANDELA_CHECK(cls >= 0, "box target class must be non-negative, got ", cls, ".");
+  auto fn = [=](const at::Tensor& out) {
+    CANDELA_CHECK(out.dim() == 4, "a box target needs a segmentation output [N, C, H, W], got ", shape_str(out.sizes()),
+                  ".");
+    CANDELA_CHECK(cls < out.size(1), "box target class ", cls, " is out of range: the output has ", out.size(1),
+                  " classes.");
+    CANDELA_CHECK(y1 <= out.size(2) && x1 <= out.size(3), "the box ends at (", y1, ", ", x1, ") beyond the output's ",
+                  out.size(2), "x", out.size(3), " maps.");
+    return out.select(1, cls).slice(1, y0, y1).slice(2, x0, x1).sum({1, 2});
+  };
+  return function(fn, str_cat("box ", y0, ",", x0, ",", y1, ",", x1, " of class ", cls));
+}
+
+Target Target::element(std::vector<int64_t> index) {
+  CANDELA_CHECK(!index.empty(), "an element target needs an index into the per-sample output.");
+  auto fn = [index](const at::Tensor& out) {
+    CANDELA_CHECK(static_cast<int64_t>(index.size()) == out.dim() - 1, "element target ",
+                  shape_str(index), " has ", index.size(), " indices but each sample's output is ",
+                  shape_str(out.sizes().slice(1)), ".");
+    at::Tensor v = out;
+    for (size_t d = 0; d < index.size(); ++d) {
+      CANDELA_CHECK(index[d] >= 0 && index[d] < out.size(d + 1), "element target ", shape_str(index),
+                    " is outside the per-sample output ", shape_str(out.sizes().slice(1)), ".");
+      v = v.select(1, index[d]);
+    }
+    return v;
+  };
+  return function(fn, "element " + shape_str(index));
+}
+
 Target Target::parse(const std::string& text, const std::vector<std::string>& class_names) {
   if (text.empty() || text == "top1") return top1();
+  auto ints = [&](const std::string& list) {
+    std::vector<int64_t> out;
+    size_t start = 0;
+    while (start <= list.size()) {
+      size_t end = list.find(',', start);
+      if (end == std::string::npos) end = list.size();
+      std::string item = list.substr(start, end - start);
+      char* stop = nullptr;
+      long long v = std::strtoll(item.c_str(), &stop, 10);
+      CANDELA_CHECK(!item.empty() && *stop == '\0', "target '", text, "': '", item, "' is not an integer.");
+      out.push_back(v);
+      start = end + 1;
+    }
+    return out;
+  };
+  if (text.rfind("element:", 0) == 0) return element(ints(text.substr(8)));
+  if (text.rfind("region:", 0) == 0) {
+    std::string rest = text.substr(7);
+    auto colon = rest.find(':');
+    CANDELA_CHECK(colon != std::string::npos, "write a region target as region:CLASS:mask.npy or region:CLASS:y0,x0,y1,x1.");
+    Target c = parse(rest.substr(0, colon), class_names);
+    CANDELA_CHECK(c.kind_ == Kind::kIndex, "a region target names one class: region:CLASS:..., got '", text, "'.");
+    int64_t cls = c.indices_[0];
+    std::string where = rest.substr(colon + 1);
+    if (where.size() > 4 && where.substr(where.size() - 4) == ".npy") return region(cls, read_npy(where));
+    auto b = ints(where);
+    CANDELA_CHECK(b.size() == 4, "a box is four integers y0,x0,y1,x1; got '", where, "'.");
+    return box(cls, b[0], b[1], b[2], b[3]);
+  }
   std::vector<int64_t> out;
   size_t start = 0;
   while (start <= text.size()) {

@@ -89,6 +89,9 @@ struct Model::Impl {
   std::vector<std::string> classes, features;
   std::string name, source, output_kind = "logits", device = "cpu";
 
+  std::mutex cache_mutex;
+  std::map<std::string, std::shared_ptr<void>> cache;
+
   std::once_flag probed;
   std::vector<LayerInfo> layers;
   int64_t activation_bytes = 0;
@@ -311,6 +314,14 @@ std::vector<LayerInfo> Model::layers() const {
   CANDELA_CHECK_T(UnsupportedModel, impl_->probe_error.empty(), "could not run the model on a zero input of shape ",
                   shape_str(impl_->spec.shape), ": ", impl_->probe_error);
   return impl_->layers;
+}
+
+std::shared_ptr<void> Model::cached(const std::string& key,
+                                   const std::function<std::shared_ptr<void>()>& make) const {
+  std::lock_guard<std::mutex> lock(impl_->cache_mutex);
+  auto& slot = impl_->cache[key];
+  if (!slot) slot = make();
+  return slot;
 }
 
 int64_t Model::activation_bytes_per_sample() const {

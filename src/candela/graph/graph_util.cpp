@@ -53,33 +53,44 @@ void collect_nested(torch::jit::Block* block, std::set<std::string>& out) {
 }
 }  // namespace
 
+namespace {
+// For each module scope a node sits in (outermost first): its path and an identifier of the
+// call site that entered it, so two calls of one module count as two.
+std::vector<std::pair<std::string, std::string>> scopes(const Node* node) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto cs = node->callstack();
+  if (!cs) return out;
+  std::string path, site;
+  for (const auto& entry : (*cs)->vec()) {
+    const auto& range = std::get<1>(entry);
+    site += std::to_string(reinterpret_cast<uintptr_t>(range.source().get())) + ":" + std::to_string(range.start()) + "/";
+    const auto& info = std::get<2>(entry);
+    if (!info || info->instance_name() == "SELF") continue;
+    path += (path.empty() ? "" : ".") + info->instance_name();
+    out.emplace_back(path, site);
+  }
+  return out;
+}
+}  // namespace
+
 LayerOutputs layer_outputs(torch::jit::Graph& graph) {
   LayerOutputs out;
   std::set<std::string> nested;
-  std::string previous_path;
+  std::map<std::string, std::set<std::string>> sites;
   for (auto* node : graph.nodes()) {
     for (auto* b : node->blocks()) collect_nested(b, nested);
     for (auto* v : node->outputs())
       if (v->type()->kind() == c10::TypeKind::TensorType) out.tensors.push_back(v);
-    std::string path = module_path(node);
-    if (path.empty() || node->outputs().empty() || node->kind() == c10::prim::Constant) {
-      if (node->kind() != c10::prim::Constant) previous_path.clear();
-      continue;
-    }
-    std::vector<std::string> prefixes;
-    for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1))
-      prefixes.push_back(path.substr(0, dot));
-    prefixes.push_back(path);
-    for (const auto& prefix : prefixes) {
+    if (node->outputs().empty() || node->kind() == c10::prim::Constant) continue;
+    const auto scope = scopes(node);
+    for (const auto& [prefix, site] : scope) {
       if (!out.value.count(prefix)) out.order.push_back(prefix);
-      // A new call starts when the previous node came from outside this module.
-      bool continuing = previous_path == prefix || previous_path.rfind(prefix + ".", 0) == 0;
-      if (!continuing) out.calls[prefix]++;
+      sites[prefix].insert(site);
       out.value[prefix] = node->outputs().back();
-      if (prefix == path) out.type[prefix] = module_type(node);
+      if (prefix == scope.back().first) out.type[prefix] = module_type(node);
     }
-    previous_path = path;
   }
+  for (const auto& [prefix, set] : sites) out.calls[prefix] = static_cast<int>(set.size());
   for (const auto& p : nested)
     if (!out.value.count(p)) out.nested_only.insert(p);
   return out;

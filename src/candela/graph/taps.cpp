@@ -39,19 +39,20 @@ class ContextScope {
   TapContext* previous_;
 };
 
+// The recorded tensor is never the one that flows on: in-place ops that RemoveTensorMutation
+// could not rewrite (a residual `+=` next to a downsample branch, an in-place ReLU) would
+// otherwise overwrite the recording and its place in the autograd graph.
 at::Tensor tap(const at::Tensor& x, int64_t slot) {
   TapContext* ctx = current_context;
-  if (!ctx || slot < 0 || slot >= static_cast<int64_t>(ctx->recorded.size())) return x.alias();
-  at::Tensor out;
+  if (!ctx || slot < 0 || slot >= static_cast<int64_t>(ctx->recorded.size())) return x.clone();
+  at::Tensor recorded = x;
   if (ctx->replace && slot < static_cast<int64_t>(ctx->replace->size()) && (*ctx->replace)[slot].defined()) {
-    out = (*ctx->replace)[slot];
-    CANDELA_CHECK_T(ShapeMismatch, out.sizes() == x.sizes(), "the replacement for a tapped layer has shape ",
-                    shape_str(out.sizes()), " but the layer's output has shape ", shape_str(x.sizes()), ".");
-  } else {
-    out = x.alias();
+    recorded = (*ctx->replace)[slot];
+    CANDELA_CHECK_T(ShapeMismatch, recorded.sizes() == x.sizes(), "the replacement for a tapped layer has shape ",
+                    shape_str(recorded.sizes()), " but the layer's output has shape ", shape_str(x.sizes()), ".");
   }
-  ctx->recorded[slot] = out;
-  return out;
+  ctx->recorded[slot] = recorded;
+  return recorded.clone();
 }
 
 // The op is opaque to the JIT's optimisation passes (conservative alias analysis), so it is
@@ -82,7 +83,6 @@ class LayerTaps::Prefix {
 };
 
 struct LayerTaps::Impl {
-  const Model* model = nullptr;
   torch::jit::Module module;
   std::shared_ptr<Graph> graph;
   std::unique_ptr<torch::jit::GraphFunction> fn;
@@ -100,7 +100,6 @@ LayerTaps::LayerTaps(const Model& model, std::vector<std::string> layers)
   CANDELA_CHECK(!layers_.empty(), "give at least one layer to tap (see `candela info` for the names).");
   CANDELA_CHECK_T(UnsupportedModel, model.module() != nullptr,
                   "layer taps need a TorchScript model; this model is a plain function.");
-  impl_->model = &model;
   impl_->module = *model.module();
   impl_->graph = detail::inlined_forward(impl_->module);
   Graph& g = *impl_->graph;
@@ -139,6 +138,13 @@ LayerTaps::LayerTaps(const Model& model, std::vector<std::string> layers)
 }
 
 LayerTaps::~LayerTaps() = default;
+
+std::shared_ptr<const LayerTaps> LayerTaps::of(const Model& model, const std::vector<std::string>& layers) {
+  std::string key = "taps";
+  for (const auto& l : layers) key += "\n" + l;
+  return std::static_pointer_cast<const LayerTaps>(
+      model.cached(key, [&] { return std::static_pointer_cast<void>(std::make_shared<LayerTaps>(model, layers)); }));
+}
 
 LayerTaps::Run LayerTaps::forward(const at::Tensor& x, const std::vector<at::Tensor>& replace) const {
   TapContext ctx;

@@ -19,7 +19,7 @@ at::Tensor AblationCam::layer_map(const LayerData& d) const {
   const at::Tensor& x = d.request->inputs;
   const at::Tensor& acts = d.activations;
   const int64_t n = acts.size(0), channels = acts.size(1);
-  LayerTaps taps(ev.model(), {d.name});
+  const LayerTaps& taps = *LayerTaps::of(ev.model(), {d.name});
   const bool suffix = options_.suffix_execution && taps.can_cut();
   (*d.extra)["suffix_execution"] = suffix;
   if (options_.suffix_execution && !taps.can_cut()) (*d.extra)["suffix_execution_problem"] = taps.cut_problem();

@@ -89,7 +89,7 @@ Attribution BaseCam::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const auto [height, width] = detail::input_hw(x, model.input_spec().layout);
   std::vector<std::string> layers = cam_.layers;
   if (layers.empty()) layers.push_back(detail::default_cam_layer(model));
-  LayerTaps taps(model, layers);
+  const LayerTaps& taps = *LayerTaps::of(model, layers);
   const size_t count = layers.size();
 
   // One pass over the inputs: the layers' activations and, when needed, the target's

@@ -7,6 +7,7 @@
 #include "candela/core/error.h"
 #include "candela/core/model.h"
 #include "candela/core/options.h"
+#include "candela/graph/graph_util.h"
 #include "candela/graph/taps.h"
 #include "cam_util.h"
 
@@ -32,6 +33,14 @@ Attribution FullGrad::attribute(Evaluator& ev, const ExplainRequest& req) const 
   const at::Tensor& x = req.inputs;
   const auto [height, width] = detail::input_hw(x, layout);
 
+  // A traced BatchNorm keeps eps only as a constant of its batch_norm call.
+  auto graph_eps = [&](const std::string& path) -> double {
+    auto graph = detail::inlined_forward(*model.module());
+    for (auto* node : graph->nodes())
+      if (node->kind() == c10::aten::batch_norm && detail::module_path(node) == path)
+        if (auto eps = torch::jit::toIValue(node->input(7))) return eps->toDouble();
+    throw UnsupportedModel("full_grad cannot find the eps of BatchNorm2d '" + path + "'.");
+  };
   // Every Conv2d and BatchNorm2d with a bias, with its (effective) bias.
   std::vector<std::string> layers;
   std::vector<at::Tensor> biases;
@@ -45,13 +54,14 @@ Attribution FullGrad::attribute(Evaluator& ev, const ExplainRequest& req) const 
     if (kind == "BatchNorm2d") {
       at::Tensor mean = m.attr("running_mean").toTensor(), var = m.attr("running_var").toTensor();
       at::Tensor weight = m.attr("weight").toTensor().detach();
-      bias = -(mean * weight / at::sqrt(var + m.attr("eps").toDouble())) + bias;
+      const double eps = m.hasattr("eps") ? m.attr("eps").toDouble() : graph_eps(item.name);
+      bias = -(mean * weight / at::sqrt(var + eps)) + bias;
     }
     layers.push_back(item.name);
     biases.push_back(bias);
   }
   CANDELA_CHECK_T(UnsupportedModel, !layers.empty(), "full_grad found no Conv2d or BatchNorm2d layer with a bias.");
-  LayerTaps taps(model, layers);
+  const LayerTaps& taps = *LayerTaps::of(model, layers);
 
   const int64_t n = x.size(0);
   std::vector<at::Tensor> maps, outs;

@@ -14,7 +14,8 @@ LayerActivation::LayerActivation(Options options) : options_(std::move(options))
 nlohmann::json LayerActivation::options() const { return options_to_json(options_); }
 
 Attribution LayerActivation::attribute(Evaluator& ev, const ExplainRequest& req) const {
-  LayerTaps taps(ev.model(), options_.layers);
+  const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);
+  const LayerTaps& taps = *taps_ptr;
   auto run = detail::tapped_forward(ev, taps, "layer_activation", req.inputs);
   Attribution a;
   a.values = run.activation;

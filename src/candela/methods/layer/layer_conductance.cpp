@@ -23,7 +23,8 @@ nlohmann::json LayerConductance::options() const { return options_to_json(option
 Attribution LayerConductance::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), points = options_.n_steps + 1;
-  LayerTaps taps(ev.model(), options_.layers);
+  const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);
+  const LayerTaps& taps = *taps_ptr;
   const at::Tensor base = req.baseline.for_inputs(x, ev.model().input_spec().layout, 0);
   const at::Tensor diff = x - base;
 

@@ -19,7 +19,8 @@ nlohmann::json LayerGradientXActivation::options() const { return options_to_jso
 
 Attribution LayerGradientXActivation::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
-  LayerTaps taps(ev.model(), options_.layers);
+  const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);
+  const LayerTaps& taps = *taps_ptr;
   std::vector<at::Tensor> values, outs;
   // One forward + backward per sample; a top1 target scores each row's own argmax.
   ev.batched("layer_gradient_x_activation", x.size(0), ev.batch_size(true), [&](int64_t b, int64_t e) {

@@ -26,7 +26,8 @@ Attribution LayerIntegratedGradients::attribute(Evaluator& ev, const ExplainRequ
   const char* stage = "layer_integrated_gradients";
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), steps = options_.n_steps;
-  LayerTaps taps(ev.model(), options_.layers);
+  const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);
+  const LayerTaps& taps = *taps_ptr;
   const at::Tensor base = req.baseline.for_inputs(x, ev.model().input_spec().layout, 0);
 
   // f(x), f(baseline) (for top1 and the convergence delta) and the layer's output at both.

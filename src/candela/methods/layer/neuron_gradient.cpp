@@ -19,7 +19,8 @@ nlohmann::json NeuronGradient::options() const { return options_to_json(options_
 
 Attribution NeuronGradient::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
-  LayerTaps taps(ev.model(), options_.layers);
+  const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);
+  const LayerTaps& taps = *taps_ptr;
   at::Tensor grads = at::empty_like(x);
   std::vector<at::Tensor> outs;
   ev.gradients(

@@ -26,7 +26,8 @@ Attribution NeuronIntegratedGradients::attribute(Evaluator& ev, const ExplainReq
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), steps = options_.n_steps;
   const std::string& layer = options_.layers[0];
-  LayerTaps taps(ev.model(), options_.layers);
+  const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);
+  const LayerTaps& taps = *taps_ptr;
   const at::Tensor base = req.baseline.for_inputs(x, ev.model().input_spec().layout, 0);
   const at::Tensor diff = x - base;
 

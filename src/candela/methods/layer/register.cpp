@@ -9,8 +9,10 @@
 namespace candela {
 
 void register_layer_methods(Registry& r) {
-  r.add(method_info<LayerActivation>("layer_activation", "layer", "The layer's output at the input (no target).",
-                                     "Kokhlikyan et al. 2020, Captum (LayerActivation)"));
+  auto act = method_info<LayerActivation>("layer_activation", "layer", "The layer's output at the input (no target).",
+                                          "Kokhlikyan et al. 2020, Captum (LayerActivation)");
+  act.uses_target = false;
+  r.add(act);
   r.add(method_info<LayerGradientXActivation>("layer_gradient_x_activation", "layer",
                                               "The layer's output times the target's gradient with respect to it.",
                                               "Shrikumar et al. 2016, Not Just a Black Box"));
@@ -28,15 +30,19 @@ void register_layer_methods(Registry& r) {
       "Dhamdhere, Sundararajan & Yan 2018, How Important Is a Neuron?");
   cond.completeness = true;
   r.add(cond);
-  r.add(method_info<NeuronGradient>("neuron_gradient", "layer",
-                                    "Gradient of one neuron of a layer (neuron_selector) with respect to the input; "
-                                    "ignores the target.",
-                                    "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks"));
-  r.add(method_info<NeuronIntegratedGradients>(
+  // The neuron methods explain a neuron (neuron_selector), not the target.
+  auto ng = method_info<NeuronGradient>("neuron_gradient", "layer",
+                                        "Gradient of one neuron of a layer (neuron_selector) with respect to the input.",
+                                        "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks");
+  ng.uses_target = false;
+  r.add(ng);
+  auto nig = method_info<NeuronIntegratedGradients>(
       "neuron_integrated_gradients", "layer",
       "Integrated gradients of one neuron of a layer (neuron_selector) with respect to the input; sums to "
-      "neuron(x) - neuron(baseline); ignores the target.",
-      "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks"));
+      "neuron(x) - neuron(baseline).",
+      "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks");
+  nig.uses_target = false;
+  r.add(nig);
 }
 
 }  // namespace candela
