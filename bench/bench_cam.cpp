@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
       }
     }
     double score_wall;
-    auto score = timed("score_cam", {{"layers", {"layer4"}}}, m, x, score_wall, 1);
+    auto score = timed("score_cam", {{"layers", {"layer4"}}}, m, x, score_wall, 2);
     std::printf("score_cam     %7.3f s, %lld forward passes, best forward %.2f ms/sample, ratio %.3f\n", score_wall,
                 (long long)score.model_evaluations, best * 1e3, score_wall / (score.model_evaluations * best));
   } catch (const std::exception& e) {

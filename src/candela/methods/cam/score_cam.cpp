@@ -24,14 +24,6 @@ at::Tensor ScoreCam::layer_map(const LayerData& d) const {
   const at::Tensor& acts = d.activations;
   const int64_t n = acts.size(0), channels = acts.size(1);
 
-  // Masks: each channel upsampled like torch.nn.UpsamplingBilinear2d (align_corners) and
-  // scaled to [0, 1].
-  at::Tensor up = at::upsample_bilinear2d(acts, {height, width}, /*align_corners=*/true);
-  at::Tensor flat = up.reshape({n, channels, -1});
-  at::Tensor maxs = std::get<0>(flat.max(2)).view({n, channels, 1, 1});
-  at::Tensor mins = std::get<0>(flat.min(2)).view({n, channels, 1, 1});
-  up = ((up - mins) / (maxs - mins + 1e-8)).reshape({n * channels, height, width});
-
   const int64_t k = options_.top_k > 0 ? std::min(options_.top_k, channels) : channels;
   at::Tensor chosen = k == channels ? at::arange(channels, at::TensorOptions().dtype(at::kLong)).expand({n, channels})
                                     : std::get<1>(acts.reshape({n, channels, -1}).var(2).topk(k, 1));
@@ -45,7 +37,14 @@ at::Tensor ScoreCam::layer_map(const LayerData& d) const {
         at::Tensor r = at::arange(b, e, x.options().dtype(at::kLong));
         at::Tensor sample = r.div(k, "floor");
         at::Tensor channel = chosen.reshape({-1}).index_select(0, r);
-        at::Tensor mask = up.index_select(0, sample * channels + channel);  // [B, H, W]
+        // Each batch's masks: the channel upsampled like torch.nn.UpsamplingBilinear2d
+        // (align_corners) and scaled to [0, 1].
+        at::Tensor maps = acts.reshape({n * channels, 1, acts.size(2), acts.size(3)})
+                              .index_select(0, sample * channels + channel);
+        at::Tensor mask = at::upsample_bilinear2d(maps, {height, width}, /*align_corners=*/true).squeeze(1);
+        at::Tensor flat = mask.reshape({e - b, -1});
+        at::Tensor lo = std::get<0>(flat.min(1)).view({-1, 1, 1}), hi = std::get<0>(flat.max(1)).view({-1, 1, 1});
+        mask = (mask - lo) / (hi - lo + 1e-8);  // [B, H, W]
         mask = layout == "NHWC" ? mask.unsqueeze(-1) : mask.unsqueeze(1);
         return Rows{x.index_select(0, sample) * mask, sample, {}};
       },
