@@ -22,6 +22,10 @@ struct ExplainRequest {
   at::Tensor inputs;                     // [N, ...] in the model's input space
   Target target = Target::top1();
   Baseline baseline = Baseline::zeros();
+  // Groups of input elements that perturbation methods treat as one feature: int64 ids
+  // 0..G-1, shaped like one input [...] or like the inputs [N, ...]. Undefined: each
+  // element (tabular) or the method's default segmentation (images).
+  at::Tensor feature_mask;
   EvalOptions eval;
 };
 

@@ -68,5 +68,6 @@ MethodInfo method_info(std::string name, std::string family, std::string descrip
 void register_gradient_methods(Registry& registry);
 void register_cam_methods(Registry& registry);
 void register_layer_methods(Registry& registry);
+void register_perturbation_methods(Registry& registry);
 
 }  // namespace candela

@@ -10,6 +10,7 @@ const Registry& Registry::builtin() {
     register_gradient_methods(r);
     register_cam_methods(r);
     register_layer_methods(r);
+    register_perturbation_methods(r);
     return r;
   }();
   return registry;
