@@ -88,6 +88,12 @@ TEST(Cli, ExplainsNpyRowsWithOptionsAndReportsTheDelta) {
   EXPECT_EQ(meta["options"]["method"], "riemann_middle");
   EXPECT_EQ(meta["convergence_delta"].size(), read_npy(fixture("breast_cancer_test.npy")).size(0));
   EXPECT_FALSE(fs::exists(dir / "ig/heatmap.png")) << "tabular inputs get no heatmap";
+  // Tabular rows list every feature by name, largest |attribution| first.
+  const auto& first = meta["features"][0];
+  ASSERT_EQ(first.size(), 30u);
+  EXPECT_TRUE(first[0]["feature"].is_string());
+  for (size_t j = 1; j < first.size(); ++j)
+    EXPECT_GE(std::abs(first[j - 1]["attribution"].get<double>()), std::abs(first[j]["attribution"].get<double>()));
 }
 
 TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {

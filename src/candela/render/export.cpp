@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <numeric>
 
 #include "candela/core/error.h"
 #include "candela/io/file.h"
@@ -42,6 +43,29 @@ std::vector<std::string> write_explanation(const std::string& out_dir, const Att
     }
     return spec.layout == "NHWC" ? a.permute({2, 0, 1}) : a;
   };
+  // Tabular rows: every feature with its value and attribution, largest |attribution| first.
+  if (!input.display.defined() && !attribution.spatial_map && attribution.layer.empty() && values.dim() == 2 &&
+      input.batch.defined() && input.batch.sizes() == values.sizes()) {
+    std::vector<std::string> names = !input.feature_names.empty() ? input.feature_names : model.feature_names();
+    const int64_t n = values.size(0), f = values.size(1);
+    at::Tensor vt = values.to(at::kDouble).contiguous(), xt = input.batch.to(at::kDouble).cpu().contiguous();
+    auto v = vt.accessor<double, 2>(), x = xt.accessor<double, 2>();
+    meta["features"] = nlohmann::json::array();
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<int64_t> order(f);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return std::abs(v[i][a]) > std::abs(v[i][b]);
+      });
+      nlohmann::json rows = nlohmann::json::array();
+      for (int64_t j : order)
+        rows.push_back({{"feature", j < static_cast<int64_t>(names.size()) ? names[j] : "f" + std::to_string(j)},
+                        {"index", j},
+                        {"value", x[i][j]},
+                        {"attribution", v[i][j]}});
+      meta["features"].push_back(rows);
+    }
+  }
   if (input.display.defined() && display_map(0).defined()) {
     const int64_t n = values.size(0);
     meta["heatmaps"] = nlohmann::json::array();
