@@ -103,12 +103,22 @@ std::string join(const std::vector<int64_t>& v) {
   return "[" + s + "]";
 }
 
-int run_explain(const std::string& model_path, const std::string& input_path, const std::string& method,
-                const std::string& target_text, const std::vector<std::string>& option_args,
-                const std::string& baseline_text, bool baseline_given, const std::vector<std::string>& layers,
-                const std::string& out_dir,
-                const SpecFlags& spec_flags,
-                const EvalOptions& eval, const HeatmapOptions& heatmap, const std::string& device, bool quiet) {
+// Everything `candela explain` was given.
+struct ExplainArgs {
+  std::string model, input, method, target = "top1", baseline = "zeros", out, device = "cpu";
+  std::vector<std::string> options, layers;
+  bool baseline_given = false, quiet = false;
+  SpecFlags spec;
+  EvalOptions eval;
+  HeatmapOptions heatmap;
+};
+
+int run_explain(const ExplainArgs& args) {
+  const std::string& method = args.method;
+  const auto& option_args = args.options;
+  const auto& layers = args.layers;
+  const auto& heatmap = args.heatmap;
+  const bool quiet = args.quiet;
   // Validate everything cheap before loading anything heavy.
   const MethodInfo& info = Registry::builtin().get(method);
   nlohmann::json options = nlohmann::json::object();
@@ -132,26 +142,26 @@ int run_explain(const std::string& model_path, const std::string& input_path, co
     options["layers"] = layers;
   }
   auto explainer = info.create(options);
-  CANDELA_CHECK(!baseline_given || explainer->uses_baseline(), method,
+  CANDELA_CHECK(!args.baseline_given || explainer->uses_baseline(), method,
                 " does not use a baseline; drop --baseline (methods that use one: integrated_gradients, "
                 "gradient_shap, expected_gradients, and noise_tunnel around them).");
   heatmap.validate();
-  Baseline baseline = Baseline::parse(baseline_text);
+  Baseline baseline = Baseline::parse(args.baseline);
 
-  Model model = Model::load(model_path);
-  spec_flags.apply(model);
-  if (device != "cpu") model.to(device);
-  LoadedInput input = load_input(input_path, model.input_spec());
+  Model model = Model::load(args.model);
+  args.spec.apply(model);
+  if (args.device != "cpu") model.to(args.device);
+  LoadedInput input = load_input(args.input, model.input_spec());
   ExplainRequest req;
   req.inputs = input.batch.to(c10::Device(model.device()));
-  req.target = Target::parse(target_text, model.class_names());
+  req.target = Target::parse(args.target, model.class_names());
   req.baseline = baseline;
-  req.eval = eval;
+  req.eval = args.eval;
   ProgressBar bar(!quiet);
   req.eval.progress = bar.callback();
   Attribution a = explainer->explain(model, req);
   bar.finish();
-  auto files = write_explanation(out_dir, a, model, input, heatmap);
+  auto files = write_explanation(args.out, a, model, input, heatmap);
   if (!quiet) {
     std::cout << method << ": " << a.model_evaluations << " model evaluations in " << std::fixed
               << std::setprecision(2) << a.wall_seconds << " s";
@@ -250,12 +260,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "Intra-op threads (default: all cores)")->check(CLI::Range(1, 1024));
 
   // explain
-  std::string model_path, input_path, method, target = "top1", baseline = "zeros", out_dir, device = "cpu";
-  std::vector<std::string> option_args, layer_args;
-  SpecFlags explain_spec;
-  EvalOptions eval;
-  HeatmapOptions heatmap;
-  bool quiet = false;
+  ExplainArgs ea;
   auto* explain = app.add_subcommand("explain", "Explain a model's prediction for an input.");
   explain->footer(
       "Examples:\n"
@@ -264,23 +269,23 @@ int main(int argc, char** argv) {
       "      --option base_method=integrated_gradients --target 1 --out out/sg\n"
       "  candela explain --model resnet18.pt --input cat.png --method grad_cam --layer layer4 --out out/cam\n"
       "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png.");
-  explain->add_option("--model", model_path, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
-  explain->add_option("--input", input_path, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]")->required();
-  explain->add_option("--method", method, "Attribution method (see `candela methods`)")->required();
-  explain->add_option("--target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2)");
-  explain->add_option("--option", option_args, "Method option KEY=VALUE (repeatable)");
-  explain->add_option("--layer", layer_args, "Layer to explain or tap, as `candela info` names it (repeatable)");
-  explain->add_option("--baseline", baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy");
-  explain->add_option("--out", out_dir, "Output folder")->required();
-  explain->add_option("--max-memory", eval.max_memory_mb, "Memory budget per batch in MB (sets the batch size)");
-  explain->add_option("--batch-size", eval.max_batch_size, "Fixed rows per model call (0: automatic)");
-  explain->add_option("--device", device, "cpu, cuda, cuda:N");
-  explain->add_option("--sign", heatmap.sign, "Heatmap sign: auto, signed, absolute, positive, negative");
-  explain->add_option("--colormap", heatmap.colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray");
-  explain->add_option("--clip-percentile", heatmap.clip_percentile, "Clip the heatmap at this percentile of |value|");
-  explain->add_option("--alpha", heatmap.alpha, "Overlay opacity in [0, 1]");
-  explain->add_flag("--quiet", quiet, "No progress bar or summary");
-  explain_spec.add(explain);
+  explain->add_option("--model", ea.model, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
+  explain->add_option("--input", ea.input, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]")->required();
+  explain->add_option("--method", ea.method, "Attribution method (see `candela methods`)")->required();
+  explain->add_option("--target", ea.target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2)");
+  explain->add_option("--option", ea.options, "Method option KEY=VALUE (repeatable)");
+  explain->add_option("--layer", ea.layers, "Layer to explain or tap, as `candela info` names it (repeatable)");
+  explain->add_option("--baseline", ea.baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy");
+  explain->add_option("--out", ea.out, "Output folder")->required();
+  explain->add_option("--max-memory", ea.eval.max_memory_mb, "Memory budget per batch in MB (sets the batch size)");
+  explain->add_option("--batch-size", ea.eval.max_batch_size, "Fixed rows per model call (0: automatic)");
+  explain->add_option("--device", ea.device, "cpu, cuda, cuda:N");
+  explain->add_option("--sign", ea.heatmap.sign, "Heatmap sign: auto, signed, absolute, positive, negative");
+  explain->add_option("--colormap", ea.heatmap.colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray");
+  explain->add_option("--clip-percentile", ea.heatmap.clip_percentile, "Clip the heatmap at this percentile of |value|");
+  explain->add_option("--alpha", ea.heatmap.alpha, "Overlay opacity in [0, 1]");
+  explain->add_flag("--quiet", ea.quiet, "No progress bar or summary");
+  ea.spec.add(explain);
 
   // methods
   bool methods_json = false;
@@ -310,10 +315,10 @@ int main(int argc, char** argv) {
 
   try {
     at::set_num_threads(threads);
-    if (*explain)
-      return run_explain(model_path, input_path, method, target, option_args, baseline,
-                         explain->count("--baseline") > 0, layer_args, out_dir, explain_spec, eval, heatmap, device,
-                         quiet);
+    if (*explain) {
+      ea.baseline_given = explain->count("--baseline") > 0;
+      return run_explain(ea);
+    }
     if (*methods) return run_methods(methods_json);
     if (*info) return run_info(info_model, info_spec, info_json);
   } catch (const candela::Error& e) {
