@@ -10,29 +10,25 @@
 
 namespace candela {
 
-class AblationCam : public BaseCam {
+struct AblationCamOptions : CamOptions {
+  bool suffix_execution = true;
+  template <class V> void visit(V& v) {
+    visit_cam(v);
+    v("suffix_execution", suffix_execution,
+      "Re-run only the network after the layer (false: full forward passes, as pytorch-grad-cam does).");
+  }
+  void validate() const { validate_cam(); }
+};
+
+class AblationCam : public CamWith<AblationCamOptions> {
  public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options : CamOptions {
-    bool suffix_execution = true;
-    template <class V> void visit(V& v) {
-      visit_cam(v);
-      v("suffix_execution", suffix_execution,
-        "Re-run only the network after the layer (false: full forward passes, as pytorch-grad-cam does).");
-    }
-    void validate() const { validate_cam(); }
-  };
   AblationCam() : AblationCam(Options{}) {}
-  explicit AblationCam(Options options) : BaseCam(options), options_(std::move(options)) {}
+  explicit AblationCam(Options options) : CamWith(std::move(options)) {}
   std::string name() const override { return "ablation_cam"; }
-  nlohmann::json options() const override;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;
   bool uses_gradients() const override { return false; }
-
- private:
-  Options options_;
 };
 
 }  // namespace candela

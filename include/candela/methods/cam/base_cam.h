@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "candela/core/explainer.h"
+#include "candela/core/options.h"
 
 namespace candela {
 
@@ -58,6 +59,25 @@ class BaseCam : public Explainer {
   static at::Tensor weighted_sum(const at::Tensor& weights, const at::Tensor& activations);
 
   CamOptions cam_;
+};
+
+// Options of the CAMs that have no others.
+struct PlainCamOptions : CamOptions {
+  template <class V> void visit(V& v) { visit_cam(v); }
+  void validate() const { validate_cam(); }
+};
+
+// What every CAM method repeats: its options struct, kept and reported as JSON.
+template <class Opts>
+class CamWith : public BaseCam {
+ public:
+  static constexpr bool kUsesBaseline = false;
+  using Options = Opts;
+  nlohmann::json options() const override { return options_to_json(options_); }
+
+ protected:
+  explicit CamWith(Options options) : BaseCam(options), options_(std::move(options)) { options_.validate(); }
+  Options options_;
 };
 
 // pytorch-grad-cam's get_2d_projection: each sample's activations [C, h, w] projected on

@@ -6,23 +6,14 @@
 
 namespace candela {
 
-class GradCamPlusPlus : public BaseCam {
+class GradCamPlusPlus : public CamWith<PlainCamOptions> {
  public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options : CamOptions {
-    template <class V> void visit(V& v) { visit_cam(v); }
-    void validate() const { validate_cam(); }
-  };
   GradCamPlusPlus() : GradCamPlusPlus(Options{}) {}
-  explicit GradCamPlusPlus(Options options) : BaseCam(options), options_(std::move(options)) {}
+  explicit GradCamPlusPlus(Options options) : CamWith(std::move(options)) {}
   std::string name() const override { return "grad_cam_plus_plus"; }
-  nlohmann::json options() const override;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;
-
- private:
-  Options options_;
 };
 
 }  // namespace candela

@@ -5,23 +5,14 @@
 
 namespace candela {
 
-class LayerCam : public BaseCam {
+class LayerCam : public CamWith<PlainCamOptions> {
  public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options : CamOptions {
-    template <class V> void visit(V& v) { visit_cam(v); }
-    void validate() const { validate_cam(); }
-  };
   LayerCam() : LayerCam(Options{}) {}
-  explicit LayerCam(Options options) : BaseCam(options), options_(std::move(options)) {}
+  explicit LayerCam(Options options) : CamWith(std::move(options)) {}
   std::string name() const override { return "layer_cam"; }
-  nlohmann::json options() const override;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;
-
- private:
-  Options options_;
 };
 
 }  // namespace candela

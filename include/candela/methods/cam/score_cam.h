@@ -10,28 +10,24 @@
 
 namespace candela {
 
-class ScoreCam : public BaseCam {
+struct ScoreCamOptions : CamOptions {
+  int64_t top_k = 0;
+  template <class V> void visit(V& v) {
+    visit_cam(v);
+    v("top_k", top_k, "Score only the k channels with the largest activation variance (0: all).");
+  }
+  void validate() const;
+};
+
+class ScoreCam : public CamWith<ScoreCamOptions> {
  public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options : CamOptions {
-    int64_t top_k = 0;
-    template <class V> void visit(V& v) {
-      visit_cam(v);
-      v("top_k", top_k, "Score only the k channels with the largest activation variance (0: all).");
-    }
-    void validate() const;
-  };
   ScoreCam() : ScoreCam(Options{}) {}
-  explicit ScoreCam(Options options) : BaseCam(options), options_(std::move(options)) { options_.validate(); }
+  explicit ScoreCam(Options options) : CamWith(std::move(options)) {}
   std::string name() const override { return "score_cam"; }
-  nlohmann::json options() const override;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;
   bool uses_gradients() const override { return false; }
-
- private:
-  Options options_;
 };
 
 }  // namespace candela

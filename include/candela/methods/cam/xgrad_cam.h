@@ -6,23 +6,14 @@
 
 namespace candela {
 
-class XGradCam : public BaseCam {
+class XGradCam : public CamWith<PlainCamOptions> {
  public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options : CamOptions {
-    template <class V> void visit(V& v) { visit_cam(v); }
-    void validate() const { validate_cam(); }
-  };
   XGradCam() : XGradCam(Options{}) {}
-  explicit XGradCam(Options options) : BaseCam(options), options_(std::move(options)) {}
+  explicit XGradCam(Options options) : CamWith(std::move(options)) {}
   std::string name() const override { return "xgrad_cam"; }
-  nlohmann::json options() const override;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;
-
- private:
-  Options options_;
 };
 
 }  // namespace candela

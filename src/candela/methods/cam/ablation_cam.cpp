@@ -10,8 +10,6 @@
 
 namespace candela {
 
-nlohmann::json AblationCam::options() const { return options_to_json(options_); }
-
 at::Tensor AblationCam::layer_map(const LayerData& d) const {
   CANDELA_CHECK(options_.reshape_grid.empty(), "ablation_cam on token layers (reshape_grid) is not supported; "
                 "use score_cam or grad_cam there.");

@@ -12,13 +12,6 @@
 
 namespace candela {
 
-nlohmann::json GradCam::options() const { return options_to_json(options_); }
-nlohmann::json HiResCam::options() const { return options_to_json(options_); }
-nlohmann::json GradCamPlusPlus::options() const { return options_to_json(options_); }
-nlohmann::json XGradCam::options() const { return options_to_json(options_); }
-nlohmann::json LayerCam::options() const { return options_to_json(options_); }
-nlohmann::json EigenCam::options() const { return options_to_json(options_); }
-nlohmann::json EigenGradCam::options() const { return options_to_json(options_); }
 
 at::Tensor GradCam::layer_map(const LayerData& d) const {
   return weighted_sum(d.gradients.mean({2, 3}), d.activations);

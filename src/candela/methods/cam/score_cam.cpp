@@ -9,12 +9,10 @@
 
 namespace candela {
 
-void ScoreCam::Options::validate() const {
+void ScoreCamOptions::validate() const {
   validate_cam();
   CANDELA_CHECK(top_k >= 0, "top_k must be >= 0 (0: every channel), got ", top_k, ".");
 }
-
-nlohmann::json ScoreCam::options() const { return options_to_json(options_); }
 
 at::Tensor ScoreCam::layer_map(const LayerData& d) const {
   Evaluator& ev = *d.evaluator;
