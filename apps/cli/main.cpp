@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "candela/candela.h"
+#include "candela/io/file.h"
 #include "candela/io/input.h"
+#include "candela/methods/perturbation/feature_mask.h"
 #include "candela/render/export.h"
 #include "candela/render/heatmap.h"
 
@@ -103,9 +105,26 @@ std::string join(const std::vector<int64_t>& v) {
   return "[" + s + "]";
 }
 
+// "a,b,c" or a text file with one name per line.
+std::vector<std::string> read_names(const std::string& text) {
+  std::vector<std::string> names;
+  std::string item;
+  if (text.size() > 4 && text.substr(text.size() - 4) == ".txt") {
+    std::stringstream ss(read_file(text, 64 << 20));
+    while (std::getline(ss, item))
+      if (!item.empty()) names.push_back(item);
+  } else {
+    std::stringstream ss(text);
+    while (std::getline(ss, item, ',')) names.push_back(item);
+  }
+  CANDELA_CHECK(!names.empty(), "--feature-names is empty; give a,b,c or a .txt file with one name per line.");
+  return names;
+}
+
 // Everything `candela explain` was given.
 struct ExplainArgs {
   std::string model, input, method, target = "top1", baseline = "zeros", out, device = "cpu";
+  std::string features, background, feature_names;
   std::vector<std::string> options, layers;
   bool baseline_given = false, quiet = false;
   SpecFlags spec;
@@ -146,16 +165,26 @@ int run_explain(const ExplainArgs& args) {
                 " does not use a baseline; drop --baseline (methods that use one: integrated_gradients, "
                 "gradient_shap, expected_gradients, and noise_tunnel around them).");
   heatmap.validate();
-  Baseline baseline = Baseline::parse(args.baseline);
+  CANDELA_CHECK(args.background.empty() || !args.baseline_given,
+                "give either --baseline or --background (a data set: the baseline distribution), not both.");
+  CANDELA_CHECK(args.background.empty() || explainer->uses_baseline(), method,
+                " does not use background data; drop --background.");
+  Baseline baseline = args.background.empty() ? Baseline::parse(args.baseline) : Baseline::distribution([&] {
+    LoadedInput rows = load_input(args.background, InputSpec{});
+    return rows.batch;
+  }());
 
   Model model = Model::load(args.model);
   args.spec.apply(model);
   if (args.device != "cpu") model.to(args.device);
   LoadedInput input = load_input(args.input, model.input_spec());
+  if (!args.feature_names.empty()) input.feature_names = read_names(args.feature_names);
   ExplainRequest req;
   req.inputs = input.batch.to(c10::Device(model.device()));
   req.target = Target::parse(args.target, model.class_names());
   req.baseline = baseline;
+  if (!args.features.empty())
+    req.feature_mask = make_feature_mask(args.features, input.batch, model.input_spec(), input.display);
   req.eval = args.eval;
   ProgressBar bar(!quiet);
   req.eval.progress = bar.callback();
@@ -268,6 +297,8 @@ int main(int argc, char** argv) {
       "  candela explain --model mlp.pt --input rows.npy --method noise_tunnel --option nt_samples=20 \\\n"
       "      --option base_method=integrated_gradients --target 1 --out out/sg\n"
       "  candela explain --model resnet18.pt --input cat.png --method grad_cam --layer layer4 --out out/cam\n"
+      "  candela explain --model mlp.pt --input rows.csv --background train.csv --method kernel_shap --out out/shap\n"
+      "  candela explain --model resnet18.pt --input cat.png --method lime --features slic:20 --out out/lime\n"
       "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png.");
   explain->add_option("--model", ea.model, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
   explain->add_option("--input", ea.input, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]")->required();
@@ -277,6 +308,12 @@ int main(int argc, char** argv) {
   explain->add_option("--layer", ea.layers, "Layer to explain or tap, as `candela info` names it (repeatable)");
   explain->add_option("--baseline", ea.baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy");
   explain->add_option("--out", ea.out, "Output folder")->required();
+  explain->add_option("--features", ea.features,
+                      "Feature groups for perturbation methods: each, grid:CELL, slic:REGION_SIZE, "
+                      "felzenszwalb:SCALE, or FILE.npy of ids");
+  explain->add_option("--background", ea.background,
+                      "Background data (.csv or .npy rows): the baseline distribution for SHAP, LIME, ...");
+  explain->add_option("--feature-names", ea.feature_names, "Names of tabular features: a,b,c or FILE.txt");
   explain->add_option("--max-memory", ea.eval.max_memory_mb, "Memory budget per batch in MB (sets the batch size)");
   explain->add_option("--batch-size", ea.eval.max_batch_size, "Fixed rows per model call (0: automatic)");
   explain->add_option("--device", ea.device, "cpu, cuda, cuda:N");

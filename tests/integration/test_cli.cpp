@@ -58,6 +58,7 @@ TEST(Cli, ExplainsAnImageWithEveryMethod) {
     std::string extra;
     if (info.schema.contains("layers")) extra += " --layer features.2";
     if (info.schema.contains("neuron_selector")) extra += " --option neuron_selector=3,2,2";
+    if (info.family == "perturbation") extra += " --features grid:4";  // four 4x4 quadrants
     auto r = cli("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
                  " --method " + name + " --target 0 --out " + out + extra);
     ASSERT_EQ(r.code, 0) << name << ": " << r.err;
@@ -211,4 +212,49 @@ TEST_F(CliBadInput, OptionGivenTwice) {
   expect_one_clear_line(
       cli(explain(fixture("digits_cnn.pt"), fixture("digit_0.png"), "--option abs=true --option abs=False")),
       "given twice");
+}
+
+namespace {
+// The first `rows` rows of a .npy matrix as CSV text with a header.
+std::string csv_of(const at::Tensor& m, int64_t rows, const std::string& bad_cell = "") {
+  std::string out;
+  for (int64_t j = 0; j < m.size(1); ++j) out += (j ? "," : "") + std::string("feat") + std::to_string(j);
+  out += "\n";
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < m.size(1); ++j) {
+      out += j ? "," : "";
+      out += (i == 1 && j == 2 && !bad_cell.empty()) ? bad_cell : std::to_string(m[i][j].item<double>());
+    }
+    out += "\n";
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Cli, TabularCsvWithBackgroundData) {
+  TempDir dir;
+  at::Tensor test = read_npy(fixture("breast_cancer_test.npy")), train = read_npy(fixture("breast_cancer_train.npy"));
+  std::ofstream(dir / "rows.csv") << csv_of(test, 3);
+  std::ofstream(dir / "train.csv") << csv_of(train, 20);
+  auto r = cli("explain --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " + (dir / "rows.csv") +
+               " --background " + (dir / "train.csv") + " --method kernel_shap --target 1 --out " + (dir / "ks"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto meta = nlohmann::json::parse(slurp(dir / "ks/attribution.json"));
+  EXPECT_EQ(meta["features"].size(), 3u);
+  EXPECT_EQ(meta["features"][0][0]["feature"].get<std::string>().rfind("feat", 0), 0u) << "names from the header";
+  // KernelSHAP's efficiency: attributions sum to f(x) - E[f(background)] (delta ~ 0).
+  for (const auto& d : meta["convergence_delta"]) EXPECT_LT(std::abs(d.get<double>()), 1e-3);
+}
+
+TEST_F(CliBadInput, CsvWithAMissingValue) {
+  std::ofstream(dir / "rows.csv") << csv_of(read_npy(fixture("breast_cancer_test.npy")), 3, " ");
+  expect_one_clear_line(cli(explain(fixture("breast_cancer_mlp.pt"), dir / "rows.csv")), "missing value");
+}
+
+TEST_F(CliBadInput, BackgroundOfTheWrongWidth) {
+  std::ofstream(dir / "train.csv") << "a,b\n1,2\n3,4\n";
+  auto r = cli("explain --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " +
+               fixture("breast_cancer_test.npy") + " --background " + (dir / "train.csv") +
+               " --method kernel_shap --out " + out());
+  expect_one_clear_line(r, "[30]");
 }

@@ -68,6 +68,8 @@ MethodInfo method_info(std::string name, std::string family, std::string descrip
 void register_gradient_methods(Registry& registry);
 void register_cam_methods(Registry& registry);
 void register_layer_methods(Registry& registry);
-void register_perturbation_methods(Registry& registry);
+void register_perturbation_methods(Registry& registry);  // calls the two below
+void register_shapley_methods(Registry& registry);
+void register_lime_methods(Registry& registry);
 
 }  // namespace candela

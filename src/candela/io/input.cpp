@@ -4,6 +4,7 @@
 
 #include "candela/core/error.h"
 #include "candela/detail/tensor_util.h"
+#include "candela/io/csv.h"
 #include "candela/io/image.h"
 #include "candela/io/npy.h"
 
@@ -32,9 +33,23 @@ LoadedInput load_input(const std::string& path, const InputSpec& spec) {
     in.batch = spec.layout == "NHWC" ? x.permute({0, 2, 3, 1}).contiguous() : x.contiguous();
     return in;
   }
-  const bool npy = path.size() > 4 && path.substr(path.size() - 4) == ".npy";
-  CANDELA_CHECK(npy, "cannot read input '", path, "': use an image (PNG, JPEG, ...) or a NumPy .npy file.");
-  at::Tensor x = read_npy(path);
+  auto ends_with = [&](const char* ext) {
+    std::string e = ext;
+    return path.size() > e.size() && path.substr(path.size() - e.size()) == e;
+  };
+  at::Tensor x;
+  if (ends_with(".csv")) {
+    Table table = read_csv(path);
+    CANDELA_CHECK_T(ShapeMismatch, spec.shape.empty() || (spec.shape.size() == 1 && spec.shape[0] == table.values.size(1)),
+                    "'", path, "' has ", table.values.size(1), " columns but the model expects inputs of shape ",
+                    shape_str(spec.shape), ". Drop or add columns (a header row names them).");
+    in.batch = table.values.contiguous();
+    in.feature_names = table.columns;
+    return in;
+  }
+  CANDELA_CHECK(ends_with(".npy"), "cannot read input '", path,
+                "': use an image (PNG, JPEG, ...), a NumPy .npy file or a numeric .csv of rows.");
+  x = read_npy(path);
   CANDELA_CHECK(x.is_floating_point() || x.scalar_type() == at::kLong || x.scalar_type() == at::kInt ||
                     x.scalar_type() == at::kByte,
                 "'", path, "' holds ", x.scalar_type(), " values; save the input as float32.");

@@ -1,0 +1,61 @@
+// Kernel SHAP (Lundberg & Lee 2017, "A Unified Approach to Interpreting Model Predictions";
+// shap's KernelExplainer).
+// Definition: phi minimises sum_S w(S) [v(S) - v(none) - sum_{g in S} phi_g]^2 subject to
+// sum_g phi_g = v(all) - v(none), with the Shapley kernel w(S) = (M - 1) / (C(M, |S|) |S| (M - |S|))
+// over the M groups that vary (a group equal to the reference in every background row gets
+// 0, as in shap), and v the game of exact_shapley (f averaged over the background rows).
+// Coalitions as shap: n_samples (0 = "auto" = 2M + 2048, at most 2^M - 2) coalitions;
+// subset sizes (with their complements) are enumerated whole while the budget allows, the
+// rest is sampled by size in complement pairs, repeats adding weight. The constraint is met
+// by eliminating the last group and solving the weighted least squares in double (normal
+// equations; the pseudo-inverse when singular, as shap), so sum_g phi_g = f_t(x) - E_b[f_t(b)] exactly. With every
+// coalition enumerated the result is the exact Shapley value. shap's l1_reg feature
+// selection is not applied (shap's l1_reg=False; its default only selects when fewer than
+// 20% of the coalitions are sampled).
+//
+// extra.standard_error[i][g]: the standard deviation of phi over n_bootstrap refits with the
+// sampled draws (the enumerated part is fixed) resampled with replacement; 0 when
+// everything is enumerated. With target_error > 0, n_samples grows (up to max_samples;
+// values already evaluated are reused) until every standard error is below it.
+// Cost per input: n_samples coalitions x background rows, plus f(x) and f(background).
+#pragma once
+
+#include "candela/core/explainer.h"
+
+namespace candela {
+
+class KernelShap : public Explainer {
+ public:
+  static constexpr bool kUsesBaseline = true;
+  struct Options {
+    int64_t n_samples = 0;
+    int64_t perturbations_per_eval = 0;
+    int64_t n_bootstrap = 16;
+    double target_error = 0.0;
+    int64_t max_samples = 65536;
+    int64_t seed = 0;
+    template <class V> void visit(V& v) {
+      v("n_samples", n_samples, "Coalitions per input (shap's nsamples); 0 = auto = 2 * groups + 2048.");
+      v("perturbations_per_eval", perturbations_per_eval,
+        "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
+        "within --max-memory).");
+      v("n_bootstrap", n_bootstrap, "Bootstrap refits for extra.standard_error (0: none, errors reported as NaN).");
+      v("target_error", target_error,
+        "If > 0: raise n_samples until every group's standard error is below this (0: off).");
+      v("max_samples", max_samples, "Most coalitions per input when target_error is set.");
+      v("seed", seed, "Seed of the sampled coalitions and of the bootstrap.");
+    }
+    void validate() const;
+  };
+  KernelShap() : KernelShap(Options{}) {}
+  explicit KernelShap(Options options);
+  std::string name() const override { return "kernel_shap"; }
+  nlohmann::json options() const override;
+  bool uses_baseline() const override { return kUsesBaseline; }
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

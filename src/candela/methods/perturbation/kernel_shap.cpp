@@ -1,0 +1,290 @@
+#include "candela/methods/perturbation/kernel_shap.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <unordered_map>
+
+#include "candela/core/options.h"
+#include "shapley_util.h"
+
+namespace candela {
+
+void KernelShap::Options::validate() const {
+  CANDELA_CHECK(n_samples >= 0 && n_samples <= 100000000, "n_samples (coalitions) must be >= 0 (0 = auto, ",
+                "2 * groups + 2048), got ", n_samples, ".");
+  CANDELA_CHECK(perturbations_per_eval >= 0, "perturbations_per_eval must be >= 0 (0 = automatic), got ",
+                perturbations_per_eval, ".");
+  CANDELA_CHECK(n_bootstrap == 0 || (n_bootstrap >= 2 && n_bootstrap <= 10000),
+                "n_bootstrap must be 0 (no standard errors) or in [2, 10000], got ", n_bootstrap, ".");
+  CANDELA_CHECK(std::isfinite(target_error) && target_error >= 0, "target_error must be >= 0 (0 = off), got ",
+                target_error, ".");
+  CANDELA_CHECK(target_error == 0 || n_bootstrap >= 2,
+                "target_error needs standard errors: set n_bootstrap >= 2 (e.g. 16).");
+  CANDELA_CHECK(max_samples >= 2, "max_samples must be >= 2, got ", max_samples, ".");
+  CANDELA_CHECK(seed >= 0, "seed must be >= 0, got ", seed, ".");
+}
+
+KernelShap::KernelShap(Options options) : options_(std::move(options)) { options_.validate(); }
+
+nlohmann::json KernelShap::options() const { return options_to_json(options_); }
+
+namespace {
+
+// One char per varying group: '1' = taken from the input.
+using Key = std::string;
+
+double binom(int64_t n, int64_t k) {
+  return std::round(std::exp(std::lgamma(n + 1.0) - std::lgamma(k + 1.0) - std::lgamma(n - k + 1.0)));
+}
+
+// shap's KernelExplainer.explain: the coalitions and their kernel weights.
+struct Plan {
+  std::vector<Key> coal;
+  std::vector<double> weight;
+  int64_t fixed = 0;                        // enumerated coalitions come first
+  double weight_left = 0;                   // kernel weight of the sampled part
+  std::vector<std::vector<int64_t>> draws;  // coalitions each random draw touched
+};
+
+Plan make_plan(int64_t m, int64_t nsamples, uint64_t seed) {
+  Plan plan;
+  auto add = [&](const Key& k, double w) {
+    plan.coal.push_back(k);
+    plan.weight.push_back(w);
+  };
+  auto complement = [](Key k) {
+    for (char& c : k) c = c == '1' ? '0' : '1';
+    return k;
+  };
+  const int64_t sizes = m / 2, paired = (m - 1) / 2;  // ceil((M-1)/2), floor((M-1)/2)
+  std::vector<double> wv(sizes);
+  for (int64_t s = 1; s <= sizes; ++s) wv[s - 1] = (m - 1.0) / (s * (m - s)) * (s <= paired ? 2.0 : 1.0);
+  const double total = std::accumulate(wv.begin(), wv.end(), 0.0);
+  for (double& w : wv) w /= total;
+
+  // Whole subset sizes (with their complements) while the budget allows.
+  int64_t full = 0;
+  double left = static_cast<double>(nsamples);
+  std::vector<double> remaining = wv;
+  for (int64_t s = 1; s <= sizes; ++s) {
+    double nsub = binom(m, s) * (s <= paired ? 2.0 : 1.0);
+    if (left * remaining[s - 1] / nsub < 1.0 - 1e-8) break;
+    ++full;
+    left -= nsub;
+    if (remaining[s - 1] < 1.0) {
+      const double r = 1.0 - remaining[s - 1];
+      for (double& w : remaining) w /= r;
+    }
+    const double w = wv[s - 1] / binom(m, s) / (s <= paired ? 2.0 : 1.0);
+    std::vector<int64_t> idx(s);
+    std::iota(idx.begin(), idx.end(), 0);
+    while (true) {
+      Key k(m, '0');
+      for (int64_t j : idx) k[j] = '1';
+      add(k, w);
+      if (s <= paired) add(complement(k), w);
+      int64_t j = s - 1;  // next combination in lexicographic order (itertools.combinations)
+      while (j >= 0 && idx[j] == m - s + j) --j;
+      if (j < 0) break;
+      ++idx[j];
+      for (int64_t t = j + 1; t < s; ++t) idx[t] = idx[t - 1] + 1;
+    }
+  }
+  plan.fixed = static_cast<int64_t>(plan.coal.size());
+
+  // The rest sampled: a size from the remaining kernel weight, then a uniform subset of that
+  // size and (for the paired sizes) its complement; a repeat adds weight instead.
+  int64_t samples_left = nsamples - plan.fixed;
+  if (full != sizes && samples_left > 0) {
+    std::vector<double> rw(wv.begin() + full, wv.end());
+    for (int64_t s = full; s < paired; ++s) rw[s - full] /= 2.0;
+    const double sum = std::accumulate(rw.begin(), rw.end(), 0.0);
+    detail::Rng rng(seed, 0x5a3b);
+    std::unordered_map<Key, int64_t> used;
+    std::vector<int64_t> perm(m);
+    for (int64_t t = 0, tries = 4 * samples_left; t < tries && samples_left > 0; ++t) {
+      double u = rng.uniform() * sum;
+      int64_t ind = 0;
+      while (ind + 1 < static_cast<int64_t>(rw.size()) && u >= rw[ind]) u -= rw[ind++];
+      const int64_t size = ind + full + 1;
+      std::iota(perm.begin(), perm.end(), 0);
+      Key k(m, '0');
+      for (int64_t j = 0; j < size; ++j) {
+        std::swap(perm[j], perm[j + rng.below(m - j)]);
+        k[perm[j]] = '1';
+      }
+      auto it = used.find(k);
+      const bool fresh = it == used.end();
+      int64_t slot;
+      if (fresh) {
+        slot = static_cast<int64_t>(plan.coal.size());
+        used.emplace(k, slot);
+        --samples_left;
+        add(k, 1.0);
+      } else {
+        slot = it->second;
+        plan.weight[slot] += 1.0;
+      }
+      plan.draws.push_back({slot});
+      if (samples_left > 0 && size <= paired) {
+        if (fresh) {
+          --samples_left;
+          add(complement(k), 1.0);
+        } else {
+          plan.weight[slot + 1] += 1.0;
+        }
+        plan.draws.back().push_back(slot + 1);
+      }
+    }
+    plan.weight_left = std::accumulate(wv.begin() + full, wv.end(), 0.0);
+    const double drawn = std::accumulate(plan.weight.begin() + plan.fixed, plan.weight.end(), 0.0);
+    for (size_t c = plan.fixed; c < plan.weight.size(); ++c) plan.weight[c] *= plan.weight_left / drawn;
+  }
+  return plan;
+}
+
+// shap's KernelExplainer.solve without l1_reg: eliminate the last group with the constraint
+// sum phi = fx - fnull and solve the weighted least squares in double through its normal
+// equations, with the pseudo-inverse when they are singular (as shap). Not linalg_lstsq:
+// LAPACK's gelsy varies in the last bit from run to run, which breaks determinism.
+std::vector<double> solve(const at::Tensor& z, const at::Tensor& y, const std::vector<double>& weight, double fx,
+                          double fnull) {
+  const int64_t m = z.size(1);
+  const double delta = fx - fnull;
+  const at::Tensor last = z.select(1, m - 1);
+  const at::Tensor w = at::tensor(weight, at::kDouble);
+  const at::Tensor e = z.slice(1, 0, m - 1) - last.unsqueeze(1);
+  const at::Tensor ew = (e * w.unsqueeze(1)).transpose(0, 1);
+  const at::Tensor normal = ew.matmul(e), rhs = ew.matmul((y - fnull - last * delta).unsqueeze(1));
+  at::Tensor sol;
+  try {
+    sol = at::linalg_solve(normal, rhs);
+  } catch (const std::exception&) {
+  }
+  if (!sol.defined() || !at::isfinite(sol).all().item<bool>()) sol = at::linalg_pinv(normal).matmul(rhs);
+  sol = sol.squeeze(1).contiguous();
+  std::vector<double> phi(sol.data_ptr<double>(), sol.data_ptr<double>() + m - 1);
+  phi.push_back(delta - std::accumulate(phi.begin(), phi.end(), 0.0));
+  return phi;
+}
+
+}  // namespace
+
+Attribution KernelShap::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  const auto seed = static_cast<uint64_t>(options_.seed);
+  detail::ShapleyGame game(ev, req, seed, name());
+  const int64_t n = game.inputs(), g = game.groups();
+
+  std::vector<std::vector<int64_t>> vary(n);
+  std::vector<int64_t> nsamp(n, 0), most(n, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    vary[i] = game.varying(i);
+    const auto m = static_cast<int64_t>(vary[i].size());
+    if (m < 2) continue;  // nothing to sample: phi is 0, or fx - fnull for the one group
+    const int64_t all = m <= 30 ? (int64_t{1} << m) - 2 : int64_t{1} << 30;
+    nsamp[i] = std::min(all, options_.n_samples > 0 ? options_.n_samples : 2 * m + 2048);
+    most[i] = std::min(all, std::max(nsamp[i], options_.max_samples));
+  }
+
+  std::vector<std::unordered_map<Key, double>> cache(n);
+  std::vector<Plan> plans(n);
+  std::vector<std::vector<double>> phi(n, std::vector<double>(g, 0.0)), se(n, std::vector<double>(g, 0.0));
+  std::vector<bool> active(n), converged(n, true);
+  for (int64_t i = 0; i < n; ++i) {
+    active[i] = vary[i].size() >= 2;
+    if (vary[i].size() == 1) phi[i][vary[i][0]] = game.full(i) - game.empty(i);
+  }
+  std::vector<int64_t> evaluated(n, 0);
+
+  while (std::any_of(active.begin(), active.end(), [](bool a) { return a; })) {
+    // Plan each active input and evaluate the coalitions not seen before.
+    std::vector<std::vector<Key>> missing(n);
+    std::vector<int64_t> counts(n, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (!active[i]) continue;
+      plans[i] = make_plan(static_cast<int64_t>(vary[i].size()), nsamp[i], seed);
+      std::unordered_map<Key, bool> queued;
+      for (const Key& k : plans[i].coal)
+        if (!cache[i].count(k) && queued.emplace(k, true).second) missing[i].push_back(k);
+      counts[i] = static_cast<int64_t>(missing[i].size());
+      evaluated[i] += counts[i];
+    }
+    auto masks = [&](int64_t i, int64_t b, int64_t e) {
+      at::Tensor out = at::zeros({e - b, g}, at::TensorOptions().dtype(at::kBool));
+      bool* p = out.data_ptr<bool>();
+      for (int64_t r = b; r < e; ++r)
+        for (size_t j = 0; j < vary[i].size(); ++j)
+          if (missing[i][r][j] == '1') p[(r - b) * g + vary[i][j]] = true;
+      return out;
+    };
+    const auto v = game.values(counts, masks, options_.perturbations_per_eval);
+
+    for (int64_t i = 0; i < n; ++i) {
+      if (!active[i]) continue;
+      for (int64_t r = 0; r < counts[i]; ++r) cache[i][missing[i][r]] = v[i][r];
+      const Plan& plan = plans[i];
+      const auto m = static_cast<int64_t>(vary[i].size()), k = static_cast<int64_t>(plan.coal.size());
+      at::Tensor z = at::empty({k, m}, at::TensorOptions().dtype(at::kDouble));
+      at::Tensor y = at::empty({k}, at::TensorOptions().dtype(at::kDouble));
+      auto za = z.accessor<double, 2>();
+      auto ya = y.accessor<double, 1>();
+      for (int64_t c = 0; c < k; ++c) {
+        for (int64_t j = 0; j < m; ++j) za[c][j] = plan.coal[c][j] == '1' ? 1.0 : 0.0;
+        ya[c] = cache[i].at(plan.coal[c]);
+      }
+      const auto est = solve(z, y, plan.weight, game.full(i), game.empty(i));
+      for (int64_t j = 0; j < m; ++j) phi[i][vary[i][j]] = est[j];
+
+      // Bootstrap over the random draws; the enumerated part has no sampling error.
+      std::vector<double> err(m, 0.0);
+      if (options_.n_bootstrap == 0) {
+        err.assign(m, std::nan(""));
+      } else if (!plan.draws.empty()) {
+        std::vector<std::vector<double>> refits;
+        const auto nd = static_cast<int64_t>(plan.draws.size());
+        for (int64_t b = 0; b < options_.n_bootstrap; ++b) {
+          detail::Rng rng(seed, 0xb007 + b);
+          std::vector<double> w(plan.weight.begin(), plan.weight.end());
+          std::fill(w.begin() + plan.fixed, w.end(), 0.0);
+          double touched = 0;
+          for (int64_t t = 0; t < nd; ++t)
+            for (int64_t c : plan.draws[rng.below(nd)]) w[c] += 1.0, touched += 1.0;
+          for (int64_t c = plan.fixed; c < k; ++c) w[c] *= plan.weight_left / touched;
+          refits.push_back(solve(z, y, w, game.full(i), game.empty(i)));
+        }
+        // The spread of the refits (not of their mean): the error of one estimate.
+        err = detail::standard_error(refits, m);
+        for (double& s : err) s *= std::sqrt(static_cast<double>(refits.size()));
+      }
+      double worst = 0;
+      for (int64_t j = 0; j < m; ++j) {
+        se[i][vary[i][j]] = err[j];
+        worst = std::max(worst, err[j]);
+      }
+      active[i] = false;
+      if (options_.target_error > 0) {
+        converged[i] = worst < options_.target_error;
+        if (!converged[i] && nsamp[i] < most[i]) {
+          const double ratio = worst / options_.target_error;
+          nsamp[i] = std::min(most[i], std::max(nsamp[i] + 2, static_cast<int64_t>(std::ceil(nsamp[i] * ratio * ratio * 1.1))));
+          active[i] = true;
+        }
+      }
+    }
+  }
+
+  Attribution a = game.finish(phi);
+  a.extra["standard_error"] = se;
+  a.extra["n_samples"] = nsamp;
+  a.extra["coalitions_evaluated"] = evaluated;
+  std::vector<int64_t> nvary(n);
+  for (int64_t i = 0; i < n; ++i) nvary[i] = static_cast<int64_t>(vary[i].size());
+  a.extra["varying_groups"] = nvary;
+  if (options_.target_error > 0) a.extra["converged"] = converged;
+  return a;
+}
+
+}  // namespace candela
