@@ -12,7 +12,7 @@ void register_perturbation_methods(Registry& r) {
                                "the baseline (Captum's Occlusion).",
                                "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks"));
   r.add(method_info<FeatureAblation>("feature_ablation", "perturbation",
-                                     "Drop of the target score when the element's feature group (--feature-mask; "
+                                     "Drop of the target score when the element's feature group (--features; "
                                      "default each element) is set to the baseline (Captum's FeatureAblation).",
                                      "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks"));
   r.add(method_info<Rise>("rise", "perturbation",
