@@ -27,6 +27,13 @@
 
 namespace candela {
 
+// The fixed quadratures of every path method: gausslegendre and the four Riemann rules.
+std::vector<std::string> quadrature_names();
+// Checks shared by the path methods (IG, layer and neuron IG, conductance); `method` names
+// the method in the message. A Riemann rule needs `riemann_min_steps` nodes.
+void check_path_options(const char* method, int64_t n_steps, const std::string& quadrature, int64_t internal_batch_size,
+                        int64_t riemann_min_steps = 2);
+
 class IntegratedGradients : public Explainer {
  public:
   static constexpr bool kUsesBaseline = true;
@@ -40,7 +47,11 @@ class IntegratedGradients : public Explainer {
     template <class V> void visit(V& v) {
       v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
       v("method", method, "Quadrature: gausslegendre, riemann_left/right/middle/trapezoid, or adaptive.",
-        {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "adaptive"});
+        [] {
+          auto names = quadrature_names();
+          names.push_back("adaptive");
+          return names;
+        }());
       v("internal_batch_size", internal_batch_size,
         "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
       v("multiply_by_inputs", multiply_by_inputs,

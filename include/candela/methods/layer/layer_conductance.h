@@ -6,6 +6,7 @@
 #pragma once
 
 #include "candela/core/explainer.h"
+#include "candela/methods/gradient/integrated_gradients.h"
 
 #include <string>
 #include <vector>
@@ -24,7 +25,7 @@ class LayerConductance : public Explainer {
       v("layers", layers, "The one layer to explain, by dotted module path (`candela info MODEL` lists them).");
       v("n_steps", n_steps, "Number of steps along the path (n_steps + 1 inputs are evaluated).");
       v("method", method, "Where the n_steps + 1 path points lie: gausslegendre nodes or a riemann rule's.",
-        {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"});
+        quadrature_names());
       v("internal_batch_size", internal_batch_size,
         "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
     }

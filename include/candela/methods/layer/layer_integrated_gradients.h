@@ -12,6 +12,7 @@
 #pragma once
 
 #include "candela/core/explainer.h"
+#include "candela/methods/gradient/integrated_gradients.h"
 
 #include <string>
 #include <vector>
@@ -31,7 +32,7 @@ class LayerIntegratedGradients : public Explainer {
       v("layers", layers, "The one layer to explain, by dotted module path (`candela info MODEL` lists them).");
       v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
       v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
-        {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"});
+        quadrature_names());
       v("internal_batch_size", internal_batch_size,
         "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
       v("multiply_by_inputs", multiply_by_inputs,

@@ -52,12 +52,23 @@ void quadrature(const std::string& method, int64_t n, std::vector<double>& alpha
   }
 }
 
+std::vector<std::string> quadrature_names() {
+  return {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"};
+}
+
+void check_path_options(const char* method, int64_t n_steps, const std::string& quadrature, int64_t internal_batch_size,
+                        int64_t riemann_min_steps) {
+  const bool riemann = quadrature.rfind("riemann", 0) == 0;
+  const int64_t least = riemann ? riemann_min_steps : 1;
+  CANDELA_CHECK(n_steps >= least, method, ": n_steps must be at least ", least, " for ", quadrature, ", got ", n_steps,
+                ".");
+  CANDELA_CHECK(n_steps <= 100000, method, ": n_steps = ", n_steps, " is absurd; use at most 100000.");
+  CANDELA_CHECK(internal_batch_size >= 0, method, ": internal_batch_size must be >= 0 (0 = automatic), got ",
+                internal_batch_size, ".");
+}
+
 void IntegratedGradients::Options::validate() const {
-  const bool riemann = method.rfind("riemann", 0) == 0;
-  CANDELA_CHECK(n_steps >= (riemann ? 2 : 1), "n_steps must be at least ", riemann ? 2 : 1, " for ", method,
-                ", got ", n_steps, ".");
-  CANDELA_CHECK(n_steps <= 100000, "n_steps = ", n_steps, " is absurd; use at most 100000.");
-  CANDELA_CHECK(internal_batch_size >= 0, "internal_batch_size must be >= 0 (0 = automatic).");
+  check_path_options("integrated_gradients", n_steps, method, internal_batch_size);
   CANDELA_CHECK(tolerance > 0 && tolerance < 1, "tolerance must be in (0, 1), got ", tolerance, ".");
   CANDELA_CHECK(max_steps >= 9 && max_steps <= 100000, "max_steps must be in [9, 100000], got ", max_steps, ".");
 }

@@ -26,17 +26,6 @@ void check_one_layer(const std::vector<std::string>& layers, const char* method)
   CANDELA_CHECK(!layers[0].empty(), method, " got an empty layer name: pass --layer NAME (see `candela info MODEL`).");
 }
 
-void check_path_options(const char* method, int64_t n_steps, const std::string& quadrature_method,
-                        int64_t internal_batch_size, int64_t riemann_min_steps) {
-  const bool riemann = quadrature_method.rfind("riemann", 0) == 0;
-  const int64_t least = riemann ? riemann_min_steps : 1;
-  CANDELA_CHECK(n_steps >= least, method, ": n_steps must be at least ", least, " for ", quadrature_method, ", got ",
-                n_steps, ".");
-  CANDELA_CHECK(n_steps <= 100000, method, ": n_steps = ", n_steps, " is absurd; use at most 100000.");
-  CANDELA_CHECK(internal_batch_size >= 0, method, ": internal_batch_size must be >= 0 (0 = automatic), got ",
-                internal_batch_size, ".");
-}
-
 void check_neuron_selector(const std::vector<int64_t>& selector, const char* method) {
   CANDELA_CHECK(!selector.empty(), method, " needs a neuron: pass --option neuron_selector=I[,J,...], one index "
                 "per dimension of the layer's output without the batch (see `candela info MODEL`).");

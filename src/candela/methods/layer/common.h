@@ -15,8 +15,6 @@ namespace candela::detail {
 // quadrature needs at least `riemann_min_steps` steps, the others one); a neuron selector, as
 // far as it can be checked before the layer's shape is known.
 void check_one_layer(const std::vector<std::string>& layers, const char* method);
-void check_path_options(const char* method, int64_t n_steps, const std::string& quadrature_method,
-                        int64_t internal_batch_size, int64_t riemann_min_steps);
 void check_neuron_selector(const std::vector<int64_t>& selector, const char* method);
 
 // Model output and the tapped layer's output for every row of x, forward only (counted as

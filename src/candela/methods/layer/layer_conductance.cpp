@@ -13,7 +13,7 @@ namespace candela {
 void LayerConductance::Options::validate() const {
   detail::check_one_layer(layers, "layer_conductance");
   // n_steps + 1 nodes: a riemann rule needs two, which one step already gives.
-  detail::check_path_options("layer_conductance", n_steps, method, internal_batch_size, 1);
+  check_path_options("layer_conductance", n_steps, method, internal_batch_size, 1);
 }
 
 LayerConductance::LayerConductance(Options options) : options_(std::move(options)) { options_.validate(); }

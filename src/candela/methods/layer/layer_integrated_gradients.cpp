@@ -13,7 +13,7 @@ using detail::per_row;
 
 void LayerIntegratedGradients::Options::validate() const {
   detail::check_one_layer(layers, "layer_integrated_gradients");
-  detail::check_path_options("layer_integrated_gradients", n_steps, method, internal_batch_size, 2);
+  check_path_options("layer_integrated_gradients", n_steps, method, internal_batch_size, 2);
 }
 
 LayerIntegratedGradients::LayerIntegratedGradients(Options options) : options_(std::move(options)) {

@@ -13,7 +13,7 @@ using detail::per_row;
 void NeuronIntegratedGradients::Options::validate() const {
   detail::check_one_layer(layers, "neuron_integrated_gradients");
   detail::check_neuron_selector(neuron_selector, "neuron_integrated_gradients");
-  detail::check_path_options("neuron_integrated_gradients", n_steps, method, internal_batch_size, 2);
+  check_path_options("neuron_integrated_gradients", n_steps, method, internal_batch_size, 2);
 }
 
 NeuronIntegratedGradients::NeuronIntegratedGradients(Options options) : options_(std::move(options)) {
