@@ -34,8 +34,10 @@ Attribution FullGrad::attribute(Evaluator& ev, const ExplainRequest& req) const 
   const auto [height, width] = detail::input_hw(x, layout);
 
   // A traced BatchNorm keeps eps only as a constant of its batch_norm call.
+  // The graph is inlined once, on the first BatchNorm that needs it.
+  std::shared_ptr<torch::jit::Graph> graph;
   auto graph_eps = [&](const std::string& path) -> double {
-    auto graph = detail::inlined_forward(*model.module());
+    if (!graph) graph = detail::inlined_forward(*model.module());
     for (auto* node : graph->nodes())
       if (node->kind() == c10::aten::batch_norm && detail::module_path(node) == path)
         if (auto eps = torch::jit::toIValue(node->input(7))) return eps->toDouble();
