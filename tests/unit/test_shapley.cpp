@@ -273,6 +273,25 @@ TEST(KernelShap, TargetErrorAndNonVaryingGroups) {
   EXPECT_LT(max_abs_diff(k.values, exact), 0.1);
 }
 
+TEST(KernelShap, StandardErrorsMatchTheSpreadOverSeeds) {
+  // The sandwich standard error of one run against the spread of the estimates over seeds.
+  auto g = [](const at::Tensor& x) { return mixed(x.slice(1, 0, 8)) + x.select(1, 8) * x.select(1, 9) * x.select(1, 0); };
+  Model m = two_class(g, 10);
+  const at::Tensor x = at::randn({1, 10}, at::detail::createCPUGenerator(51), kD);
+  std::vector<at::Tensor> runs;
+  at::Tensor se_mean = at::zeros({10}, kD);
+  const int seeds = 40;
+  for (int64_t seed = 0; seed < seeds; ++seed) {
+    auto k = run(KernelShap({.n_samples = 120, .seed = seed}), m, x);
+    runs.push_back(k.values[0]);
+    se_mean += at::tensor(k.extra["standard_error"][0].get<std::vector<double>>(), kD) / seeds;
+  }
+  const at::Tensor spread = at::stack(runs).std(0);
+  const double ratio = (se_mean.sum() / spread.sum()).item<double>();
+  EXPECT_GT(ratio, 0.6) << "standard errors " << se_mean << " spread " << spread;
+  EXPECT_LT(ratio, 1.6) << "standard errors " << se_mean << " spread " << spread;
+}
+
 // ---- shared properties ---------------------------------------------------------------
 
 TEST(ShapleyMethods, DeterministicUnderASeedAndInvariantToBatchSize) {
@@ -335,7 +354,7 @@ TEST(ShapleyMethods, BadInputsGiveClearErrors) {
   EXPECT_THROW(ShapleyValueSampling({.n_samples = 0}), InvalidArgument);
   EXPECT_NE(message([] { ShapleyValueSampling({.n_samples = 0}); }).find("n_samples"), std::string::npos);
   EXPECT_THROW(KernelShap({.n_samples = -1}), InvalidArgument);
-  EXPECT_THROW(KernelShap({.n_bootstrap = 0, .target_error = 0.1}), InvalidArgument);
+  EXPECT_THROW(KernelShap({.standard_errors = false, .target_error = 0.1}), InvalidArgument);
   // Too many groups for the exact method: refused before any model evaluation.
   InputSpec spec;
   spec.shape = {21};

@@ -13,9 +13,12 @@
 // selection is not applied (shap's l1_reg=False; its default only selects when fewer than
 // 20% of the coalitions are sampled).
 //
-// extra.standard_error[i][g]: the standard deviation of phi over n_bootstrap refits with the
-// sampled draws (the enumerated part is fixed) resampled with replacement; 0 when
-// everything is enumerated. With target_error > 0, n_samples grows (up to max_samples;
+// extra.standard_error[i][g]: the cluster-robust (sandwich) standard error of the fit, the
+// clusters being the random draws (a coalition and its complement) and the enumerated part
+// fixed: Cov = A^-1 [sum_d (s_d - mean s)(s_d - mean s)^T] A^-1 * D / (D - 1), A the weighted
+// normal matrix and s_d the draw's weighted residual score; the delta-method twin of
+// resampling the draws with replacement and refitting (the pairs bootstrap), at the cost of
+// one fit. 0 when everything is enumerated. With target_error > 0, n_samples grows (up to max_samples;
 // values already evaluated are reused) until every standard error is below it.
 // Cost per input: n_samples coalitions x background rows, plus f(x) and f(background).
 #pragma once
@@ -30,7 +33,7 @@ class KernelShap : public Explainer {
   struct Options {
     int64_t n_samples = 0;
     int64_t perturbations_per_eval = 0;
-    int64_t n_bootstrap = 16;
+    bool standard_errors = true;
     double target_error = 0.0;
     int64_t max_samples = 65536;
     int64_t seed = 0;
@@ -39,11 +42,12 @@ class KernelShap : public Explainer {
       v("perturbations_per_eval", perturbations_per_eval,
         "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
         "within --max-memory).");
-      v("n_bootstrap", n_bootstrap, "Bootstrap refits for extra.standard_error (0: none, errors reported as NaN).");
+      v("standard_errors", standard_errors,
+        "Report extra.standard_error (sandwich estimate over the sampled draws); false: NaN.");
       v("target_error", target_error,
         "If > 0: raise n_samples until every group's standard error is below this (0: off).");
       v("max_samples", max_samples, "Most coalitions per input when target_error is set.");
-      v("seed", seed, "Seed of the sampled coalitions and of the bootstrap.");
+      v("seed", seed, "Seed of the sampled coalitions.");
     }
     void validate() const;
   };

@@ -17,12 +17,10 @@ void KernelShap::Options::validate() const {
                 "2 * groups + 2048), got ", n_samples, ".");
   CANDELA_CHECK(perturbations_per_eval >= 0, "perturbations_per_eval must be >= 0 (0 = automatic), got ",
                 perturbations_per_eval, ".");
-  CANDELA_CHECK(n_bootstrap == 0 || (n_bootstrap >= 2 && n_bootstrap <= 10000),
-                "n_bootstrap must be 0 (no standard errors) or in [2, 10000], got ", n_bootstrap, ".");
   CANDELA_CHECK(std::isfinite(target_error) && target_error >= 0, "target_error must be >= 0 (0 = off), got ",
                 target_error, ".");
-  CANDELA_CHECK(target_error == 0 || n_bootstrap >= 2,
-                "target_error needs standard errors: set n_bootstrap >= 2 (e.g. 16).");
+  CANDELA_CHECK(target_error == 0 || standard_errors,
+                "target_error needs standard errors: leave standard_errors on.");
   CANDELA_CHECK(max_samples >= 2, "max_samples must be >= 2, got ", max_samples, ".");
   CANDELA_CHECK(seed >= 0, "seed must be >= 0, got ", seed, ".");
 }
@@ -46,6 +44,7 @@ struct Plan {
   std::vector<double> weight;
   int64_t fixed = 0;                        // enumerated coalitions come first
   double weight_left = 0;                   // kernel weight of the sampled part
+  double touch_weight = 0;                  // weight one draw adds to each coalition it touches
   std::vector<std::vector<int64_t>> draws;  // coalitions each random draw touched
 };
 
@@ -141,35 +140,135 @@ Plan make_plan(int64_t m, int64_t nsamples, uint64_t seed) {
     }
     plan.weight_left = std::accumulate(wv.begin() + full, wv.end(), 0.0);
     const double drawn = std::accumulate(plan.weight.begin() + plan.fixed, plan.weight.end(), 0.0);
-    for (size_t c = plan.fixed; c < plan.weight.size(); ++c) plan.weight[c] *= plan.weight_left / drawn;
+    plan.touch_weight = plan.weight_left / drawn;
+    for (size_t c = plan.fixed; c < plan.weight.size(); ++c) plan.weight[c] *= plan.touch_weight;
   }
   return plan;
 }
 
 // shap's KernelExplainer.solve without l1_reg: eliminate the last group with the constraint
 // sum phi = fx - fnull and solve the weighted least squares in double through its normal
-// equations, with the pseudo-inverse when they are singular (as shap). Not linalg_lstsq:
-// LAPACK's gelsy varies in the last bit from run to run, which breaks determinism.
-std::vector<double> solve(const at::Tensor& z, const at::Tensor& y, const std::vector<double>& weight, double fx,
-                          double fnull) {
-  const int64_t m = z.size(1);
-  const double delta = fx - fnull;
-  const at::Tensor last = z.select(1, m - 1);
-  const at::Tensor w = at::tensor(weight, at::kDouble);
-  const at::Tensor e = z.slice(1, 0, m - 1) - last.unsqueeze(1);
-  const at::Tensor ew = (e * w.unsqueeze(1)).transpose(0, 1);
-  const at::Tensor normal = ew.matmul(e), rhs = ew.matmul((y - fnull - last * delta).unsqueeze(1));
-  at::Tensor sol;
-  try {
-    sol = at::linalg_solve(normal, rhs);
-  } catch (const std::exception&) {
+// equations (Cholesky; the pseudo-inverse when they are singular, as shap). Hand-written: the
+// systems are tiny (groups^2) and one per input, where ATen's per-call overhead was most of
+// the method's time on small models; LAPACK's gelsy also varies in the last bit from run to
+// run, which breaks determinism.
+class Fit {
+ public:
+  // z: k x m coalitions (1 = from the input), row-major; y: their values.
+  Fit(const std::vector<double>& z, const std::vector<double>& y, const std::vector<double>& weight, int64_t m,
+      double fx, double fnull)
+      : m_(m), p_(m - 1), k_(static_cast<int64_t>(y.size())), delta_(fx - fnull), e_(k_ * p_), yt_(k_) {
+    for (int64_t c = 0; c < k_; ++c) {
+      const double* zc = &z[c * m_];
+      for (int64_t j = 0; j < p_; ++j) e_[c * p_ + j] = zc[j] - zc[p_];
+      yt_[c] = y[c] - fnull - zc[p_] * delta_;
+    }
+    std::vector<double> a(p_ * p_, 0.0), rhs(p_, 0.0);
+    for (int64_t c = 0; c < k_; ++c) {
+      const double w = weight[c];
+      if (w == 0) continue;
+      const double* ec = &e_[c * p_];
+      for (int64_t r = 0; r < p_; ++r) {
+        if (ec[r] == 0) continue;
+        const double wr = w * ec[r];
+        rhs[r] += wr * yt_[c];
+        double* row = &a[r * p_];
+        for (int64_t q = 0; q <= r; ++q) row[q] += wr * ec[q];
+      }
+    }
+    for (int64_t r = 0; r < p_; ++r)
+      for (int64_t q = 0; q < r; ++q) a[q * p_ + r] = a[r * p_ + q];
+    normal_ = a;
+    chol_ = cholesky(a);
+    beta_ = chol_ ? chol_solve(a, rhs) : pinv_solve(rhs);
+    chol_factor_ = std::move(a);
   }
-  if (!sol.defined() || !at::isfinite(sol).all().item<bool>()) sol = at::linalg_pinv(normal).matmul(rhs);
-  sol = sol.squeeze(1).contiguous();
-  std::vector<double> phi(sol.data_ptr<double>(), sol.data_ptr<double>() + m - 1);
-  phi.push_back(delta - std::accumulate(phi.begin(), phi.end(), 0.0));
-  return phi;
-}
+
+  // phi over the m groups; sums to fx - fnull.
+  std::vector<double> phi() const {
+    std::vector<double> out(beta_);
+    out.push_back(delta_ - std::accumulate(beta_.begin(), beta_.end(), 0.0));
+    return out;
+  }
+
+  // Standard errors of phi, clustered by draw (see the header).
+  std::vector<double> standard_errors(const std::vector<std::vector<int64_t>>& draws, double touch_weight) const {
+    const auto nd = static_cast<int64_t>(draws.size());
+    std::vector<double> se(m_, 0.0);
+    if (nd < 2) return se;
+    std::vector<double> resid(k_);
+    for (int64_t c = 0; c < k_; ++c) {
+      double fit = 0;
+      for (int64_t j = 0; j < p_; ++j) fit += e_[c * p_ + j] * beta_[j];
+      resid[c] = yt_[c] - fit;
+    }
+    std::vector<double> t(nd * m_, 0.0), s(p_);
+    for (int64_t d = 0; d < nd; ++d) {
+      std::fill(s.begin(), s.end(), 0.0);
+      for (int64_t c : draws[d])
+        for (int64_t j = 0; j < p_; ++j) s[j] += touch_weight * resid[c] * e_[c * p_ + j];
+      const std::vector<double> td = chol_ ? chol_solve(chol_factor_, s) : pinv_solve(s);
+      double sum = 0;
+      for (int64_t j = 0; j < p_; ++j) t[d * m_ + j] = td[j], sum += td[j];
+      t[d * m_ + p_] = -sum;
+    }
+    for (int64_t j = 0; j < m_; ++j) {
+      double mean = 0, ss = 0;
+      for (int64_t d = 0; d < nd; ++d) mean += t[d * m_ + j];
+      mean /= static_cast<double>(nd);
+      for (int64_t d = 0; d < nd; ++d) ss += (t[d * m_ + j] - mean) * (t[d * m_ + j] - mean);
+      se[j] = std::sqrt(ss * static_cast<double>(nd) / static_cast<double>(nd - 1));
+    }
+    return se;
+  }
+
+ private:
+  // In place: the lower factor L of a = L L^T; false when a is not (numerically) positive definite.
+  bool cholesky(std::vector<double>& a) const {
+    double scale = 0;
+    for (int64_t r = 0; r < p_; ++r) scale = std::max(scale, a[r * p_ + r]);
+    for (int64_t j = 0; j < p_; ++j) {
+      double d = a[j * p_ + j];
+      for (int64_t q = 0; q < j; ++q) d -= a[j * p_ + q] * a[j * p_ + q];
+      if (!(d > 1e-12 * scale)) return false;
+      d = std::sqrt(d);
+      a[j * p_ + j] = d;
+      for (int64_t r = j + 1; r < p_; ++r) {
+        double v = a[r * p_ + j];
+        for (int64_t q = 0; q < j; ++q) v -= a[r * p_ + q] * a[j * p_ + q];
+        a[r * p_ + j] = v / d;
+      }
+    }
+    return true;
+  }
+  std::vector<double> chol_solve(const std::vector<double>& l, std::vector<double> b) const {
+    for (int64_t r = 0; r < p_; ++r) {
+      for (int64_t q = 0; q < r; ++q) b[r] -= l[r * p_ + q] * b[q];
+      b[r] /= l[r * p_ + r];
+    }
+    for (int64_t r = p_ - 1; r >= 0; --r) {
+      for (int64_t q = r + 1; q < p_; ++q) b[r] -= l[q * p_ + r] * b[q];
+      b[r] /= l[r * p_ + r];
+    }
+    return b;
+  }
+  std::vector<double> pinv_solve(const std::vector<double>& b) const {
+    if (!pinv_.defined())
+      pinv_ = at::linalg_pinv(at::tensor(normal_, at::kDouble).view({p_, p_})).contiguous();
+    const double* pi = pinv_.data_ptr<double>();
+    std::vector<double> out(p_, 0.0);
+    for (int64_t r = 0; r < p_; ++r)
+      for (int64_t q = 0; q < p_; ++q) out[r] += pi[r * p_ + q] * b[q];
+    return out;
+  }
+
+  int64_t m_, p_, k_;
+  double delta_;
+  std::vector<double> e_, yt_;  // the eliminated design and response
+  std::vector<double> normal_, chol_factor_, beta_;
+  bool chol_ = false;
+  mutable at::Tensor pinv_;
+};
 
 }  // namespace
 
@@ -227,38 +326,16 @@ Attribution KernelShap::attribute(Evaluator& ev, const ExplainRequest& req) cons
       for (int64_t r = 0; r < counts[i]; ++r) cache[i][missing[i][r]] = v[i][r];
       const Plan& plan = plans[i];
       const auto m = static_cast<int64_t>(vary[i].size()), k = static_cast<int64_t>(plan.coal.size());
-      at::Tensor z = at::empty({k, m}, at::TensorOptions().dtype(at::kDouble));
-      at::Tensor y = at::empty({k}, at::TensorOptions().dtype(at::kDouble));
-      auto za = z.accessor<double, 2>();
-      auto ya = y.accessor<double, 1>();
+      std::vector<double> z(k * m), y(k);
       for (int64_t c = 0; c < k; ++c) {
-        for (int64_t j = 0; j < m; ++j) za[c][j] = plan.coal[c][j] == '1' ? 1.0 : 0.0;
-        ya[c] = cache[i].at(plan.coal[c]);
+        for (int64_t j = 0; j < m; ++j) z[c * m + j] = plan.coal[c][j] == '1' ? 1.0 : 0.0;
+        y[c] = cache[i].at(plan.coal[c]);
       }
-      const auto est = solve(z, y, plan.weight, game.full(i), game.empty(i));
+      const Fit fit(z, y, plan.weight, m, game.full(i), game.empty(i));
+      const auto est = fit.phi();
       for (int64_t j = 0; j < m; ++j) phi[i][vary[i][j]] = est[j];
-
-      // Bootstrap over the random draws; the enumerated part has no sampling error.
-      std::vector<double> err(m, 0.0);
-      if (options_.n_bootstrap == 0) {
-        err.assign(m, std::nan(""));
-      } else if (!plan.draws.empty()) {
-        std::vector<std::vector<double>> refits;
-        const auto nd = static_cast<int64_t>(plan.draws.size());
-        for (int64_t b = 0; b < options_.n_bootstrap; ++b) {
-          detail::Rng rng(seed, 0xb007 + b);
-          std::vector<double> w(plan.weight.begin(), plan.weight.end());
-          std::fill(w.begin() + plan.fixed, w.end(), 0.0);
-          double touched = 0;
-          for (int64_t t = 0; t < nd; ++t)
-            for (int64_t c : plan.draws[rng.below(nd)]) w[c] += 1.0, touched += 1.0;
-          for (int64_t c = plan.fixed; c < k; ++c) w[c] *= plan.weight_left / touched;
-          refits.push_back(solve(z, y, w, game.full(i), game.empty(i)));
-        }
-        // The spread of the refits (not of their mean): the error of one estimate.
-        err = detail::standard_error(refits, m);
-        for (double& s : err) s *= std::sqrt(static_cast<double>(refits.size()));
-      }
+      const std::vector<double> err = options_.standard_errors ? fit.standard_errors(plan.draws, plan.touch_weight)
+                                                               : std::vector<double>(m, std::nan(""));
       double worst = 0;
       for (int64_t j = 0; j < m; ++j) {
         se[i][vary[i][j]] = err[j];
