@@ -47,7 +47,8 @@ class Conformance : public ::testing::TestWithParam<std::string> {
     ExplainRequest r;
     r.inputs = x;
     r.target = Target::index(3);
-    if (info_->name == "gradient_shap" || info_->name == "expected_gradients" || info_->name == "lime")
+    if (info_->name == "gradient_shap" || info_->name == "expected_gradients" || info_->name == "lime" ||
+        info_->name == "deep_lift_shap")
       r.baseline = Baseline::distribution(reference_set_);
     if (info_->family == "perturbation") {
       // Four features: the quadrants of the 8x8 digit.
@@ -171,7 +172,11 @@ TEST_P(Conformance, CompletenessWhereClaimed) {
   ASSERT_TRUE(a.convergence_delta.defined());
   if (!a.layer.empty()) GTEST_SKIP() << "layer attributions sum to the output difference; checked in their unit tests";
   at::NoGradGuard no_grad;
-  at::Tensor df = (a.output.select(1, 3) - model_.forward(at::zeros_like(inputs_)).select(1, 3)).abs();
+  // f at the baseline: zeros, or the mean over a baseline distribution (DeepSHAP).
+  const at::Tensor f0 = request(inputs_).baseline.is_distribution()
+                            ? model_.forward(reference_set_).select(1, 3).mean().expand({3})
+                            : model_.forward(at::zeros_like(inputs_)).select(1, 3);
+  at::Tensor df = (a.output.select(1, 3) - f0).abs();
   EXPECT_TRUE((a.convergence_delta.abs() <= 0.01 * df + 1e-6).all().item<bool>())
       << a.convergence_delta << "\n" << df;
   // The delta is what it claims to be: sum of attributions minus f(x) - f(baseline). With
@@ -183,7 +188,6 @@ TEST_P(Conformance, CompletenessWhereClaimed) {
     weight = 1.0 / at::bincount(ids.flatten()).index_select(0, ids.flatten()).to(at::kFloat).view({1, 64});
   }
   at::Tensor sums = (a.values.reshape({3, -1}) * weight).sum(1);
-  at::Tensor f0 = model_.forward(at::zeros_like(inputs_)).select(1, 3);
   expect_close(sums - a.convergence_delta, a.output.select(1, 3) - f0, "delta definition");
 }
 

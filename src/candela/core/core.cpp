@@ -19,6 +19,25 @@ using detail::str_cat;
 // ---- tensor helpers ----------------------------------------------------------------
 namespace detail {
 
+std::string torch_message(const std::exception& e) {
+  auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string s = c10_error ? c10_error->what_without_backtrace() : e.what();
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t end = s.find('\n', start);
+    if (end == std::string::npos) end = s.size();
+    std::string line = s.substr(start, end - start);
+    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(line);
+    start = end + 1;
+  }
+  if (lines.empty()) return "unknown error";
+  // TorchScript errors end with "RuntimeError: <message>"; plain ones are one line.
+  for (auto it = lines.rbegin(); it != lines.rend(); ++it)
+    if (it->find("Error: ") != std::string::npos) return it->substr(it->find_first_not_of(" \t"));
+  return lines.front();
+}
+
 std::string shape_str(at::IntArrayRef sizes) {
   std::string s = "[";
   for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);

@@ -18,6 +18,7 @@ namespace candela {
 namespace fs = std::filesystem;
 using detail::shape_str;
 using detail::str_cat;
+using detail::torch_message;
 
 // ---- InputSpec -------------------------------------------------------------------
 
@@ -100,26 +101,6 @@ struct Model::Impl {
 };
 
 namespace {
-
-// The last line of a LibTorch error: the Python-level message without the TorchScript traceback.
-std::string torch_message(const std::exception& e) {
-  auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-  std::string s = c10_error ? c10_error->what_without_backtrace() : e.what();
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start < s.size()) {
-    size_t end = s.find('\n', start);
-    if (end == std::string::npos) end = s.size();
-    std::string line = s.substr(start, end - start);
-    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(line);
-    start = end + 1;
-  }
-  if (lines.empty()) return "unknown error";
-  // TorchScript errors end with "RuntimeError: <message>"; plain ones are one line.
-  for (auto it = lines.rbegin(); it != lines.rend(); ++it)
-    if (it->find("Error: ") != std::string::npos) return it->substr(it->find_first_not_of(" \t"));
-  return lines.front();
-}
 
 struct Sidecar {
   InputSpec spec;

@@ -20,5 +20,7 @@ at::Tensor per_row(const at::Tensor& v, const at::Tensor& like);
 at::Generator seeded_generator(uint64_t seed, uint64_t stream);
 // Sum over every dimension but the first: [N, ...] -> [N].
 at::Tensor sum_per_sample(const at::Tensor& t);
+// The last line of a LibTorch error: the Python-level message without the TorchScript traceback.
+std::string torch_message(const std::exception& e);
 
 }  // namespace candela::detail

@@ -1,0 +1,44 @@
+// DeepLIFT with the Rescale rule (Shrikumar, Greenside & Kundaje 2017, "Learning Important
+// Features Through Propagating Activation Differences"), as Captum's DeepLift, and DeepSHAP
+// (Lundberg & Lee 2017), as Captum's DeepLiftShap.
+// Definition: multipliers m = d f / d x computed with every nonlinearity's derivative replaced
+// by (f(x) - f(x_ref)) / (x - x_ref) (its gradient where |x - x_ref| < eps), and max-pooling's
+// by Captum's max-pool rule; attribution (x - x_ref) * m (multiply_by_inputs), which sums to
+// f_t(x) - f_t(x_ref). deep_lift_shap averages this over the rows of a baseline distribution
+// (any other baseline gives each input its own reference, as gradient_shap).
+// The network runs on [inputs; references] in one batch so each rule sees both. Every
+// call of a module is its own node, so a ReLU module used several times is handled exactly
+// (Captum refuses such models).
+#pragma once
+
+#include "candela/core/explainer.h"
+
+namespace candela {
+
+class DeepLift : public Explainer {
+ public:
+  static constexpr bool kUsesBaseline = true;
+  struct Options {
+    bool multiply_by_inputs = true;
+    double eps = 1e-10;
+    template <class V> void visit(V& v) {
+      v("multiply_by_inputs", multiply_by_inputs,
+        "Return (x - x_ref) * multipliers (Captum's default); false: the multipliers alone.");
+      v("eps", eps, "Below this |x - x_ref| a nonlinearity uses its gradient (Captum's eps).");
+    }
+    void validate() const;
+  };
+  DeepLift() : DeepLift(Options{}) {}
+  // shap = true: deep_lift_shap, averaging over a baseline distribution.
+  explicit DeepLift(Options options, bool shap = false);
+  std::string name() const override { return shap_ ? "deep_lift_shap" : "deep_lift"; }
+  nlohmann::json options() const override;
+  bool uses_baseline() const override { return true; }
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+
+ private:
+  Options options_;
+  bool shap_ = false;
+};
+
+}  // namespace candela

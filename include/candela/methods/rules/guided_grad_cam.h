@@ -1,0 +1,37 @@
+// Guided Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks
+// via Gradient-based Localization"). Definition, as Captum's GuidedGradCam: the layer's
+// Grad-CAM map relu(sum_c mean_ij(dY/dA_cij) A_c), upsampled to the input's height and width
+// (nearest neighbour), times guided backpropagation, channel by channel.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "candela/core/explainer.h"
+
+namespace candela {
+
+class GuidedGradCam : public Explainer {
+ public:
+  static constexpr bool kUsesBaseline = false;
+  struct Options {
+    std::vector<std::string> layers;        // one layer; empty: the last with a spatial output
+    std::string interpolate_mode = "nearest";  // Captum's default
+    template <class V> void visit(V& v) {
+      v("layers", layers, "The Grad-CAM layer (--layer); default: the last layer with a spatial output.");
+      v("interpolate_mode", interpolate_mode, "Upsampling of the map to the input: nearest (Captum) or bilinear.",
+        std::vector<std::string>{"nearest", "bilinear"});
+    }
+    void validate() const;
+  };
+  GuidedGradCam() : GuidedGradCam(Options{}) {}
+  explicit GuidedGradCam(Options options);
+  std::string name() const override { return "guided_grad_cam"; }
+  nlohmann::json options() const override;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

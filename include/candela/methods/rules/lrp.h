@@ -1,0 +1,64 @@
+// Layer-wise relevance propagation (Bach et al. 2015, "On Pixel-Wise Explanations for
+// Non-Linear Classifier Decisions by Layer-Wise Relevance Propagation"; composites after
+// Kohlbrenner et al. 2020 and zennit, Anders et al. 2021).
+// Definition: relevance R starts at the output (the one-hot target, zennit's
+// attributor(x, one_hot); or the target's score) and is redistributed layer by layer to the
+// input; each linear or convolution layer uses the rule its composite assigns (zennit's
+// closed forms: epsilon R_in = x * W^T(R / stab(z)), gamma, alpha-beta, z-plus, flat, w-square,
+// z-box), activations and unfolded batch norms pass relevance on, additions and average
+// pooling split it in proportion to their inputs (Norm rule), max pooling gives it to the
+// maximum, and BatchNorm after a convolution is folded into it first. extra.relevance reports
+// conservation: the relevance at the output, the sum at the input, and their ratio.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "candela/core/explainer.h"
+
+namespace candela {
+
+class Lrp : public Explainer {
+ public:
+  static constexpr bool kUsesBaseline = false;
+  struct Options {
+    std::string composite = "epsilon_plus";
+    std::string rule;  // non-empty: this rule for every layer instead of a composite
+    double epsilon = 1e-6;
+    double stabilizer = 1e-6;
+    double gamma = 0.25;
+    double alpha = 2.0;
+    double beta = 1.0;
+    std::vector<double> low, high;
+    std::string output_relevance = "one_hot";
+    template <class V> void visit(V& v) {
+      v("composite", composite,
+        "epsilon_plus, epsilon_plus_flat, epsilon_gamma_box, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat "
+        "(zennit's), or a JSON file (--composite).");
+      v("rule", rule,
+        "One rule for every layer instead of a composite: epsilon, zero, gamma, alpha_beta, z_plus, flat, "
+        "w_square, z_box.");
+      v("epsilon", epsilon, "Stabiliser of the epsilon rule.");
+      v("stabilizer", stabilizer, "Stabiliser of every other rule.");
+      v("gamma", gamma, "Weight of positive contributions in the gamma rule.");
+      v("alpha", alpha, "Alpha of the alpha-beta rule (alpha - beta = 1).");
+      v("beta", beta, "Beta of the alpha-beta rule.");
+      v("low", low, "z-box lower bound of the input (one value or one per channel); default: from the input spec.");
+      v("high", high, "z-box upper bound of the input; default: from the input spec.");
+      v("output_relevance", output_relevance,
+        "Relevance at the output: one_hot (1 at the target, zennit's usual call) or score (the target's value).",
+        std::vector<std::string>{"one_hot", "score"});
+    }
+    void validate() const;
+  };
+  Lrp() : Lrp(Options{}) {}
+  explicit Lrp(Options options);
+  std::string name() const override { return "lrp"; }
+  nlohmann::json options() const override;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace candela

@@ -1,0 +1,265 @@
+// The rule-based methods: each is a rule graph (rule_graph.h) plus what it does with the
+// propagated "gradient".
+#include <ATen/ATen.h>
+
+#include "candela/core/options.h"
+#include "candela/detail/tensor_util.h"
+#include "candela/methods/cam/grad_cam.h"
+#include "candela/methods/rules/deconvolution.h"
+#include "candela/methods/rules/deep_lift.h"
+#include "candela/methods/rules/guided_backprop.h"
+#include "candela/methods/rules/guided_grad_cam.h"
+#include "candela/methods/rules/lrp.h"
+#include "candela/methods/rules/rule_graph.h"
+
+namespace candela {
+using detail::str_cat;
+
+namespace {
+
+Evaluator::MakeRows slice_rows(const at::Tensor& x) {
+  return [x](int64_t b, int64_t e) {
+    return Rows{x.slice(0, b, e), at::arange(b, e, at::TensorOptions().dtype(at::kLong)), {}};
+  };
+}
+
+// The propagated input "gradient" of the target through a rule graph, and the output.
+struct Propagated {
+  at::Tensor values, output;
+};
+Propagated propagate(Evaluator& ev, const char* stage, const at::Tensor& x, const Target& target,
+                     const std::shared_ptr<const RuleGraph>& graph, bool score_relevance = false) {
+  at::Tensor values = at::empty_like(x);
+  std::vector<at::Tensor> outs;
+  Evaluator::Scorer scorer = [&](const at::Tensor& in, const Rows& rows) {
+    at::Tensor out = graph->forward(in);
+    at::Tensor s = target.scores(out, rows.sample);
+    if (score_relevance) s = s * s.detach();  // d/d out = the score: R_out = f_t(x)
+    return std::make_pair(s, out);
+  };
+  ev.gradients(stage, x.size(0), slice_rows(x), scorer,
+               [&](int64_t b, int64_t e, const Rows&, const at::Tensor& g, const at::Tensor& out) {
+                 values.slice(0, b, e).copy_(g);
+                 outs.push_back(out);
+               });
+  return {values, at::cat(outs)};
+}
+
+Attribution guided(Evaluator& ev, const ExplainRequest& req, RuleMethod method, const char* stage) {
+  RuleSettings settings;
+  settings.method = method;
+  auto graph = RuleGraph::of(ev.model(), settings);
+  auto p = propagate(ev, stage, req.inputs, req.target, graph);
+  Attribution a;
+  a.values = p.values;
+  a.output = p.output;
+  a.targets = req.target.classes(p.output);
+  a.extra["rules"] = graph->assignments();
+  return a;
+}
+
+}  // namespace
+
+// ---- guided backprop and deconvolution ------------------------------------------------
+
+nlohmann::json GuidedBackprop::options() const { return options_to_json(options_); }
+Attribution GuidedBackprop::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  return guided(ev, req, RuleMethod::kGuidedBackprop, "guided_backprop");
+}
+
+nlohmann::json Deconvolution::options() const { return options_to_json(options_); }
+Attribution Deconvolution::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  return guided(ev, req, RuleMethod::kDeconvolution, "deconvolution");
+}
+
+// ---- guided Grad-CAM ------------------------------------------------------------------
+
+void GuidedGradCam::Options::validate() const {
+  CANDELA_CHECK(layers.size() <= 1, "guided_grad_cam uses one layer (Captum's GuidedGradCam), got ", layers.size(),
+                ".");
+}
+GuidedGradCam::GuidedGradCam(Options options) : options_(std::move(options)) { options_.validate(); }
+nlohmann::json GuidedGradCam::options() const { return options_to_json(options_); }
+
+Attribution GuidedGradCam::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  CANDELA_CHECK(req.inputs.dim() == 4, "guided_grad_cam needs image inputs [N, C, H, W], got ",
+                detail::shape_str(req.inputs.sizes()), ".");
+  // Captum's LayerGradCam(relu_attributions=True) at the layer's output: the raw map.
+  PlainCamOptions cam;
+  cam.layers = options_.layers;
+  cam.relu = true;
+  cam.normalize = false;
+  cam.upsample = false;
+  Attribution map = GradCam(cam).attribute(ev, req);
+  at::Tensor m = map.values;  // [N, 1, h, w]
+  const int64_t h = req.inputs.size(2), w = req.inputs.size(3);
+  m = options_.interpolate_mode == "nearest" ? at::upsample_nearest2d(m, {h, w})
+                                             : at::upsample_bilinear2d(m, {h, w}, /*align_corners=*/false);
+  Attribution a = guided(ev, req, RuleMethod::kGuidedBackprop, "guided_grad_cam: guided backprop");
+  a.values = a.values * m.to(a.values.dtype());
+  a.layer = map.layer;
+  a.extra["layer"] = map.layer;
+  return a;
+}
+
+// ---- DeepLIFT and DeepSHAP ------------------------------------------------------------
+
+void DeepLift::Options::validate() const {
+  CANDELA_CHECK(std::isfinite(eps) && eps >= 0, "eps must be >= 0, got ", eps, ".");
+}
+DeepLift::DeepLift(Options options, bool shap) : options_(options), shap_(shap) { options_.validate(); }
+nlohmann::json DeepLift::options() const { return options_to_json(options_); }
+
+Attribution DeepLift::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  const at::Tensor& x = req.inputs;
+  const int64_t n = x.size(0);
+  const std::string& layout = ev.model().input_spec().layout;
+  at::Tensor refs;  // [n * m, ...], m references per input
+  int64_t m = 1;
+  if (shap_ && req.baseline.is_distribution()) {
+    const at::Tensor dist = req.baseline.samples(x, layout, 0).to(x.options());
+    CANDELA_CHECK(dist.size(0) >= 1, "the baseline distribution is empty.");
+    m = dist.size(0);
+    std::vector<int64_t> reps(dist.dim(), 1);
+    reps[0] = n;
+    refs = dist.repeat(reps);
+  } else {
+    // deep_lift_shap with any other baseline pairs each input with its own reference (as
+    // gradient_shap does): DeepLIFT against it.
+    CANDELA_CHECK(!req.baseline.is_distribution(),
+                  "deep_lift takes one reference per input; for a baseline distribution use deep_lift_shap.");
+    refs = req.baseline.for_inputs(x, layout, 0).to(x.options());
+  }
+  const at::Tensor xs = m > 1 ? x.repeat_interleave(m, 0) : x;
+  const int64_t total = xs.size(0);
+
+  RuleSettings settings;
+  settings.method = RuleMethod::kDeepLift;
+  settings.deeplift_eps = options_.eps;
+  auto graph = RuleGraph::of(ev.model(), settings);
+
+  at::Tensor mult = at::empty_like(xs);
+  std::vector<at::Tensor> outs, ref_scores_all, scores_all;
+  at::Tensor ref_scores;
+  Evaluator::MakeRows make = [&](int64_t b, int64_t e) {
+    return Rows{xs.slice(0, b, e), at::arange(b, e, at::TensorOptions().dtype(at::kLong)).div(m, "floor"),
+                refs.slice(0, b, e)};
+  };
+  // Captum differentiates the target summed over both halves; the references' gradients feed
+  // the max-pool rule, so they are kept.
+  Evaluator::Scorer scorer = [&](const at::Tensor& in, const Rows& rows) {
+    const int64_t k = in.size(0);
+    at::Tensor out = graph->forward(at::cat({in, rows.aux.to(in.dtype())}));
+    at::Tensor s_in = req.target.scores(out.slice(0, 0, k), rows.sample);
+    at::Tensor s_ref = req.target.scores(out.slice(0, k, 2 * k), rows.sample);
+    ref_scores = s_ref.detach();
+    return std::make_pair(s_in + s_ref, out.slice(0, 0, k));
+  };
+  const int64_t cap = std::max<int64_t>(1, ev.batch_size(true) / 2);
+  ev.gradients(name().c_str(), total, make, scorer,
+               [&](int64_t b, int64_t e, const Rows& rows, const at::Tensor& g, const at::Tensor& out) {
+                 mult.slice(0, b, e).copy_(g);
+                 outs.push_back(out);
+                 ref_scores_all.push_back(ref_scores.to(at::kDouble));
+                 scores_all.push_back(req.target.scores(out, rows.sample).detach().to(at::kDouble));
+               },
+               cap);
+  at::Tensor attr = options_.multiply_by_inputs ? (xs - refs) * mult : mult;
+  at::Tensor fx = at::cat(scores_all), fref = at::cat(ref_scores_all);
+  at::Tensor sums = detail::sum_per_sample(attr.to(at::kDouble));
+  at::Tensor output = at::cat(outs);
+  if (m > 1) {
+    std::vector<int64_t> shape = {n, m};
+    for (int64_t d = 1; d < attr.dim(); ++d) shape.push_back(attr.size(d));
+    attr = attr.view(shape).mean(1);
+    sums = sums.view({n, m}).mean(1);
+    fx = fx.view({n, m}).mean(1);
+    fref = fref.view({n, m}).mean(1);
+    output = output.index_select(0, at::arange(n, at::TensorOptions().dtype(at::kLong).device(output.device())) * m);
+  }
+  Attribution a;
+  a.values = attr;
+  a.output = output;
+  a.targets = req.target.classes(output);
+  if (options_.multiply_by_inputs) a.convergence_delta = (sums - (fx - fref)).to(x.dtype());
+  a.extra["rules"] = graph->assignments();
+  if (shap_) a.extra["baselines"] = m;
+  return a;
+}
+
+// ---- LRP ------------------------------------------------------------------------------
+
+void Lrp::Options::validate() const {
+  LrpRule r;
+  r.epsilon = epsilon, r.stabilizer = stabilizer, r.gamma = gamma, r.alpha = alpha, r.beta = beta;
+  r.low = low, r.high = high;
+  if (!rule.empty()) {
+    r.name = rule == "z_plus" ? "alpha_beta" : rule;
+    if (rule == "z_plus") r.alpha = 1, r.beta = 0;
+    if (rule == "z_box" && low.empty()) r.low = r.high = {0.0};  // bounds come from the input spec later
+    CANDELA_CHECK(rule != "pass", "the pass rule is for activations; pick a rule for linear and convolution layers.");
+    r.validate();
+  } else {
+    r.name = "epsilon";
+    r.validate();
+  }
+  CANDELA_CHECK(low.size() == high.size(), "give low and high together, with as many values each (got ", low.size(),
+                " and ", high.size(), ").");
+}
+Lrp::Lrp(Options options) : options_(std::move(options)) { options_.validate(); }
+nlohmann::json Lrp::options() const { return options_to_json(options_); }
+
+Attribution Lrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  LrpRule defaults;
+  defaults.epsilon = options_.epsilon;
+  defaults.stabilizer = options_.stabilizer;
+  defaults.gamma = options_.gamma;
+  defaults.alpha = options_.alpha;
+  defaults.beta = options_.beta;
+  defaults.low = options_.low;
+  defaults.high = options_.high;
+  if (defaults.low.empty()) {
+    // z-box bounds from the input spec: the pixel range, normalised channel by channel.
+    const InputSpec& spec = ev.model().input_spec();
+    const size_t c = std::max(spec.mean.size(), spec.std.size());
+    if (c == 0) {
+      defaults.low = {spec.range_min};
+      defaults.high = {spec.range_max};
+    } else {
+      for (size_t i = 0; i < c; ++i) {
+        const double mu = spec.mean.empty() ? 0.0 : spec.mean[spec.mean.size() == 1 ? 0 : i];
+        const double sd = spec.std.empty() ? 1.0 : spec.std[spec.std.size() == 1 ? 0 : i];
+        defaults.low.push_back((spec.range_min - mu) / sd);
+        defaults.high.push_back((spec.range_max - mu) / sd);
+      }
+    }
+  }
+  RuleSettings settings;
+  settings.method = RuleMethod::kLrp;
+  if (!options_.rule.empty()) {
+    LrpRule r = defaults;
+    r.name = options_.rule;
+    settings.composite = Composite::uniform(r);
+  } else {
+    settings.composite = resolve_composite(options_.composite, defaults);
+  }
+  auto graph = RuleGraph::of(ev.model(), settings);
+  const bool score = options_.output_relevance == "score";
+  auto p = propagate(ev, "lrp", req.inputs, req.target, graph, score);
+  Attribution a;
+  a.values = p.values;
+  a.output = p.output;
+  a.targets = req.target.classes(p.output);
+  const at::Tensor in_sum = detail::sum_per_sample(p.values.to(at::kDouble));
+  const at::Tensor idx = at::arange(req.inputs.size(0), at::TensorOptions().dtype(at::kLong));
+  const at::Tensor out_rel =
+      score ? req.target.scores(p.output, idx).detach().to(at::kDouble) : at::ones_like(in_sum);
+  a.extra["relevance"] = {{"output", detail::tensor_to_json(out_rel)},
+                          {"input", detail::tensor_to_json(in_sum)},
+                          {"ratio", detail::tensor_to_json(in_sum / out_rel)}};
+  a.extra["composite"] = settings.composite.to_json();
+  a.extra["rules"] = graph->assignments();
+  return a;
+}
+
+}  // namespace candela

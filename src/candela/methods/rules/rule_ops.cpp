@@ -1,0 +1,402 @@
+#include "rule_ops.h"
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "candela/core/error.h"
+
+namespace candela::detail {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
+
+// zennit's stabilizer: z + eps * sign(z), zero counted as positive.
+at::Tensor stab(const at::Tensor& z, double eps) { return z + at::where(z >= 0, eps, -eps); }
+
+at::Tensor act_forward(const at::Tensor& x, int64_t kind, const std::vector<double>& p) {
+  switch (kind) {
+    case kRelu: return at::relu(x);
+    case kLeakyRelu: return at::leaky_relu(x, p.at(0));
+    case kElu: return at::elu(x, p.at(0), p.at(1), p.at(2));
+    case kSigmoid: return at::sigmoid(x);
+    case kTanh: return at::tanh(x);
+    case kSoftplus: return at::softplus(x, p.at(0), p.at(1));
+    case kGelu: return at::gelu(x, p.at(0) != 0 ? "tanh" : "none");
+    case kSilu: return at::silu(x);
+    case kHardtanh: return at::hardtanh(x, p.at(0), p.at(1));
+    default: throw InvalidArgument(str_cat("internal: unknown activation kind ", kind, "."));
+  }
+}
+
+// g * f'(x), by autograd on a recomputation (exact for every kind, one code path).
+at::Tensor local_grad(const at::Tensor& x, int64_t kind, const std::vector<double>& p, const at::Tensor& g) {
+  if (kind == kRelu) return g * (x > 0).to(g.scalar_type());
+  at::AutoGradMode on(true);
+  at::Tensor xx = x.detach().requires_grad_(true);
+  at::Tensor y = act_forward(xx, kind, p);
+  return torch::autograd::grad({y}, {xx}, {g})[0];
+}
+
+// The two halves of a DeepLIFT batch [inputs; references] side by side: (a - b) twice.
+at::Tensor paired_delta(const at::Tensor& t) {
+  const int64_t n = t.size(0) / 2;
+  at::Tensor d = t.slice(0, 0, n) - t.slice(0, n, 2 * n);
+  return at::cat({d, d});
+}
+
+void check_pairs(const at::Tensor& x) {
+  CANDELA_CHECK(x.dim() >= 1 && x.size(0) % 2 == 0,
+                "internal: a DeepLIFT pass needs a batch of [inputs; references], got ", x.size(0), " rows.");
+}
+
+class ActFn : public torch::autograd::Function<ActFn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t kind, std::vector<double> p,
+                            int64_t mode, double eps) {
+    at::Tensor y = act_forward(x, kind, p);
+    if (mode == kRescale) check_pairs(x);
+    ctx->save_for_backward({x, y});
+    ctx->saved_data["kind"] = kind;
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["mode"] = mode;
+    ctx->saved_data["eps"] = eps;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &y = saved[1], &g = grads[0];
+    const int64_t kind = ctx->saved_data["kind"].toInt(), mode = ctx->saved_data["mode"].toInt();
+    const auto p = ctx->saved_data["p"].toDoubleVector();
+    at::Tensor gi;
+    if (mode == kGuided) {
+      gi = local_grad(x, kind, p, g).clamp_min(0);  // Captum: relu(grad_input)
+    } else if (mode == kDeconv) {
+      gi = g.clamp_min(0);  // relu(grad_output), no forward mask
+    } else {
+      // DeepLIFT Rescale (Captum's nonlinear rule): g * dy / dx, the gradient where |dx| < eps.
+      const double eps = ctx->saved_data["eps"].toDouble();
+      const at::Tensor dx = paired_delta(x), dy = paired_delta(y);
+      const at::Tensor small = dx.abs() < eps;
+      gi = at::where(small, local_grad(x, kind, p, g), g * dy / at::where(small, at::ones_like(dx), dx));
+    }
+    return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Scatter-add of pooled values back to the input positions they came from.
+at::Tensor unpool(const at::Tensor& values, const at::Tensor& indices, const at::Tensor& like) {
+  at::Tensor flat = at::zeros({like.size(0), like.size(1), like[0][0].numel()}, values.options());
+  flat.scatter_add_(2, indices.flatten(2), values.flatten(2));
+  return flat.view(like.sizes());
+}
+
+class MaxPoolFn : public torch::autograd::Function<MaxPoolFn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, std::vector<int64_t> kernel,
+                            std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                            bool ceil_mode, double eps) {
+    check_pairs(x);
+    CANDELA_CHECK_T(UnsupportedModel, x.dim() == 4, "DeepLIFT's max-pool rule handles 2-d pooling of [N, C, H, W], got ",
+                    x.dim(), " dimensions.");
+    ctx->save_for_backward({x});
+    ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["ceil"] = ceil_mode;
+    ctx->saved_data["eps"] = eps;
+    return at::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode);
+  }
+  // Captum's maxpool rule: the pooled difference between input and reference, routed to the
+  // input's and the reference's argmax, divided by the input difference.
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor x = ctx->get_saved_variables()[0];
+    const at::Tensor& g = grads[0];
+    auto [out, idx] = at::max_pool2d_with_indices(
+        x, ctx->saved_data["kernel"].toIntVector(), ctx->saved_data["stride"].toIntVector(),
+        ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
+        ctx->saved_data["ceil"].toBool());
+    const int64_t n = x.size(0) / 2;
+    const at::Tensor o = out.slice(0, 0, n), o_ref = out.slice(0, n, 2 * n);
+    const at::Tensor xmax = at::max(o, o_ref);
+    const at::Tensor routed = unpool(g * at::cat({xmax - o_ref, o - xmax}), idx, x);
+    const at::Tensor num = routed.slice(0, 0, n) + routed.slice(0, n, 2 * n);
+    const at::Tensor plain = unpool(g, idx, x).slice(0, 0, n);
+    const at::Tensor dx = paired_delta(x);
+    const at::Tensor small = dx.abs() < ctx->saved_data["eps"].toDouble();
+    const at::Tensor gi =
+        at::where(small, at::cat({plain, plain}), at::cat({num, num}) / at::where(small, at::ones_like(dx), dx));
+    return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// A linear or convolution layer: forward and the transposed map L^T_W(s) = d<L(x; W, 0), s>/dx.
+struct Affine {
+  bool conv = false, transposed = false;
+  int64_t groups = 1;
+  std::vector<int64_t> stride, padding, dilation, output_padding;
+
+  at::Tensor fwd(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+    if (!conv) return at::linear(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt);
+    return at::convolution(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, stride, padding,
+                           dilation, transposed, output_padding, groups);
+  }
+  at::Tensor lt(const at::Tensor& s, const at::Tensor& w, const at::Tensor& x) const {
+    if (!conv) return at::matmul(s, w);
+    const int64_t dims = x.dim() - 2;
+    if (transposed) {
+      return at::convolution(s, w, c10::nullopt, stride, padding, dilation, false, std::vector<int64_t>(dims, 0),
+                             groups);
+    }
+    std::vector<int64_t> pad_out(dims);
+    for (int64_t d = 0; d < dims; ++d) {
+      const int64_t k = w.size(d + 2);
+      pad_out[d] = x.size(d + 2) - ((s.size(d + 2) - 1) * stride[d] - 2 * padding[d] + dilation[d] * (k - 1) + 1);
+    }
+    return at::convolution(s, w, c10::nullopt, stride, padding, dilation, true, pad_out, groups);
+  }
+};
+
+// Bounds of the z-box rule broadcast to x: a scalar, one value per channel, or x's shape.
+at::Tensor bound_like(const at::Tensor& bound, const at::Tensor& x) {
+  at::Tensor b = bound.to(x.options());
+  if (b.numel() == 1) return b.reshape({}).expand(x.sizes());
+  if (b.dim() == 1 && x.dim() >= 2 && b.size(0) == x.size(1)) {
+    std::vector<int64_t> shape(x.dim(), 1);
+    shape[1] = b.size(0);
+    return b.view(shape).expand(x.sizes());
+  }
+  return b.expand(x.sizes());
+}
+
+class AffineFn : public torch::autograd::Function<AffineFn> {
+ public:
+  // ints = {conv, transposed, groups, rule, dims, stride[dims], padding[dims], dilation[dims], output_padding[dims]}
+  // Optional tensors travel as c10::optional: LibTorch 1.13's Function::apply rejects undefined ones.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& low_bound,
+                            const c10::optional<at::Tensor>& high_bound, std::vector<int64_t> ints,
+                            std::vector<double> p) {
+    const at::Tensor b = opt(bias), low = opt(low_bound), high = opt(high_bound);
+    const Affine a = unpack(ints);
+    at::Tensor y = a.fwd(x, w, b);
+    ctx->save_for_backward({x, w, b, low, high, y});
+    ctx->saved_data["ints"] = ints;
+    ctx->saved_data["p"] = p;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &low = saved[3], &high = saved[4], &y = saved[5];
+    const auto ints = ctx->saved_data["ints"].toIntVector();
+    const auto p = ctx->saved_data["p"].toDoubleVector();
+    const Affine a = unpack(ints);
+    const int64_t rule = ints[3];
+    const double eps = p[0], gamma = p[1], alpha = p[2], beta = p[3];
+    const at::Tensor b = p[4] != 0 ? at::Tensor() : saved[2];
+    const at::Tensor& r = grads[0];
+    auto part = [](const at::Tensor& t, bool positive) {
+      if (!t.defined()) return t;
+      return positive ? t.clamp_min(0) : t.clamp_max(0);
+    };
+    auto add_bias = [](const at::Tensor& t, const at::Tensor& bias, double scale) {
+      return bias.defined() ? t + scale * bias : t;
+    };
+    at::Tensor gi;
+    switch (rule) {
+      case kRuleGradient: gi = a.lt(r, w, x); break;
+      case kRuleEpsilon: {
+        const at::Tensor z = b.defined() || !saved[2].defined() ? y : a.fwd(x, w, b);
+        gi = x * a.lt(r / stab(z, eps), w, x);
+        break;
+      }
+      case kRuleZero: {
+        const at::Tensor z = b.defined() || !saved[2].defined() ? y : a.fwd(x, w, b);
+        const at::Tensor zero = z == 0;
+        gi = x * a.lt(at::where(zero, at::zeros_like(r), r / at::where(zero, at::ones_like(z), z)), w, x);
+        break;
+      }
+      case kRuleAlphaBeta: {
+        const at::Tensor xp = x.clamp_min(0), xn = x.clamp_max(0), wp = w.clamp_min(0), wn = w.clamp_max(0);
+        const bool has_negative = (x < 0).any().item<bool>();
+        // One sign pattern: x+ with W_a and bias b_a, x- with W_b and no bias.
+        auto branch = [&](const at::Tensor& wa, const at::Tensor& wb, const at::Tensor& ba) {
+          at::Tensor z = a.fwd(xp, wa, ba);
+          if (has_negative) z = z + a.fwd(xn, wb, at::Tensor());
+          const at::Tensor s = r / stab(z, eps);
+          at::Tensor out = xp * a.lt(s, wa, x);
+          if (has_negative) out = out + xn * a.lt(s, wb, x);
+          return out;
+        };
+        gi = alpha * branch(wp, wn, part(b, true));
+        if (beta != 0) gi = gi - beta * branch(wn, wp, part(b, false));
+        break;
+      }
+      case kRuleGamma: {
+        // zennit's Gamma: W+ = W + gamma W^+ for positive inputs of neurons with y > 0, W- = W +
+        // gamma W^- for those with y < 0 (negative inputs take the other one); y = 0 gets nothing.
+        const at::Tensor wp = w.clamp_min(0), wn = w.clamp_max(0);
+        const at::Tensor wu = w + gamma * wp, wd = w + gamma * wn;
+        const at::Tensor bp = part(b, true), bn = part(b, false);
+        const at::Tensor bu = add_bias(b.defined() ? b : at::Tensor(), bp, gamma);
+        const at::Tensor bd = add_bias(b.defined() ? b : at::Tensor(), bn, gamma);
+        const at::Tensor pos = (y > 0).to(r.scalar_type()), neg = (y < 0).to(r.scalar_type());
+        if (!(x < 0).any().item<bool>()) {
+          // x >= 0 (after a ReLU): z+ = y + gamma L(x; W^+, b^+), z- = (1 + gamma) y - gamma L(x; W^+, b^+),
+          // and L^T_{W+}(s+) + L^T_{W-}(s-) = L^T_W(s+ + (1 + gamma) s-) + gamma L^T_{W^+}(s+ - s-):
+          // one extra layer pass forward and two backward.
+          const at::Tensor yb = b.defined() || !saved[2].defined() ? y : a.fwd(x, w, b);
+          const at::Tensor plus = a.fwd(x, wp, bp);
+          const at::Tensor sp = pos * r / stab(yb + gamma * plus, eps);
+          const at::Tensor sm = neg * r / stab((1 + gamma) * yb - gamma * plus, eps);
+          gi = x * (a.lt(sp + (1 + gamma) * sm, w, x) + gamma * a.lt(sp - sm, wp, x));
+        } else {
+          const at::Tensor xp = x.clamp_min(0), xn = x.clamp_max(0);
+          const at::Tensor zp = a.fwd(xp, wu, bu) + a.fwd(xn, wd, at::Tensor());
+          const at::Tensor zm = a.fwd(xp, wd, bd) + a.fwd(xn, wu, at::Tensor());
+          const at::Tensor sp = pos * r / stab(zp, eps), sm = neg * r / stab(zm, eps);
+          gi = xp * (a.lt(sp, wu, x) + a.lt(sm, wd, x)) + xn * (a.lt(sp, wd, x) + a.lt(sm, wu, x));
+        }
+        break;
+      }
+      case kRuleZBox: {
+        const at::Tensor l = bound_like(low, x), h = bound_like(high, x);
+        const at::Tensor wp = w.clamp_min(0), wn = w.clamp_max(0);
+        // The biases cancel: b - b^+ - b^- = 0.
+        const at::Tensor z = a.fwd(x, w, at::Tensor()) - a.fwd(l, wp, at::Tensor()) - a.fwd(h, wn, at::Tensor());
+        const at::Tensor s = r / stab(z, eps);
+        gi = x * a.lt(s, w, x) - l * a.lt(s, wp, x) - h * a.lt(s, wn, x);
+        break;
+      }
+      case kRuleWSquare: {
+        const at::Tensor w2 = w * w;
+        const at::Tensor z = a.fwd(at::ones_like(x), w2, b.defined() ? b * b : at::Tensor());
+        gi = a.lt(r / stab(z, eps), w2, x);
+        break;
+      }
+      case kRuleFlat: {
+        const at::Tensor w1 = at::ones_like(w);
+        const at::Tensor z = a.fwd(at::ones_like(x), w1, at::Tensor());
+        gi = a.lt(r / stab(z, eps), w1, x);
+        break;
+      }
+      default: throw InvalidArgument(str_cat("internal: unknown LRP rule ", rule, "."));
+    }
+    return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+
+ private:
+  static Affine unpack(const std::vector<int64_t>& ints) {
+    Affine a;
+    a.conv = ints.at(0) != 0;
+    a.transposed = ints.at(1) != 0;
+    a.groups = ints.at(2);
+    const auto dims = static_cast<size_t>(ints.at(4));
+    auto take = [&](size_t k) { return std::vector<int64_t>(ints.begin() + 5 + k * dims, ints.begin() + 5 + (k + 1) * dims); };
+    a.stride = take(0);
+    a.padding = take(1);
+    a.dilation = take(2);
+    a.output_padding = take(3);
+    return a;
+  }
+};
+
+class PassFn : public torch::autograd::Function<PassFn> {
+ public:
+  static at::Tensor forward(AutogradContext*, const at::Tensor& x, const at::Tensor& y) {
+    CANDELA_CHECK_T(ShapeMismatch, x.sizes() == y.sizes(), "internal: a pass-through rule needs equal shapes.");
+    return y;
+  }
+  static variable_list backward(AutogradContext*, variable_list grads) { return {grads[0], at::Tensor()}; }
+};
+
+class InFn : public torch::autograd::Function<InFn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x) {
+    ctx->save_for_backward({x});
+    return x;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {grads[0] * ctx->get_saved_variables()[0]};
+  }
+};
+
+class OutFn : public torch::autograd::Function<OutFn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& y, double eps) {
+    ctx->save_for_backward({y});
+    ctx->saved_data["eps"] = eps;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {grads[0] / stab(ctx->get_saved_variables()[0], ctx->saved_data["eps"].toDouble()), at::Tensor()};
+  }
+};
+
+at::Tensor rule_act(const at::Tensor& x, int64_t kind, c10::ArrayRef<double> p, int64_t mode, double eps) {
+  return ActFn::apply(x, kind, p.vec(), mode, eps);
+}
+at::Tensor rule_maxpool(const at::Tensor& x, c10::IntArrayRef kernel, c10::IntArrayRef stride,
+                        c10::IntArrayRef padding, c10::IntArrayRef dilation, bool ceil_mode, double eps) {
+  // max_pool2d's defaults: an empty stride is the kernel size.
+  std::vector<int64_t> k = kernel.vec(), s = stride.empty() ? kernel.vec() : stride.vec();
+  auto two = [](std::vector<int64_t> v) { return v.size() == 1 ? std::vector<int64_t>{v[0], v[0]} : v; };
+  return MaxPoolFn::apply(x, two(k), two(s), two(padding.vec()), two(dilation.vec()), ceil_mode, eps);
+}
+at::Tensor rule_affine(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool conv,
+                       c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
+                       c10::IntArrayRef output_padding, int64_t groups, int64_t rule, c10::ArrayRef<double> p,
+                       const c10::optional<at::Tensor>& low, const c10::optional<at::Tensor>& high) {
+  const int64_t dims = conv ? w.dim() - 2 : 0;
+  auto expand = [&](c10::IntArrayRef v, int64_t fill) {
+    std::vector<int64_t> out(v.begin(), v.end());
+    if (out.empty()) out.assign(dims, fill);
+    if (out.size() == 1 && dims > 1) out.assign(dims, out[0]);
+    return out;
+  };
+  std::vector<int64_t> ints = {conv ? 1 : 0, transposed ? 1 : 0, groups, rule, dims};
+  for (const auto& v : {expand(stride, 1), expand(padding, 0), expand(dilation, 1), expand(output_padding, 0)})
+    ints.insert(ints.end(), v.begin(), v.end());
+  return AffineFn::apply(x, w, b, low, high, ints, p.vec());
+}
+at::Tensor rule_pass(const at::Tensor& x, const at::Tensor& y) { return PassFn::apply(x, y); }
+at::Tensor rule_in(const at::Tensor& x) { return InFn::apply(x); }
+at::Tensor rule_out(const at::Tensor& y, double eps) { return OutFn::apply(y, eps); }
+
+}  // namespace
+
+// Conservative alias analysis keeps the JIT from moving, merging or removing the ops.
+TORCH_LIBRARY_FRAGMENT(candela, m) {
+  const auto k = c10::AliasAnalysisKind::CONSERVATIVE;
+  m.def(torch::schema("candela::rule_act(Tensor x, int kind, float[] p, int mode, float eps) -> Tensor", k));
+  m.def(torch::schema("candela::rule_maxpool(Tensor x, int[] kernel, int[] stride, int[] padding, int[] dilation, "
+                      "bool ceil_mode, float eps) -> Tensor",
+                      k));
+  m.def(torch::schema("candela::rule_affine(Tensor x, Tensor w, Tensor? b, bool conv, int[] stride, int[] padding, "
+                      "int[] dilation, bool transposed, int[] output_padding, int groups, int rule, float[] p, "
+                      "Tensor? low, Tensor? high) -> Tensor",
+                      k));
+  m.def(torch::schema("candela::rule_pass(Tensor x, Tensor y) -> Tensor", k));
+  m.def(torch::schema("candela::rule_in(Tensor x) -> Tensor", k));
+  m.def(torch::schema("candela::rule_out(Tensor y, float eps) -> Tensor", k));
+}
+
+// One kernel for every backend: the autograd functions call ATen, which dispatches on.
+TORCH_LIBRARY_IMPL(candela, CompositeImplicitAutograd, m) {
+  m.impl("rule_act", TORCH_FN(rule_act));
+  m.impl("rule_maxpool", TORCH_FN(rule_maxpool));
+  m.impl("rule_affine", TORCH_FN(rule_affine));
+  m.impl("rule_pass", TORCH_FN(rule_pass));
+  m.impl("rule_in", TORCH_FN(rule_in));
+  m.impl("rule_out", TORCH_FN(rule_out));
+}
+
+void register_rule_ops() {}
+
+}  // namespace candela::detail
