@@ -124,7 +124,7 @@ std::vector<std::string> read_names(const std::string& text) {
 // Everything `candela explain` was given.
 struct ExplainArgs {
   std::string model, input, method, target = "top1", baseline = "zeros", out, device = "cpu";
-  std::string features, background, feature_names;
+  std::string features, background, feature_names, composite;
   std::vector<std::string> options, layers;
   bool baseline_given = false, quiet = false;
   SpecFlags spec;
@@ -160,10 +160,22 @@ int run_explain(const ExplainArgs& args) {
     CANDELA_CHECK(!options.contains("layers"), "give the layers either with --layer or with --option layers=..., not both.");
     options["layers"] = layers;
   }
+  if (!args.composite.empty()) {
+    CANDELA_CHECK(info.schema.contains("composite"), method, " takes no composite; --composite is for lrp.");
+    CANDELA_CHECK(!options.contains("composite"),
+                  "give the composite either with --composite or with --option composite=..., not both.");
+    options["composite"] = args.composite;
+  }
   auto explainer = info.create(options);
   CANDELA_CHECK(!args.baseline_given || explainer->uses_baseline(), method,
-                " does not use a baseline; drop --baseline (methods that use one: integrated_gradients, "
-                "gradient_shap, expected_gradients, and noise_tunnel around them).");
+                " does not use a baseline; drop --baseline (methods that use one: ",
+                [] {
+                  std::string names;
+                  for (const auto& m : Registry::builtin().methods())
+                    if (m.uses_baseline) names += (names.empty() ? "" : ", ") + m.name;
+                  return names;
+                }(),
+                ", and noise_tunnel around them).");
   heatmap.validate();
   CANDELA_CHECK(args.background.empty() || !args.baseline_given,
                 "give either --baseline or --background (a data set: the baseline distribution), not both.");
@@ -214,6 +226,10 @@ int run_methods(bool json) {
     for (const auto& [key, field] : m.schema.items()) {
       std::cout << "    --option " << key << "=" << field["default"].dump() << "  [" << field["type"].get<std::string>()
                 << "] " << field["description"].get<std::string>() << "\n";
+    }
+    for (const auto& [list, entries] : m.catalog.items()) {
+      std::cout << "    " << list << ":\n";
+      for (const auto& [name, text] : entries.items()) std::cout << "      " << name << "  " << text.get<std::string>() << "\n";
     }
     std::cout << "\n";
   }
@@ -299,6 +315,7 @@ int main(int argc, char** argv) {
       "  candela explain --model resnet18.pt --input cat.png --method grad_cam --layer layer4 --out out/cam\n"
       "  candela explain --model mlp.pt --input rows.csv --background train.csv --method kernel_shap --out out/shap\n"
       "  candela explain --model resnet18.pt --input cat.png --method lime --features slic:20 --out out/lime\n"
+      "  candela explain --model resnet18.pt --input cat.png --method lrp --composite epsilon_gamma_box --out out/lrp\n"
       "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png.");
   explain->add_option("--model", ea.model, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
   explain->add_option("--input", ea.input, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]")->required();
@@ -306,6 +323,8 @@ int main(int argc, char** argv) {
   explain->add_option("--target", ea.target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2)");
   explain->add_option("--option", ea.options, "Method option KEY=VALUE (repeatable)");
   explain->add_option("--layer", ea.layers, "Layer to explain or tap, as `candela info` names it (repeatable)");
+  explain->add_option("--composite", ea.composite,
+                      "LRP composite: epsilon_plus, epsilon_gamma_box, ... (see `candela methods`) or a JSON file");
   explain->add_option("--baseline", ea.baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy");
   explain->add_option("--out", ea.out, "Output folder")->required();
   explain->add_option("--features", ea.features,

@@ -97,11 +97,43 @@ TEST(Cli, ExplainsNpyRowsWithOptionsAndReportsTheDelta) {
     EXPECT_GE(std::abs(first[j - 1]["attribution"].get<double>()), std::abs(first[j]["attribution"].get<double>()));
 }
 
+TEST(Cli, LrpCompositesByNameAndFromJson) {
+  TempDir dir;
+  const std::string base = "explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+                           " --method lrp --target 0";
+  auto r = cli(base + " --composite epsilon_gamma_box --out " + dir / "box");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto meta = nlohmann::json::parse(slurp(dir / "box/attribution.json"));
+  EXPECT_EQ(meta["extra"]["composite"]["name"], "epsilon_gamma_box");
+  EXPECT_NEAR(meta["extra"]["relevance"]["output"][0].get<double>(), 1.0, 1e-12);
+  // The digit's pixels are in [0, 1] with no normalisation: the z-box bounds are 0 and 1.
+  EXPECT_EQ(meta["extra"]["composite"]["rules"][0]["low"][0], 0.0);
+  EXPECT_EQ(meta["extra"]["composite"]["rules"][0]["high"][0], 1.0);
+  std::ofstream(dir / "mine.json") << R"({"name": "mine", "rules": [{"type": "conv", "rule": "gamma", "gamma": 1.0},
+                                                                   {"type": "linear", "rule": "epsilon"}]})";
+  r = cli(base + " --composite " + dir / "mine.json" + " --out " + dir / "mine");
+  ASSERT_EQ(r.code, 0) << r.err;
+  meta = nlohmann::json::parse(slurp(dir / "mine/attribution.json"));
+  EXPECT_EQ(meta["extra"]["composite"]["name"], "mine");
+  EXPECT_EQ(meta["extra"]["composite"]["rules"][0]["gamma"], 1.0);
+  // Clear errors: an unknown composite, a composite for a method without one, bad JSON.
+  expect_one_clear_line(cli(base + " --composite epsilon_plux --out " + dir / "bad1"), "Did you mean 'epsilon_plus'");
+  expect_one_clear_line(cli("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+                            " --method saliency --composite epsilon_plus --out " + dir / "bad2"),
+                        "takes no composite");
+  std::ofstream(dir / "broken.json") << "{\"rules\": [";
+  expect_one_clear_line(cli(base + " --composite " + dir / "broken.json" + " --out " + dir / "bad3"), "not valid JSON");
+  for (const char* d : {"bad1", "bad2", "bad3"}) EXPECT_FALSE(fs::exists(dir / d)) << d;
+}
+
 TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
   auto m = cli("methods");
   ASSERT_EQ(m.code, 0);
   for (const auto& name : Registry::builtin().names()) EXPECT_NE(m.out.find(name), std::string::npos) << name;
   EXPECT_NE(m.out.find("--option n_steps=50"), std::string::npos);
+  for (const char* c : {"epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
+                        "epsilon_alpha2_beta1_flat", "z_box", "w_square", "alpha_beta"})
+    EXPECT_NE(m.out.find(std::string("      ") + c + "  "), std::string::npos) << "composite or rule " << c;
   auto j = cli("methods --json");
   ASSERT_EQ(j.code, 0);
   EXPECT_EQ(nlohmann::json::parse(j.out).size(), Registry::builtin().names().size());

@@ -25,6 +25,9 @@ struct MethodInfo {
   bool stochastic = false;    // uses the `seed` option
   bool uses_baseline = false;
   bool uses_target = true;    // false: the method explains something else (a neuron, the activations)
+  // Named lists a front end shows with the method, e.g. LRP's composites and rules:
+  // {"composites": {"epsilon_plus": "...", ...}, "rules": {...}} (name -> one-line description).
+  nlohmann::json catalog = nlohmann::json::object();
   std::function<std::unique_ptr<Explainer>(const nlohmann::json& options)> create;
 };
 

@@ -328,7 +328,7 @@ Baseline Baseline::tensor(at::Tensor value) {
   CANDELA_CHECK(at::isfinite(value).all().item<bool>(), "baseline tensor contains NaN or infinite values.");
   Baseline b;
   b.kind_ = Kind::kTensor;
-  b.value_ = value.to(at::kFloat);
+  b.value_ = value.detach();  // its own dtype: a double model keeps a double reference
   return b;
 }
 Baseline Baseline::distribution(at::Tensor samples) {

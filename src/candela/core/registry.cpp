@@ -49,7 +49,7 @@ nlohmann::json Registry::to_json() const {
     out.push_back({{"name", m.name}, {"family", m.family}, {"description", m.description},
                    {"reference", m.reference}, {"options", m.schema}, {"completeness", m.completeness},
                    {"stochastic", m.stochastic}, {"uses_baseline", m.uses_baseline},
-                   {"uses_target", m.uses_target}});
+                   {"uses_target", m.uses_target}, {"catalog", m.catalog}});
   return out;
 }
 

@@ -93,6 +93,7 @@ class RuleGraph {
 };
 
 // "epsilon_plus" or a JSON file's path -> the composite (rules not given take `defaults`).
-Composite resolve_composite(const std::string& name_or_file, const LrpRule& defaults);
+// check_only: only refuse an unknown built-in name (a file is read when used).
+Composite resolve_composite(const std::string& name_or_file, const LrpRule& defaults, bool check_only = false);
 
 }  // namespace candela

@@ -203,6 +203,7 @@ void Lrp::Options::validate() const {
     r.name = "epsilon";
     r.validate();
   }
+  if (rule.empty()) resolve_composite(composite, r, /*check_only=*/true);
   CANDELA_CHECK(low.size() == high.size(), "give low and high together, with as many values each (got ", low.size(),
                 " and ", high.size(), ").");
 }

@@ -172,13 +172,14 @@ nlohmann::json Composite::to_json() const {
   return {{"name", name}, {"rules", rules}};
 }
 
-Composite resolve_composite(const std::string& name_or_file, const LrpRule& defaults) {
+Composite resolve_composite(const std::string& name_or_file, const LrpRule& defaults, bool check_only) {
   const auto& names = Composite::builtin_names();
   if (std::find(names.begin(), names.end(), name_or_file) != names.end())
     return Composite::builtin(name_or_file, defaults);
   const bool looks_like_file = name_or_file.find('/') != std::string::npos ||
                                (name_or_file.size() > 5 && name_or_file.substr(name_or_file.size() - 5) == ".json");
   if (!looks_like_file) return Composite::builtin(name_or_file, defaults);  // unknown name: its error
+  if (check_only) return {};
   const std::string text = read_file(name_or_file, 1 << 20);
   nlohmann::json j;
   try {
@@ -365,9 +366,10 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
     if (!reads) continue;
     for (auto* o : node->outputs())
       if (carries_tensors(o)) data.insert(o);
-    bool tensor_in = false;
+    bool tensor_in = false, tensor_out = false;
     for (auto* v : node->inputs()) tensor_in |= on_path(v) && carries_tensors(v);
-    if (!tensor_in) continue;
+    for (auto* v : node->outputs()) tensor_out |= carries_tensors(v);
+    if (!tensor_in || !tensor_out) continue;  // x.size(0), x.dim(): no relevance flows there
     CANDELA_CHECK_T(UnsupportedModel, kind.empty() || kind.back() != '_' || kind == "aten::squeeze_", mname,
                     ": the in-place op ", where(), " could not be made functional, so its rule cannot be placed. "
                     "Write it out of place in the model (e.g. x = x + y, torch.relu(x)).");

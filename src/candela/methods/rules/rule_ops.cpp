@@ -15,8 +15,11 @@ using torch::autograd::variable_list;
 
 at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
-// zennit's stabilizer: z + eps * sign(z), zero counted as positive.
-at::Tensor stab(const at::Tensor& z, double eps) { return z + at::where(z >= 0, eps, -eps); }
+// zennit's stabilizer: z + eps * sign(z), zero counted as positive. (copysign differs only at
+// z = -0.0, a neuron whose inputs are all zero, where the relevance it passes on is 0 anyway.)
+at::Tensor stab(const at::Tensor& z, double eps) {
+  return z + at::copysign(at::scalar_tensor(eps, z.options()), z);
+}
 
 at::Tensor act_forward(const at::Tensor& x, int64_t kind, const std::vector<double>& p) {
   switch (kind) {
@@ -149,10 +152,17 @@ struct Affine {
   at::Tensor lt(const at::Tensor& s, const at::Tensor& w, const at::Tensor& x) const {
     if (!conv) return at::matmul(s, w);
     const int64_t dims = x.dim() - 2;
+    if (!transposed && x.size(1) >= 8) {
+      // LibTorch's own input gradient: on CPU about 3x faster than a transposed convolution
+      // for the wide layers that dominate a CNN.
+      return std::get<0>(at::convolution_backward(s, x, w, c10::nullopt, stride, padding, dilation, false,
+                                                  output_padding, groups, {true, false, false}));
+    }
     if (transposed) {
       return at::convolution(s, w, c10::nullopt, stride, padding, dilation, false, std::vector<int64_t>(dims, 0),
                              groups);
     }
+    // A first layer with few input channels: the transposed convolution is the faster one.
     std::vector<int64_t> pad_out(dims);
     for (int64_t d = 0; d < dims; ++d) {
       const int64_t k = w.size(d + 2);
@@ -161,6 +171,37 @@ struct Affine {
     return at::convolution(s, w, c10::nullopt, stride, padding, dilation, true, pad_out, groups);
   }
 };
+
+// L^T for several weights at once, [L^T_{W_1}(s), ...]: one call on the weights stacked along
+// the input channels (the first layer's z-box needs three).
+std::vector<at::Tensor> lt_many(const Affine& a, const at::Tensor& s, const std::vector<at::Tensor>& ws,
+                                const at::Tensor& x) {
+  std::vector<at::Tensor> out;
+  if (a.conv && (a.groups != 1 || a.transposed)) {
+    for (const auto& w : ws) out.push_back(a.lt(s, w, x));
+    return out;
+  }
+  const int64_t dim = a.conv ? 1 : x.dim() - 1;
+  std::vector<at::Tensor> xs(ws.size(), x);
+  const at::Tensor stacked = a.lt(s, at::cat(ws, 1), a.conv ? at::cat(xs, 1) : x);
+  return stacked.chunk(static_cast<int64_t>(ws.size()), dim);
+}
+
+// L(x1; W1, b) + L(x2; W2, 0) in one call, the inputs and weights stacked along the input channels.
+at::Tensor fwd_pair(const Affine& a, const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& w1,
+                    const at::Tensor& w2, const at::Tensor& b) {
+  if (a.conv && (a.groups != 1 || a.transposed)) return a.fwd(x1, w1, b) + a.fwd(x2, w2, at::Tensor());
+  return a.fwd(at::cat({x1, x2}, a.conv ? 1 : x1.dim() - 1), at::cat({w1, w2}, 1), b);
+}
+
+// The layer's output without its bias (zero_params = "bias", z-box): y - b.
+at::Tensor without_bias(const at::Tensor& y, const at::Tensor& bias, const Affine& a) {
+  if (!bias.defined()) return y;
+  if (!a.conv) return y - bias;
+  std::vector<int64_t> shape(y.dim(), 1);
+  shape[1] = bias.size(0);
+  return y - bias.view(shape);
+}
 
 // Bounds of the z-box rule broadcast to x: a scalar, one value per channel, or x's shape.
 at::Tensor bound_like(const at::Tensor& bound, const at::Tensor& x) {
@@ -212,27 +253,33 @@ class AffineFn : public torch::autograd::Function<AffineFn> {
     switch (rule) {
       case kRuleGradient: gi = a.lt(r, w, x); break;
       case kRuleEpsilon: {
-        const at::Tensor z = b.defined() || !saved[2].defined() ? y : a.fwd(x, w, b);
+        const at::Tensor z = b.defined() ? y : without_bias(y, saved[2], a);
         gi = x * a.lt(r / stab(z, eps), w, x);
         break;
       }
       case kRuleZero: {
-        const at::Tensor z = b.defined() || !saved[2].defined() ? y : a.fwd(x, w, b);
+        const at::Tensor z = b.defined() ? y : without_bias(y, saved[2], a);
         const at::Tensor zero = z == 0;
         gi = x * a.lt(at::where(zero, at::zeros_like(r), r / at::where(zero, at::ones_like(z), z)), w, x);
         break;
       }
       case kRuleAlphaBeta: {
-        const at::Tensor xp = x.clamp_min(0), xn = x.clamp_max(0), wp = w.clamp_min(0), wn = w.clamp_max(0);
-        const bool has_negative = (x < 0).any().item<bool>();
+        const at::Tensor wp = w.clamp_min(0), wn = w.clamp_max(0);
+        if (!(x < 0).any().item<bool>()) {
+          // x >= 0: z_alpha = L(x; W^+, b^+) and z_beta = L(x; W^-, b^-) = z - z_alpha.
+          const at::Tensor z = b.defined() ? y : without_bias(y, saved[2], a);
+          const at::Tensor za = a.fwd(x, wp, part(b, true));
+          at::Tensor g = a.lt(alpha * r / stab(za, eps), wp, x);
+          if (beta != 0) g = g - a.lt(beta * r / stab(z - za, eps), wn, x);
+          gi = x * g;
+          break;
+        }
+        const at::Tensor xp = x.clamp_min(0), xn = x.clamp_max(0);
         // One sign pattern: x+ with W_a and bias b_a, x- with W_b and no bias.
         auto branch = [&](const at::Tensor& wa, const at::Tensor& wb, const at::Tensor& ba) {
-          at::Tensor z = a.fwd(xp, wa, ba);
-          if (has_negative) z = z + a.fwd(xn, wb, at::Tensor());
-          const at::Tensor s = r / stab(z, eps);
-          at::Tensor out = xp * a.lt(s, wa, x);
-          if (has_negative) out = out + xn * a.lt(s, wb, x);
-          return out;
+          const at::Tensor s = r / stab(fwd_pair(a, xp, xn, wa, wb, ba), eps);
+          const auto g = lt_many(a, s, {wa, wb}, x);
+          return xp * g[0] + xn * g[1];
         };
         gi = alpha * branch(wp, wn, part(b, true));
         if (beta != 0) gi = gi - beta * branch(wn, wp, part(b, false));
@@ -241,37 +288,42 @@ class AffineFn : public torch::autograd::Function<AffineFn> {
       case kRuleGamma: {
         // zennit's Gamma: W+ = W + gamma W^+ for positive inputs of neurons with y > 0, W- = W +
         // gamma W^- for those with y < 0 (negative inputs take the other one); y = 0 gets nothing.
-        const at::Tensor wp = w.clamp_min(0), wn = w.clamp_max(0);
-        const at::Tensor wu = w + gamma * wp, wd = w + gamma * wn;
-        const at::Tensor bp = part(b, true), bn = part(b, false);
-        const at::Tensor bu = add_bias(b.defined() ? b : at::Tensor(), bp, gamma);
-        const at::Tensor bd = add_bias(b.defined() ? b : at::Tensor(), bn, gamma);
-        const at::Tensor pos = (y > 0).to(r.scalar_type()), neg = (y < 0).to(r.scalar_type());
+        const at::Tensor wp = w.clamp_min(0), bp = part(b, true);
         if (!(x < 0).any().item<bool>()) {
           // x >= 0 (after a ReLU): z+ = y + gamma L(x; W^+, b^+), z- = (1 + gamma) y - gamma L(x; W^+, b^+),
           // and L^T_{W+}(s+) + L^T_{W-}(s-) = L^T_W(s+ + (1 + gamma) s-) + gamma L^T_{W^+}(s+ - s-):
           // one extra layer pass forward and two backward.
-          const at::Tensor yb = b.defined() || !saved[2].defined() ? y : a.fwd(x, w, b);
+          const at::Tensor yb = b.defined() ? y : without_bias(y, saved[2], a);
           const at::Tensor plus = a.fwd(x, wp, bp);
-          const at::Tensor sp = pos * r / stab(yb + gamma * plus, eps);
-          const at::Tensor sm = neg * r / stab((1 + gamma) * yb - gamma * plus, eps);
-          gi = x * (a.lt(sp + (1 + gamma) * sm, w, x) + gamma * a.lt(sp - sm, wp, x));
-        } else {
-          const at::Tensor xp = x.clamp_min(0), xn = x.clamp_max(0);
-          const at::Tensor zp = a.fwd(xp, wu, bu) + a.fwd(xn, wd, at::Tensor());
-          const at::Tensor zm = a.fwd(xp, wd, bd) + a.fwd(xn, wu, at::Tensor());
-          const at::Tensor sp = pos * r / stab(zp, eps), sm = neg * r / stab(zm, eps);
-          gi = xp * (a.lt(sp, wu, x) + a.lt(sm, wd, x)) + xn * (a.lt(sp, wd, x) + a.lt(sm, wu, x));
+          const at::Tensor sp = (r / stab(at::add(yb, plus, gamma), eps)).masked_fill_(y <= 0, 0.0);
+          const at::Tensor sm = (r / stab(at::add(yb * (1 + gamma), plus, -gamma), eps)).masked_fill_(y >= 0, 0.0);
+          gi = x * a.lt(at::add(sp, sm, 1 + gamma), w, x).add_(a.lt(at::sub(sp, sm).mul_(gamma), wp, x));
+          break;
         }
+        const at::Tensor wn = w.clamp_max(0), bn = part(b, false);
+        const at::Tensor wu = w + gamma * wp, wd = w + gamma * wn;
+        const at::Tensor bu = add_bias(b, bp, gamma), bd = add_bias(b, bn, gamma);
+        const at::Tensor xp = x.clamp_min(0), xn = x.clamp_max(0);
+        const at::Tensor sp = (r / stab(fwd_pair(a, xp, xn, wu, wd, bu), eps)).masked_fill_(y <= 0, 0.0);
+        const at::Tensor sm = (r / stab(fwd_pair(a, xp, xn, wd, wu, bd), eps)).masked_fill_(y >= 0, 0.0);
+        const auto gp = lt_many(a, sp, {wu, wd}, x), gm = lt_many(a, sm, {wd, wu}, x);
+        gi = xp * (gp[0] + gm[0]) + xn * (gp[1] + gm[1]);
         break;
       }
       case kRuleZBox: {
         const at::Tensor l = bound_like(low, x), h = bound_like(high, x);
         const at::Tensor wp = w.clamp_min(0), wn = w.clamp_max(0);
-        // The biases cancel: b - b^+ - b^- = 0.
-        const at::Tensor z = a.fwd(x, w, at::Tensor()) - a.fwd(l, wp, at::Tensor()) - a.fwd(h, wn, at::Tensor());
-        const at::Tensor s = r / stab(z, eps);
-        gi = x * a.lt(s, w, x) - l * a.lt(s, wp, x) - h * a.lt(s, wn, x);
+        // The biases cancel (b - b^+ - b^- = 0): z = L(x; W) - L(l; W^+) - L(h; W^-).
+        const at::Tensor yb = without_bias(y, saved[2], a);
+        at::Tensor bounds;
+        if (!a.conv || (a.groups == 1 && !a.transposed)) {
+          bounds = a.fwd(at::cat({l, h}, a.conv ? 1 : x.dim() - 1), at::cat({wp, wn}, 1), at::Tensor());
+        } else {
+          bounds = a.fwd(l, wp, at::Tensor()) + a.fwd(h, wn, at::Tensor());
+        }
+        const at::Tensor s = r / stab(yb - bounds, eps);
+        const auto g = lt_many(a, s, {w, wp, wn}, x);
+        gi = x * g[0] - l * g[1] - h * g[2];
         break;
       }
       case kRuleWSquare: {

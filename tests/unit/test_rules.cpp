@@ -1,0 +1,530 @@
+// Rule-based methods: each LRP rule re-derived in closed form on a single linear and a single
+// convolution layer (zennit's tests/unit/test_rules.py, written out here with plain ATen),
+// conservation on bias-free networks, DeepLIFT's summation to f(x) - f(reference), reused
+// modules, guided backprop against its definition, the coverage check, and the model left as
+// it was.
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <fstream>
+#include <map>
+
+#include "candela/io/npy.h"
+#include "candela/methods/rules/deep_lift.h"
+#include "candela/methods/rules/guided_backprop.h"
+#include "candela/methods/rules/lrp.h"
+#include "candela/methods/rules/rule_graph.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+using candela::testing::rel_error;
+using candela::testing::TempDir;
+
+namespace {
+
+const auto kD = at::TensorOptions().dtype(at::kDouble);
+
+at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
+  return at::randn(shape, at::detail::createCPUGenerator(seed), kD);
+}
+
+// A scripted module from source, with double parameters, so closed forms compare to ~1e-12.
+torch::jit::Module module(const std::string& name, const std::string& src,
+                          const std::vector<std::pair<std::string, at::Tensor>>& params = {}) {
+  torch::jit::Module m(name);
+  for (const auto& [k, v] : params) m.register_parameter(k, v.clone(), false);
+  m.define(src);
+  return m;
+}
+
+Model as_model(const torch::jit::Module& m, std::vector<int64_t> shape) {
+  InputSpec spec;
+  spec.shape = std::move(shape);
+  spec.layout = spec.shape.size() == 3 ? "NCHW" : "NC";
+  return Model::from_module(m, spec);
+}
+
+Attribution explain(const Explainer& e, const Model& m, const at::Tensor& x, int64_t target,
+                    Baseline baseline = Baseline::zeros()) {
+  ExplainRequest r;
+  r.inputs = x;
+  r.target = Target::index(target);
+  r.baseline = std::move(baseline);
+  return e.explain(m, r);
+}
+
+Attribution lrp(const Model& m, const at::Tensor& x, int64_t target, Lrp::Options o) {
+  return explain(Lrp(std::move(o)), m, x, target);
+}
+
+// (at::where with two scalars would make a float32 tensor and round eps.)
+at::Tensor stab(const at::Tensor& z, double eps) { return z + at::where(z >= 0, at::full_like(z, eps), at::full_like(z, -eps)); }
+
+// ---- one linear layer -----------------------------------------------------------------
+
+struct LinearCase {
+  at::Tensor w = randn({4, 6}, 1), b = randn({4}, 2), x = randn({2, 6}, 3);
+  Model model = as_model(module("Dense", "def forward(self, x):\n    return torch.linear(x, self.weight, self.bias)\n",
+                                {{"weight", w}, {"bias", b}}),
+                         {6});
+  // Relevance at the output: one-hot at class 1 for each row.
+  at::Tensor r = at::zeros({2, 4}, kD).index_fill_(1, at::tensor({int64_t{1}}), 1.0);
+  at::Tensor fwd(const at::Tensor& in, const at::Tensor& wt, const at::Tensor& bias) const {
+    return bias.defined() ? at::linear(in, wt, bias) : at::linear(in, wt);
+  }
+  at::Tensor lt(const at::Tensor& s, const at::Tensor& wt) const { return s.matmul(wt); }
+};
+
+TEST(LrpRules, LinearEpsilonZeroAndFlatAndWSquare) {
+  LinearCase c;
+  const at::Tensor z = c.fwd(c.x, c.w, c.b);
+  auto eps = lrp(c.model, c.x, 1, {.rule = "epsilon", .epsilon = 0.1});
+  EXPECT_LT(rel_error(eps.values, c.x * c.lt(c.r / stab(z, 0.1), c.w)), 1e-12);
+  auto zero = lrp(c.model, c.x, 1, {.rule = "zero"});
+  EXPECT_LT(rel_error(zero.values, c.x * c.lt(c.r / z, c.w)), 1e-12);
+  auto flat = lrp(c.model, c.x, 1, {.rule = "flat"});
+  EXPECT_LT(rel_error(flat.values, c.lt(c.r / stab(at::full_like(z, 6.0), 1e-6), at::ones_like(c.w))), 1e-12);
+  EXPECT_NEAR(flat.values.sum().item<double>(), 2.0, 1e-6) << "flat conserves exactly";
+  auto ws = lrp(c.model, c.x, 1, {.rule = "w_square"});
+  const at::Tensor w2 = c.w * c.w;
+  EXPECT_LT(rel_error(ws.values, c.lt(c.r / stab(c.fwd(at::ones_like(c.x), w2, c.b * c.b), 1e-6), w2)), 1e-12);
+}
+
+TEST(LrpRules, LinearAlphaBetaAndZPlus) {
+  LinearCase c;
+  const at::Tensor xp = c.x.clamp_min(0), xn = c.x.clamp_max(0), wp = c.w.clamp_min(0), wn = c.w.clamp_max(0);
+  const at::Tensor za = c.fwd(xp, wp, c.b.clamp_min(0)) + c.fwd(xn, wn, {});
+  const at::Tensor zb = c.fwd(xp, wn, c.b.clamp_max(0)) + c.fwd(xn, wp, {});
+  const at::Tensor sa = c.r / stab(za, 1e-6), sb = c.r / stab(zb, 1e-6);
+  const at::Tensor ra = xp * c.lt(sa, wp) + xn * c.lt(sa, wn), rb = xp * c.lt(sb, wn) + xn * c.lt(sb, wp);
+  EXPECT_LT(rel_error(lrp(c.model, c.x, 1, {.rule = "alpha_beta"}).values, 2 * ra - rb), 1e-12);
+  EXPECT_LT(rel_error(lrp(c.model, c.x, 1, {.rule = "z_plus"}).values, ra), 1e-12);
+  EXPECT_THROW(Lrp({.rule = "alpha_beta", .alpha = 2, .beta = 2}), InvalidArgument) << "alpha - beta must be 1";
+}
+
+// zennit's generalised gamma rule, literally: four sign combinations of input and weight,
+// neurons with a positive output take the positive-boosted weights, negative ones the other.
+at::Tensor gamma_closed_form(const LinearCase& c, const at::Tensor& x, double g) {
+  const at::Tensor xp = x.clamp_min(0), xn = x.clamp_max(0);
+  const at::Tensor wu = c.w + g * c.w.clamp_min(0), wd = c.w + g * c.w.clamp_max(0);
+  const at::Tensor bu = c.b + g * c.b.clamp_min(0), bd = c.b + g * c.b.clamp_max(0);
+  const at::Tensor out = c.fwd(x, c.w, c.b);
+  const at::Tensor zp = c.fwd(xp, wu, bu) + c.fwd(xn, wd, {}), zm = c.fwd(xp, wd, bd) + c.fwd(xn, wu, {});
+  const at::Tensor sp = (out > 0).to(at::kDouble) * c.r / stab(zp, 1e-6);
+  const at::Tensor sm = (out < 0).to(at::kDouble) * c.r / stab(zm, 1e-6);
+  return xp * (c.lt(sp, wu) + c.lt(sm, wd)) + xn * (c.lt(sp, wd) + c.lt(sm, wu));
+}
+
+TEST(LrpRules, LinearGammaWithMixedAndPositiveInputs) {
+  LinearCase c;
+  EXPECT_LT(rel_error(lrp(c.model, c.x, 1, {.rule = "gamma", .gamma = 0.5}).values, gamma_closed_form(c, c.x, 0.5)),
+            1e-12);
+  // Non-negative inputs take the implementation's shortcut (one extra pass); same numbers.
+  const at::Tensor pos = c.x.abs();
+  for (int64_t t : {0, 1, 2, 3}) {
+    c.r = at::zeros({2, 4}, kD).index_fill_(1, at::tensor({t}, at::kLong), 1.0);
+    EXPECT_LT(rel_error(lrp(c.model, pos, t, {.rule = "gamma", .gamma = 0.25}).values, gamma_closed_form(c, pos, 0.25)),
+              1e-10)
+        << "target " << t;
+  }
+}
+
+TEST(LrpRules, LinearZBoxAndScoreRelevance) {
+  LinearCase c;
+  const double l = -2.0, h = 2.5;
+  const at::Tensor lo = at::full_like(c.x, l), hi = at::full_like(c.x, h);
+  const at::Tensor wp = c.w.clamp_min(0), wn = c.w.clamp_max(0);
+  const at::Tensor z = c.fwd(c.x, c.w, {}) - c.fwd(lo, wp, {}) - c.fwd(hi, wn, {});
+  const at::Tensor s = c.r / stab(z, 1e-6);
+  const at::Tensor expected = c.x * c.lt(s, c.w) - lo * c.lt(s, wp) - hi * c.lt(s, wn);
+  auto a = lrp(c.model, c.x, 1, {.rule = "z_box", .low = {l}, .high = {h}});
+  EXPECT_LT(rel_error(a.values, expected), 1e-12);
+  EXPECT_NEAR(a.values.sum().item<double>(), 2.0, 1e-5) << "z-box conserves (the biases cancel)";
+  // output_relevance = score starts from the logit instead of 1.
+  auto sc = lrp(c.model, c.x, 1, {.rule = "z_box", .low = {l}, .high = {h}, .output_relevance = "score"});
+  const at::Tensor logit = c.fwd(c.x, c.w, c.b).select(1, 1).unsqueeze(1);
+  EXPECT_LT(rel_error(sc.values, expected * logit), 1e-12);
+  EXPECT_NEAR(sc.extra["relevance"]["output"][0].get<double>(), logit[0][0].item<double>(), 1e-12);
+}
+
+// ---- one convolution ------------------------------------------------------------------
+
+struct ConvCase {
+  at::Tensor w = randn({3, 2, 3, 3}, 11), b = randn({3}, 12), x = randn({1, 2, 7, 7}, 13);
+  Model model = as_model(module("Conv", "def forward(self, x):\n    return torch.conv2d(x, self.weight, self.bias, [2, "
+                                        "2], [1, 1]).flatten(1)\n",
+                                {{"weight", w}, {"bias", b}}),
+                         {2, 7, 7});
+  int64_t target = 17;
+  at::Tensor r = at::zeros({1, 48}, kD).index_fill_(1, at::tensor({int64_t{17}}), 1.0).view({1, 3, 4, 4});
+  at::Tensor fwd(const at::Tensor& in, const at::Tensor& wt, const at::Tensor& bias) const {
+    return at::conv2d(in, wt, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt, {2, 2}, {1, 1});
+  }
+  // L^T by autograd, independent of the implementation's transposed convolution.
+  at::Tensor lt(const at::Tensor& s, const at::Tensor& wt) const {
+    at::AutoGradMode on(true);
+    at::Tensor in = at::zeros_like(x).requires_grad_(true);
+    return torch::autograd::grad({at::conv2d(in, wt, {}, {2, 2}, {1, 1})}, {in}, {s})[0];
+  }
+};
+
+TEST(LrpRules, ConvolutionRules) {
+  ConvCase c;
+  const at::Tensor z = c.fwd(c.x, c.w, c.b);
+  EXPECT_LT(rel_error(lrp(c.model, c.x, c.target, {.rule = "epsilon", .epsilon = 0.01}).values,
+                      c.x * c.lt(c.r / stab(z, 0.01), c.w)),
+            1e-12);
+  const at::Tensor xp = c.x.clamp_min(0), xn = c.x.clamp_max(0), wp = c.w.clamp_min(0), wn = c.w.clamp_max(0);
+  const at::Tensor za = c.fwd(xp, wp, c.b.clamp_min(0)) + c.fwd(xn, wn, {});
+  const at::Tensor zb = c.fwd(xp, wn, c.b.clamp_max(0)) + c.fwd(xn, wp, {});
+  const at::Tensor sa = c.r / stab(za, 1e-6), sb = c.r / stab(zb, 1e-6);
+  const at::Tensor ab = 2 * (xp * c.lt(sa, wp) + xn * c.lt(sa, wn)) - (xp * c.lt(sb, wn) + xn * c.lt(sb, wp));
+  EXPECT_LT(rel_error(lrp(c.model, c.x, c.target, {.rule = "alpha_beta"}).values, ab), 1e-12);
+  // Gamma on non-negative inputs (the shortcut) and on mixed ones.
+  for (const at::Tensor& in : {c.x, c.x.abs()}) {
+    const at::Tensor ip = in.clamp_min(0), in_n = in.clamp_max(0);
+    const double g = 0.25;
+    const at::Tensor wu = c.w + g * wp, wd = c.w + g * wn, bu = c.b + g * c.b.clamp_min(0),
+                     bd = c.b + g * c.b.clamp_max(0);
+    const at::Tensor out = c.fwd(in, c.w, c.b);
+    const at::Tensor sp = (out > 0).to(at::kDouble) * c.r / stab(c.fwd(ip, wu, bu) + c.fwd(in_n, wd, {}), 1e-6);
+    const at::Tensor sm = (out < 0).to(at::kDouble) * c.r / stab(c.fwd(ip, wd, bd) + c.fwd(in_n, wu, {}), 1e-6);
+    const at::Tensor expected = ip * (c.lt(sp, wu) + c.lt(sm, wd)) + in_n * (c.lt(sp, wd) + c.lt(sm, wu));
+    EXPECT_LT(rel_error(lrp(c.model, in, c.target, {.rule = "gamma"}).values, expected), 1e-10);
+  }
+  // z-box with one bound per channel; flat; w-square (only in-bounds taps count).
+  const at::Tensor lo = at::tensor({-1.0, -2.0}, kD).view({1, 2, 1, 1}).expand_as(c.x);
+  const at::Tensor hi = at::tensor({1.5, 2.0}, kD).view({1, 2, 1, 1}).expand_as(c.x);
+  const at::Tensor zz = c.fwd(c.x, c.w, {}) - c.fwd(lo, wp, {}) - c.fwd(hi, wn, {});
+  const at::Tensor s = c.r / stab(zz, 1e-6);
+  EXPECT_LT(rel_error(lrp(c.model, c.x, c.target, {.rule = "z_box", .low = {-1, -2}, .high = {1.5, 2}}).values,
+                      c.x * c.lt(s, c.w) - lo * c.lt(s, wp) - hi * c.lt(s, wn)),
+            1e-12);
+  const at::Tensor ones = at::ones_like(c.w);
+  EXPECT_LT(rel_error(lrp(c.model, c.x, c.target, {.rule = "flat"}).values,
+                      c.lt(c.r / stab(c.fwd(at::ones_like(c.x), ones, {}), 1e-6), ones)),
+            1e-12);
+  const at::Tensor w2 = c.w * c.w;
+  EXPECT_LT(rel_error(lrp(c.model, c.x, c.target, {.rule = "w_square"}).values,
+                      c.lt(c.r / stab(c.fwd(at::ones_like(c.x), w2, c.b * c.b), 1e-6), w2)),
+            1e-12);
+}
+
+// ---- conservation ---------------------------------------------------------------------
+
+// Bias-free networks: relevance is conserved layer by layer, so the input sums to the one-hot's 1.
+Model bias_free_cnn(bool residual) {
+  const std::string src = residual ? R"(
+def forward(self, x):
+    h = torch.relu(torch.conv2d(x, self.c1, None, [1, 1], [1, 1]))
+    r = torch.relu(torch.conv2d(h, self.c2, None, [1, 1], [1, 1]))
+    r = torch.conv2d(r, self.c3, None, [1, 1], [1, 1])
+    h = torch.relu(h + r)
+    h = torch.adaptive_avg_pool2d(h, [1, 1]).flatten(1)
+    return torch.linear(h, self.fc)
+)"
+                                   : R"(
+def forward(self, x):
+    h = torch.relu(torch.conv2d(x, self.c1, None, [1, 1], [1, 1]))
+    h = torch.max_pool2d(h, [2, 2], [2, 2])
+    h = torch.relu(torch.conv2d(h, self.c2, None, [1, 1], [1, 1]))
+    h = torch.conv2d(h, self.c3, None, [1, 1], [1, 1])
+    h = torch.adaptive_avg_pool2d(torch.relu(h), [1, 1]).flatten(1)
+    return torch.linear(h, self.fc)
+)";
+  return as_model(module("BiasFree", src,
+                         {{"c1", randn({4, 2, 3, 3}, 21)},
+                          {"c2", randn({4, 4, 3, 3}, 22)},
+                          {"c3", randn({4, 4, 3, 3}, 23)},
+                          {"fc", randn({3, 4}, 24)}}),
+                  {2, 8, 8});
+}
+
+TEST(LrpConservation, ExactOnBiasFreeNetworks) {
+  const at::Tensor x = randn({2, 2, 8, 8}, 25);
+  for (bool residual : {false, true}) {
+    Model m = bias_free_cnn(residual);
+    for (const std::string composite : {"epsilon_plus", "epsilon_alpha2_beta1", "epsilon_plus_flat",
+                                        "epsilon_alpha2_beta1_flat", "epsilon_gamma_box"}) {
+      auto a = lrp(m, x, 2, {.composite = composite, .epsilon = 1e-12, .stabilizer = 1e-12, .low = {-4}, .high = {4}});
+      for (int64_t i = 0; i < 2; ++i) {
+        EXPECT_NEAR(a.values[i].sum().item<double>(), 1.0, 1e-8)
+            << composite << (residual ? " residual" : " plain") << " row " << i;
+        EXPECT_NEAR(a.extra["relevance"]["ratio"][i].get<double>(), 1.0, 1e-8);
+      }
+    }
+  }
+}
+
+TEST(LrpConservation, BatchNormIsFoldedIntoThePrecedingConvolution) {
+  const at::Tensor w = randn({3, 2, 3, 3}, 31), b = randn({3}, 32);
+  const at::Tensor mean = randn({3}, 33), var = randn({3}, 34).abs() + 0.5, gamma = randn({3}, 35), beta = randn({3}, 36);
+  const at::Tensor fc = randn({2, 3 * 36}, 37);
+  auto with_bn = module("WithBN", R"(
+def forward(self, x):
+    h = torch.conv2d(x, self.w, self.b)
+    h = torch.batch_norm(h, self.gamma, self.beta, self.mean, self.var, False, 0.1, 1e-5, False)
+    return torch.linear(torch.relu(h).flatten(1), self.fc)
+)",
+                        {{"w", w}, {"b", b}, {"mean", mean}, {"var", var}, {"gamma", gamma}, {"beta", beta}, {"fc", fc}});
+  const at::Tensor scale = gamma / at::sqrt(var + 1e-5);
+  auto folded = module("Folded", R"(
+def forward(self, x):
+    return torch.linear(torch.relu(torch.conv2d(x, self.w, self.b)).flatten(1), self.fc)
+)",
+                       {{"w", w * scale.view({3, 1, 1, 1})}, {"b", (b - mean) * scale + beta}, {"fc", fc}});
+  const at::Tensor x = randn({1, 2, 8, 8}, 38);
+  for (const std::string composite : {"epsilon_gamma_box", "epsilon_plus"}) {
+    auto a = lrp(as_model(with_bn, {2, 8, 8}), x, 1, {.composite = composite, .low = {-3}, .high = {3}});
+    auto f = lrp(as_model(folded, {2, 8, 8}), x, 1, {.composite = composite, .low = {-3}, .high = {3}});
+    EXPECT_LT(rel_error(a.values, f.values), 1e-9) << composite;
+  }
+}
+
+// ---- DeepLIFT ---------------------------------------------------------------------------
+
+TEST(DeepLift, SumsToTheOutputDifferenceOnTheFixtures) {
+  struct Case {
+    const char* model;
+    const char* data;
+  };
+  for (const Case& c : {Case{"digits_cnn.pt", "digits_test.npy"}, Case{"breast_cancer_mlp.pt", "breast_cancer_test.npy"}}) {
+    Model m = Model::load(fixture(c.model));
+    const at::Tensor data = read_npy(fixture(c.data));
+    const at::Tensor x = data.slice(0, 0, 4), ref = data.slice(0, 10, 14);
+    auto a = explain(DeepLift(), m, x, 1, Baseline::tensor(ref));
+    at::NoGradGuard ng;
+    const at::Tensor df = (m.forward(x) - m.forward(ref)).select(1, 1).to(at::kDouble);
+    const at::Tensor sums = a.values.to(at::kDouble).reshape({4, -1}).sum(1);
+    EXPECT_LT((sums - df).abs().max().item<double>(), 1e-4 * df.abs().max().item<double>() + 1e-6) << c.model;
+    EXPECT_LT(a.convergence_delta.abs().max().item<double>(), 1e-4 * df.abs().max().item<double>() + 1e-6);
+  }
+}
+
+TEST(DeepLift, SmoothActivationsAndMultipliers) {
+  // Rescale on sigmoid, tanh and softplus: still exact summation, and the multipliers alone
+  // (multiply_by_inputs = false) times (x - ref) give the same attribution.
+  auto net = module("Smooth", R"(
+def forward(self, x):
+    h = torch.sigmoid(torch.linear(x, self.w1, self.b1))
+    h = torch.tanh(torch.linear(h, self.w2, self.b2))
+    return torch.linear(torch.softplus(h), self.w3)
+)",
+                    {{"w1", randn({5, 4}, 41)}, {"b1", randn({5}, 42)}, {"w2", randn({5, 5}, 43)}, {"b2", randn({5}, 44)},
+                     {"w3", randn({2, 5}, 45)}});
+  Model m = as_model(net, {4});
+  const at::Tensor x = randn({3, 4}, 46), ref = randn({3, 4}, 47);
+  auto a = explain(DeepLift(), m, x, 1, Baseline::tensor(ref));
+  const at::Tensor df = (m.forward(x) - m.forward(ref)).select(1, 1).detach();
+  EXPECT_LT((a.values.sum(1) - df).abs().max().item<double>(), 1e-10);
+  auto mult = explain(DeepLift({.multiply_by_inputs = false}), m, x, 1, Baseline::tensor(ref));
+  EXPECT_LT(rel_error((x - ref) * mult.values, a.values), 1e-12);
+  // One hidden ReLU: the multiplier of unit j is relu-secant (relu(z) - relu(z_ref)) / (z - z_ref).
+  const at::Tensor w1 = randn({3, 4}, 48), w2 = randn({2, 3}, 49);
+  Model one = as_model(module("One", "def forward(self, x):\n    return torch.linear(torch.relu(torch.linear(x, "
+                                     "self.w1)), self.w2)\n",
+                              {{"w1", w1}, {"w2", w2}}),
+                       {4});
+  auto d = explain(DeepLift({.multiply_by_inputs = false}), one, x, 0, Baseline::tensor(ref));
+  const at::Tensor z = at::linear(x, w1), zr = at::linear(ref, w1);
+  const at::Tensor secant = (at::relu(z) - at::relu(zr)) / (z - zr);
+  EXPECT_LT(rel_error(d.values, (secant * w2[0]).matmul(w1)), 1e-12);
+}
+
+TEST(DeepLift, AReusedReluModuleGivesTheSameAsSeparateModules) {
+  auto relu = [] { return module("Act", "def forward(self, x):\n    return torch.relu(x)\n"); };
+  const at::Tensor w1 = randn({6, 5}, 51), w2 = randn({6, 6}, 52), w3 = randn({3, 6}, 53);
+  torch::jit::Module shared("Shared"), separate("Separate");
+  for (auto* m : {&shared, &separate}) {
+    m->register_parameter("w1", w1, false);
+    m->register_parameter("w2", w2, false);
+    m->register_parameter("w3", w3, false);
+  }
+  shared.register_module("act", relu());
+  shared.define(R"(
+def forward(self, x):
+    h = self.act.forward(torch.linear(x, self.w1))
+    h = self.act.forward(torch.linear(h, self.w2))
+    return self.act.forward(torch.linear(h, self.w3))
+)");
+  separate.register_module("act1", relu());
+  separate.register_module("act2", relu());
+  separate.register_module("act3", relu());
+  separate.define(R"(
+def forward(self, x):
+    h = self.act1.forward(torch.linear(x, self.w1))
+    h = self.act2.forward(torch.linear(h, self.w2))
+    return self.act3.forward(torch.linear(h, self.w3))
+)");
+  const at::Tensor x = randn({4, 5}, 54), ref = randn({4, 5}, 55);
+  auto a = explain(DeepLift(), as_model(shared, {5}), x, 2, Baseline::tensor(ref));
+  auto b = explain(DeepLift(), as_model(separate, {5}), x, 2, Baseline::tensor(ref));
+  EXPECT_TRUE(at::equal(a.values, b.values));
+  EXPECT_LT(a.convergence_delta.abs().max().item<double>(), 1e-10);
+}
+
+TEST(DeepLift, DeepShapIsTheMeanOverTheBaselines) {
+  Model m = Model::load(fixture("breast_cancer_mlp.pt"));
+  const at::Tensor data = read_npy(fixture("breast_cancer_test.npy"));
+  const at::Tensor x = data.slice(0, 0, 2), dist = data.slice(0, 20, 25);
+  auto shap = explain(DeepLift({}, true), m, x, 1, Baseline::distribution(dist));
+  at::Tensor mean = at::zeros_like(shap.values);
+  for (int64_t j = 0; j < 5; ++j)
+    mean += explain(DeepLift(), m, x, 1, Baseline::tensor(dist.slice(0, j, j + 1))).values / 5;
+  EXPECT_LT(rel_error(shap.values, mean), 1e-5);
+  EXPECT_EQ(shap.extra["baselines"], 5);
+  EXPECT_THROW(explain(DeepLift(), m, x, 1, Baseline::distribution(dist)), InvalidArgument);
+}
+
+// ---- guided backprop ----------------------------------------------------------------------
+
+TEST(GuidedBackprop, ModifiesOnlyTheBackwardPass) {
+  const at::Tensor w1 = randn({5, 4}, 61), b1 = randn({5}, 62), w2 = randn({3, 5}, 63);
+  Model m = as_model(module("Mlp", "def forward(self, x):\n    return torch.linear(torch.relu(torch.linear(x, self.w1, "
+                                   "self.b1)), self.w2)\n",
+                            {{"w1", w1}, {"b1", b1}, {"w2", w2}}),
+                     {4});
+  const at::Tensor x = randn({6, 4}, 64);
+  auto a = explain(GuidedBackprop(), m, x, 1);
+  EXPECT_TRUE(at::equal(a.output, m.forward(x).detach())) << "the forward output is the model's";
+  const at::Tensor z = at::linear(x, w1, b1);
+  const at::Tensor g = w2[1].expand({6, 5});
+  EXPECT_LT(rel_error(a.values, (g.clamp_min(0) * (z > 0).to(at::kDouble)).matmul(w1)), 1e-12);
+  auto d = explain(*Registry::builtin().create("deconvolution"), m, x, 1);
+  EXPECT_LT(rel_error(d.values, g.clamp_min(0).matmul(w1)), 1e-12);
+  auto s = explain(*Registry::builtin().create("saliency", {{"abs", false}}), m, x, 1);
+  EXPECT_GT((a.values - s.values).abs().max().item<double>(), 1e-3) << "differs from the gradient";
+
+  // On the digits CNN: different from the gradient, same output.
+  Model cnn = Model::load(fixture("digits_cnn.pt"));
+  const at::Tensor d4 = read_npy(fixture("digits_test.npy")).slice(0, 0, 4);
+  auto ga = explain(GuidedBackprop(), cnn, d4, 3);
+  auto sa = explain(*Registry::builtin().create("saliency", {{"abs", false}}), cnn, d4, 3);
+  EXPECT_GT(rel_error(ga.values, sa.values), 0.05);
+  EXPECT_LT(rel_error(ga.output, sa.output), 1e-6);
+}
+
+// ---- coverage and safety ------------------------------------------------------------------
+
+TEST(RuleCoverage, RefusesNodesWithoutARule) {
+  torch::jit::Module norm("Norm");
+  norm.define("def forward(self, x):\n    return torch.layer_norm(x, [4])\n");
+  torch::jit::Module net("WithLayerNorm");
+  net.register_parameter("w", randn({4, 4}, 71), false);
+  net.register_module("norm", norm);
+  net.define("def forward(self, x):\n    return torch.linear(self.norm.forward(torch.linear(x, self.w)), self.w)\n");
+  Model m = as_model(net, {4});
+  const at::Tensor x = randn({2, 4}, 72);
+  for (const char* method : {"lrp", "deep_lift"}) {
+    try {
+      explain(*Registry::builtin().create(method), m, x, 0);
+      ADD_FAILURE() << method << " accepted a layer norm";
+    } catch (const UnsupportedModel& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("aten::layer_norm"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("'norm'"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("(Norm)"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(method), std::string::npos) << msg;
+    }
+  }
+  // Guided backprop changes only ReLUs; anything differentiable around them is fine.
+  EXPECT_NO_THROW(explain(GuidedBackprop(), m, x, 0));
+
+  // A product of two values computed from the input (x * sigmoid(x)) has no rule either.
+  Model swish = as_model(module("Swish", "def forward(self, x):\n    return torch.linear(x * torch.sigmoid(x), self.w)\n",
+                                {{"w", randn({2, 4}, 73)}}),
+                         {4});
+  try {
+    explain(Lrp(), swish, x, 0);
+    ADD_FAILURE() << "lrp accepted x * sigmoid(x)";
+  } catch (const UnsupportedModel& e) {
+    EXPECT_NE(std::string(e.what()).find("product of two values"), std::string::npos) << e.what();
+  }
+  // A plain function has no graph to rewrite.
+  Model fn = Model::from_function([](const at::Tensor& t) { return t * 2; }, InputSpec{{4}, "NC"});
+  EXPECT_THROW(explain(Lrp(), fn, x, 0), UnsupportedModel);
+}
+
+TEST(RuleCoverage, TheModelIsLeftAsItWas) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 2);
+  at::NoGradGuard ng;
+  const at::Tensor before = m.forward(x).clone();
+  std::vector<at::Tensor> params;
+  for (const auto& p : m.module()->parameters()) params.push_back(p.clone());
+  const bool training = m.module()->is_training();
+  {
+    at::AutoGradMode on(true);
+    explain(Lrp({.composite = "epsilon_gamma_box"}), m, x, 1);
+    explain(DeepLift(), m, x, 1);
+    explain(GuidedBackprop(), m, x, 1);
+    EXPECT_THROW(explain(Lrp({.composite = "missing/composite.json"}), m, x, 1), IoError);
+  }
+  EXPECT_TRUE(at::equal(m.forward(x), before));
+  size_t i = 0;
+  for (const auto& p : m.module()->parameters()) EXPECT_TRUE(at::equal(p, params[i++]));
+  EXPECT_EQ(m.module()->is_training(), training);
+}
+
+// ---- composites ---------------------------------------------------------------------------
+
+TEST(Composites, FromJsonWithPathsAndFirstLayer) {
+  TempDir dir;
+  const std::string file = dir / "c.json";
+  std::ofstream(file) << R"({"name": "mine", "rules": [
+      {"type": "conv", "first": true, "rule": "flat"},
+      {"path": "features.*", "rule": "epsilon", "epsilon": 0.5},
+      {"path": "classifier.3", "rule": "z_plus"},
+      {"type": "linear", "rule": "w_square"}]})";
+  Model cnn = Model::load(fixture("digits_cnn.pt"));
+  auto a = lrp(cnn, read_npy(fixture("digits_test.npy")).slice(0, 0, 1), 0, {.composite = file});
+  EXPECT_EQ(a.extra["composite"]["name"], "mine");
+  std::map<std::string, std::string> rule_of;
+  for (const auto& r : a.extra["rules"]) rule_of[r["path"]] = r["rule"];
+  EXPECT_EQ(rule_of["features.0"], "flat") << "first convolution";
+  EXPECT_EQ(rule_of["features.2"], "epsilon") << "path glob";
+  EXPECT_EQ(rule_of["classifier.3"], "alpha_beta") << "z_plus is alpha 1, beta 0";
+  EXPECT_EQ(rule_of["classifier.1"], "w_square") << "by type";
+  EXPECT_EQ(a.extra["composite"]["rules"][1]["epsilon"], 0.5);
+
+  Model m = bias_free_cnn(false);
+  const at::Tensor x = randn({1, 2, 8, 8}, 81);
+  std::ofstream(dir / "bad.json") << R"({"rules": [{"type": "conv", "rule": "gama"}]})";
+  try {
+    lrp(m, x, 0, {.composite = dir / "bad.json"});
+    ADD_FAILURE() << "unknown rule accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("Did you mean 'gamma'"), std::string::npos) << e.what();
+  }
+  std::ofstream(dir / "key.json") << R"({"rules": [{"type": "conv", "rule": "gamma", "gama": 1}]})";
+  EXPECT_THROW(lrp(m, x, 0, {.composite = dir / "key.json"}), ParseError);
+  std::ofstream(dir / "partial.json") << R"({"rules": [{"type": "conv", "rule": "gamma"}]})";
+  try {
+    lrp(m, x, 0, {.composite = dir / "partial.json"});
+    ADD_FAILURE() << "a composite without a rule for the linear layer was accepted";
+  } catch (const UnsupportedModel& e) {
+    EXPECT_NE(std::string(e.what()).find("no rule for the linear layer"), std::string::npos) << e.what();
+  }
+  try {
+    Lrp({.composite = "epsilon_plux"});
+    ADD_FAILURE() << "unknown composite accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("Did you mean 'epsilon_plus'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Composites, ModulePathsSelectRulesOnTheFixture) {
+  // digits_cnn: features.0 and features.3 (or similar) are convolutions, classifier.* linear.
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 1);
+  auto a = lrp(m, x, 0, {.composite = "epsilon_gamma_box"});
+  std::vector<std::pair<std::string, std::string>> convs;
+  for (const auto& r : a.extra["rules"])
+    if (r["op"] != "aten::relu" && r["type"] == "Conv2d") convs.emplace_back(r["path"], r["rule"]);
+  ASSERT_GE(convs.size(), 2u);
+  EXPECT_EQ(convs[0].second, "z_box") << "the first convolution";
+  for (size_t i = 1; i < convs.size(); ++i) EXPECT_EQ(convs[i].second, "gamma") << convs[i].first;
+}
+
+}  // namespace
