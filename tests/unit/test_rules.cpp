@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "candela/io/npy.h"
 #include "candela/methods/rules/deep_lift.h"
@@ -362,6 +363,46 @@ def forward(self, x):
   auto b = explain(DeepLift(), as_model(separate, {5}), x, 2, Baseline::tensor(ref));
   EXPECT_TRUE(at::equal(a.values, b.values));
   EXPECT_LT(a.convergence_delta.abs().max().item<double>(), 1e-10);
+}
+
+TEST(DeepLift, RevealCancelSeparatesCancellingTerms) {
+  // y = relu(x1 - x2), x = (1, 1), reference 0: the two terms cancel. Rescale sees no change
+  // and gives (0, 0); RevealCancel gives the paper's (0.5, -0.5).
+  Model m = as_model(module("Cancel", "def forward(self, x):\n    return torch.linear(torch.relu(torch.linear(x, "
+                                      "self.w1)), self.w2)\n",
+                            {{"w1", at::tensor({1.0, -1.0}, kD).view({1, 2})}, {"w2", at::tensor({1.0}, kD).view({1, 1})}}),
+                     {2});
+  const at::Tensor x = at::tensor({1.0, 1.0}, kD).view({1, 2});
+  auto rescale = explain(DeepLift(), m, x, 0);
+  EXPECT_TRUE(at::equal(rescale.values, at::zeros_like(x)));
+  auto rc = explain(DeepLift({.rule = "reveal_cancel"}), m, x, 0);
+  EXPECT_LT(rel_error(rc.values, at::tensor({0.5, -0.5}, kD).view({1, 2})), 1e-15);
+  // Without cancellation (non-negative weights, inputs above the reference) the two agree.
+  Model pos = as_model(module("Positive", "def forward(self, x):\n    return torch.linear(torch.relu(torch.linear(x, "
+                                          "self.w1, self.b1)), self.w2)\n",
+                              {{"w1", randn({5, 4}, 91).abs()}, {"b1", randn({5}, 92)}, {"w2", randn({2, 5}, 93)}}),
+                       {4});
+  const at::Tensor xp = randn({3, 4}, 94).abs();
+  EXPECT_LT(rel_error(explain(DeepLift({.rule = "reveal_cancel"}), pos, xp, 1).values,
+                      explain(DeepLift(), pos, xp, 1).values),
+            1e-12);
+  // Summation to f(x) - f(reference) holds on the fixtures (BatchNorm-free CNN and MLP).
+  for (const char* name : {"digits_cnn.pt", "breast_cancer_mlp.pt"}) {
+    Model f = Model::load(fixture(name));
+    const at::Tensor data = read_npy(fixture(name == std::string("digits_cnn.pt") ? "digits_test.npy" : "breast_cancer_test.npy"));
+    const at::Tensor in = data.slice(0, 0, 3), ref = data.slice(0, 10, 13);
+    auto a = explain(DeepLift({.rule = "reveal_cancel"}), f, in, 1, Baseline::tensor(ref));
+    at::NoGradGuard ng;
+    const at::Tensor df = (f.forward(in) - f.forward(ref)).select(1, 1).to(at::kDouble);
+    EXPECT_LT((a.values.to(at::kDouble).reshape({3, -1}).sum(1) - df).abs().max().item<double>(),
+              1e-4 * df.abs().max().item<double>() + 1e-6)
+        << name;
+    std::set<std::string> rules;
+    for (const auto& r : a.extra["rules"]) rules.insert(r["rule"]);
+    EXPECT_TRUE(rules.count("reveal_cancel")) << name;
+    EXPECT_GT(rel_error(a.values, explain(DeepLift(), f, in, 1, Baseline::tensor(ref)).values), 1e-4)
+        << name << ": RevealCancel differs from Rescale";
+  }
 }
 
 TEST(DeepLift, DeepShapIsTheMeanOverTheBaselines) {

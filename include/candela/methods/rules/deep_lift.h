@@ -6,7 +6,10 @@
 // by Captum's max-pool rule; attribution (x - x_ref) * m (multiply_by_inputs), which sums to
 // f_t(x) - f_t(x_ref). deep_lift_shap averages this over the rows of a baseline distribution
 // (any other baseline gives each input its own reference, as gradient_shap).
-// The network runs on [inputs; references] in one batch so each rule sees both. Every
+// With rule = reveal_cancel, an activation right after a linear or convolution layer (batch
+// norm folded in) splits the layer's input differences into positive and negative terms, each
+// with its own multiplier (the paper's RevealCancel; Captum has only Rescale); other activations
+// keep Rescale. The network runs on [inputs; references] in one batch so each rule sees both. Every
 // call of a module is its own node, so a ReLU module used several times is handled exactly
 // (Captum refuses such models).
 #pragma once
@@ -19,9 +22,14 @@ class DeepLift : public Explainer {
  public:
   static constexpr bool kUsesBaseline = true;
   struct Options {
+    std::string rule = "rescale";
     bool multiply_by_inputs = true;
     double eps = 1e-10;
     template <class V> void visit(V& v) {
+      v("rule", rule,
+        "rescale (Captum's and shap's) or reveal_cancel (the paper's RevealCancel, for activations that directly "
+        "follow a linear or convolution layer; Rescale elsewhere).",
+        std::vector<std::string>{"rescale", "reveal_cancel"});
       v("multiply_by_inputs", multiply_by_inputs,
         "Return (x - x_ref) * multipliers (Captum's default); false: the multipliers alone.");
       v("eps", eps, "Below this |x - x_ref| a nonlinearity uses its gradient (Captum's eps).");

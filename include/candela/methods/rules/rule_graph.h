@@ -67,6 +67,7 @@ struct RuleSettings {
   RuleMethod method = RuleMethod::kLrp;
   Composite composite;       // kLrp
   double deeplift_eps = 1e-10;  // kDeepLift: below this |x - x_ref| the rule falls back to the gradient
+  bool reveal_cancel = false;   // kDeepLift: RevealCancel on layer + activation pairs, Rescale elsewhere
   std::string key() const;
 };
 

@@ -105,6 +105,8 @@ Attribution GuidedGradCam::attribute(Evaluator& ev, const ExplainRequest& req) c
 // ---- DeepLIFT and DeepSHAP ------------------------------------------------------------
 
 void DeepLift::Options::validate() const {
+  CANDELA_CHECK(rule == "rescale" || rule == "reveal_cancel", "rule must be rescale or reveal_cancel, got '", rule,
+                "'.", did_you_mean(rule, {"rescale", "reveal_cancel"}));
   CANDELA_CHECK(std::isfinite(eps) && eps >= 0, "eps must be >= 0, got ", eps, ".");
 }
 DeepLift::DeepLift(Options options, bool shap) : options_(options), shap_(shap) { options_.validate(); }
@@ -136,6 +138,7 @@ Attribution DeepLift::attribute(Evaluator& ev, const ExplainRequest& req) const 
   RuleSettings settings;
   settings.method = RuleMethod::kDeepLift;
   settings.deeplift_eps = options_.eps;
+  settings.reveal_cancel = options_.rule == "reveal_cancel";
   auto graph = RuleGraph::of(ev.model(), settings);
 
   at::Tensor mult = at::empty_like(xs);

@@ -191,7 +191,8 @@ Composite resolve_composite(const std::string& name_or_file, const LrpRule& defa
 }
 
 std::string RuleSettings::key() const {
-  return str_cat("rules:", static_cast<int>(method), ":", deeplift_eps, ":", composite.to_json().dump());
+  return str_cat("rules:", static_cast<int>(method), ":", deeplift_eps, ":", reveal_cancel, ":",
+                 composite.to_json().dump());
 }
 
 // ---- the graph -------------------------------------------------------------------------
@@ -328,7 +329,7 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
   auto graph = impl_->frozen.get_method("forward").graph()->copy();
   torch::jit::Inline(*graph);
   torch::jit::RemoveTensorMutation(graph);
-  if (method == RuleMethod::kLrp) torch::jit::FoldFrozenConvBatchnorm(graph);
+  if (method == RuleMethod::kLrp || settings.reveal_cancel) torch::jit::FoldFrozenConvBatchnorm(graph);
   torch::jit::EliminateDeadCode(graph);
   Graph& g = *graph;
   CANDELA_CHECK_T(UnsupportedModel, g.inputs().size() == 2, mname, ": forward() must take one input tensor, it takes ",
@@ -426,8 +427,10 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
     impl_->assignments.push_back({{"path", s.path}, {"type", s.type}, {"op", s.kind}, {"rule", rule}});
   };
 
+  std::unordered_set<Node*> fused;  // activations merged into the layer before them (RevealCancel)
   for (size_t i = 0; i < sites.size(); ++i) {
     const Site& s = sites[i];
+    if (fused.count(s.node)) continue;
     Node* node = s.node;
     const std::string& k = s.kind;
     torch::jit::WithInsertPoint guard(node);
@@ -508,6 +511,27 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
           }
           padding = ints(pv);
         }
+      }
+      // RevealCancel: a layer whose only use is an activation becomes one op with it.
+      Node* act = node->output()->uses().size() == 1 ? node->output()->uses()[0].user : nullptr;
+      if (method == RuleMethod::kDeepLift && settings.reveal_cancel && act && act->owningBlock() == g.block() &&
+          activation_kinds().count(act->kind().toQualString()) && act->input(0) == node->output()) {
+        const int64_t kind = activation_kinds().at(act->kind().toQualString());
+        Value* out;
+        {
+          torch::jit::WithInsertPoint at_act(act);
+          out = g.insert(sym("candela::rule_affine_act"),
+                         {x, w, b, g.insertConstant(conv), stride, padding, dilation, transposed, out_pad, groups,
+                          g.insertConstant(kind), g.insertConstant(act_params(act, kind, method)),
+                          g.insertConstant(settings.deeplift_eps)});
+        }
+        out->setType(act->output()->type());
+        act->output()->replaceAllUsesWith(out);
+        fused.insert(act);
+        act->destroy();
+        node->destroy();
+        record(s, "reveal_cancel");
+        continue;
       }
       Value *low = none(), *high = none();
       if (code == detail::kRuleZBox) {

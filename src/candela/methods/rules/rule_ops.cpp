@@ -343,7 +343,7 @@ class AffineFn : public torch::autograd::Function<AffineFn> {
     return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 
- private:
+ public:
   static Affine unpack(const std::vector<int64_t>& ints) {
     Affine a;
     a.conv = ints.at(0) != 0;
@@ -356,6 +356,63 @@ class AffineFn : public torch::autograd::Function<AffineFn> {
     a.dilation = take(2);
     a.output_padding = take(3);
     return a;
+  }
+};
+
+// DeepLIFT's RevealCancel rule on a linear or convolution layer and the activation after it
+// (Shrikumar et al. 2017, section 3.5.3). The layer's input differences split its output
+// difference into positive and negative parts dy+ and dy- (the terms w_i dx_i of each sign);
+// the activation's output difference splits into
+//   dout+ = (f(y0 + dy+) - f(y0)) / 2 + (f(y0 + dy- + dy+) - f(y0 + dy-)) / 2, dout- likewise,
+// with multipliers m+ = dout+ / dy+ and m- = dout- / dy-; an input's positive terms take m+, its
+// negative terms m-. Summation to the output difference holds as with Rescale.
+class AffineActFn : public torch::autograd::Function<AffineActFn> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            const c10::optional<at::Tensor>& bias, std::vector<int64_t> ints, int64_t kind,
+                            std::vector<double> p, double eps) {
+    check_pairs(x);
+    const at::Tensor b = opt(bias);
+    const Affine a = AffineFn::unpack(ints);
+    const at::Tensor y = a.fwd(x, w, b);
+    ctx->save_for_backward({x, w, y});
+    ctx->saved_data["ints"] = ints;
+    ctx->saved_data["kind"] = kind;
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["eps"] = eps;
+    return act_forward(y, kind, p);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &y = saved[2], &g = grads[0];
+    const Affine a = AffineFn::unpack(ctx->saved_data["ints"].toIntVector());
+    const int64_t kind = ctx->saved_data["kind"].toInt();
+    const auto p = ctx->saved_data["p"].toDoubleVector();
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const int64_t n = x.size(0) / 2;
+    const at::Tensor dx = x.slice(0, 0, n) - x.slice(0, n, 2 * n);
+    const at::Tensor dxp = dx.clamp_min(0), dxn = dx.clamp_max(0);
+    const at::Tensor wp = w.clamp_min(0), wn = w.clamp_max(0);
+    const at::Tensor dyp = fwd_pair(a, dxp, dxn, wp, wn, at::Tensor());
+    const at::Tensor dyn = fwd_pair(a, dxp, dxn, wn, wp, at::Tensor());
+    const at::Tensor y0 = y.slice(0, n, 2 * n);
+    auto f = [&](const at::Tensor& t) { return act_forward(t, kind, p); };
+    const at::Tensor f0 = f(y0), fp = f(y0 + dyp), fn = f(y0 + dyn), fpn = f(y0 + dyp + dyn);
+    const at::Tensor dop = 0.5 * (fp - f0) + 0.5 * (fpn - fn), don = 0.5 * (fn - f0) + 0.5 * (fpn - fp);
+    // Where a part vanishes its multiplier is the derivative at the input (Captum's fallback).
+    const at::Tensor slope = local_grad(y.slice(0, 0, n), kind, p, at::ones_like(y0));
+    auto ratio = [&](const at::Tensor& num, const at::Tensor& den) {
+      const at::Tensor small = den.abs() < eps;
+      return at::where(small, slope, num / at::where(small, at::ones_like(den), den));
+    };
+    const at::Tensor mp = at::cat({ratio(dop, dyp), ratio(dop, dyp)}), mn = at::cat({ratio(don, dyn), ratio(don, dyn)});
+    const at::Tensor dx2 = at::cat({dx, dx});
+    // Inputs that moved up feed y+ through W+ and y- through W-; those that moved down the
+    // reverse; those that did not move take the gradient.
+    const auto up = lt_many(a, g * mp, {wp, wn}, x), down = lt_many(a, g * mn, {wn, wp}, x);
+    const at::Tensor still = a.lt(g * local_grad(y, kind, p, at::ones_like(y)), w, x);
+    const at::Tensor gi = at::where(dx2 > 0, up[0] + down[0], at::where(dx2 < 0, up[1] + down[1], still));
+    return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -391,6 +448,22 @@ class OutFn : public torch::autograd::Function<OutFn> {
   }
 };
 
+std::vector<int64_t> affine_ints(const at::Tensor& w, bool conv, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                 c10::IntArrayRef dilation, bool transposed, c10::IntArrayRef output_padding,
+                                 int64_t groups, int64_t rule) {
+  const int64_t dims = conv ? w.dim() - 2 : 0;
+  auto expand = [&](c10::IntArrayRef v, int64_t fill) {
+    std::vector<int64_t> out(v.begin(), v.end());
+    if (out.empty()) out.assign(dims, fill);
+    if (out.size() == 1 && dims > 1) out.assign(dims, out[0]);
+    return out;
+  };
+  std::vector<int64_t> ints = {conv ? 1 : 0, transposed ? 1 : 0, groups, rule, dims};
+  for (const auto& v : {expand(stride, 1), expand(padding, 0), expand(dilation, 1), expand(output_padding, 0)})
+    ints.insert(ints.end(), v.begin(), v.end());
+  return ints;
+}
+
 at::Tensor rule_act(const at::Tensor& x, int64_t kind, c10::ArrayRef<double> p, int64_t mode, double eps) {
   return ActFn::apply(x, kind, p.vec(), mode, eps);
 }
@@ -405,17 +478,15 @@ at::Tensor rule_affine(const at::Tensor& x, const at::Tensor& w, const c10::opti
                        c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
                        c10::IntArrayRef output_padding, int64_t groups, int64_t rule, c10::ArrayRef<double> p,
                        const c10::optional<at::Tensor>& low, const c10::optional<at::Tensor>& high) {
-  const int64_t dims = conv ? w.dim() - 2 : 0;
-  auto expand = [&](c10::IntArrayRef v, int64_t fill) {
-    std::vector<int64_t> out(v.begin(), v.end());
-    if (out.empty()) out.assign(dims, fill);
-    if (out.size() == 1 && dims > 1) out.assign(dims, out[0]);
-    return out;
-  };
-  std::vector<int64_t> ints = {conv ? 1 : 0, transposed ? 1 : 0, groups, rule, dims};
-  for (const auto& v : {expand(stride, 1), expand(padding, 0), expand(dilation, 1), expand(output_padding, 0)})
-    ints.insert(ints.end(), v.begin(), v.end());
+  const auto ints = affine_ints(w, conv, stride, padding, dilation, transposed, output_padding, groups, rule);
   return AffineFn::apply(x, w, b, low, high, ints, p.vec());
+}
+at::Tensor rule_affine_act(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool conv,
+                           c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, bool transposed,
+                           c10::IntArrayRef output_padding, int64_t groups, int64_t kind, c10::ArrayRef<double> p,
+                           double eps) {
+  return AffineActFn::apply(x, w, b, affine_ints(w, conv, stride, padding, dilation, transposed, output_padding, groups, 0),
+                            kind, p.vec(), eps);
 }
 at::Tensor rule_pass(const at::Tensor& x, const at::Tensor& y) { return PassFn::apply(x, y); }
 at::Tensor rule_in(const at::Tensor& x) { return InFn::apply(x); }
@@ -434,6 +505,10 @@ TORCH_LIBRARY_FRAGMENT(candela, m) {
                       "int[] dilation, bool transposed, int[] output_padding, int groups, int rule, float[] p, "
                       "Tensor? low, Tensor? high) -> Tensor",
                       k));
+  m.def(torch::schema("candela::rule_affine_act(Tensor x, Tensor w, Tensor? b, bool conv, int[] stride, "
+                      "int[] padding, int[] dilation, bool transposed, int[] output_padding, int groups, int kind, "
+                      "float[] p, float eps) -> Tensor",
+                      k));
   m.def(torch::schema("candela::rule_pass(Tensor x, Tensor y) -> Tensor", k));
   m.def(torch::schema("candela::rule_in(Tensor x) -> Tensor", k));
   m.def(torch::schema("candela::rule_out(Tensor y, float eps) -> Tensor", k));
@@ -444,6 +519,7 @@ TORCH_LIBRARY_IMPL(candela, CompositeImplicitAutograd, m) {
   m.impl("rule_act", TORCH_FN(rule_act));
   m.impl("rule_maxpool", TORCH_FN(rule_maxpool));
   m.impl("rule_affine", TORCH_FN(rule_affine));
+  m.impl("rule_affine_act", TORCH_FN(rule_affine_act));
   m.impl("rule_pass", TORCH_FN(rule_pass));
   m.impl("rule_in", TORCH_FN(rule_in));
   m.impl("rule_out", TORCH_FN(rule_out));
