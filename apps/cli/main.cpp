@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -12,6 +13,9 @@
 #include <thread>
 
 #include "candela/candela.h"
+#include "candela/eval/evaluate.h"
+#include "candela/eval/metrics.h"
+#include "candela/io/npy.h"
 #include "candela/io/file.h"
 #include "candela/io/input.h"
 #include "candela/methods/perturbation/feature_mask.h"
@@ -215,6 +219,188 @@ int run_explain(const ExplainArgs& args) {
   return 0;
 }
 
+// ---- evaluate, metrics, audit -------------------------------------------------------------
+
+// Comma list "a,b,c".
+std::vector<std::string> split_names(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// --data: an array file, or a folder of images (sorted by name; the names become sample ids).
+EvaluateData load_data(const std::string& path, const std::string& labels, const std::string& masks,
+                       const Model& model, int64_t max_samples) {
+  namespace fs = std::filesystem;
+  EvaluateData d;
+  CANDELA_CHECK_T(IoError, fs::exists(path), "cannot read '", path, "': no such file or folder. Check the path.");
+  if (fs::is_directory(path)) {
+    std::vector<std::string> files;
+    for (const auto& e : fs::directory_iterator(path)) {
+      std::string ext = e.path().extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+      if (e.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp"))
+        files.push_back(e.path().string());
+    }
+    std::sort(files.begin(), files.end());
+    CANDELA_CHECK(!files.empty(), "the data set is empty: '", path, "' holds no .png, .jpg or .bmp images.");
+    std::vector<at::Tensor> batches;
+    for (const auto& f : files) {
+      batches.push_back(load_input(f, model.input_spec()).batch);
+      d.ids.push_back(fs::path(f).filename().string());
+    }
+    d.inputs = at::cat(batches);
+  } else {
+    d.inputs = load_input(path, model.input_spec()).batch;
+  }
+  CANDELA_CHECK(d.inputs.size(0) > 0, "the data set is empty: '", path, "' has no rows.");
+  if (!labels.empty()) {
+    at::Tensor l = read_npy(labels);
+    CANDELA_CHECK(!at::isFloatingType(l.scalar_type()) || at::equal(l, l.round()), "'", labels,
+                  "' must hold integer class indices.");
+    d.labels = l.to(at::kLong).reshape({-1});
+  }
+  if (!masks.empty()) d.masks = read_npy(masks).ne(0);
+  if (max_samples > 0 && max_samples < d.inputs.size(0)) {
+    d.inputs = d.inputs.slice(0, 0, max_samples);
+    if (d.labels.defined() && d.labels.size(0) > max_samples) d.labels = d.labels.slice(0, 0, max_samples);
+    if (d.masks.defined() && d.masks.size(0) > max_samples) d.masks = d.masks.slice(0, 0, max_samples);
+    if (!d.ids.empty()) d.ids.resize(max_samples);
+  }
+  return d;
+}
+
+// "name.key=value" options into per-name JSON, typed by each name's schema.
+std::map<std::string, nlohmann::json> named_options(const std::vector<std::string>& args, bool metrics) {
+  std::map<std::string, nlohmann::json> out;
+  for (const auto& kv : args) {
+    const auto dot = kv.find('.'), eq = kv.find('=');
+    CANDELA_CHECK(dot != std::string::npos && eq != std::string::npos && dot < eq,
+                  metrics ? "--metric-option" : "--method-option", " takes NAME.KEY=VALUE (e.g. ",
+                  metrics ? "road.noise=0.05" : "integrated_gradients.n_steps=32", "), got '", kv, "'.");
+    const std::string name = kv.substr(0, dot), key = kv.substr(dot + 1, eq - dot - 1);
+    const nlohmann::json& schema =
+        metrics ? MetricRegistry::builtin().get(name).schema : Registry::builtin().get(name).schema;
+    out[name][key] = parse_option_value(schema, name, key, kv.substr(eq + 1));
+  }
+  return out;
+}
+
+struct EvaluateArgs {
+  std::string model, data, labels, masks, methods, metrics, out, baseline = "zeros";
+  std::vector<std::string> method_options, metric_options;
+  int64_t chunk = 8, bootstrap = 1000, seed = 0, max_samples = 0;
+  bool quiet = false;
+  SpecFlags spec;
+  EvalOptions eval;
+};
+
+std::string duration(double s) {
+  if (s < 0) return "?";
+  std::ostringstream o;
+  if (s >= 3600) o << static_cast<int>(s / 3600) << "h";
+  if (s >= 60) o << static_cast<int>(std::fmod(s, 3600) / 60) << "m";
+  o << static_cast<int>(std::fmod(s, 60)) << "s";
+  return o.str();
+}
+
+int run_evaluate(const EvaluateArgs& a) {
+  EvaluateConfig c;
+  c.methods = split_names(a.methods);
+  c.metrics = split_names(a.metrics);
+  c.method_options = named_options(a.method_options, false);
+  c.metric_options = named_options(a.metric_options, true);
+  c.baseline = Baseline::parse(a.baseline);
+  c.chunk = a.chunk;
+  c.bootstrap = a.bootstrap;
+  c.seed = a.seed;
+  c.eval = a.eval;
+  c.validate();
+  Model model = Model::load(a.model);
+  a.spec.apply(model);
+  EvaluateData data = load_data(a.data, a.labels, a.masks, model, a.max_samples);
+  const bool tty = !a.quiet && isatty(STDERR_FILENO);
+  if (tty) {
+    c.progress = [](const EvaluateProgress& p) {
+      const int width = 30;
+      const double frac = p.total > 0 ? static_cast<double>(p.done) / p.total : 0.0;
+      const int fill = static_cast<int>(frac * width);
+      std::fprintf(stderr, "\r%-24.24s [%s%s] %3d%% %lld/%lld  elapsed %s  left %s   ", p.stage.c_str(),
+                   std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(), static_cast<int>(frac * 100),
+                   (long long)p.done, (long long)p.total, duration(p.elapsed_seconds).c_str(),
+                   duration(p.remaining_seconds).c_str());
+      std::fflush(stderr);
+    };
+  }
+  nlohmann::json r = evaluate(model, data, c, a.out);
+  if (tty) std::fprintf(stderr, "\r%100s\r", "");
+  if (!a.quiet) {
+    std::cout << read_file(a.out + "/summary.md", 1 << 22);
+    std::cout << "wrote " << a.out << "/results.csv, results.json, summary.md\n";
+  }
+  return 0;
+}
+
+int run_metrics(bool json) {
+  const auto& reg = MetricRegistry::builtin();
+  if (json) {
+    std::cout << reg.to_json().dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& m : reg.metrics()) {
+    std::cout << m.name << "  (" << m.family << (m.needs_masks ? ", needs --masks" : "")
+              << (m.needs_explainer ? ", explains again" : "") << ")\n    " << m.description << "\n    " << m.reference
+              << "\n";
+    for (const auto& [key, field] : m.schema.items())
+      std::cout << "    --metric-option " << m.name << "." << key << "=" << field["default"].dump() << "  "
+                << field["description"].get<std::string>() << "\n";
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+struct AuditArgs {
+  std::string model, data, labels, method = "integrated_gradients", out, baseline = "zeros";
+  std::vector<std::string> options;
+  double window = 0.125, factor = 5.0, min_fraction = 0.3;
+  int64_t clusters = 3, seed = 0, max_samples = 0;
+  bool quiet = false;
+  SpecFlags spec;
+  EvalOptions eval;
+};
+
+int run_audit(const AuditArgs& a) {
+  AuditConfig c;
+  c.method = a.method;
+  const MethodInfo& info = Registry::builtin().get(a.method);
+  for (const auto& kv : a.options) {
+    auto eq = kv.find('=');
+    CANDELA_CHECK(eq != std::string::npos && eq > 0, "--option takes KEY=VALUE, got '", kv, "'.");
+    c.method_options[kv.substr(0, eq)] = parse_option_value(info.schema, a.method, kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  c.baseline = Baseline::parse(a.baseline);
+  c.window = a.window;
+  c.factor = a.factor;
+  c.min_fraction = a.min_fraction;
+  c.clusters = a.clusters;
+  c.seed = a.seed;
+  c.eval = a.eval;
+  Model model = Model::load(a.model);
+  a.spec.apply(model);
+  EvaluateData data = load_data(a.data, a.labels, "", model, a.max_samples);
+  nlohmann::json r = audit_shortcuts(model, data, c);
+  std::filesystem::create_directories(a.out);
+  write_file_atomic(a.out + "/audit.json", r.dump(2));
+  if (!a.quiet) {
+    std::cout << (r["suspected"].get<bool>() ? "SUSPECTED SHORTCUT: " : "no shortcut found: ")
+              << r["evidence"].get<std::string>() << "\nwrote " << a.out << "/audit.json\n";
+  }
+  return 0;
+}
+
 int run_methods(bool json) {
   const auto& reg = Registry::builtin();
   if (json) {
@@ -359,6 +545,66 @@ int main(int argc, char** argv) {
   info->add_flag("--json", info_json, "Print as JSON");
   info_spec.add(info);
 
+  // evaluate
+  EvaluateArgs va;
+  auto* evaluate_cmd = app.add_subcommand("evaluate", "Score methods with quality metrics over a data set (resumable).");
+  evaluate_cmd->footer(
+      "Examples:\n"
+      "  candela evaluate --model model.pt --data x_test.npy --masks masks.npy \\\n"
+      "      --methods saliency,integrated_gradients,grad_cam --method-option grad_cam.layers=conv3 \\\n"
+      "      --metrics pointing_game,relevance_mass_accuracy,deletion --out eval/\n"
+      "  candela evaluate --model model.pt --data images/ --methods lrp --metrics sparseness,entropy --out eval2/\n"
+      "Writes results.csv (sample, method, metric, value), results.json (mean, 95% bootstrap interval, rank) and\n"
+      "summary.md. Interrupted, the same command resumes from journal.jsonl in --out.");
+  evaluate_cmd->add_option("--model", va.model, "TorchScript model file (.pt)")->required();
+  evaluate_cmd->add_option("--data", va.data, "Samples: a .npy/.csv array [N, ...], or a folder of images")->required();
+  evaluate_cmd->add_option("--labels", va.labels, ".npy of class indices to explain (default: the model's top-1)");
+  evaluate_cmd->add_option("--masks", va.masks, ".npy of ground-truth masks [N, H, W] (nonzero = relevant)");
+  evaluate_cmd->add_option("--methods", va.methods, "Methods, comma-separated (see `candela methods`)")->required();
+  evaluate_cmd->add_option("--metrics", va.metrics, "Metrics, comma-separated (see `candela metrics`)")->required();
+  evaluate_cmd->add_option("--method-option", va.method_options, "METHOD.KEY=VALUE (repeatable)");
+  evaluate_cmd->add_option("--metric-option", va.metric_options, "METRIC.KEY=VALUE (repeatable)");
+  evaluate_cmd->add_option("--baseline", va.baseline, "Baseline for methods and metrics that use one");
+  evaluate_cmd->add_option("--out", va.out, "Output folder (resumed if it holds a run with the same settings)")->required();
+  evaluate_cmd->add_option("--chunk", va.chunk, "Samples per unit of work and journal entry");
+  evaluate_cmd->add_option("--bootstrap", va.bootstrap, "Bootstrap resamples for the 95% intervals");
+  evaluate_cmd->add_option("--seed", va.seed, "Seed of the bootstrap");
+  evaluate_cmd->add_option("--max-samples", va.max_samples, "Use only the first N samples");
+  evaluate_cmd->add_option("--max-memory", va.eval.max_memory_mb, "Memory budget per batch in MB");
+  evaluate_cmd->add_option("--batch-size", va.eval.max_batch_size, "Fixed rows per model call (0: automatic)");
+  evaluate_cmd->add_flag("--quiet", va.quiet, "No progress bar or summary");
+  va.spec.add(evaluate_cmd);
+
+  // metrics
+  bool metrics_json = false;
+  auto* metrics_cmd = app.add_subcommand("metrics", "List every evaluation metric with its options and defaults.");
+  metrics_cmd->footer("Example:\n  candela metrics\n  candela metrics --json > metrics.json");
+  metrics_cmd->add_flag("--json", metrics_json, "Print as JSON");
+
+  // audit
+  AuditArgs aa;
+  auto* audit_cmd = app.add_subcommand("audit", "Look for a shortcut: a small image region most explanations rely on.");
+  audit_cmd->footer(
+      "Example:\n"
+      "  candela audit --model model.pt --data x_test.npy --method integrated_gradients --out audit/\n"
+      "Writes audit.json: the window holding the most relevance, its share against its area, per class and\n"
+      "per cluster of explanations (k-means), and whether it is a suspected shortcut.");
+  audit_cmd->add_option("--model", aa.model, "TorchScript model file (.pt)")->required();
+  audit_cmd->add_option("--data", aa.data, "Samples: a .npy array [N, ...] or a folder of images")->required();
+  audit_cmd->add_option("--labels", aa.labels, ".npy of classes to explain (default: the model's top-1)");
+  audit_cmd->add_option("--method", aa.method, "Attribution method");
+  audit_cmd->add_option("--option", aa.options, "Method option KEY=VALUE (repeatable)");
+  audit_cmd->add_option("--baseline", aa.baseline, "Baseline for the method");
+  audit_cmd->add_option("--window", aa.window, "Window side as a fraction of the image side");
+  audit_cmd->add_option("--factor", aa.factor, "Relevance share over area share that counts as concentrated");
+  audit_cmd->add_option("--min-fraction", aa.min_fraction, "Share of samples that makes it a suspected shortcut");
+  audit_cmd->add_option("--clusters", aa.clusters, "k of the k-means over the explanations");
+  audit_cmd->add_option("--seed", aa.seed, "Seed of the clustering");
+  audit_cmd->add_option("--max-samples", aa.max_samples, "Use only the first N samples");
+  audit_cmd->add_option("--out", aa.out, "Output folder")->required();
+  audit_cmd->add_flag("--quiet", aa.quiet, "No summary");
+  aa.spec.add(audit_cmd);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -377,6 +623,9 @@ int main(int argc, char** argv) {
     }
     if (*methods) return run_methods(methods_json);
     if (*info) return run_info(info_model, info_spec, info_json);
+    if (*evaluate_cmd) return run_evaluate(va);
+    if (*metrics_cmd) return run_metrics(metrics_json);
+    if (*audit_cmd) return run_audit(aa);
   } catch (const candela::Error& e) {
     std::cerr << "candela: error: " << one_line(e.what()) << "\n";
     return exit_code_for(e);

@@ -145,7 +145,7 @@ TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
 }
 
 TEST(Cli, EveryCommandHasHelpWithAnExample) {
-  for (std::string sub : {"", "explain", "methods", "info"}) {
+  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit"}) {
     auto r = cli(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
@@ -289,4 +289,64 @@ TEST_F(CliBadInput, BackgroundOfTheWrongWidth) {
                fixture("breast_cancer_test.npy") + " --background " + (dir / "train.csv") +
                " --method kernel_shap --out " + out());
   expect_one_clear_line(r, "[30]");
+}
+
+// ---- evaluation on the ground-truth sets (scripts/make_groundtruth.py) -----------------------
+
+namespace {
+std::string gt(const std::string& name) { return std::string(CANDELA_GROUNDTRUTH_DIR) + "/" + name; }
+}  // namespace
+
+TEST(Cli, EvaluateRanksMethodsOnThePlantedPatterns) {
+  TempDir dir;
+  const std::string args = "evaluate --quiet --model " + gt("patterns/model.pt") + " --data " +
+                           gt("patterns/x_test.npy") + " --labels " + gt("patterns/y_test.npy") + " --masks " +
+                           gt("patterns/masks_test.npy") +
+                           " --methods saliency,integrated_gradients --metrics pointing_game,deletion,sparseness "
+                           "--max-samples 12 --chunk 5 --out " + dir / "eval";
+  auto r = cli(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string csv = slurp(dir / "eval/results.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + 12 * 2 * 3) << csv;
+  auto j = nlohmann::json::parse(slurp(dir / "eval/results.json"));
+  const auto& pg = j["summary"]["pointing_game"];
+  // Integrated gradients points into the planted pattern; the plain gradient's maximum sits
+  // on its rim (the pattern's edge, where the gradient is largest).
+  EXPECT_GT(pg["methods"]["integrated_gradients"]["mean"].get<double>(), 0.5) << pg.dump();
+  EXPECT_EQ(pg["ranking"][0], "integrated_gradients");
+  EXPECT_LE(pg["methods"]["integrated_gradients"]["ci95"][0].get<double>(),
+            pg["methods"]["integrated_gradients"]["mean"].get<double>());
+  EXPECT_TRUE(fs::exists(dir / "eval/summary.md"));
+  // Run again on the finished folder: everything is read from the journal, same results.
+  auto again = cli(args);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(slurp(dir / "eval/results.csv"), csv);
+  // Clear errors: an unknown metric, masks of the wrong size.
+  expect_one_clear_line(cli("evaluate --quiet --model " + gt("patterns/model.pt") + " --data " + gt("patterns/x_test.npy") +
+                            " --methods saliency --metrics pointing_gam --out " + dir / "bad"),
+                        "Did you mean 'pointing_game'");
+  expect_one_clear_line(cli("evaluate --quiet --model " + gt("patterns/model.pt") + " --data " + gt("patterns/x_test.npy") +
+                            " --masks " + gt("shortcut/watermark_test.npy") +
+                            " --methods saliency --metrics pointing_game --out " + dir / "bad2"),
+                        "mask");
+}
+
+TEST(Cli, AuditFlagsTheWatermarkOfTheShortcutSet) {
+  TempDir dir;
+  auto r = cli("audit --model " + gt("shortcut/model.pt") + " --data " + gt("shortcut/x_test.npy") +
+               " --method integrated_gradients --out " + dir / "audit");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("SUSPECTED SHORTCUT"), std::string::npos) << r.out;
+  auto j = nlohmann::json::parse(slurp(dir / "audit/audit.json"));
+  auto wm = nlohmann::json::parse(slurp(gt("shortcut/watermark_region.json")));
+  // The flagged window contains the watermark.
+  EXPECT_LE(j["window"]["y0"].get<int>(), wm["y0"].get<int>()) << j.dump();
+  EXPECT_LE(j["window"]["x0"].get<int>(), wm["x0"].get<int>());
+  EXPECT_GE(j["window"]["y1"].get<int>(), wm["y1"].get<int>());
+  EXPECT_GE(j["window"]["x1"].get<int>(), wm["x1"].get<int>());
+  // The planted-pattern set, whose class is in the pattern, is not flagged.
+  auto clean = cli("audit --quiet --model " + gt("patterns/model.pt") + " --data " + gt("patterns/x_test.npy") +
+                   " --method integrated_gradients --out " + dir / "clean");
+  ASSERT_EQ(clean.code, 0) << clean.err;
+  EXPECT_FALSE(nlohmann::json::parse(slurp(dir / "clean/audit.json"))["suspected"].get<bool>());
 }

@@ -1,0 +1,87 @@
+// Metrics of explanation quality: faithfulness, robustness, localisation, randomisation,
+// complexity and completeness, with the definitions (and defaults) of Quantus and Captum and
+// the papers they cite. A metric scores the attributions of a batch of samples, one number per
+// sample (NaN where it is undefined, e.g. an empty ground-truth mask); every model evaluation
+// goes through the evaluator, and sampled metrics take a seed.
+//
+// Images (NCHW/NHWC specs) are scored per pixel: attributions are summed over channels into a
+// map, and perturbing a pixel perturbs all its channels. Other inputs are scored per element.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "candela/core/explainer.h"
+#include "candela/core/model.h"
+#include "candela/core/options.h"
+
+namespace candela {
+
+// What a metric sees: the samples, their attributions by one method, the classes explained,
+// and what re-explaining needs (robustness and randomisation metrics explain again).
+struct MetricInput {
+  const Model* model = nullptr;
+  at::Tensor inputs;        // [N, ...]
+  at::Tensor attributions;  // [N, ...]: the inputs' shape, or [N, 1, H, W] maps for images
+  at::Tensor targets;       // int64 [N]
+  at::Tensor masks;         // ground truth [N, H, W] (images) or [N, ...] (elements); may be undefined
+  const Explainer* explainer = nullptr;
+  ExplainRequest request;   // baseline, evaluation options used to re-explain
+  EvalOptions eval;
+};
+
+class Metric {
+ public:
+  virtual ~Metric() = default;
+  virtual std::string name() const = 0;
+  virtual nlohmann::json options() const = 0;
+  virtual bool higher_is_better() const = 0;
+  virtual bool needs_masks() const { return false; }
+  virtual bool needs_explainer() const { return false; }
+  // One score per sample, double [N]. `details` (may be null) receives per-sample extras such
+  // as curves: {"curve": [[...], ...]}.
+  virtual at::Tensor score(const MetricInput& input, nlohmann::json* details = nullptr) const = 0;
+};
+
+struct MetricInfo {
+  std::string name, family, description, reference;
+  nlohmann::json schema;
+  bool needs_masks = false, needs_explainer = false;
+  std::function<std::unique_ptr<Metric>(const nlohmann::json& options)> create;
+};
+
+class MetricRegistry {
+ public:
+  static const MetricRegistry& builtin();
+  void add(MetricInfo info);
+  const MetricInfo& get(const std::string& name) const;  // unknown: InvalidArgument + suggestion
+  std::vector<std::string> names() const;
+  const std::vector<MetricInfo>& metrics() const { return metrics_; }
+  std::unique_ptr<Metric> create(const std::string& name, const nlohmann::json& options = nlohmann::json::object()) const;
+  nlohmann::json to_json() const;
+
+ private:
+  std::vector<MetricInfo> metrics_;
+};
+
+// Similarities used by the randomisation metrics (Quantus' definitions): Spearman's rank
+// correlation (average ranks for ties) and SSIM (skimage's, 7-wide uniform window, data range
+// of both arrays, on the flattened maps as Quantus passes them). a, b: [N, F] -> [N].
+at::Tensor spearman_rows(const at::Tensor& a, const at::Tensor& b);
+at::Tensor pearson_rows(const at::Tensor& a, const at::Tensor& b);
+at::Tensor ssim_rows(const at::Tensor& a, const at::Tensor& b);
+
+// The per-pixel (images) or per-element map of attributions: [N, P], and the pixel grid.
+struct FeatureMap {
+  at::Tensor values;  // double [N, P]
+  bool image = false;
+  int64_t height = 0, width = 0, channels = 1;
+};
+FeatureMap feature_map(const at::Tensor& attributions, const at::Tensor& inputs, const InputSpec& spec);
+
+}  // namespace candela

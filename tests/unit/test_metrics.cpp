@@ -1,0 +1,353 @@
+// Evaluation metrics on hand-computable cases, the randomisation sanity check (an edge
+// detector that ignores the model fails it, a gradient passes), determinism, resumable
+// evaluation runs, the shortcut audit, and bad input.
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "candela/eval/evaluate.h"
+#include "candela/eval/metrics.h"
+#include "candela/io/npy.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+using candela::testing::TempDir;
+
+namespace {
+
+const auto kD = at::TensorOptions().dtype(at::kDouble);
+
+Model scripted(const std::string& src, std::vector<int64_t> shape, const std::string& layout,
+               const std::vector<std::pair<std::string, at::Tensor>>& params = {}) {
+  torch::jit::Module m("Net");
+  for (const auto& [k, v] : params) m.register_parameter(k, v.clone(), false);
+  m.define(src);
+  InputSpec spec;
+  spec.shape = std::move(shape);
+  spec.layout = layout;
+  return Model::from_module(m, spec);
+}
+
+at::Tensor score(const std::string& metric, const Model& model, const at::Tensor& x, const at::Tensor& a,
+                 const at::Tensor& targets, nlohmann::json options = nlohmann::json::object(),
+                 const at::Tensor& masks = {}, const Explainer* explainer = nullptr) {
+  MetricInput in;
+  in.model = &model;
+  in.inputs = x;
+  in.attributions = a;
+  in.targets = targets;
+  in.masks = masks;
+  in.explainer = explainer;
+  return MetricRegistry::builtin().create(metric, options)->score(in);
+}
+
+at::Tensor classes(std::vector<int64_t> v) { return at::tensor(v, at::TensorOptions().dtype(at::kLong)); }
+
+// A 1x4x4 "image" model: the target logit is the sum of the pixels (class 0) or its negative.
+Model sum_image_model() {
+  return scripted("def forward(self, x):\n    s = x.sum([1, 2, 3]).unsqueeze(1)\n    return torch.cat([s, -s], 1)\n",
+                  {1, 4, 4}, "NCHW");
+}
+
+TEST(Metrics, LocalisationOnAKnownMask) {
+  Model m = sum_image_model();
+  const at::Tensor x = at::zeros({3, 1, 4, 4}, kD);
+  at::Tensor mask = at::zeros({3, 4, 4}, at::TensorOptions().dtype(at::kBool));
+  mask.slice(1, 0, 2).slice(2, 0, 2).fill_(true);  // top-left 2x2 of every sample
+  mask[2].fill_(false);                            // sample 2: an empty mask
+  at::Tensor a = at::zeros({3, 1, 4, 4}, kD);
+  a[0][0][0][1] = 3.0;  // max inside, 3 of 4 in mass
+  a[0][0][3][3] = 1.0;
+  a[1][0][3][3] = 5.0;  // max outside
+  a[1][0][0][0] = 1.0;
+  a[1][0][1][1] = 2.0;
+  a[1][0][1][0] = 0.5;
+  const at::Tensor t = classes({0, 0, 0});
+  const at::Tensor pg = score("pointing_game", m, x, a, t, {}, mask);
+  EXPECT_EQ(pg[0].item<double>(), 1.0);
+  EXPECT_EQ(pg[1].item<double>(), 0.0);
+  EXPECT_TRUE(std::isnan(pg[2].item<double>())) << "an empty mask is undefined";
+  const at::Tensor mass = score("relevance_mass_accuracy", m, x, a, t, {}, mask);
+  EXPECT_NEAR(mass[0].item<double>(), 0.75, 1e-12);
+  EXPECT_NEAR(mass[1].item<double>(), 3.5 / 8.5, 1e-12);
+  // Rank: the top-4 pixels of sample 1 are 5 (out), 2, 1, 0.5 (in): 3 of 4.
+  const at::Tensor rank = score("relevance_rank_accuracy", m, x, a, t, {}, mask);
+  EXPECT_NEAR(rank[1].item<double>(), 0.75, 1e-12);
+  // Masks of the wrong size are refused with the sizes in the message.
+  try {
+    score("pointing_game", m, x, a, t, {}, at::ones({3, 5, 5}, at::TensorOptions().dtype(at::kBool)));
+    ADD_FAILURE() << "a 5x5 mask for 4x4 maps was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("4x4"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Metrics, ComplexityOfUniformAndOneHotMaps) {
+  Model m = sum_image_model();
+  const at::Tensor x = at::zeros({2, 1, 4, 4}, kD);
+  at::Tensor a = at::ones({2, 1, 4, 4}, kD);
+  a[1].zero_();
+  a[1][0][2][2] = 1.0;
+  const at::Tensor g = score("sparseness", m, x, a, classes({0, 0}));
+  EXPECT_NEAR(g[0].item<double>(), 0.0, 1e-9) << "uniform: Gini 0";
+  EXPECT_NEAR(g[1].item<double>(), 15.0 / 16.0, 1e-5) << "one-hot: Gini (p - 1) / p";
+  const at::Tensor h = score("entropy", m, x, a, classes({0, 0}));
+  EXPECT_NEAR(h[0].item<double>(), std::log(16.0), 1e-9);
+  EXPECT_NEAR(h[1].item<double>(), 0.0, 1e-9);
+}
+
+TEST(Metrics, DeletionInsertionAndRegionPerturbationByHand) {
+  // f = sum of 4 pixels [4, 3, 2, 1]; deleting in order of the attribution (one pixel per step).
+  Model m = scripted("def forward(self, x):\n    return x.reshape([x.size(0), -1]).sum(1, keepdim=True)\n", {1, 2, 2},
+                     "NCHW");
+  const at::Tensor x = at::tensor({4.0, 3.0, 2.0, 1.0}, kD).view({1, 1, 2, 2});
+  const at::Tensor good = x.clone(), bad = 5.0 - x;
+  const nlohmann::json o = {{"n_steps", 4}, {"softmax", false}};
+  // curves [10, 6, 3, 1, 0] and [10, 9, 7, 4, 0]: trapezoid areas 3.75 and 6.25.
+  EXPECT_NEAR(score("deletion", m, x, good, classes({0}), o)[0].item<double>(), 3.75, 1e-12);
+  EXPECT_NEAR(score("deletion", m, x, bad, classes({0}), o)[0].item<double>(), 6.25, 1e-12);
+  // Insertion into zeros: [0, 4, 7, 9, 10] -> 6.25.
+  nlohmann::json oi = o;
+  oi["substrate"] = "zeros";
+  EXPECT_NEAR(score("insertion", m, x, good, classes({0}), oi)[0].item<double>(), 6.25, 1e-12);
+  // MoRF with 1-pixel patches and zero baseline: drops 4, 7, 9, 10 -> AOPC 7.5; LeRF: 1, 3, 6, 10 -> 5.
+  const nlohmann::json rp = {{"patch_size", 1}, {"perturb_baseline", "zeros"}};
+  EXPECT_NEAR(score("region_perturbation", m, x, good, classes({0}), rp)[0].item<double>(), 7.5, 1e-12);
+  nlohmann::json lerf = rp;
+  lerf["order"] = "lerf";
+  EXPECT_NEAR(score("region_perturbation", m, x, good, classes({0}), lerf)[0].item<double>(), 5.0, 1e-12);
+  // Comprehensiveness / sufficiency at 50%: removing the top 2 drops 7; keeping only them drops 3.
+  const nlohmann::json e = {{"fractions", {0.5}}, {"softmax", false}};
+  EXPECT_NEAR(score("comprehensiveness", m, x, good, classes({0}), e)[0].item<double>(), 7.0, 1e-12);
+  EXPECT_NEAR(score("sufficiency", m, x, good, classes({0}), e)[0].item<double>(), 3.0, 1e-12);
+}
+
+TEST(Metrics, FaithfulnessOfPerfectAndRandomAttributionsOnALinearModel) {
+  const at::Tensor w = at::randn({1, 40}, at::detail::createCPUGenerator(1), kD);
+  Model m = scripted("def forward(self, x):\n    return torch.linear(x, self.w)\n", {40}, "NC", {{"w", w}});
+  const at::Tensor x = at::randn({4, 40}, at::detail::createCPUGenerator(2), kD);
+  const at::Tensor t = classes({0, 0, 0, 0});
+  const at::Tensor perfect = x * w, noise = at::randn({4, 40}, at::detail::createCPUGenerator(3), kD);
+  const nlohmann::json fc = {{"subset_size", 10}, {"perturb_baseline", "zeros"}, {"nr_runs", 50}};
+  const at::Tensor good = score("faithfulness_correlation", m, x, perfect, t, fc);
+  EXPECT_LT((good - 1).abs().max().item<double>(), 1e-9) << "attribution sums are exactly the drops";
+  EXPECT_LT(score("faithfulness_correlation", m, x, noise, t, fc).abs().mean().item<double>(), 0.4);
+  // Infidelity: for f = w.x the drop f(x) - f(x - I) is w.I, so a = w is exact.
+  const at::Tensor inf_good = score("infidelity", m, x, w.expand({4, 40}), t);
+  EXPECT_LT(inf_good.abs().max().item<double>(), 1e-20);
+  EXPECT_GT(score("infidelity", m, x, noise, t).min().item<double>(), 1e-6);
+  // Completeness: x * w sums to f(x) - f(0).
+  EXPECT_LT(score("completeness_error", m, x, perfect, t).max().item<double>(), 1e-12);
+  EXPECT_GT(score("completeness_error", m, x, noise, t).min().item<double>(), 1e-3);
+  // A subset as large as the input is refused with the fix.
+  try {
+    score("faithfulness_correlation", m, x, perfect, t, {{"subset_size", 40}});
+    ADD_FAILURE();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("subset_size"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Metrics, SampledMetricsAreDeterministicUnderASeed) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 3);
+  const at::Tensor t = classes({0, 1, 2});
+  const at::Tensor a = at::randn(x.sizes(), at::detail::createCPUGenerator(4));
+  auto saliency = Registry::builtin().create("saliency");
+  for (const std::string metric : {"faithfulness_correlation", "infidelity", "road", "max_sensitivity"}) {
+    nlohmann::json o = {{"seed", 3}};
+    if (metric == "faithfulness_correlation") o["subset_size"] = 16, o["nr_runs"] = 20;
+    if (metric == "road") o["percentages"] = {20.0, 60.0};
+    if (metric == "max_sensitivity") o["nr_samples"] = 3;
+    const at::Tensor s1 = score(metric, m, x, a, t, o, {}, saliency.get());
+    const at::Tensor s2 = score(metric, m, x, a, t, o, {}, saliency.get());
+    EXPECT_TRUE(at::equal(s1.nan_to_num(-7), s2.nan_to_num(-7))) << metric;
+    if (metric != "road") {
+      o["seed"] = 4;
+      EXPECT_FALSE(at::equal(s1, score(metric, m, x, a, t, o, {}, saliency.get()))) << metric << " ignores its seed";
+    }
+  }
+}
+
+// Sobel edge magnitude of the input: an "explanation" that never looks at the model.
+class EdgeDetector : public Explainer {
+ public:
+  std::string name() const override { return "edge_detector"; }
+  nlohmann::json options() const override { return nlohmann::json::object(); }
+  Attribution attribute(Evaluator&, const ExplainRequest& r) const override {
+    const at::Tensor kx = at::tensor({-1.0, 0.0, 1.0, -2.0, 0.0, 2.0, -1.0, 0.0, 1.0}).view({1, 1, 3, 3}).to(r.inputs.dtype());
+    const at::Tensor gx = at::conv2d(r.inputs, kx, {}, 1, 1), gy = at::conv2d(r.inputs, kx.transpose(2, 3), {}, 1, 1);
+    Attribution a;
+    a.values = (gx * gx + gy * gy).sqrt();
+    return a;
+  }
+};
+
+TEST(Metrics, RandomisationFailsAnEdgeDetectorAndPassesTheGradient) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 6);
+  at::Tensor t;
+  {
+    at::NoGradGuard ng;
+    t = m.forward(x).argmax(1);
+  }
+  EdgeDetector edges;
+  auto saliency = Registry::builtin().create("saliency");
+  auto explain = [&](const Explainer& e) {
+    ExplainRequest r;
+    r.inputs = x;
+    r.target = Target::indices(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()));
+    return e.explain(m, r).values;
+  };
+  for (const std::string mode : {"cascading", "independent"}) {
+    const nlohmann::json o = {{"mode", mode}};
+    const double edge = score("model_parameter_randomisation", m, x, explain(edges), t, o, {}, &edges).mean().item<double>();
+    const double grad =
+        score("model_parameter_randomisation", m, x, explain(*saliency), t, o, {}, saliency.get()).mean().item<double>();
+    EXPECT_GT(edge, 0.999) << mode << ": the edge map does not change with the model";
+    EXPECT_LT(grad, 0.6) << mode;
+  }
+  EXPECT_GT(score("random_logit", m, x, explain(edges), t, {}, {}, &edges).min().item<double>(), 0.999);
+  EXPECT_LT(score("random_logit", m, x, explain(*saliency), t, {}, {}, saliency.get()).mean().item<double>(), 0.9);
+}
+
+TEST(Metrics, SimilaritiesAndBootstrap) {
+  const at::Tensor a = at::randn({2, 30}, at::detail::createCPUGenerator(5), kD);
+  EXPECT_LT((spearman_rows(a, 2 * a + 1) - 1).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((spearman_rows(a, -a) + 1).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((ssim_rows(a, a) - 1).abs().max().item<double>(), 1e-12);
+  EXPECT_LT(ssim_rows(a, at::randn({2, 30}, at::detail::createCPUGenerator(6), kD)).abs().max().item<double>(), 0.5);
+  EXPECT_GT(ssim_rows(a, a + 0.01 * at::randn({2, 30}, at::detail::createCPUGenerator(6), kD)).min().item<double>(), 0.99);
+  // Ties share their average rank: [1, 1, 2] vs [1, 2, 3] -> ranks [1.5, 1.5, 3].
+  EXPECT_NEAR(spearman_rows(at::tensor({1.0, 1.0, 2.0}, kD).view({1, 3}), at::tensor({1.0, 2.0, 3.0}, kD).view({1, 3}))
+                  .item<double>(),
+              std::sqrt(3.0) / 2.0, 1e-12);
+  const auto ci = bootstrap_mean({1, 2, 3, 4, std::nan(""), 5}, 2000, 7);
+  EXPECT_DOUBLE_EQ(ci[0], 3.0);
+  EXPECT_LT(ci[1], 3.0);
+  EXPECT_GT(ci[2], 3.0);
+  EXPECT_EQ(ci, bootstrap_mean({1, 2, 3, 4, std::nan(""), 5}, 2000, 7)) << "seeded";
+}
+
+// ---- evaluate runs ------------------------------------------------------------------------
+
+EvaluateConfig small_config() {
+  EvaluateConfig c;
+  c.methods = {"saliency", "input_x_gradient"};
+  c.metrics = {"pointing_game", "sparseness", "deletion"};
+  c.metric_options["deletion"] = {{"n_steps", 8}};
+  c.chunk = 2;
+  c.bootstrap = 200;
+  return c;
+}
+
+EvaluateData digits(int64_t n) {
+  EvaluateData d;
+  d.inputs = read_npy(fixture("digits_test.npy")).slice(0, 0, n);
+  d.masks = at::zeros({n, 8, 8}, at::TensorOptions().dtype(at::kBool));
+  d.masks.slice(1, 2, 6).slice(2, 2, 6).fill_(true);
+  return d;
+}
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+TEST(Evaluate, ResumingAnInterruptedRunGivesTheSameResults) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  TempDir dir;
+  const EvaluateData data = digits(7);
+  const nlohmann::json whole = evaluate(m, data, small_config(), dir / "whole");
+  EXPECT_EQ(whole["summary"]["pointing_game"]["methods"]["saliency"]["n"], 7);
+  EXPECT_EQ(whole["summary"]["deletion"]["higher_is_better"], false);
+  EXPECT_EQ(whole["summary"]["sparseness"]["ranking"].size(), 2u);
+
+  // Interrupt after 3 of 8 units (4 chunks x 2 methods), then resume.
+  EvaluateConfig c = small_config();
+  int64_t units = 0;
+  c.progress = [&](const EvaluateProgress& p) {
+    if (p.done >= 3) c.eval.cancel.cancel();
+    units = p.done;
+  };
+  EXPECT_THROW(evaluate(m, data, c, dir / "resumed"), Cancelled);
+  EXPECT_FALSE(std::filesystem::exists(dir / "resumed/results.csv")) << "nothing final after an interruption";
+  // A torn last line (the process killed mid-write) is computed again.
+  std::ofstream(dir / "resumed/journal.jsonl", std::ios::app) << "{\"chunk\": 3, \"meth";
+  EvaluateConfig again = small_config();
+  int64_t first_report = -1;
+  again.progress = [&](const EvaluateProgress& p) {
+    if (first_report < 0) first_report = p.done;
+  };
+  evaluate(m, data, again, dir / "resumed");
+  EXPECT_EQ(slurp(dir / "resumed/results.csv"), slurp(dir / "whole/results.csv"));
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir / "resumed/results.json"))["summary"], whole["summary"]);
+  EXPECT_GE(units, 3);
+
+  // The same folder with other settings is refused.
+  EvaluateConfig other = small_config();
+  other.metrics = {"entropy"};
+  EXPECT_THROW(evaluate(m, data, other, dir / "whole"), InvalidArgument);
+}
+
+TEST(Evaluate, BadInputGetsClearErrors) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  TempDir dir;
+  EvaluateData data = digits(3);
+  EvaluateConfig c = small_config();
+  c.metrics = {"pointing_gam"};
+  try {
+    evaluate(m, data, c, dir / "a");
+    ADD_FAILURE();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("Did you mean 'pointing_game'"), std::string::npos) << e.what();
+  }
+  c = small_config();
+  EvaluateData wrong = data;
+  wrong.masks = at::ones({3, 7, 7}, at::TensorOptions().dtype(at::kBool));
+  try {
+    evaluate(m, wrong, c, dir / "b");
+    ADD_FAILURE();
+  } catch (const ShapeMismatch& e) {
+    EXPECT_NE(std::string(e.what()).find("8x8"), std::string::npos) << e.what();
+  }
+  EvaluateData none = data;
+  none.masks = at::Tensor();
+  EXPECT_THROW(evaluate(m, none, c, dir / "c"), InvalidArgument) << "pointing_game without masks";
+  EvaluateData empty;
+  empty.inputs = data.inputs.slice(0, 0, 0);
+  EXPECT_THROW(evaluate(m, empty, c, dir / "d"), InvalidArgument);
+  EvaluateData labels = data;
+  labels.labels = at::zeros({2}, at::TensorOptions().dtype(at::kLong));
+  EXPECT_THROW(evaluate(m, labels, c, dir / "e"), InvalidArgument);
+}
+
+TEST(Audit, FlagsARegionTheModelLeansOn) {
+  // The logit is dominated by the mean of the top-left 3x3 corner: a planted shortcut.
+  const std::string src = R"(
+def forward(self, x):
+    corner = x[:, :, 0:3, 0:3].mean([1, 2, 3])
+    rest = x.mean([1, 2, 3])
+    s = 8.0 * corner + 0.2 * rest
+    return torch.stack([s, -s], 1)
+)";
+  Model shortcut = scripted(src, {1, 24, 24}, "NCHW");
+  Model fair = scripted("def forward(self, x):\n    s = x.mean([1, 2, 3])\n    return torch.stack([s, -s], 1)\n",
+                        {1, 24, 24}, "NCHW");
+  EvaluateData d;
+  d.inputs = at::rand({20, 1, 24, 24}, at::detail::createCPUGenerator(9));
+  AuditConfig c;
+  c.method = "input_x_gradient";
+  const nlohmann::json hit = audit_shortcuts(shortcut, d, c);
+  EXPECT_TRUE(hit["suspected"].get<bool>()) << hit.dump(2);
+  EXPECT_EQ(hit["window"]["y0"], 0);
+  EXPECT_EQ(hit["window"]["x0"], 0);
+  EXPECT_GT(hit["mean_relevance_share"].get<double>(), 10 * hit["area_share"].get<double>());
+  const nlohmann::json miss = audit_shortcuts(fair, d, c);
+  EXPECT_FALSE(miss["suspected"].get<bool>()) << miss.dump(2);
+}
+
+}  // namespace
