@@ -114,7 +114,7 @@ TEST(Metrics, DeletionInsertionAndRegionPerturbationByHand) {
   oi["substrate"] = "zeros";
   EXPECT_NEAR(score("insertion", m, x, good, classes({0}), oi)[0].item<double>(), 6.25, 1e-12);
   // MoRF with 1-pixel patches and zero baseline: drops 4, 7, 9, 10 -> AOPC 7.5; LeRF: 1, 3, 6, 10 -> 5.
-  const nlohmann::json rp = {{"patch_size", 1}, {"perturb_baseline", "zeros"}};
+  const nlohmann::json rp = {{"patch_size", 1}, {"perturb_baseline", "zeros"}, {"softmax", false}};
   EXPECT_NEAR(score("region_perturbation", m, x, good, classes({0}), rp)[0].item<double>(), 7.5, 1e-12);
   nlohmann::json lerf = rp;
   lerf["order"] = "lerf";

@@ -170,7 +170,9 @@ class DeletionInsertion : public Metric {
 
 // Region perturbation (Samek et al. 2017; Quantus' RegionPerturbation): patches in MoRF
 // (most relevant first), LeRF or random order are replaced by the baseline one after another;
-// the curve is f(x) - f(x_k) and the score AOPC, its mean over the regions_evaluation steps.
+// the curve is f(x) - f(x_k) (probabilities, Quantus' default; logits with softmax = false) and
+// the score AOPC, its mean over the regions_evaluation steps. The "mean" baseline is the
+// original sample's mean (Quantus recomputes it from the partly perturbed image at each step).
 class RegionPerturbation : public Metric {
  public:
   struct Options {
@@ -178,9 +180,11 @@ class RegionPerturbation : public Metric {
     std::string order = "morf";
     int64_t regions_evaluation = 100;
     std::string perturb_baseline = "black";
+    bool softmax = true;
     int64_t seed = 0;
     template <class V> void visit(V& v) {
       v("patch_size", patch_size, "Side of the square patches (images); elements otherwise.");
+      v("softmax", softmax, "Score class probabilities (Quantus' default) instead of logits.");
       v("order", order, "morf (most relevant first), lerf (least relevant first) or random.",
         std::vector<std::string>{"morf", "lerf", "random"});
       v("regions_evaluation", regions_evaluation, "Patches perturbed (curve length).");
@@ -242,7 +246,7 @@ class RegionPerturbation : public Metric {
       }
       return at::cat(rows);
     };
-    const at::Tensor f = evaluate_rows(*in.model, in.eval, n * points, make, owner, in.targets, false,
+    const at::Tensor f = evaluate_rows(*in.model, in.eval, n * points, make, owner, in.targets, o_.softmax,
                                        "region_perturbation")
                              .view({n, points});
     const at::Tensor curve = f.select(1, 0).unsqueeze(1) - f.slice(1, 1);
@@ -361,7 +365,8 @@ class Road : public Metric {
       std::vector<at::Tensor> rows;
       for (int64_t r = b; r < e; ++r) {
         const int64_t i = r / k, j = r % k;
-        const int64_t count = static_cast<int64_t>(std::llround(o_.percentages[j] / 100.0 * p));
+        // Quantus: int(size * p / 100), rounded down.
+        const auto count = static_cast<int64_t>(std::floor(static_cast<double>(p) * o_.percentages[j] / 100.0));
         at::Tensor removed = at::zeros({p}, at::TensorOptions().dtype(at::kBool));
         removed.index_fill_(0, order[i].slice(0, 0, count), true);
         at::Tensor img = impute(xc[i], removed.view({fm.height, fm.width}), o_.noise, gen);
@@ -565,17 +570,20 @@ class Eraser : public Metric {
 
 // Max- and avg-sensitivity (Yeh et al. 2019; Quantus): inputs perturbed by uniform noise in
 // [-lower_bound, lower_bound], explained again; ||a(x) - a(x')|| / ||a(x)|| (Frobenius), the
-// maximum or mean over nr_samples perturbations; perturbations that change the prediction
-// are left out (NaN if all do).
+// maximum or mean over nr_samples perturbations (with return_nan_when_prediction_changes, NaN
+// for a sample whose prediction any perturbation changes, as Quantus).
 class Sensitivity : public Metric {
  public:
   struct Options {
     int64_t nr_samples = 200;
     double lower_bound = 0.2;
+    bool return_nan_when_prediction_changes = false;
     int64_t seed = 0;
     template <class V> void visit(V& v) {
       v("nr_samples", nr_samples, "Perturbations per sample (Quantus' default 200: each is an explanation).");
       v("lower_bound", lower_bound, "Half-width of the uniform noise.");
+      v("return_nan_when_prediction_changes", return_nan_when_prediction_changes,
+        "NaN for a sample if any perturbation changes its prediction (Quantus' option; default: keep them all).");
       v("seed", seed, "Seed of the noise.");
     }
     void validate() const { CANDELA_CHECK(nr_samples >= 1 && lower_bound > 0, "nr_samples >= 1, lower_bound > 0."); }
@@ -600,16 +608,11 @@ class Sensitivity : public Metric {
           predict_rows(*in.model, in.eval, n, [&](int64_t b, int64_t e) { return xp.slice(0, b, e); }, "sensitivity");
       const at::Tensor ap = re_explain(in, *in.model, xp, in.targets).reshape({n, -1}).to(at::kDouble);
       at::Tensor v = (a - ap).norm(2, 1) / norm;
-      v = at::where(pp.eq(predicted), v, at::full_like(v, kNaN));
+      if (o_.return_nan_when_prediction_changes) v = at::where(pp.eq(predicted), v, at::full_like(v, kNaN));
       sens.select(1, s).copy_(v);
     }
-    at::Tensor out = at::empty({n}, kDouble);
-    for (int64_t i = 0; i < n; ++i) {
-      const at::Tensor row = sens[i];
-      const at::Tensor ok = row.masked_select(row.isnan().logical_not());
-      out[i] = ok.numel() == 0 ? kNaN : (max_ ? ok.max() : ok.mean()).item<double>();
-    }
-    return out;
+    // As Quantus (np.max / np.mean): one NaN makes the sample's score NaN.
+    return max_ ? std::get<0>(sens.max(1)) : sens.mean(1);
   }
 
  private:
