@@ -9,6 +9,7 @@ packages=(
   libopenblas0-openmp
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-ml-dev libopencv-contrib-dev
   nlohmann-json3-dev libcli11-dev
+  libonnx-dev libprotobuf-dev libonnx-testdata python3-onnx
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

@@ -350,3 +350,27 @@ TEST(Cli, AuditFlagsTheWatermarkOfTheShortcutSet) {
   ASSERT_EQ(clean.code, 0) << clean.err;
   EXPECT_FALSE(nlohmann::json::parse(slurp(dir / "clean/audit.json"))["suspected"].get<bool>());
 }
+
+TEST(Cli, ExplainsOnnxModelsLikeTorchScript) {
+  TempDir dir;
+  auto r = cli("explain --quiet --model " + fixture("digits_cnn_op17.onnx") + " --input " + fixture("digit_0.png") +
+               " --method lrp --composite epsilon_gamma_box --target 0 --out " + dir / "onnx");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto p = cli("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+               " --method lrp --composite epsilon_gamma_box --target 0 --out " + dir / "pt");
+  ASSERT_EQ(p.code, 0) << p.err;
+  EXPECT_LT((read_npy(dir / "onnx/attributions.npy") - read_npy(dir / "pt/attributions.npy")).abs().max().item<double>(),
+            1e-5);
+  auto info = cli("info " + fixture("digits_nhwc.onnx"));
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("sequential_conv2d_BiasAdd"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("NHWC"), std::string::npos) << info.out;
+  auto nhwc = cli("explain --quiet --model " + fixture("digits_nhwc.onnx") + " --input " + fixture("digit_0.png") +
+                  " --method integrated_gradients --target 0 --out " + dir / "nhwc");
+  ASSERT_EQ(nhwc.code, 0) << nhwc.err;
+  EXPECT_TRUE(fs::exists(dir / "nhwc/heatmap.png"));
+  expect_one_clear_line(cli("explain --quiet --model " + fixture("bad_truncated.onnx") + " --input " +
+                            fixture("digit_0.png") + " --method saliency --out " + dir / "bad"),
+                        "not a valid ONNX file");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}

@@ -45,7 +45,7 @@ TEST(Model, RejectsFilesThatAreNotTorchScript) {
   EXPECT_THROW(Model::load(dir / "junk.pt"), UnsupportedModel);
   EXPECT_THROW(Model::load(dir / "missing.pt"), IoError);
   std::ofstream(dir / "m.onnx") << "x";
-  EXPECT_THROW(Model::load(dir / "m.onnx"), UnsupportedModel);
+  EXPECT_THROW(Model::load(dir / "m.onnx"), ParseError) << "ONNX files are imported; this one is not ONNX";
 }
 
 TEST(Model, BadSidecarIsAParseErrorNamingTheFile) {

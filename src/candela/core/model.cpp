@@ -1,4 +1,5 @@
 #include "candela/core/model.h"
+#include "../onnx/importer.h"
 
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/script.h>
@@ -143,22 +144,29 @@ Model Model::load(const std::string& path) {
   CANDELA_CHECK_T(IoError, fs::is_regular_file(p, ec), "model path '", path, "' is not a regular file.");
   std::string ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  CANDELA_CHECK_T(UnsupportedModel, ext != ".onnx", "'", path,
-                  "' is an ONNX file; this build reads TorchScript only. Export the model with "
-                  "torch.jit.script(model).save(\"model.pt\").");
   torch::jit::Module module;
-  try {
-    module = torch::jit::load(path, torch::kCPU);
-  } catch (const std::exception& e) {
-    throw UnsupportedModel(str_cat("'", path, "' is not a TorchScript file (", torch_message(e),
-                                   "). Save the model with torch.jit.script(model).save(path) or "
-                                   "torch.jit.trace(model, example).save(path)."));
+  InputSpec onnx_spec;
+  if (ext == ".onnx") {
+    // ONNX graphs are rebuilt as TorchScript (see src/candela/onnx/importer.h).
+    detail::OnnxImport imp = detail::import_onnx(path);
+    CANDELA_CHECK_T(UnsupportedModel, imp.inputs.size() == 1, "'", path, "' has ", imp.inputs.size(),
+                    " inputs; Candela explains models with one input tensor.");
+    module = imp.module;
+    onnx_spec = imp.spec;
+  } else {
+    try {
+      module = torch::jit::load(path, torch::kCPU);
+    } catch (const std::exception& e) {
+      throw UnsupportedModel(str_cat("'", path, "' is not a TorchScript file (", torch_message(e),
+                                     "). Save the model with torch.jit.script(model).save(path) or "
+                                     "torch.jit.trace(model, example).save(path), or export it to ONNX."));
+    }
   }
   CANDELA_CHECK_T(UnsupportedModel, module.find_method("forward").has_value(), "'", path,
                   "' has no forward method; Candela explains a module's forward().");
   module.eval();
 
-  Model m = from_module(module);
+  Model m = from_module(module, onnx_spec);
   m.impl_->source = path;
   m.impl_->name = p.stem().string();
   fs::path sidecar = p;

@@ -1,0 +1,19 @@
+// libFuzzer target for the ONNX importer: any byte string must give a model or a candela::Error,
+// never a crash, a hang or an unbounded allocation. See README (Developers, fuzzing).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "candela/core/error.h"
+#include "candela/onnx/importer.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  try {
+    auto imp = candela::detail::import_onnx_bytes(std::string(reinterpret_cast<const char*>(data), size), "/nonexistent",
+                                                  "fuzz.onnx");
+    (void)imp;
+  } catch (const candela::Error&) {
+  } catch (const c10::Error&) {
+  }
+  return 0;
+}

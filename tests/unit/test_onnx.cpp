@@ -1,0 +1,143 @@
+// ONNX models imported into the same graph as TorchScript: outputs and input gradients equal
+// PyTorch's on the same weights, every method gives the same attribution on the .onnx and the
+// .pt, the tf2onnx-style NHWC graph equals its NCHW twin transposed, and malformed files get
+// clear errors.
+#include <gtest/gtest.h>
+
+#include "candela/io/npy.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+using candela::testing::rel_error;
+
+namespace {
+
+Attribution run(const std::string& method, const Model& m, const at::Tensor& x, nlohmann::json o = nlohmann::json::object()) {
+  ExplainRequest r;
+  r.inputs = x;
+  r.target = Target::index(3);
+  return Registry::builtin().create(method, o)->explain(m, r);
+}
+
+at::Tensor input_grad(const Model& m, const at::Tensor& x) {
+  at::Tensor in = x.detach().clone().requires_grad_(true);
+  at::Tensor out = m.forward(in);
+  return torch::autograd::grad({out.select(1, out.size(1) - 1).sum()}, {in})[0];
+}
+
+TEST(Onnx, OutputsAndGradientsMatchPyTorch) {
+  struct Case {
+    const char* pt;
+    const char* data;
+    int64_t rows;
+  };
+  for (const Case& c : {Case{"digits_cnn", "digits_test.npy", 6}, Case{"breast_cancer_mlp", "breast_cancer_test.npy", 6}}) {
+    Model pt = Model::load(fixture(std::string(c.pt) + ".pt"));
+    const at::Tensor x = read_npy(fixture(c.data)).slice(0, 0, c.rows);
+    for (int opset : {13, 17}) {
+      const std::string name = std::string(c.pt) + "_op" + std::to_string(opset) + ".onnx";
+      Model onnx = Model::load(fixture(name));
+      at::Tensor a, b;
+      {
+        at::NoGradGuard ng;
+        a = onnx.forward(x);
+        b = pt.forward(x);
+      }
+      EXPECT_LT((a - b).abs().max().item<double>(), 1e-5) << name;
+      EXPECT_LT((input_grad(onnx, x) - input_grad(pt, x)).abs().max().item<double>(), 1e-6) << name;
+    }
+  }
+  Model resnet = Model::load(fixture("resnet18_op17.onnx"));
+  Model resnet_pt = Model::load(fixture("resnet18.pt"));
+  const at::Tensor img = at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0));
+  at::NoGradGuard ng;
+  EXPECT_LT(rel_error(resnet.forward(img), resnet_pt.forward(img)), 1e-5);
+}
+
+TEST(Onnx, EveryMethodFamilyGivesThePyTorchAttribution) {
+  Model pt = Model::load(fixture("digits_cnn.pt"));
+  Model onnx = Model::load(fixture("digits_cnn_op17.onnx"));
+  EXPECT_EQ(onnx.input_spec().layout, "NCHW");
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 3);
+  // Gradient methods, propagation rules, and perturbation (forward-only) methods.
+  for (const auto& info : Registry::builtin().methods()) {
+    if (info.family == "cam" || info.family == "layer" || info.family == "global") continue;
+    nlohmann::json o = nlohmann::json::object();
+    if (info.schema.contains("n_steps")) o["n_steps"] = 8;
+    if (info.name == "rise") o["n_masks"] = 32;
+    if (info.name == "lime") o["num_samples"] = 64;
+    if (info.name == "kernel_shap") o["n_samples"] = 16;
+    if (info.name == "shapley_value_sampling") o["n_samples"] = 2;
+    if (info.name == "exact_shapley") continue;  // 64 pixels: 2^64 coalitions
+    if (info.name == "lrp") o["composite"] = "epsilon_gamma_box";
+    ExplainRequest r;
+    r.inputs = x;
+    r.target = Target::index(3);
+    if (info.family == "perturbation")
+      r.feature_mask = (at::arange(8).div(4, "floor").view({8, 1}) * 2 + at::arange(8).div(4, "floor").view({1, 8})).view({1, 8, 8});
+    const at::Tensor a = Registry::builtin().create(info.name, o)->explain(onnx, r).values;
+    const at::Tensor b = Registry::builtin().create(info.name, o)->explain(pt, r).values;
+    EXPECT_LT(rel_error(a, b), 1e-5) << info.name;
+  }
+  // A CAM and a layer method on a named ONNX layer (the node's name, sanitised).
+  bool found = false;
+  std::string conv2;
+  for (const auto& l : onnx.layers())
+    if (l.type == "Conv") conv2 = l.name, found = true;
+  ASSERT_TRUE(found);
+  EXPECT_LT(rel_error(run("grad_cam", onnx, x, {{"layers", {conv2}}}).values,
+                      run("grad_cam", pt, x, {{"layers", {"features.2"}}}).values),
+            1e-5);
+  EXPECT_LT(rel_error(run("layer_gradient_x_activation", onnx, x, {{"layers", {conv2}}}).values,
+                      run("layer_gradient_x_activation", pt, x, {{"layers", {"features.2"}}}).values),
+            1e-5);
+}
+
+TEST(Onnx, NhwcGraphEqualsItsNchwTwinTransposed) {
+  Model nhwc = Model::load(fixture("digits_nhwc.onnx"));
+  Model nchw = Model::load(fixture("digits_cnn.pt"));
+  EXPECT_EQ(nhwc.input_spec().layout, "NHWC");
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 4);
+  const at::Tensor xh = x.permute({0, 2, 3, 1}).contiguous();
+  {
+    at::NoGradGuard ng;
+    EXPECT_LT((nhwc.forward(xh) - nchw.forward(x)).abs().max().item<double>(), 1e-5);
+  }
+  for (const std::string method : {"saliency", "integrated_gradients", "deep_lift", "occlusion"}) {
+    nlohmann::json o = nlohmann::json::object();
+    if (method == "occlusion") o["sliding_window_shapes"] = {2, 2, 1};
+    const at::Tensor a = run(method, nhwc, xh, o).values;
+    nlohmann::json on = nlohmann::json::object();
+    if (method == "occlusion") on["sliding_window_shapes"] = {1, 2, 2};
+    const at::Tensor b = run(method, nchw, x, on).values.permute({0, 2, 3, 1});
+    EXPECT_LT(rel_error(a, b), 1e-5) << method;
+  }
+  // Keras-style names are layers.
+  bool conv = false;
+  for (const auto& l : nhwc.layers()) conv |= l.name == "sequential_conv2d_1_BiasAdd";
+  EXPECT_TRUE(conv);
+}
+
+TEST(Onnx, MalformedFilesGetClearErrors) {
+  auto expect = [](const std::string& file, auto type_tag, const std::string& needle) {
+    using E = decltype(type_tag);
+    try {
+      Model::load(fixture(file));
+      ADD_FAILURE() << file << " was accepted";
+    } catch (const E& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << file << ": " << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << file << ": wrong error type: " << e.what();
+    }
+  };
+  expect("bad_truncated.onnx", ParseError(""), "not a valid ONNX file");
+  expect("bad_not_onnx.onnx", ParseError(""), "not a valid ONNX file");
+  expect("bad_external_outside.onnx", UnsupportedModel(""), "outside the model's folder");
+  expect("bad_external_missing.onnx", IoError(""), "is missing");
+  expect("bad_absurd_shape.onnx", ParseError(""), "absurdly large");
+  expect("bad_cycle.onnx", UnsupportedModel(""), "topological");
+  expect("bad_unsupported_op.onnx", UnsupportedModel(""), "NonMaxSuppression");
+}
+
+}  // namespace
