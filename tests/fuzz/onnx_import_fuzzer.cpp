@@ -12,8 +12,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto imp = candela::detail::import_onnx_bytes(std::string(reinterpret_cast<const char*>(data), size), "/nonexistent",
                                                   "fuzz.onnx");
     (void)imp;
-  } catch (const candela::Error&) {
-  } catch (const c10::Error&) {
+  } catch (const std::exception&) {
+    // candela::Error (refused with a reason) or a LibTorch error compiling odd but well-formed
+    // graphs: both reach the user as one line. What the fuzzer hunts is memory errors and crashes.
   }
   return 0;
 }

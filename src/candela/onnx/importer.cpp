@@ -412,14 +412,25 @@ class Converter {
                                    "info` on a supported model, or re-export without this operator."));
   }
 
+  // An attribute list must have the length the operator implies (the checker does not say so).
+  void check_len(const std::vector<int64_t>& v, size_t n, const char* attr) const {
+    if (v.size() != n)
+      throw ParseError(str_cat("ONNX ", node_->op_type(), " node '", node_->name(), "': attribute '", attr, "' has ",
+                               v.size(), " values where ", n, " are expected."));
+  }
+
   // Pads [b1.., e1..] (ONNX order) for `dims` spatial dims, resolving auto_pad from the input's
   // static spatial size.
   std::vector<int64_t> conv_pads(const Attr& a, int64_t dims, const std::vector<int64_t>& kernel,
                                  const std::vector<int64_t>& strides, const std::vector<int64_t>& dil) const {
     const std::string ap = a.s("auto_pad", "NOTSET");
+    check_len(kernel, static_cast<size_t>(dims), "kernel_shape");
+    check_len(strides, static_cast<size_t>(dims), "strides");
+    check_len(dil, static_cast<size_t>(dims), "dilations");
     if (ap == "NOTSET") {
       auto p = a.is("pads");
       if (p.empty()) p.assign(2 * dims, 0);
+      check_len(p, static_cast<size_t>(2 * dims), "pads");
       return p;
     }
     if (ap == "VALID") return std::vector<int64_t>(2 * dims, 0);
@@ -455,7 +466,16 @@ class Converter {
     const bool keep = a.i("keepdims", 1) != 0;
     std::string axes;
     if (axes_input) {
-      if (in.size() > 1 && !in[1].empty()) axes = list_input(1, in);
+      if (in.size() > 1 && !in[1].empty()) {
+        axes = list_input(1, in);
+        if (!is_const(1)) {
+          // Empty run-time axes: all of them, or nothing with noop_with_empty_axes.
+          pre_ << "    ax: List[int] = " << axes << "\n    if len(ax) == 0:\n";
+          if (a.i("noop_with_empty_axes", 0) != 0) pre_ << "        return " << in[0] << "\n";
+          else pre_ << "        ax = [d for d in range(" << in[0] << ".dim())]\n";
+          axes = "ax";
+        }
+      }
     } else if (a.has("axes")) {
       axes = ints(a.is("axes"));
     }
@@ -616,6 +636,10 @@ class Converter {
       }
       auto pads = a.is("pads", std::vector<int64_t>(2 * dims, 0));
       std::vector<int64_t> out_pad = a.is("output_padding", std::vector<int64_t>(dims, 0));
+      check_len(pads, static_cast<size_t>(2 * dims), "pads");
+      check_len(out_pad, static_cast<size_t>(dims), "output_padding");
+      check_len(strides, static_cast<size_t>(dims), "strides");
+      check_len(dil, static_cast<size_t>(dims), "dilations");
       if (a.has("output_shape") || a.s("auto_pad", "NOTSET") != "NOTSET") unsupported("output_shape / auto_pad");
       for (int64_t k = 0; k < dims; ++k)
         if (pads[k] != pads[k + dims]) unsupported("asymmetric pads");
@@ -732,9 +756,9 @@ class Converter {
                << "\n    axes: List[int] = []\n    for q in " << l << ":\n        if q < 0:\n            q = q + r\n"
                << "        axes.append(q)\n";
           if (op == "Squeeze")
-            pre_ << "    axes = sorted(axes, reverse=True)\n    for ax in axes:\n        y = y.squeeze(ax)\n";
+            pre_ << "    axes.sort(reverse=True)\n    for ax in axes:\n        y = y.squeeze(ax)\n";
           else
-            pre_ << "    axes = sorted(axes)\n    for ax in axes:\n        y = y.unsqueeze(ax)\n";
+            pre_ << "    axes.sort()\n    for ax in axes:\n        y = y.unsqueeze(ax)\n";
           return "y";
         }
         axes = const_ints(1);
@@ -746,13 +770,13 @@ class Converter {
         pre_ << "    y = " << x(0) << "\n    r = y.dim()\n";
         std::vector<std::string> norm;
         for (int64_t ax : axes) norm.push_back(ax < 0 ? "r + " + std::to_string(ax) : std::to_string(ax));
-        pre_ << "    axes = sorted([" << join(norm) << "], reverse=True)\n    for ax in axes:\n        y = y.squeeze(ax)\n";
+        pre_ << "    axes: List[int] = [" << join(norm) << "]\n    axes.sort(reverse=True)\n    for ax in axes:\n        y = y.squeeze(ax)\n";
         return "y";
       }
       pre_ << "    y = " << x(0) << "\n    r = y.dim() + " << axes.size() << "\n";
       std::vector<std::string> norm;
       for (int64_t ax : axes) norm.push_back(ax < 0 ? "r + " + std::to_string(ax) : std::to_string(ax));
-      pre_ << "    axes = sorted([" << join(norm) << "])\n    for ax in axes:\n        y = y.unsqueeze(ax)\n";
+      pre_ << "    axes: List[int] = [" << join(norm) << "]\n    axes.sort()\n    for ax in axes:\n        y = y.unsqueeze(ax)\n";
       return "y";
     }
     if (op == "Concat") {
@@ -861,6 +885,77 @@ class Converter {
       if (a.i("select_last_index", 0) != 0) unsupported("select_last_index");
       return std::string(op == "ArgMax" ? "torch.argmax(" : "torch.argmin(") + x(0) + ", " +
              std::to_string(a.i("axis", 0)) + ", " + (a.i("keepdims", 1) ? "True" : "False") + ")";
+    }
+    if (op == "Resize" || op == "Upsample") {
+      // Separable, explicit index maps: every coordinate transformation and nearest mode of
+      // the spec, and linear interpolation with clamped neighbours (cubic is not imported).
+      const std::string mode = a.s("mode", "nearest");
+      if (mode != "nearest" && mode != "linear") unsupported("mode " + mode);
+      std::string coord = "asymmetric", nearest = "floor";
+      if (op == "Resize" && opset_ >= 11) {
+        coord = a.s("coordinate_transformation_mode", "half_pixel");
+        nearest = a.s("nearest_mode", "round_prefer_floor");
+      }
+      if (coord == "tf_crop_and_resize") unsupported("tf_crop_and_resize");
+      if (a.i("exclude_outside", 0) != 0 || a.has("axes") || a.s("keep_aspect_ratio_policy", "stretch") != "stretch")
+        unsupported("exclude_outside / axes / keep_aspect_ratio_policy");
+      const int64_t rank = rank_of(0) > 0 ? rank_of(0) : 4;
+      std::string scales, sizes;
+      if (op == "Upsample" && opset_ < 9) {
+        std::vector<std::string> v;
+        for (double f : a.find("scales") ? std::vector<double>(a.find("scales")->floats().begin(), a.find("scales")->floats().end())
+                                         : std::vector<double>())
+          v.push_back(num(f));
+        scales = "[" + join(v) + "]";
+      } else {
+        const int si = op == "Upsample" || opset_ < 11 ? 1 : 2;
+        if (has(si) && !(is_const(si) && const_at(si).numel() == 0)) {
+          pre_ << "    sc: List[float] = " << x(si) << ".to(7).tolist()\n";
+          scales = "sc";
+        }
+        if (op == "Resize" && opset_ >= 11 && has(3)) sizes = list_input(3, in);
+      }
+      CANDELA_CHECK_T(UnsupportedModel, !scales.empty() || !sizes.empty(), "ONNX ", op, " node '", node.name(),
+                      "' has neither scales nor sizes.");
+      pre_ << "    y = " << x(0) << "\n";
+      for (int64_t ax = 0; ax < rank; ++ax) {
+        const std::string A = std::to_string(ax);
+        pre_ << "    n_in = y.size(" << A << ")\n";
+        if (!sizes.empty()) {
+          pre_ << "    n_out = " << sizes << "[" << A << "]\n    s = float(n_out) / float(n_in)\n";
+        } else {
+          pre_ << "    s = " << scales << "[" << A << "]\n    n_out = int(float(n_in) * s)\n";
+        }
+        pre_ << "    if n_out != n_in or s != 1.0:\n";
+        pre_ << "        dst = torch.arange(n_out).to(7)\n";
+        if (coord == "half_pixel") pre_ << "        xo = (dst + 0.5) / s - 0.5\n";
+        else if (coord == "pytorch_half_pixel") pre_ << "        xo = (dst + 0.5) / s - 0.5 if n_out > 1 else dst * 0.0\n";
+        else if (coord == "align_corners")
+          pre_ << "        xo = dst * float(n_in - 1) / float(n_out - 1) if n_out > 1 else dst * 0.0\n";
+        else if (coord == "asymmetric") pre_ << "        xo = dst / s\n";
+        else if (coord == "tf_half_pixel_for_nn") pre_ << "        xo = (dst + 0.5) / s\n";
+        else unsupported("coordinate_transformation_mode " + coord);
+        if (mode == "nearest") {
+          std::string r;
+          if (nearest == "round_prefer_floor") r = "torch.ceil(xo - 0.5)";
+          else if (nearest == "round_prefer_ceil") r = "torch.floor(xo + 0.5)";
+          else if (nearest == "floor") r = "torch.floor(xo)";
+          else if (nearest == "ceil") r = "torch.ceil(xo)";
+          else unsupported("nearest_mode " + nearest);
+          pre_ << "        idx = torch.clamp(" << r << ", 0.0, float(n_in - 1)).to(4).to(y.device)\n"
+               << "        y = torch.index_select(y, " << A << ", idx)\n";
+        } else {
+          pre_ << "        xo = torch.clamp(xo, 0.0, float(n_in - 1))\n        i0 = torch.floor(xo)\n"
+               << "        w = (xo - i0).to(y.dtype).to(y.device)\n"
+               << "        i1 = torch.clamp(i0 + 1.0, 0.0, float(n_in - 1)).to(4).to(y.device)\n"
+               << "        i0 = i0.to(4).to(y.device)\n"
+               << "        shape = [1 for d in range(y.dim())]\n        shape[" << A << "] = n_out\n"
+               << "        w = w.reshape(shape)\n"
+               << "        y = torch.index_select(y, " << A << ", i0) * (1.0 - w) + torch.index_select(y, " << A
+               << ", i1) * w\n";
+        }
+      }
+      return "y";
     }
     if (op == "Einsum") {
       std::vector<std::string> parts;

@@ -427,6 +427,15 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
     impl_->assignments.push_back({{"path", s.path}, {"type", s.type}, {"op", s.kind}, {"rule", rule}});
   };
 
+  // Pass: the node's value, its input's relevance passed on unchanged.
+  auto insert_pass = [&](const Site& s) {
+    Node* node = s.node;
+    torch::jit::WithInsertPoint after(node->next());
+    Value* out = g.insert(sym("candela::rule_pass"), {node->input(0), node->output()});
+    out->setType(node->output()->type());
+    node->output()->replaceAllUsesAfterNodeWith(out->node(), out);
+    record(s, "pass");
+  };
   std::unordered_set<Node*> fused;  // activations merged into the layer before them (RevealCancel)
   for (size_t i = 0; i < sites.size(); ++i) {
     const Site& s = sites[i];
@@ -550,12 +559,7 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
     if (activation_kinds().count(k)) {
       const int64_t kind = activation_kinds().at(k);
       if (method == RuleMethod::kLrp) {
-        // zennit's Pass: relevance goes through activations unchanged.
-        torch::jit::WithInsertPoint after(node->next());
-        Value* out = g.insert(sym("candela::rule_pass"), {node->input(0), node->output()});
-        out->setType(node->output()->type());
-        node->output()->replaceAllUsesAfterNodeWith(out->node(), out);
-        record(s, "pass");
+        insert_pass(s);  // zennit's Pass: relevance goes through activations unchanged
         continue;
       }
       if (method != RuleMethod::kDeepLift && kind != detail::kRelu) continue;  // Captum: ReLUs only
@@ -583,11 +587,7 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
     }
     if (method != RuleMethod::kLrp) continue;
     if (k == "aten::batch_norm") {
-      torch::jit::WithInsertPoint after(node->next());
-      Value* out = g.insert(sym("candela::rule_pass"), {node->input(0), node->output()});
-      out->setType(node->output()->type());
-      node->output()->replaceAllUsesAfterNodeWith(out->node(), out);
-      record(s, "pass");
+      insert_pass(s);
       continue;
     }
     // (The data-path set holds the values before rewriting; `marked` was counted then.)
