@@ -279,6 +279,12 @@ const char* method_name(RuleMethod m) {
   return "";
 }
 
+// "aten::layer_norm at 'encoder.norm' (LayerNorm)", for error messages.
+std::string describe_node(const std::string& kind, const std::string& path, const std::string& type) {
+  return str_cat(kind, path.empty() ? std::string(" in the top-level forward()") : str_cat(" at '", path, "'"),
+                 type.empty() ? std::string() : str_cat(" (", type, ")"));
+}
+
 c10::IValue constant_of(Value* v, const Node* node, RuleMethod m) {
   auto iv = torch::jit::toIValue(v);
   CANDELA_CHECK_T(UnsupportedModel, iv.has_value(), method_name(m), ": ", node->kind().toQualString(), " at '",
@@ -357,10 +363,7 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
         for (auto* v : n->inputs()) block_reads |= on_path(v);
     const std::string kind = node->kind().toQualString();
     const std::string path = detail::module_path(node), type = detail::module_type(node);
-    auto where = [&] {
-      return str_cat(kind, path.empty() ? std::string(" in the top-level forward()") : str_cat(" at '", path, "'"),
-                     type.empty() ? std::string() : str_cat(" (", type, ")"));
-    };
+    auto where = [&] { return describe_node(kind, path, type); };
     CANDELA_CHECK_T(UnsupportedModel, !block_reads, mname, ": the input flows through control flow (", where(),
                     "), which rule propagation does not follow. Trace the model (torch.jit.trace) so the branch "
                     "taken is fixed.");
@@ -382,10 +385,7 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
   // The coverage check, before anything is rewritten.
   const bool strict = method == RuleMethod::kDeepLift || method == RuleMethod::kLrp;
   for (const Site& s : sites) {
-    auto where = [&] {
-      return str_cat(s.kind, s.path.empty() ? std::string(" in the top-level forward()") : str_cat(" at '", s.path, "'"),
-                     s.type.empty() ? std::string() : str_cat(" (", s.type, ")"));
-    };
+    auto where = [&] { return describe_node(s.kind, s.path, s.type); };
     if (!strict) continue;
     const std::string& k = s.kind;
     const int marked = s.marked;
