@@ -1,5 +1,5 @@
 // libFuzzer target for the ONNX importer: any byte string must give a model or a candela::Error,
-// never a crash, a hang or an unbounded allocation. See README (Developers, fuzzing).
+// never a crash, a hang or an unbounded allocation. Run it with tests/fuzz/run_onnx_fuzzer.sh.
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -1053,6 +1053,20 @@ OnnxImport import_onnx_bytes(const std::string& bytes, const std::string& folder
     throw UnsupportedModel(str_cat("'", name, "' fails the ONNX checker: ", first_line(e.what()),
                                    ". Fix or re-export the model."));
   }
+  // libonnx 1.12's shape inference divides by these without checking (found by fuzzing).
+  static const std::set<std::string> conv_pool = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool",
+                                                  "MaxUnpool", "ConvInteger", "QLinearConv", "MaxRoiPool"};
+  for (const auto& n : model.graph().node()) {
+    if (!conv_pool.count(n.op_type())) continue;
+    for (const auto& a : n.attribute()) {
+      const bool positive = a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape";
+      const bool non_negative = a.name() == "pads" || a.name() == "output_padding";
+      if (!positive && !non_negative) continue;
+      for (int64_t v : a.ints())
+        CANDELA_CHECK_T(ParseError, positive ? v >= 1 : v >= 0, "ONNX ", n.op_type(), " node '", n.name(), "': attribute '",
+                        a.name(), "' has the value ", v, "; it must be ", positive ? "at least 1." : "non-negative.");
+    }
+  }
   try {
     onnx::shape_inference::InferShapes(model);
   } catch (const std::exception& e) {
