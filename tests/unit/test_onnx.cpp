@@ -138,6 +138,7 @@ TEST(Onnx, MalformedFilesGetClearErrors) {
   expect("bad_absurd_shape.onnx", ParseError(""), "absurdly large");
   expect("bad_cycle.onnx", UnsupportedModel(""), "topological");
   expect("bad_unsupported_op.onnx", UnsupportedModel(""), "NonMaxSuppression");
+  expect("bad_zero_stride.onnx", ParseError(""), "'strides' has the value 0");
 }
 
 }  // namespace
