@@ -1038,6 +1038,20 @@ OnnxImport import_onnx_bytes(const std::string& bytes, const std::string& folder
                   "again with torch.onnx.export or tf2onnx.");
   CANDELA_CHECK_T(ParseError, model.has_graph() && model.graph().node_size() > 0, "'", name,
                   "' parses but holds no ONNX graph; is it really an ONNX model?");
+  // libonnx 1.12's shape inference divides by these without checking (found by fuzzing).
+  static const std::set<std::string> conv_pool = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool",
+                                                  "MaxUnpool", "ConvInteger", "QLinearConv", "MaxRoiPool"};
+  for (const auto& n : model.graph().node()) {
+    if (!conv_pool.count(n.op_type())) continue;
+    for (const auto& a : n.attribute()) {
+      const bool positive = a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape";
+      const bool non_negative = a.name() == "pads" || a.name() == "output_padding";
+      if (!positive && !non_negative) continue;
+      for (int64_t v : a.ints())
+        CANDELA_CHECK_T(ParseError, positive ? v >= 1 : v >= 0, "ONNX ", n.op_type(), " node '", n.name(), "': attribute '",
+                        a.name(), "' has the value ", v, "; it must be ", positive ? "at least 1." : "non-negative.");
+    }
+  }
   // External data first: the checker would read any path it is given.
   for (const auto& t : model.graph().initializer())
     if (t.data_location() == onnx::TensorProto::EXTERNAL) external_file(t, folder);
@@ -1052,20 +1066,6 @@ OnnxImport import_onnx_bytes(const std::string& bytes, const std::string& folder
   } catch (const std::exception& e) {
     throw UnsupportedModel(str_cat("'", name, "' fails the ONNX checker: ", first_line(e.what()),
                                    ". Fix or re-export the model."));
-  }
-  // libonnx 1.12's shape inference divides by these without checking (found by fuzzing).
-  static const std::set<std::string> conv_pool = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool",
-                                                  "MaxUnpool", "ConvInteger", "QLinearConv", "MaxRoiPool"};
-  for (const auto& n : model.graph().node()) {
-    if (!conv_pool.count(n.op_type())) continue;
-    for (const auto& a : n.attribute()) {
-      const bool positive = a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape";
-      const bool non_negative = a.name() == "pads" || a.name() == "output_padding";
-      if (!positive && !non_negative) continue;
-      for (int64_t v : a.ints())
-        CANDELA_CHECK_T(ParseError, positive ? v >= 1 : v >= 0, "ONNX ", n.op_type(), " node '", n.name(), "': attribute '",
-                        a.name(), "' has the value ", v, "; it must be ", positive ? "at least 1." : "non-negative.");
-    }
   }
   try {
     onnx::shape_inference::InferShapes(model);
