@@ -6,6 +6,9 @@
 
 #include <ATen/ATen.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <iomanip>
 #include <fstream>
@@ -1026,6 +1029,66 @@ class Converter {
   std::vector<std::pair<std::string, at::Tensor>> pending_;
 };
 
+// libonnx's checker and shape inference are run in a child process: on malformed input they
+// can crash (fuzzing found a null dereference and a division by zero in Debian's 1.12), and a
+// crash there must become an error here. The child sends back the inferred model, or the
+// message of the exception it caught.
+void check_and_infer(onnx::ModelProto& model, const std::string& name) {
+  int fds[2];
+  CANDELA_CHECK_T(IoError, pipe(fds) == 0, "cannot create a pipe to check '", name, "'.");
+  const pid_t pid = fork();
+  CANDELA_CHECK_T(IoError, pid >= 0, "cannot fork to check '", name, "'.");
+  if (pid == 0) {
+    close(fds[0]);
+    std::string reply;
+    try {
+      onnx::checker::CheckerContext ctx;
+      ctx.set_ir_version(static_cast<int>(model.ir_version()));
+      std::unordered_map<std::string, int> opsets;
+      for (const auto& o : model.opset_import()) opsets[o.domain()] = static_cast<int>(o.version());
+      ctx.set_opset_imports(opsets);
+      onnx::checker::LexicalScopeContext lex;
+      try {
+        onnx::checker::check_graph(model.graph(), ctx, lex);
+      } catch (const std::exception& e) {
+        reply = std::string("C") + first_line(e.what());
+      }
+      if (reply.empty()) {
+        try {
+          onnx::shape_inference::InferShapes(model);
+          reply = "M" + model.SerializeAsString();
+        } catch (const std::exception& e) {
+          reply = std::string("I") + first_line(e.what());
+        }
+      }
+    } catch (...) {
+      reply = "Cunknown error";
+    }
+    size_t done = 0;
+    while (done < reply.size()) {
+      const ssize_t n = write(fds[1], reply.data() + done, reply.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string reply;
+  char buf[1 << 16];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) reply.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CANDELA_CHECK_T(UnsupportedModel, WIFEXITED(status) && WEXITSTATUS(status) == 0 && !reply.empty(), "'", name,
+                  "' crashed the ONNX checker or shape inference (malformed model); fix or re-export it.");
+  if (reply[0] == 'C')
+    throw UnsupportedModel(str_cat("'", name, "' fails the ONNX checker: ", reply.substr(1), ". Fix or re-export the model."));
+  if (reply[0] == 'I') throw UnsupportedModel(str_cat("'", name, "' fails ONNX shape inference: ", reply.substr(1), "."));
+  CANDELA_CHECK_T(UnsupportedModel, model.ParseFromString(reply.substr(1)), "'", name,
+                  "': the checked model could not be read back.");
+}
+
 }  // namespace
 
 OnnxImport import_onnx_bytes(const std::string& bytes, const std::string& folder, const std::string& name,
@@ -1055,23 +1118,7 @@ OnnxImport import_onnx_bytes(const std::string& bytes, const std::string& folder
   // External data first: the checker would read any path it is given.
   for (const auto& t : model.graph().initializer())
     if (t.data_location() == onnx::TensorProto::EXTERNAL) external_file(t, folder);
-  try {
-    onnx::checker::CheckerContext ctx;
-    ctx.set_ir_version(static_cast<int>(model.ir_version()));
-    std::unordered_map<std::string, int> opsets;
-    for (const auto& o : model.opset_import()) opsets[o.domain()] = static_cast<int>(o.version());
-    ctx.set_opset_imports(opsets);
-    onnx::checker::LexicalScopeContext lex;
-    onnx::checker::check_graph(model.graph(), ctx, lex);
-  } catch (const std::exception& e) {
-    throw UnsupportedModel(str_cat("'", name, "' fails the ONNX checker: ", first_line(e.what()),
-                                   ". Fix or re-export the model."));
-  }
-  try {
-    onnx::shape_inference::InferShapes(model);
-  } catch (const std::exception& e) {
-    throw UnsupportedModel(str_cat("'", name, "' fails ONNX shape inference: ", first_line(e.what()), "."));
-  }
+  check_and_infer(model, name);
   Converter c(model, folder, single_output);
   return c.run();
 }
