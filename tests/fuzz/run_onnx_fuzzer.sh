@@ -24,7 +24,7 @@ clang++ -fsanitize=fuzzer,address "$out/harness.o" "$out/importer.o" "$build/lib
   -lopencv_core -lopencv_imgproc -lopencv_imgcodecs -lopencv_ml -lopencv_ximgproc -lonnx -lonnx_proto -lprotobuf \
   -o "$out/onnx_import_fuzzer"
 # Seeds: the fixtures' ONNX files (the 46 MB resnet18 left out) and some operator tests.
-find "$build/fixtures" -name '*.onnx' -size -1M -exec cp {} "$out/corpus/" \;
+find "$build/fixtures" -name '*.onnx' -size -1000k -exec cp {} "$out/corpus/" \;
 for t in test_slice test_gather_0 test_maxpool_2d_pads test_conv_with_autopad_same test_reshape_negative_dim \
          test_resize_upsample_scales_linear test_softmax_axis_0 test_squeeze test_batchnorm_epsilon; do
   [ -f /usr/share/libonnx-testdata/data/node/$t/model.onnx ] && cp /usr/share/libonnx-testdata/data/node/$t/model.onnx "$out/corpus/$t.onnx"
