@@ -84,4 +84,12 @@ struct FeatureMap {
 };
 FeatureMap feature_map(const at::Tensor& attributions, const at::Tensor& inputs, const InputSpec& spec);
 
+namespace detail {
+// The model's predicted class (argmax) for a stream of inputs made a batch at a time.
+at::Tensor predict_rows(const Model& model, const EvalOptions& eval, int64_t total,
+                        const std::function<at::Tensor(int64_t, int64_t)>& make, const char* stage);
+// One class per sample: int64 [N] -> Target::indices.
+Target class_target(const at::Tensor& classes);
+}  // namespace detail
+
 }  // namespace candela

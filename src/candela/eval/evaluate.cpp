@@ -87,20 +87,8 @@ std::string fingerprint(const at::Tensor& t) {
 }
 
 at::Tensor top1(const Model& model, const at::Tensor& x, const EvalOptions& eval) {
-  Evaluator ev(model, eval);
-  at::Tensor out = at::empty({x.size(0)}, at::TensorOptions().dtype(at::kLong));
-  ev.forward(
-      "evaluate: predictions", x.size(0),
-      [&](int64_t b, int64_t e) { return Rows{x.slice(0, b, e), at::arange(b, e, at::TensorOptions().dtype(at::kLong)), {}}; },
-      [&](int64_t b, int64_t e, const Rows&, const at::Tensor& o) {
-        out.slice(0, b, e).copy_(o.reshape({o.size(0), -1}).argmax(1).to(at::kCPU));
-      });
-  return out;
-}
-
-Target as_target(const at::Tensor& t) {
-  const at::Tensor c = t.contiguous();
-  return Target::indices(std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()));
+  return detail::predict_rows(model, eval, x.size(0), [&](int64_t b, int64_t e) { return x.slice(0, b, e); },
+                              "evaluate: predictions");
 }
 
 std::string number(double v) {
@@ -227,7 +215,7 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
         if (config.eval.cancel.cancelled()) throw Cancelled("evaluation cancelled; run it again to resume.");
         ExplainRequest req;
         req.inputs = x.slice(0, b, e);
-        req.target = as_target(targets.slice(0, b, e));
+        req.target = detail::class_target(targets.slice(0, b, e));
         req.baseline = config.baseline;
         req.eval = config.eval;
         req.eval.progress = nullptr;
@@ -344,7 +332,7 @@ nlohmann::json audit_shortcuts(const Model& model, const EvaluateData& data, con
     const int64_t e = std::min(n, b + 16);
     ExplainRequest req;
     req.inputs = x.slice(0, b, e);
-    req.target = as_target(targets.slice(0, b, e));
+    req.target = detail::class_target(targets.slice(0, b, e));
     req.baseline = config.baseline;
     req.eval = config.eval;
     parts.push_back(explainer->explain(model, req).values);

@@ -43,20 +43,6 @@ at::Tensor evaluate_rows(const Model& model, const EvalOptions& eval, int64_t to
   return out;
 }
 
-// All predicted classes over a stream (argmax).
-at::Tensor predict_rows(const Model& model, const EvalOptions& eval, int64_t total,
-                        const std::function<at::Tensor(int64_t, int64_t)>& make, const char* stage) {
-  Evaluator ev(model, eval);
-  at::Tensor out = at::empty({total}, kLong);
-  ev.forward(
-      stage, total,
-      [&](int64_t b, int64_t e) { return Rows{make(b, e), at::arange(b, e, kLong), {}}; },
-      [&](int64_t b, int64_t e, const Rows&, const at::Tensor& o) {
-        out.slice(0, b, e).copy_(o.reshape({o.size(0), -1}).argmax(1).to(at::kCPU));
-      });
-  return out;
-}
-
 // Pixel (image) or element selection [N, P] -> a mask of the inputs' shape.
 at::Tensor expand_selection(const at::Tensor& sel, const at::Tensor& x, const InputSpec& spec) {
   const int64_t n = x.size(0);
@@ -92,14 +78,10 @@ void check_baseline_kind(const std::string& kind) {
 // Descending order of the map per sample (ties broken by index, so results are deterministic).
 at::Tensor descending(const at::Tensor& map) { return std::get<1>(map.sort(/*stable=*/true, 1, /*descending=*/true)); }
 
-Target explained(const at::Tensor& targets) {
-  return Target::indices(std::vector<int64_t>(targets.data_ptr<int64_t>(), targets.data_ptr<int64_t>() + targets.numel()));
-}
-
 at::Tensor re_explain(const MetricInput& in, const Model& model, const at::Tensor& x, const at::Tensor& targets) {
   ExplainRequest r = in.request;
   r.inputs = x;
-  r.target = explained(targets.contiguous());
+  r.target = detail::class_target(targets);
   r.eval = in.eval;
   return in.explainer->explain(model, r).values;
 }
@@ -375,7 +357,7 @@ class Road : public Metric {
       }
       return at::cat(rows);
     };
-    const at::Tensor pred = predict_rows(*in.model, in.eval, n * k, make, "road").view({n, k});
+    const at::Tensor pred = detail::predict_rows(*in.model, in.eval, n * k, make, "road").view({n, k});
     const at::Tensor kept = pred.eq(in.targets.view({-1, 1})).to(at::kDouble);
     if (details) (*details)["curve"] = detail::tensor_to_json(kept);
     return kept.mean(1);
@@ -600,12 +582,12 @@ class Sensitivity : public Metric {
     const at::Tensor norm = a.norm(2, 1);
     at::Generator gen = detail::seeded_generator(static_cast<uint64_t>(o_.seed), 0x5e);
     at::Tensor sens = at::full({n, o_.nr_samples}, kNaN, kDouble);
-    const at::Tensor predicted = predict_rows(*in.model, in.eval, n, [&](int64_t b, int64_t e) { return x.slice(0, b, e); },
+    const at::Tensor predicted = detail::predict_rows(*in.model, in.eval, n, [&](int64_t b, int64_t e) { return x.slice(0, b, e); },
                                               "sensitivity");
     for (int64_t s = 0; s < o_.nr_samples; ++s) {
       const at::Tensor xp = x + (at::rand(x.sizes(), gen, kDouble) * 2 - 1).mul_(o_.lower_bound).to(x.options());
       const at::Tensor pp =
-          predict_rows(*in.model, in.eval, n, [&](int64_t b, int64_t e) { return xp.slice(0, b, e); }, "sensitivity");
+          detail::predict_rows(*in.model, in.eval, n, [&](int64_t b, int64_t e) { return xp.slice(0, b, e); }, "sensitivity");
       const at::Tensor ap = re_explain(in, *in.model, xp, in.targets).reshape({n, -1}).to(at::kDouble);
       at::Tensor v = (a - ap).norm(2, 1) / norm;
       if (o_.return_nan_when_prediction_changes) v = at::where(pp.eq(predicted), v, at::full_like(v, kNaN));
@@ -885,6 +867,30 @@ MetricInfo metric_info(std::string name, std::string family, std::string descrip
 }
 
 }  // namespace
+
+// ---- shared helpers ------------------------------------------------------------------------
+
+namespace detail {
+
+at::Tensor predict_rows(const Model& model, const EvalOptions& eval, int64_t total,
+                        const std::function<at::Tensor(int64_t, int64_t)>& make, const char* stage) {
+  Evaluator ev(model, eval);
+  at::Tensor out = at::empty({total}, at::TensorOptions().dtype(at::kLong));
+  ev.forward(
+      stage, total,
+      [&](int64_t b, int64_t e) { return Rows{make(b, e), at::arange(b, e, at::TensorOptions().dtype(at::kLong)), {}}; },
+      [&](int64_t b, int64_t e, const Rows&, const at::Tensor& o) {
+        out.slice(0, b, e).copy_(o.reshape({o.size(0), -1}).argmax(1).to(at::kCPU));
+      });
+  return out;
+}
+
+Target class_target(const at::Tensor& classes) {
+  const at::Tensor c = classes.to(at::kCPU, at::kLong).contiguous();
+  return Target::indices(std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()));
+}
+
+}  // namespace detail
 
 // ---- similarities and maps ---------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 #include "candela/core/options.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/methods/cam/grad_cam.h"
+#include "../gradient/common.h"
 #include "candela/methods/rules/deconvolution.h"
 #include "candela/methods/rules/deep_lift.h"
 #include "candela/methods/rules/guided_backprop.h"
@@ -16,12 +17,6 @@ namespace candela {
 using detail::str_cat;
 
 namespace {
-
-Evaluator::MakeRows slice_rows(const at::Tensor& x) {
-  return [x](int64_t b, int64_t e) {
-    return Rows{x.slice(0, b, e), at::arange(b, e, at::TensorOptions().dtype(at::kLong)), {}};
-  };
-}
 
 // The propagated input "gradient" of the target through a rule graph, and the output.
 struct Propagated {
@@ -37,7 +32,7 @@ Propagated propagate(Evaluator& ev, const char* stage, const at::Tensor& x, cons
     if (score_relevance) s = s * s.detach();  // d/d out = the score: R_out = f_t(x)
     return std::make_pair(s, out);
   };
-  ev.gradients(stage, x.size(0), slice_rows(x), scorer,
+  ev.gradients(stage, x.size(0), detail::slice_rows(x), scorer,
                [&](int64_t b, int64_t e, const Rows&, const at::Tensor& g, const at::Tensor& out) {
                  values.slice(0, b, e).copy_(g);
                  outs.push_back(out);
