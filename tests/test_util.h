@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -11,7 +12,16 @@
 
 namespace candela::testing {
 
-inline std::string fixture(const std::string& name) { return std::string(CANDELA_FIXTURE_DIR) + "/" + name; }
+// The fixture folders are compiled in; CANDELA_FIXTURE_DIR / CANDELA_GROUNDTRUTH_DIR in the environment
+// point the suite at fixtures rebuilt elsewhere (scripts/check-portability.sh).
+inline std::string env_or(const char* variable, const char* fallback) {
+  const char* v = std::getenv(variable);
+  return v && *v ? v : fallback;
+}
+inline std::string fixture(const std::string& name) { return env_or("CANDELA_FIXTURE_DIR", CANDELA_FIXTURE_DIR) + "/" + name; }
+inline std::string groundtruth(const std::string& name) {
+  return env_or("CANDELA_GROUNDTRUTH_DIR", CANDELA_GROUNDTRUTH_DIR) + "/" + name;
+}
 
 // y = x W^T + b as a scripted module, built in C++ so known-answer tests need no fixture.
 inline Model linear_model(const at::Tensor& weight, const at::Tensor& bias) {

@@ -774,7 +774,8 @@ class RandomLogit : public Metric {
     std::mt19937_64 rng(static_cast<uint64_t>(o_.seed));
     at::Tensor other = at::empty({n}, kLong);
     for (int64_t i = 0; i < n; ++i) {
-      int64_t c = std::uniform_int_distribution<int64_t>(0, classes - 2)(rng);
+      // mt19937_64's stream is the same everywhere; std::uniform_int_distribution is not.
+      int64_t c = static_cast<int64_t>(rng() % static_cast<uint64_t>(classes - 1));
       if (c >= in.targets[i].item<int64_t>()) ++c;
       other[i] = c;
     }
