@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -23,6 +24,20 @@
 #include "candela/render/heatmap.h"
 
 namespace {
+
+// Ctrl-C (SIGINT) and SIGTERM cancel the running job: the evaluator stops at its next batch,
+// nothing half-written is left behind, and the command exits 130. A second signal kills at once.
+candela::CancelToken g_interrupt;
+void on_interrupt(int) { g_interrupt.cancel(); }
+void cancel_on_interrupt() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
 
 using namespace candela;
 
@@ -70,6 +85,15 @@ struct SpecFlags {
     model.set_input_spec(s);
   }
 };
+
+// A 4-D array with no layout in the spec: infer it from the data's shape, and say so.
+void infer_layout_from(Model& model, const at::Tensor& batch) {
+  InputSpec s = model.input_spec();
+  const std::string note = infer_layout(s, batch);
+  if (note.empty()) return;
+  model.set_input_spec(s);
+  std::cerr << "candela: " << note << "\n";
+}
 
 // A one-line progress bar on stderr, only when stderr is a terminal.
 class ProgressBar {
@@ -194,6 +218,8 @@ int run_explain(const ExplainArgs& args) {
   args.spec.apply(model);
   if (args.device != "cpu") model.to(args.device);
   LoadedInput input = load_input(args.input, model.input_spec());
+  infer_layout_from(model, input.batch);
+  if (!input.display.defined() && model.input_spec().is_image()) input.display = to_display(input.batch, model.input_spec());
   if (!args.feature_names.empty()) input.feature_names = read_names(args.feature_names);
   ExplainRequest req;
   req.inputs = input.batch.to(c10::Device(model.device()));
@@ -202,10 +228,12 @@ int run_explain(const ExplainArgs& args) {
   if (!args.features.empty())
     req.feature_mask = make_feature_mask(args.features, input.batch, model.input_spec(), input.display);
   req.eval = args.eval;
+  req.eval.cancel = g_interrupt;
   ProgressBar bar(!quiet);
   req.eval.progress = bar.callback();
   Attribution a = explainer->explain(model, req);
   bar.finish();
+  for (const auto& w : a.warnings) std::cerr << "candela: warning: " << w["message"].get<std::string>() << "\n";
   auto files = write_explanation(args.out, a, model, input, heatmap);
   if (!quiet) {
     std::cout << method << ": " << a.model_evaluations << " model evaluations in " << std::fixed
@@ -318,10 +346,12 @@ int run_evaluate(const EvaluateArgs& a) {
   c.bootstrap = a.bootstrap;
   c.seed = a.seed;
   c.eval = a.eval;
+  c.eval.cancel = g_interrupt;
   c.validate();
   Model model = Model::load(a.model);
   a.spec.apply(model);
   EvaluateData data = load_data(a.data, a.labels, a.masks, model, a.max_samples);
+  infer_layout_from(model, data.inputs);
   const bool tty = !a.quiet && isatty(STDERR_FILENO);
   if (tty) {
     c.progress = [](const EvaluateProgress& p) {
@@ -388,9 +418,11 @@ int run_audit(const AuditArgs& a) {
   c.clusters = a.clusters;
   c.seed = a.seed;
   c.eval = a.eval;
+  c.eval.cancel = g_interrupt;
   Model model = Model::load(a.model);
   a.spec.apply(model);
   EvaluateData data = load_data(a.data, a.labels, "", model, a.max_samples);
+  infer_layout_from(model, data.inputs);
   nlohmann::json r = audit_shortcuts(model, data, c);
   std::filesystem::create_directories(a.out);
   write_file_atomic(a.out + "/audit.json", r.dump(2));
@@ -486,6 +518,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Candela: explain the predictions of deep-learning models.\n\n"
                "Example:\n  candela explain --model digits_cnn.pt --input digit_0.png --method integrated_gradients --out out/\n"};
   app.require_subcommand(1);
+  cancel_on_interrupt();
   app.fallthrough();  // global flags such as --threads may follow the subcommand
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "Intra-op threads (default: all cores)")->check(CLI::Range(1, 1024));
@@ -569,7 +602,7 @@ int main(int argc, char** argv) {
   evaluate_cmd->add_option("--chunk", va.chunk, "Samples per unit of work and journal entry");
   evaluate_cmd->add_option("--bootstrap", va.bootstrap, "Bootstrap resamples for the 95% intervals");
   evaluate_cmd->add_option("--seed", va.seed, "Seed of the bootstrap");
-  evaluate_cmd->add_option("--max-samples", va.max_samples, "Use only the first N samples");
+  evaluate_cmd->add_option("--max-samples", va.max_samples, "Use only the first N samples")->check(CLI::NonNegativeNumber);
   evaluate_cmd->add_option("--max-memory", va.eval.max_memory_mb, "Memory budget per batch in MB");
   evaluate_cmd->add_option("--batch-size", va.eval.max_batch_size, "Fixed rows per model call (0: automatic)");
   evaluate_cmd->add_flag("--quiet", va.quiet, "No progress bar or summary");
@@ -600,7 +633,7 @@ int main(int argc, char** argv) {
   audit_cmd->add_option("--min-fraction", aa.min_fraction, "Share of samples that makes it a suspected shortcut");
   audit_cmd->add_option("--clusters", aa.clusters, "k of the k-means over the explanations");
   audit_cmd->add_option("--seed", aa.seed, "Seed of the clustering");
-  audit_cmd->add_option("--max-samples", aa.max_samples, "Use only the first N samples");
+  audit_cmd->add_option("--max-samples", aa.max_samples, "Use only the first N samples")->check(CLI::NonNegativeNumber);
   audit_cmd->add_option("--out", aa.out, "Output folder")->required();
   audit_cmd->add_flag("--quiet", aa.quiet, "No summary");
   aa.spec.add(audit_cmd);

@@ -2,7 +2,14 @@
 // and no files on bad input.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <functional>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -12,6 +19,7 @@
 
 using namespace candela;
 using candela::testing::fixture;
+using candela::testing::groundtruth;
 using candela::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -294,7 +302,7 @@ TEST_F(CliBadInput, BackgroundOfTheWrongWidth) {
 // ---- evaluation on the ground-truth sets (scripts/make_groundtruth.py) -----------------------
 
 namespace {
-std::string gt(const std::string& name) { return std::string(CANDELA_GROUNDTRUTH_DIR) + "/" + name; }
+std::string gt(const std::string& name) { return groundtruth(name); }
 }  // namespace
 
 TEST(Cli, EvaluateRanksMethodsOnThePlantedPatterns) {
@@ -373,4 +381,166 @@ TEST(Cli, ExplainsOnnxModelsLikeTorchScript) {
                             fixture("digit_0.png") + " --method saliency --out " + dir / "bad"),
                         "not a valid ONNX file");
   EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
+// ---- Ctrl-C ---------------------------------------------------------------------------------
+
+namespace {
+// Whether process `pid` has installed a handler for SIGINT (the SigCgt mask in /proc/PID/status).
+bool catches_sigint(pid_t pid) {
+  std::error_code ec;  // the shell must have exec'd the CLI first
+  if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).filename() != "candela") return false;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("SigCgt:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> (SIGINT - 1)) & 1;
+  return false;
+}
+
+// Starts the CLI, waits until it catches SIGINT and `ready` holds (at most a minute), sends
+// SIGINT and returns the exit status and stderr.
+Result interrupt(const std::string& args, const std::function<bool()>& ready) {
+  TempDir tmp;
+  const std::string cmd = "exec " + std::string(CANDELA_CLI_PATH) + " " + args + " >/dev/null 2>" + (tmp / "err");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  while (!(catches_sigint(pid) && ready()) && std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  r.err = slurp(tmp / "err");
+  return r;
+}
+}  // namespace
+
+TEST(Cli, CtrlCDuringExplainExitsWith130AndWritesNothing) {
+  TempDir dir;
+  // 16 samples x 20000 path points in batches of 8: far longer than reaching the handler takes.
+  auto r = interrupt("explain --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digits_test.npy") +
+                         " --method integrated_gradients --option n_steps=20000 --batch-size 8 --out " + dir / "out",
+                     [] { return true; });
+  EXPECT_EQ(r.code, 130) << r.err;
+  EXPECT_NE(r.err.find("cancelled"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "out")) << "no partial output";
+}
+
+TEST(Cli, CtrlCDuringEvaluateKeepsTheJournalAndWritesNoResults) {
+  TempDir dir;
+  const std::string out = dir / "eval";
+  auto r = interrupt("evaluate --quiet --model " + gt("patterns/model.pt") + " --data " + gt("patterns/x_test.npy") +
+                         " --methods integrated_gradients --method-option integrated_gradients.n_steps=4000"
+                         " --metrics sparseness --chunk 1 --batch-size 16 --out " + out,
+                     [&] { return fs::exists(out + "/journal.jsonl") && fs::file_size(out + "/journal.jsonl") > 0; });
+  EXPECT_EQ(r.code, 130) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/journal.jsonl"));
+  EXPECT_FALSE(fs::exists(out + "/results.csv"));
+  EXPECT_FALSE(fs::exists(out + "/results.json"));
+}
+
+// ---- layout inference ---------------------------------------------------------------------------
+
+TEST(Cli, InfersTheLayoutOfA4dNpyAndSaysSo) {
+  TempDir dir;
+  // The digits CNN without its .json sidecar: nothing says what its input is.
+  fs::copy_file(fixture("digits_cnn.pt"), dir / "bare.pt");
+  auto r = cli("explain --quiet --model " + dir / "bare.pt" + " --input " + fixture("digits_test.npy") +
+               " --method saliency --target 0 --out " + dir / "out");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("inferred input layout NCHW from the data's shape [16, 1, 8, 8]"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out/heatmap_0.png")) << "an image layout gives heatmaps";
+  auto meta = nlohmann::json::parse(slurp(dir / "out/attribution.json"));
+  EXPECT_EQ(meta["input_spec"]["layout"], "NCHW");
+  // evaluate with a blurred baseline (needs an image layout).
+  auto e = cli("evaluate --quiet --model " + dir / "bare.pt" + " --data " + fixture("digits_test.npy") +
+               " --methods integrated_gradients --metrics sparseness --baseline blur:1 --max-samples 2 --out " +
+               dir / "eval");
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.err.find("inferred input layout NCHW"), std::string::npos) << e.err;
+  // A shape that fits no image layout: what needs one names the flag that fixes it.
+  write_npy(dir / "cube.npy", at::rand({2, 8, 8, 8}));
+  expect_one_clear_line(cli("audit --quiet --model " + dir / "bare.pt" + " --data " + dir / "cube.npy" + " --out " +
+                            dir / "e2"),
+                        "--layout NCHW");
+}
+
+// ---- every flag's bad input: one clear line naming the problem, no output -------------------
+
+TEST(Cli, BadFlagValuesGiveOneClearLineAndNoOutput) {
+  TempDir dir;
+  const std::string model = fixture("digits_cnn.pt"), img = fixture("digit_0.png"), out = dir / "out";
+  std::ofstream(dir / "a_file") << "x";
+  fs::create_directories(dir / "empty");
+  write_npy(dir / "labels3.npy", at::zeros({3}, at::kLong));
+  auto explain = [&](const std::string& extra, const std::string& method = "saliency") {
+    return "explain --quiet --model " + model + " --input " + img + " --method " + method + " --out " + out + " " + extra;
+  };
+  auto evaluate = [&](const std::string& extra) {
+    return "evaluate --quiet --model " + model + " --methods saliency --metrics sparseness --out " + out + " " + extra;
+  };
+  const std::string data = " --data " + fixture("digits_test.npy");
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {explain("--threads 0"), "--threads"},
+      {explain("--threads many"), "--threads"},
+      {"explain --quiet --model " + model + " --input " + dir / "nope.png" + " --method saliency --out " + out, "nope.png"},
+      {explain("--target banana"), "banana"},
+      {explain("--target 1,x"), "'x'"},
+      {explain("--baseline wobble", "integrated_gradients"), "wobble"},
+      {explain("--baseline " + dir / "missing.npy", "integrated_gradients"), "missing.npy"},
+      {explain("--features grid:0", "occlusion"), "grid"},
+      {explain("--features nonsense", "feature_ablation"), "nonsense"},
+      {explain("--feature-names " + dir / "names.txt"), "names.txt"},
+      {explain("--max-memory 0"), "--max-memory"},
+      {explain("--batch-size -3"), "--batch-size (max_batch_size) must be >= 0"},
+      {explain("--device banana"), "banana"},
+      {explain("--layout XYZ"), "XYZ"},
+      {explain("--mean a,b"), "--mean"},
+      {explain("--std 0"), "std"},
+      {explain("--range 1"), "--range"},
+      {explain("--input-shape 3,x"), "--input-shape"},
+      {explain("--option n_steps", "integrated_gradients"), "KEY=VALUE"},
+      {"info " + dir / "nope.pt", "nope.pt"},
+      {"info " + dir / "a_file", "a_file"},
+      {evaluate("--data " + dir / "missing.npy"), "missing.npy"},
+      {evaluate("--data " + dir / "empty"), "empty"},
+      {evaluate(data + " --labels " + dir / "nolabels.npy"), "nolabels.npy"},
+      {evaluate(data + " --labels " + dir / "labels3.npy"), "labels"},
+      {evaluate(data + " --metric-option sparseness"), "NAME.KEY=VALUE"},
+      {evaluate(data + " --method-option saliency.nope=1"), "nope"},
+      {evaluate(data + " --chunk 0"), "chunk"},
+      {evaluate(data + " --bootstrap -1"), "bootstrap"},
+      {evaluate(data + " --max-samples -2"), "max-samples"},
+      {"audit --quiet --model " + model + " --data " + dir / "missing.npy" + " --out " + out, "missing.npy"},
+      {"audit --quiet --model " + fixture("breast_cancer_mlp.pt") + " --data " + fixture("breast_cancer_test.npy") +
+           " --out " + out, "image"},
+      {"audit --quiet --model " + model + data + " --window 2 --out " + out, "window"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    expect_one_clear_line(cli(c.args), c.expect);
+    EXPECT_FALSE(fs::exists(out)) << "a failed run must leave no output";
+  }
+  // --out naming an existing file.
+  expect_one_clear_line(cli("explain --quiet --model " + model + " --input " + img + " --method saliency --out " +
+                            dir / "a_file"),
+                        "a_file");
+}
+
+TEST(Cli, EvaluateRefusesToResumeAFolderWithOtherSettings) {
+  TempDir dir;
+  const std::string base = "evaluate --quiet --model " + fixture("digits_cnn.pt") + " --data " +
+                           fixture("digits_test.npy") + " --metrics sparseness --max-samples 2 --out " + dir / "eval";
+  ASSERT_EQ(cli(base + " --methods saliency").code, 0);
+  auto r = cli(base + " --methods input_x_gradient");
+  expect_one_clear_line(r, "other settings");
+  EXPECT_TRUE(fs::exists(dir / "eval/results.csv")) << "the finished results stay";
 }

@@ -15,7 +15,8 @@ constexpr int64_t kFallbackBytesPerRow = 4 << 20;  // when the model cannot be p
 }  // namespace
 
 Evaluator::Evaluator(const Model& model, EvalOptions options) : model_(model), options_(std::move(options)) {
-  CANDELA_CHECK(options_.max_batch_size >= 0, "max batch size must be >= 0 (0 = automatic).");
+  CANDELA_CHECK(options_.max_batch_size >= 0, "--batch-size (max_batch_size) must be >= 0 (0 = automatic), got ",
+                options_.max_batch_size, ".");
   CANDELA_CHECK(options_.max_memory_mb > 0, "--max-memory must be positive (MB), got ", options_.max_memory_mb, ".");
   if (options_.max_batch_size == 0) bytes_per_row_ = model_.activation_bytes_per_sample();
   if (bytes_per_row_ <= 0) bytes_per_row_ = kFallbackBytesPerRow;

@@ -378,7 +378,8 @@ namespace {
 at::Tensor gaussian_blur(const at::Tensor& x, double sigma, const std::string& layout) {
   CANDELA_CHECK(x.dim() == 4 && (layout == "NCHW" || layout == "NHWC"),
                 "a blurred baseline needs image inputs [N, C, H, W] or [N, H, W, C] with a known layout; "
-                "got shape ", shape_str(x.sizes()), " and layout '", layout, "'.");
+                "got shape ", shape_str(x.sizes()), " and layout '", layout,
+                "'. Give the layout with --layout NCHW (or NHWC), or add \"input\" to the model's .json.");
   at::Tensor img = layout == "NHWC" ? x.permute({0, 3, 1, 2}) : x;
   const int64_t n = img.size(0), c = img.size(1), h = img.size(2), w = img.size(3);
   int64_t radius = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(3 * sigma)));
@@ -432,6 +433,10 @@ at::Tensor Baseline::samples(const at::Tensor& inputs, const std::string& layout
 
 // ---- Attribution -------------------------------------------------------------------------
 
+void Attribution::warn(const std::string& code, const std::string& message, nlohmann::json values) {
+  warnings.push_back({{"code", code}, {"message", message}, {"values", std::move(values)}});
+}
+
 nlohmann::json Attribution::metadata() const {
   nlohmann::json j;
   j["method"] = method;
@@ -446,6 +451,8 @@ nlohmann::json Attribution::metadata() const {
   if (output.defined() && output.dim() == 2 && output.size(1) > 1)
     j["predicted"] = detail::tensor_to_json(output.argmax(1));
   j["convergence_delta"] = detail::tensor_to_json(convergence_delta);
+  if (output_change.defined()) j["output_change"] = detail::tensor_to_json(output_change);
+  j["warnings"] = warnings;
   j["model_evaluations"] = model_evaluations;
   j["batch_size"] = batch_size;
   j["wall_seconds"] = wall_seconds;

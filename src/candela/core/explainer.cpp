@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "candela/core/error.h"
 #include "candela/core/model.h"
@@ -34,6 +36,77 @@ void check_inputs(const Model& model, const at::Tensor& inputs) {
   }
 }
 
+namespace {
+// "0, 2, 5" (and "... (12 in all)" past eight).
+std::string sample_list(const std::vector<int64_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size() && i < 8; ++i) s += (i ? ", " : "") + std::to_string(ids[i]);
+  if (ids.size() > 8) s += ", ... (" + std::to_string(ids.size()) + " in all)";
+  return s;
+}
+
+// The caveats every method's result gets checked for (methods add their own).
+void check_result(Attribution& a) {
+  const int64_t n = a.values.defined() && a.values.dim() > 0 ? a.values.size(0) : 0;
+  if (a.output.defined()) {
+    const int64_t bad = at::logical_not(at::isfinite(a.output)).sum().item<int64_t>();
+    if (bad > 0)
+      a.warn("non_finite_output",
+             detail::str_cat("the model's output holds ", bad, " NaN or infinite value", bad == 1 ? "" : "s",
+                             ": every number derived from it is meaningless. Check the model and the input's scaling."),
+             {{"count", bad}});
+  }
+  if (n == 0) return;
+  const at::Tensor v = a.values.detach().reshape({n, -1}).to(at::kCPU, at::kDouble);
+  const int64_t bad = at::logical_not(at::isfinite(v)).sum().item<int64_t>();
+  if (bad > 0)
+    a.warn("non_finite_attribution",
+           detail::str_cat("the attribution holds ", bad, " NaN or infinite value", bad == 1 ? "" : "s",
+                           ": the method overflowed or divided by zero (check the model's output and the options)."),
+           {{"count", bad}});
+  if (v.size(1) > 1) {
+    const at::Tensor lo = std::get<0>(v.min(1)), hi = std::get<0>(v.max(1));
+    std::vector<int64_t> flat;
+    std::vector<double> level;
+    for (int64_t i = 0; i < n; ++i)
+      if (lo[i].item<double>() == hi[i].item<double>()) {
+        flat.push_back(i);
+        level.push_back(lo[i].item<double>());
+      }
+    if (!flat.empty())
+      a.warn("constant_attribution",
+             detail::str_cat("the attribution of sample", flat.size() == 1 ? " " : "s ", sample_list(flat),
+                             " is constant (every value ", level[0], "): it ranks no input feature above another. "
+                             "Gradients or activations vanish there (a saturated or untrained model, a layer whose "
+                             "ReLUs are all off); try another layer, target or method."),
+             {{"samples", flat}, {"value", level}});
+  }
+  if (a.convergence_delta.defined() && a.output_change.defined()) {
+    const at::Tensor d = a.convergence_delta.detach().to(at::kCPU, at::kDouble).reshape({-1});
+    const at::Tensor c = a.output_change.detach().to(at::kCPU, at::kDouble).reshape({-1});
+    std::vector<int64_t> over;
+    std::vector<double> ratio;
+    for (int64_t i = 0; i < d.numel(); ++i) {
+      const double di = std::abs(d[i].item<double>()), ci = std::abs(c[i].item<double>());
+      if (di > 0.05 * ci + 1e-6) {
+        over.push_back(i);
+        ratio.push_back(ci > 0 ? di / ci : INFINITY);
+      }
+    }
+    if (!over.empty()) {
+      const double worst = *std::max_element(ratio.begin(), ratio.end());
+      a.warn("convergence_delta",
+             detail::str_cat("the attributions of sample", over.size() == 1 ? " " : "s ", sample_list(over),
+                             " do not add up to f(x) - f(baseline): |convergence delta| is ",
+                             std::isfinite(worst) ? detail::str_cat(std::round(worst * 1000) / 10, "%") : "non-zero",
+                             " of it (more than 5%). Raise n_steps (or n_samples), or use integrated_gradients with "
+                             "method=adaptive."),
+             {{"samples", over}, {"relative_delta", ratio}, {"threshold", 0.05}});
+    }
+  }
+}
+}  // namespace
+
 Attribution Explainer::explain(const Model& model, const ExplainRequest& request) const {
   check_inputs(model, request.inputs);
   if (request.target.kind() == Target::Kind::kIndices) request.target.classes(at::empty({request.inputs.size(0)}));
@@ -50,6 +123,7 @@ Attribution Explainer::explain(const Model& model, const ExplainRequest& request
   a.model_evaluations = evaluator.evaluations();
   if (evaluator.partial_evaluations() > 0) a.extra["partial_evaluations"] = evaluator.partial_evaluations();
   a.batch_size = evaluator.largest_batch();
+  check_result(a);
   a.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return a;
 }

@@ -50,7 +50,8 @@ std::array<double, 3> bootstrap_mean(const std::vector<double>& values, int64_t 
   const double mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
   if (resamples == 0 || v.size() == 1) return {mean, mean, mean};
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, v.size() - 1);
+  // mt19937_64's stream is the same with every standard library; std::uniform_int_distribution is not.
+  auto pick = [&](std::mt19937_64& r) { return static_cast<size_t>(r() % v.size()); };
   std::vector<double> means(resamples);
   for (int64_t b = 0; b < resamples; ++b) {
     double s = 0;
@@ -320,7 +321,9 @@ nlohmann::json audit_shortcuts(const Model& model, const EvaluateData& data, con
   CANDELA_CHECK(x.defined() && x.size(0) >= 2, "the audit needs a data set of at least 2 samples.");
   const InputSpec& spec = model.input_spec();
   CANDELA_CHECK(x.dim() == 4 && (spec.layout == "NCHW" || spec.layout == "NHWC"),
-                "the shortcut audit looks for image regions: it needs image inputs (NCHW or NHWC).");
+                "the shortcut audit looks for image regions: it needs image inputs [N, C, H, W] or [N, H, W, C]; got shape ",
+                detail::shape_str(x.sizes()), " and layout '", spec.layout,
+                "'. Give the layout with --layout NCHW (or NHWC), or add \"input\" to the model's .json.");
   CANDELA_CHECK(config.window > 0 && config.window < 1, "window must be in (0, 1), got ", config.window, ".");
   CANDELA_CHECK(config.clusters >= 1, "clusters must be >= 1.");
   const int64_t n = x.size(0);

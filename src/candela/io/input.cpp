@@ -65,6 +65,21 @@ LoadedInput load_input(const std::string& path, const InputSpec& spec) {
   return in;
 }
 
+std::string infer_layout(InputSpec& spec, const at::Tensor& batch) {
+  if (!spec.layout.empty() || batch.dim() != 4 || !batch.is_floating_point()) return "";
+  const int64_t a = batch.size(1), b = batch.size(2), c = batch.size(3);
+  auto colours = [](int64_t v) { return v == 1 || v == 3 || v == 4; };
+  std::string layout;
+  if (colours(a) && a < b && a < c) layout = "NCHW";
+  else if (colours(c) && c < a && c < b) layout = "NHWC";
+  if (layout.empty()) return "";
+  if (!spec.shape.empty() && spec.shape != std::vector<int64_t>{a, b, c}) return "";
+  spec.shape = {a, b, c};
+  spec.layout = layout;
+  return "inferred input layout " + layout + " from the data's shape " + shape_str(batch.sizes()) +
+         "; give --layout NCHW or --layout NHWC if that is wrong.";
+}
+
 at::Tensor to_display(const at::Tensor& batch, const InputSpec& spec) {
   CANDELA_CHECK(spec.is_image(), "to_display needs an image input spec.");
   at::Tensor x = spec.layout == "NHWC" ? batch.permute({0, 3, 1, 2}) : batch;

@@ -133,8 +133,8 @@ Attribution IntegratedGradients::attribute(Evaluator& ev, const ExplainRequest& 
   a.values = options_.multiply_by_inputs ? global : total;
   a.output = out_x;
   a.targets = target.classes(out_x);
-  a.convergence_delta =
-      detail::sum_per_sample(global) - (target.scores(out_x, idx) - target.scores(out_b, idx)).to(global.dtype());
+  a.output_change = (target.scores(out_x, idx) - target.scores(out_b, idx)).to(global.dtype());
+  a.convergence_delta = detail::sum_per_sample(global) - a.output_change;
   a.extra = {{"quadrature", options_.method}, {"n_steps", steps}};
   return a;
 }
@@ -265,14 +265,18 @@ Attribution IntegratedGradients::adaptive(Evaluator& ev, const ExplainRequest& r
   }
   if (!out_x.defined()) out_x = at::stack(out_rows);
   const at::Tensor global = total * diff;
-  std::vector<double> delta(n);
-  for (int64_t i = 0; i < n; ++i) delta[i] = global[i].sum().item<double>() - (nodes[i][1.0].f - nodes[i][0.0].f);
+  std::vector<double> delta(n), change(n);
+  for (int64_t i = 0; i < n; ++i) {
+    change[i] = nodes[i][1.0].f - nodes[i][0.0].f;
+    delta[i] = global[i].sum().item<double>() - change[i];
+  }
 
   Attribution a;
   a.values = options_.multiply_by_inputs ? global : total;
   a.output = out_x;
   a.targets = target.classes(out_x);
   a.convergence_delta = at::tensor(delta, at::kDouble).to(opts);
+  a.output_change = at::tensor(change, at::kDouble).to(opts);
   a.extra = {{"quadrature", "adaptive"}, {"tolerance", options_.tolerance}, {"steps", steps}, {"converged", conv}};
   return a;
 }

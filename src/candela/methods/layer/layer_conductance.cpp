@@ -77,8 +77,8 @@ Attribution LayerConductance::attribute(Evaluator& ev, const ExplainRequest& req
   a.output = out_x;
   a.targets = target.classes(out_x);
   a.layer = options_.layers[0];
-  a.convergence_delta =
-      detail::sum_per_sample(total) - (target.scores(out_x, idx) - target.scores(out_b, idx)).to(total.dtype());
+  a.output_change = (target.scores(out_x, idx) - target.scores(out_b, idx)).to(total.dtype());
+  a.convergence_delta = detail::sum_per_sample(total) - a.output_change;
   a.extra = {{"quadrature", options_.method}, {"n_steps", options_.n_steps}};
   return a;
 }

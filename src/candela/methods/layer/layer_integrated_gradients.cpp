@@ -101,8 +101,8 @@ Attribution LayerIntegratedGradients::attribute(Evaluator& ev, const ExplainRequ
   a.output = out_x;
   a.targets = target.classes(out_x);
   a.layer = options_.layers[0];
-  a.convergence_delta =
-      detail::sum_per_sample(global) - (target.scores(out_x, idx) - target.scores(out_b, idx)).to(global.dtype());
+  a.output_change = (target.scores(out_x, idx) - target.scores(out_b, idx)).to(global.dtype());
+  a.convergence_delta = detail::sum_per_sample(global) - a.output_change;
   a.extra = {{"quadrature", options_.method}, {"n_steps", steps}, {"suffix_execution", suffix}};
   if (!suffix) a.extra["suffix_execution_reason"] = reason;
   return a;

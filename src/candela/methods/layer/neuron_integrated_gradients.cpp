@@ -61,7 +61,8 @@ Attribution NeuronIntegratedGradients::attribute(Evaluator& ev, const ExplainReq
   Attribution a;
   a.values = options_.multiply_by_inputs ? global : total;
   a.output = ends.output.slice(0, 0, n);
-  a.convergence_delta = detail::sum_per_sample(global) - (neuron.slice(0, 0, n) - neuron.slice(0, n, 2 * n)).to(global.dtype());
+  a.output_change = (neuron.slice(0, 0, n) - neuron.slice(0, n, 2 * n)).to(global.dtype());
+  a.convergence_delta = detail::sum_per_sample(global) - a.output_change;
   a.extra = {{"quadrature", options_.method}, {"n_steps", steps}, {"layer", layer},
              {"neuron_selector", options_.neuron_selector}, {"convergence_delta_of", "neuron"}};
   return a;

@@ -564,6 +564,16 @@ Attribution Lime::attribute(Evaluator& ev, const ExplainRequest& req) const {
              {"intercept", intercepts}, {"local_prediction", local},  {"feature_count", counts}};
   if (o.regressor == "ridge") a.extra["standard_error"] = errors;
   if (mode == "tabular") a.extra["explanation"] = described;
+  std::vector<int64_t> poor;
+  for (size_t i = 0; i < scores.size(); ++i)
+    if (scores[i] < 0.5) poor.push_back(static_cast<int64_t>(i));
+  if (!poor.empty())
+    a.warn("poor_surrogate_fit",
+           str_cat("lime's local surrogate fits the model poorly for ", poor.size(), " of ", scores.size(),
+                   " sample(s) (weighted R^2 below 0.5, lowest ", *std::min_element(scores.begin(), scores.end()),
+                   "): its weights explain little of the model's behaviour there. Raise num_samples, change "
+                   "kernel_width, or use fewer, larger features."),
+           {{"samples", poor}, {"score", scores}, {"threshold", 0.5}});
   return a;
 }
 

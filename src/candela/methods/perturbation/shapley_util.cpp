@@ -153,11 +153,12 @@ std::vector<std::vector<double>> ShapleyGame::values(const std::vector<int64_t>&
 Attribution ShapleyGame::finish(const std::vector<std::vector<double>>& phi) const {
   at::Tensor t = at::zeros({n_, g_}, at::TensorOptions().dtype(at::kDouble));
   auto a = t.accessor<double, 2>();
-  std::vector<double> delta(n_);
+  std::vector<double> delta(n_), change(n_);
   for (int64_t i = 0; i < n_; ++i) {
     double sum = 0;
     for (int64_t g = 0; g < g_; ++g) sum += a[i][g] = phi[i][g];
-    delta[i] = sum - (full_[i] - empty_[i]);
+    change[i] = full_[i] - empty_[i];
+    delta[i] = sum - change[i];
   }
   std::vector<int64_t> shape = shape_;
   shape.insert(shape.begin(), n_);
@@ -166,6 +167,7 @@ Attribution ShapleyGame::finish(const std::vector<std::vector<double>>& phi) con
   out.output = out_x_;
   out.targets = target_.classes(out_x_);
   out.convergence_delta = at::tensor(delta, at::kDouble).to(x_.options());
+  out.output_change = at::tensor(change, at::kDouble).to(x_.options());
   out.extra["feature_groups"] = g_;
   out.extra["background_rows"] = background_rows();
   return out;

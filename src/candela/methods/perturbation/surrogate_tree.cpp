@@ -290,6 +290,13 @@ Attribution SurrogateTree::attribute(Evaluator& ev, const ExplainRequest& req) c
              {"depth", depth},
              {"leaves", leaves},
              {"feature_importance", named}};
+  if (fidelity < 0.5)
+    a.warn("poor_surrogate_fit",
+           detail::str_cat("the surrogate tree reproduces the model poorly (",
+                           classification ? "agrees on a fraction " : "R^2 ", fidelity,
+                           " of the rows, below 0.5): its rules do not describe what the model does. Raise "
+                           "max_depth, or give more rows."),
+           {{"fidelity", fidelity}, {"metric", classification ? "accuracy" : "r2"}, {"threshold", 0.5}});
   return a;
 }
 

@@ -2,6 +2,8 @@
 // propagated "gradient".
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "candela/core/options.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/methods/cam/grad_cam.h"
@@ -179,7 +181,10 @@ Attribution DeepLift::attribute(Evaluator& ev, const ExplainRequest& req) const 
   a.values = attr;
   a.output = output;
   a.targets = req.target.classes(output);
-  if (options_.multiply_by_inputs) a.convergence_delta = (sums - (fx - fref)).to(x.dtype());
+  if (options_.multiply_by_inputs) {
+    a.output_change = (fx - fref).to(x.dtype());
+    a.convergence_delta = (sums - (fx - fref)).to(x.dtype());
+  }
   a.extra["rules"] = graph->assignments();
   if (shap_) a.extra["baselines"] = m;
   return a;
@@ -207,6 +212,32 @@ void Lrp::Options::validate() const {
 }
 Lrp::Lrp(Options options) : options_(std::move(options)) { options_.validate(); }
 nlohmann::json Lrp::options() const { return options_to_json(options_); }
+
+namespace {
+// Zennit's z-box rule assumes low <= x <= high. Bounds taken from an input spec that does not
+// describe the data (a .npy that is already normalised, a spec without mean/std) give wrong
+// relevance without any error, so say so when the inputs leave the defaulted box.
+void warn_if_box_misses_inputs(Attribution& a, const Composite& composite, const LrpRule& defaults, bool defaulted,
+                               const at::Tensor& x, const InputSpec& spec) {
+  if (!defaulted) return;
+  const bool uses_default_box = std::any_of(composite.entries.begin(), composite.entries.end(), [&](const auto& e) {
+    return e.rule.name == "z_box" && e.rule.low == defaults.low && e.rule.high == defaults.high;
+  });
+  if (!uses_default_box) return;
+  const double low = *std::min_element(defaults.low.begin(), defaults.low.end());
+  const double high = *std::max_element(defaults.high.begin(), defaults.high.end());
+  const double x_min = x.min().item<double>(), x_max = x.max().item<double>();
+  const double slack = 1e-4 * std::max(high - low, 1e-12);
+  if (x_min >= low - slack && x_max <= high + slack) return;
+  a.warn("z_box_bounds",
+         str_cat("the z_box rule's bounds default to [", low, ", ", high, "] from the input spec (range [",
+                 spec.range_min, ", ", spec.range_max, "]", spec.mean.empty() ? ", no mean/std" : ", with its mean/std",
+                 "), but the inputs span [", x_min, ", ", x_max,
+                 "]: they are scaled differently from what the spec says. Give the model's --mean/--std/--range (or "
+                 "\"input\" in its .json), or the options low=...,high=...."),
+         {{"low", defaults.low}, {"high", defaults.high}, {"input_min", x_min}, {"input_max", x_max}});
+}
+}  // namespace
 
 Attribution Lrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
   LrpRule defaults;
@@ -258,6 +289,7 @@ Attribution Lrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
                           {"ratio", detail::tensor_to_json(in_sum / out_rel)}};
   a.extra["composite"] = settings.composite.to_json();
   a.extra["rules"] = graph->assignments();
+  warn_if_box_misses_inputs(a, settings.composite, defaults, options_.low.empty(), req.inputs, ev.model().input_spec());
   return a;
 }
 
