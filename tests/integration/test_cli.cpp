@@ -498,6 +498,9 @@ TEST(Cli, BadFlagValuesGiveOneClearLineAndNoOutput) {
       {explain("--baseline " + dir / "missing.npy", "integrated_gradients"), "missing.npy"},
       {explain("--features grid:0", "occlusion"), "grid"},
       {explain("--features nonsense", "feature_ablation"), "nonsense"},
+      {explain("--features slic:17", "feature_ablation"), "larger than the image"},  // crashed OpenCV (fuzzing)
+      {explain("--baseline dist:/dev/zero", "gradient_shap"), "is a device"},          // read gigabytes
+      {explain("--option n_steps=99999999999999999999", "integrated_gradients"), "64-bit range"},
       {explain("--feature-names " + dir / "names.txt"), "names.txt"},
       {explain("--max-memory 0"), "--max-memory"},
       {explain("--batch-size -3"), "--batch-size (max_batch_size) must be >= 0"},

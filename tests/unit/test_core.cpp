@@ -61,6 +61,16 @@ TEST(Model, BadSidecarIsAParseErrorNamingTheFile) {
   }
   std::ofstream(dir / "m.json") << "{not json";
   EXPECT_THROW(Model::load(dir / "m.pt"), ParseError);
+  // A fractional or absurd dimension is refused, not truncated (found by fuzzing).
+  for (const char* shape : {"[2.5]", "[1e300]", "[\"5\"]"}) {
+    std::ofstream(dir / "m.json") << R"({"input": {"shape": )" << shape << "}}";
+    try {
+      Model::load(dir / "m.pt");
+      ADD_FAILURE() << shape;
+    } catch (const ParseError& e) {
+      EXPECT_NE(std::string(e.what()).find("whole numbers"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Options, UnknownKeysWrongTypesAndChoicesAreRejected) {

@@ -281,6 +281,13 @@ TEST(Image, ReportsBadFilesAndArguments) {
   TempDir dir;
   write_raw(dir.file("fake.png"), "this is not a png");
   EXPECT_THROW_WITH(candela::load_image(dir.file("fake.png"), 3, 8, 8), candela::ParseError,
+                    "not a PNG, JPEG, BMP, TIFF, WebP or PPM/PGM image");
+  // A PFM header: OpenCV would decode it from a temporary copy that stays behind on failure.
+  write_raw(dir.file("pfm.png"), "PF\n   ");
+  EXPECT_THROW_WITH(candela::load_image(dir.file("pfm.png"), 3, 8, 8), candela::ParseError, "PPM/PGM image");
+  // A PNG signature followed by garbage gets as far as OpenCV.
+  write_raw(dir.file("broken.png"), std::string("\x89PNG\r\n\x1a\n", 8) + "garbage");
+  EXPECT_THROW_WITH(candela::load_image(dir.file("broken.png"), 3, 8, 8), candela::ParseError,
                     "not an image OpenCV can decode");
   write_raw(dir.file("empty.png"), "");
   EXPECT_THROW(candela::load_image(dir.file("empty.png"), 3, 8, 8), candela::ParseError);

@@ -2,7 +2,9 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 
 #include "candela/core/attribution.h"
 #include "candela/core/baseline.h"
@@ -15,6 +17,18 @@
 namespace candela {
 using detail::shape_str;
 using detail::str_cat;
+
+namespace {
+// The whole of `text` as a base-10 int64: false when it is empty, has anything after the number,
+// or does not fit (strtoll alone clamps to INT64_MAX without saying so).
+bool parse_int64(const std::string& text, long long& value) {
+  if (text.empty()) return false;
+  char* stop = nullptr;
+  errno = 0;
+  value = std::strtoll(text.c_str(), &stop, 10);
+  return errno != ERANGE && stop && *stop == '\0';
+}
+}  // namespace
 
 // ---- tensor helpers ----------------------------------------------------------------
 namespace detail {
@@ -166,9 +180,8 @@ Target Target::parse(const std::string& text, const std::vector<std::string>& cl
       size_t end = list.find(',', start);
       if (end == std::string::npos) end = list.size();
       std::string item = list.substr(start, end - start);
-      char* stop = nullptr;
-      long long v = std::strtoll(item.c_str(), &stop, 10);
-      CANDELA_CHECK(!item.empty() && *stop == '\0', "target '", text, "': '", item, "' is not an integer.");
+      long long v = 0;
+      CANDELA_CHECK(parse_int64(item, v), "target '", text, "': '", item, "' is not an integer (or is out of range).");
       out.push_back(v);
       start = end + 1;
     }
@@ -194,9 +207,8 @@ Target Target::parse(const std::string& text, const std::vector<std::string>& cl
     size_t end = text.find(',', start);
     if (end == std::string::npos) end = text.size();
     std::string item = text.substr(start, end - start);
-    char* stop = nullptr;
-    long long v = std::strtoll(item.c_str(), &stop, 10);
-    if (!item.empty() && stop && *stop == '\0') {
+    long long v = 0;
+    if (parse_int64(item, v)) {
       CANDELA_CHECK(v >= 0, "target class must be non-negative, got ", item, ".");
       out.push_back(v);
     } else {
@@ -477,9 +489,8 @@ nlohmann::json parse_option_value(const nlohmann::json& schema, const std::strin
     return InvalidArgument(str_cat("option '", key, "' of '", method, "' expects ", what, ", got '", text, "'."));
   };
   if (type == "integer") {
-    char* stop = nullptr;
-    long long v = std::strtoll(text.c_str(), &stop, 10);
-    if (text.empty() || *stop != '\0') throw fail("an integer");
+    long long v = 0;
+    if (!parse_int64(text, v)) throw fail("an integer (in the 64-bit range)");
     return v;
   }
   if (type == "number") {
@@ -511,7 +522,8 @@ nlohmann::json parse_option_value(const nlohmann::json& schema, const std::strin
         double v = std::strtod(item.c_str(), &stop);
         if (item.empty() || *stop != '\0') throw fail(type == "integer[]" ? "comma-separated integers" : "comma-separated numbers");
         if (type == "integer[]") {
-          if (v != static_cast<double>(static_cast<int64_t>(v))) throw fail("comma-separated integers");
+          if (!(std::abs(v) < 9.2e18) || v != static_cast<double>(static_cast<int64_t>(v)))
+            throw fail("comma-separated integers");
           list.push_back(static_cast<int64_t>(v));
         } else {
           list.push_back(v);

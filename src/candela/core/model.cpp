@@ -4,20 +4,25 @@
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 
 #include "candela/core/error.h"
 #include "candela/detail/model_guard.h"
+#include "candela/detail/sidecar.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/graph/graph_util.h"
 
 namespace candela {
 
 namespace fs = std::filesystem;
+using detail::parse_sidecar;
 using detail::shape_str;
+using detail::Sidecar;
 using detail::str_cat;
 using detail::torch_message;
 
@@ -43,7 +48,14 @@ InputSpec InputSpec::from_json(const nlohmann::json& j, const std::string& sourc
                   R"({"shape": [3, 224, 224], "layout": "NCHW"})", ".");
   InputSpec s;
   try {
-    if (j.contains("shape")) s.shape = j.at("shape").get<std::vector<int64_t>>();
+    if (j.contains("shape")) {
+      const auto& shape = j.at("shape");
+      CANDELA_CHECK_T(ParseError,
+                      shape.is_array() && std::all_of(shape.begin(), shape.end(),
+                                                      [](const nlohmann::json& d) { return d.is_number_integer(); }),
+                      source, ": \"shape\" must be a list of whole numbers like [3, 224, 224], got ", shape.dump(), ".");
+      s.shape = shape.get<std::vector<int64_t>>();
+    }
     if (j.contains("layout")) s.layout = j.at("layout").get<std::string>();
     if (j.contains("mean")) s.mean = j.at("mean").get<std::vector<double>>();
     if (j.contains("std")) s.std = j.at("std").get<std::vector<double>>();
@@ -103,24 +115,26 @@ struct Model::Impl {
 
 namespace {
 
-struct Sidecar {
-  InputSpec spec;
-  std::vector<std::string> classes, features;
-  std::string output_kind = "logits";
-};
-
+// The file's text, then parse_sidecar.
 Sidecar read_sidecar(const fs::path& json_path) {
-  Sidecar m;
-  std::ifstream in(json_path);
+  std::ifstream in(json_path, std::ios::binary);
   CANDELA_CHECK_T(IoError, in.good(), "cannot read the model's sidecar '", json_path.string(), "'.");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_sidecar(text.str(), json_path.string());
+}
+
+}  // namespace
+
+namespace detail {
+Sidecar parse_sidecar(const std::string& text, const std::string& src) {
+  Sidecar m;
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw ParseError(str_cat("'", json_path.string(), "' is not valid JSON (", e.what(),
-                             "). Fix or remove the sidecar file."));
+    throw ParseError(str_cat("'", src, "' is not valid JSON (", e.what(), "). Fix or remove the sidecar file."));
   }
-  const std::string src = json_path.string();
   CANDELA_CHECK_T(ParseError, j.is_object(), src, ": the sidecar must be a JSON object.");
   try {
     if (j.contains("input")) m.spec = InputSpec::from_json(j.at("input"), src);
@@ -134,8 +148,7 @@ Sidecar read_sidecar(const fs::path& json_path) {
   }
   return m;
 }
-
-}  // namespace
+}  // namespace detail
 
 Model Model::load(const std::string& path) {
   fs::path p(path);

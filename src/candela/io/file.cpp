@@ -91,6 +91,9 @@ std::string read_file(const std::string& path, size_t max_bytes) {
   }
   CANDELA_CHECK_T(IoError, !S_ISDIR(st.st_mode), "cannot read '", path,
                   "': it is a directory. Pass the path of a file.");
+  // A device (/dev/zero, /dev/urandom) never ends: reading it to the limit would take gigabytes.
+  CANDELA_CHECK_T(IoError, !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode), "cannot read '", path,
+                  "': it is a device, not a file. Pass the path of a file.");
   auto too_large = [&](const std::string& size) {
     return IoError(detail::str_cat("cannot read '", path, "': it is ", size, "more than the limit of ", max_bytes,
                                    " bytes. Pass a smaller file or raise the limit."));

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstring>
 #include <limits>
 
 #include "candela/core/error.h"
@@ -16,6 +17,16 @@ namespace candela {
 namespace {
 // Beyond any real image file, and within the int-sized length cv::imdecode's buffer takes.
 constexpr size_t kMaxImageFileBytes = size_t{1} << 30;
+
+// PNG, JPEG, BMP, TIFF, WebP and PPM/PGM/PBM, by their first bytes. OpenCV's other decoders
+// (PFM, Radiance HDR, DICOM, ...) copy the bytes into a temporary file that stays behind when
+// decoding fails (found by fuzzing), and no model input needs them.
+bool known_image_format(const std::string& b) {
+  auto starts = [&](const char* magic, size_t n) { return b.size() >= n && std::memcmp(b.data(), magic, n) == 0; };
+  return starts("\x89PNG\r\n\x1a\n", 8) || starts("\xff\xd8\xff", 3) || starts("BM", 2) || starts("II*\0", 4) ||
+         starts("MM\0*", 4) || (starts("RIFF", 4) && b.size() >= 12 && b.compare(8, 4, "WEBP") == 0) ||
+         (b.size() >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6');
+}
 }  // namespace
 
 at::Tensor load_image(const std::string& path, int64_t channels, int64_t height, int64_t width) {
@@ -26,6 +37,9 @@ at::Tensor load_image(const std::string& path, int64_t channels, int64_t height,
       "cannot load '", path, "' at size ", height, "x", width, ": height and width must be positive.");
   // Decoding from memory keeps read_file's checks and messages (missing file, directory, size).
   const std::string bytes = read_file(path, kMaxImageFileBytes);
+  if (!known_image_format(bytes))
+    throw ParseError(detail::str_cat("cannot read '", path, "': it is not a PNG, JPEG, BMP, TIFF, WebP or PPM/PGM ",
+                                     "image (judged by its first bytes). Check the file or convert it to PNG."));
   const int flags = cv::IMREAD_ANYDEPTH | (channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
   cv::Mat img;
   try {

@@ -4,6 +4,7 @@
 #include <opencv2/imgproc.hpp>
 #include <opencv2/ximgproc.hpp>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "candela/core/error.h"
@@ -120,6 +121,11 @@ at::Tensor slic_mask(const at::Tensor& image, int64_t region_size, double ruler,
   CANDELA_CHECK(ruler >= 0 && std::isfinite(ruler), "SLIC ruler must be >= 0 (0 = SLICO), got ", ruler, ".");
   CANDELA_CHECK(iterations >= 1, "SLIC needs at least 1 iteration, got ", iterations, ".");
   cv::Mat img = to_mat_u8(image, "slic_mask");
+  // OpenCV's SLIC places no seed at all when a region is larger than the image, then reads the
+  // empty seed list (found by fuzzing): refuse that here.
+  CANDELA_CHECK(region_size <= std::min(img.rows, img.cols), "SLIC region size ", region_size,
+                " is larger than the image (", img.rows, "x", img.cols, "): use at most ", std::min(img.rows, img.cols),
+                " (--features slic:N).");
   if (img.channels() == 3) cv::cvtColor(img, img, cv::COLOR_RGB2Lab);
   cv::Mat labels;
   try {

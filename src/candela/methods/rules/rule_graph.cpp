@@ -113,6 +113,8 @@ Composite Composite::uniform(const LrpRule& rule) {
 Composite Composite::from_json(const nlohmann::json& j, const LrpRule& defaults, const std::string& source) {
   CANDELA_CHECK_T(ParseError, j.is_object() && j.contains("rules") && j["rules"].is_array(), source,
                   ": a composite is {\"name\": ..., \"rules\": [{\"type\": \"conv\", \"rule\": \"gamma\"}, ...]}.");
+  CANDELA_CHECK_T(ParseError, !j.contains("name") || j["name"].is_string(), source,
+                  ": the composite's \"name\" must be a string, got ", j.contains("name") ? j["name"].dump() : "", ".");
   Composite c;
   c.name = j.value("name", source);
   static const std::set<std::string> keys = {"type", "path", "first", "rule", "epsilon", "stabilizer", "gamma",
