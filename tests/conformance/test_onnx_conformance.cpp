@@ -41,7 +41,6 @@ const char* const kLoop = "Loop (control flow) is not imported";
 const char* const kSumSquare = "ReduceSumSquare is not imported";
 const char* const kAllowZero = "Reshape with allowzero=1 is refused";
 const char* const kCubic = "Resize modes cubic and tf_crop_and_resize are refused";
-const char* const kAlignCornersDown = "WRONG VALUES (a known bug, not a refusal): linear Resize with align_corners when downsampling by a non-integer scale differs from ONNX's reference by up to 0.86";
 const std::map<std::string, const char*> kKnownGaps = {
     {"test_cast_BFLOAT16_to_FLOAT", kDtype},
     {"test_cast_FLOAT_to_BFLOAT16", kDtype},
@@ -76,7 +75,6 @@ const std::map<std::string, const char*> kKnownGaps = {
     {"test_resize_upsample_scales_cubic_align_corners", kCubic},
     {"test_resize_upsample_scales_cubic_asymmetric", kCubic},
     {"test_resize_upsample_sizes_cubic", kCubic},
-    {"test_resize_downsample_scales_linear_align_corners", kAlignCornersDown},
 };
 // Node tests that pass today; raise it when the importer learns more.
 const int kMinimumNodePasses = 490;

@@ -139,6 +139,7 @@ TEST(Onnx, MalformedFilesGetClearErrors) {
   expect("bad_cycle.onnx", UnsupportedModel(""), "topological");
   expect("bad_unsupported_op.onnx", UnsupportedModel(""), "NonMaxSuppression");
   expect("bad_zero_stride.onnx", ParseError(""), "'strides' has the value 0");
+  expect("bad_short_pads.onnx", ParseError(""), "'pads' has 2 values where 4 are expected");
 }
 
 }  // namespace

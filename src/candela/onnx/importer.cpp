@@ -934,7 +934,9 @@ class Converter {
         if (coord == "half_pixel") pre_ << "        xo = (dst + 0.5) / s - 0.5\n";
         else if (coord == "pytorch_half_pixel") pre_ << "        xo = (dst + 0.5) / s - 0.5 if n_out > 1 else dst * 0.0\n";
         else if (coord == "align_corners")
-          pre_ << "        xo = dst * float(n_in - 1) / float(n_out - 1) if n_out > 1 else dst * 0.0\n";
+          // The spec's length_resized is n_in * scale before rounding (2.4 for 4 x 0.6, not 2).
+          pre_ << "        den = float(n_in) * s - 1.0\n"
+               << "        xo = dst * float(n_in - 1) / den if den != 0.0 else dst * 0.0\n";
         else if (coord == "asymmetric") pre_ << "        xo = dst / s\n";
         else if (coord == "tf_half_pixel_for_nn") pre_ << "        xo = (dst + 0.5) / s\n";
         else unsupported("coordinate_transformation_mode " + coord);
