@@ -12,6 +12,7 @@
 #   CONFIG     CAPABILITY:THREADS, default: default:1 default:2 avx2:1 avx2:2
 # Example:
 #   scripts/check-portability.sh build default:1 avx2:2
+# CTEST_ARGS (environment) adds arguments to ctest, e.g. CTEST_ARGS="-R Layer" for a subset.
 # Outputs: BUILD_DIR/portability/CAPABILITY-THREADS/{fixtures,groundtruth,ctest.log} and a summary table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ for config in "${configs[@]}"; do
   echo "== $cap, $threads thread(s): running the suite (ctest -j $j)"
   (cd "$build" && ATEN_CPU_CAPABILITY=$cap CANDELA_TEST_THREADS=$threads OMP_WAIT_POLICY=PASSIVE \
      CANDELA_FIXTURE_DIR="$dir/fixtures" CANDELA_GROUNDTRUTH_DIR="$dir/groundtruth" \
-     ctest -j "$j" --output-on-failure --timeout 900) >"$dir/ctest.log" 2>&1
+     ctest -j "$j" --output-on-failure --timeout 900 ${CTEST_ARGS:-}) >"$dir/ctest.log" 2>&1
   rc=$?
   line=$(grep -E "tests passed|tests failed" "$dir/ctest.log" | tail -1)
   summary+=("$cap threads=$threads: ${line:-no ctest summary} ($(( $(date +%s) - start )) s)")

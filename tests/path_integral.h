@@ -16,6 +16,7 @@
 
 #include <torch/script.h>
 
+#include <cmath>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -63,6 +64,39 @@ inline at::Tensor quadrature_error_bound(const at::Tensor& variation, int64_t n_
   return 2.0 * variation * (2.0 / static_cast<double>(n_steps)) + 1e-5 * change.abs().to(at::kDouble) + 1e-6;
 }
 
+// Captum's quadratures on [0, 1] with n points, derived here rather than taken from the code
+// under test: Gauss-Legendre by Golub-Welsch (nodes are the eigenvalues of the Jacobi matrix of
+// the Legendre polynomials, weights the squared first components of its eigenvectors), the
+// Riemann rules in closed form (Captum's approximation_methods.py).
+inline void reference_quadrature(const std::string& method, int64_t n, std::vector<double>& alphas,
+                                 std::vector<double>& weights) {
+  alphas.assign(n, 0.0);
+  weights.assign(n, 0.0);
+  if (method == "gausslegendre") {
+    at::Tensor jacobi = at::zeros({n, n}, at::kDouble);
+    for (int64_t k = 1; k < n; ++k) {
+      const double b = k / std::sqrt(4.0 * k * k - 1.0);
+      jacobi[k - 1][k] = b;
+      jacobi[k][k - 1] = b;
+    }
+    auto [values, vectors] = at::linalg_eigh(jacobi);
+    for (int64_t i = 0; i < n; ++i) {
+      alphas[i] = (values[i].item<double>() + 1.0) / 2.0;
+      weights[i] = vectors[0][i].item<double>() * vectors[0][i].item<double>();  // 2 v^2 on [-1, 1], halved
+    }
+    return;
+  }
+  const double h = method == "riemann_trapezoid" ? 1.0 / static_cast<double>(n - 1) : 1.0 / static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (method == "riemann_left") alphas[i] = i * h;
+    else if (method == "riemann_right") alphas[i] = (i + 1) * h;
+    else if (method == "riemann_middle") alphas[i] = (i + 0.5) * h;
+    else if (method == "riemann_trapezoid") alphas[i] = i * h;
+    else throw std::runtime_error("no reference quadrature " + method);
+    weights[i] = method == "riemann_trapezoid" && (i == 0 || i == n - 1) ? h / 2 : h;
+  }
+}
+
 // A module's children in order, named by dotted path: runs a torch.nn.Sequential network (or a
 // chain of them) up to a layer and from a layer, without Candela's taps.
 class Chain {
@@ -81,6 +115,10 @@ class Chain {
     for (int64_t i = from; i <= to; ++i) x = layers_[i].second.forward({x}).toTensor();
     return x;
   }
+  int64_t size() const { return static_cast<int64_t>(layers_.size()); }
+  const std::string& name(int64_t i) const { return layers_[i].first; }
+  // The module's class name, e.g. "ReLU", "Conv2d".
+  std::string type(int64_t i) const { return layers_[i].second.type()->name()->name(); }
   at::Tensor up_to(const at::Tensor& x, const std::string& layer) const { return run(x, 0, index(layer)); }
   at::Tensor after(const at::Tensor& h, const std::string& layer) const {
     return run(h, index(layer) + 1, static_cast<int64_t>(layers_.size()) - 1);

@@ -75,6 +75,52 @@ TEST(Cam, GradCamOnAGapModelIsTheClassActivationMap) {
   EXPECT_LT(rel_error(run(LayerCam(raw<LayerCam>()), g.model, g.x).values.squeeze(1), layer), 1e-5);
 }
 
+namespace {
+// y = V . flatten(relu(conv(x))): the gradient at position (i, j) of channel k is V[c, k, i, j],
+// so the CAM variants that differ in how they use it give different maps, each in closed form.
+struct FlatModel {
+  at::Tensor conv_w = at::randn({4, 1, 3, 3}, at::detail::createCPUGenerator(4));
+  at::Tensor v = at::randn({3, 4 * 36}, at::detail::createCPUGenerator(5));
+  at::Tensor x = at::randn({2, 1, 6, 6}, at::detail::createCPUGenerator(6));
+  Model model;
+  FlatModel() {
+    torch::jit::Module features("Features"), top("Flat");
+    features.register_parameter("weight", conv_w, false);
+    features.define("def forward(self, x):\n    return torch.relu(torch.conv2d(x, self.weight, None, 1, 1))\n");
+    top.register_module("features", features);
+    top.register_parameter("v", v, false);
+    top.define("def forward(self, x):\n    return torch.matmul(self.features.forward(x).flatten(1), self.v.t())\n");
+    InputSpec spec;
+    spec.shape = {1, 6, 6};
+    spec.layout = "NCHW";
+    model = Model::from_module(top, spec);
+  }
+  at::Tensor activations() const { return at::relu(at::conv2d(x, conv_w, {}, 1, 1)); }
+  at::Tensor gradient(int64_t c) const { return v[c].view({1, 4, 6, 6}).expand({2, 4, 6, 6}); }
+};
+}  // namespace
+
+TEST(Cam, VariantsDifferWhereGradientsVaryByPosition) {
+  FlatModel f;
+  const at::Tensor a = f.activations(), g = f.gradient(1);
+  // Grad-CAM: channel weights are the gradient's spatial mean.
+  const at::Tensor grad_cam = (g.mean({2, 3}, true) * a).sum(1);
+  // HiResCAM: the gradient times the activation, element by element.
+  const at::Tensor hires = (g * a).sum(1);
+  // XGrad-CAM: weights sum(g * A) / sum(A) per channel (pytorch-grad-cam's eps 1e-7).
+  const at::Tensor xgrad = ((g * a).sum({2, 3}, true) / (a.sum({2, 3}, true) + 1e-7) * a).sum(1);
+  // LayerCAM: the positive part of the gradient times the activation.
+  const at::Tensor layer = (g.clamp_min(0) * a).sum(1);
+  EXPECT_LT(rel_error(run(GradCam(raw<GradCam>()), f.model, f.x).values.squeeze(1), grad_cam), 1e-5);
+  EXPECT_LT(rel_error(run(HiResCam(raw<HiResCam>()), f.model, f.x).values.squeeze(1), hires), 1e-5);
+  EXPECT_LT(rel_error(run(XGradCam(raw<XGradCam>()), f.model, f.x).values.squeeze(1), xgrad), 1e-5);
+  EXPECT_LT(rel_error(run(LayerCam(raw<LayerCam>()), f.model, f.x).values.squeeze(1), layer), 1e-5);
+  // ... and the four maps are really different here.
+  EXPECT_GT(rel_error(hires, grad_cam), 0.1);
+  EXPECT_GT(rel_error(xgrad, grad_cam), 0.1);
+  EXPECT_GT(rel_error(layer, hires), 0.1);
+}
+
 TEST(Cam, GradCamPlusPlusWeightsFollowTheirFormula) {
   GapModel g;
   at::Tensor a = g.activations();

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "candela/io/npy.h"
 #include "path_integral.h"
@@ -80,6 +81,18 @@ TEST(IntegratedGradients, QuadratureWeightsAndKnownGaussLegendreNodes) {
   double integral = 0;
   for (size_t i = 0; i < al.size(); ++i) integral += w[i] * std::pow(al[i], 7);
   EXPECT_NEAR(integral, 1.0 / 8.0, 1e-14);
+  // Every rule agrees with an independent derivation (Golub-Welsch for Gauss-Legendre).
+  for (std::string m : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"}) {
+    for (int64_t n : {2, 7, 50, 200}) {
+      std::vector<double> ra, rw;
+      quadrature(m, n, al, w);
+      reference_quadrature(m, n, ra, rw);
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_NEAR(al[i], ra[i], 1e-12) << m << " " << n << " node " << i;
+        EXPECT_NEAR(w[i], rw[i], 1e-12) << m << " " << n << " weight " << i;
+      }
+    }
+  }
 }
 
 TEST(IntegratedGradients, MlpCompletenessErrorStaysWithinTheQuadratureBoundAsStepsGrow) {
@@ -221,6 +234,39 @@ TEST(NoiseTunnel, SmoothGradOfALinearModelIsItsWeights) {
   NoiseTunnel var({.nt_type = "vargrad", .nt_samples = 10, .stdevs = 0.7, .base_options = {{"abs", false}}});
   EXPECT_LT(run(var, c.model, c.x, Target::index(2)).values.abs().max().item<double>(), 1e-6);
   EXPECT_EQ(a.model_evaluations, 2 + 2 * 10) << "target forward + one gradient per noisy copy";
+}
+
+TEST(NoiseTunnel, SmoothGradOfASineInClosedForm) {
+  // f = sum sin(x_j): with Gaussian noise of std s, E[cos(x + e)] = cos(x) exp(-s^2/2),
+  // E[cos^2(x + e)] = (1 + cos(2x) exp(-2 s^2)) / 2, and vargrad is their difference's variance.
+  // 4000 draws: every estimate is within 5 standard errors (each |cos| <= 1, so 5 / sqrt(4000)).
+  InputSpec spec;
+  spec.shape = {5};
+  spec.layout = "NC";
+  Model sine = Model::from_function([](const at::Tensor& b) { return b.sin().sum(1, true); }, spec);
+  const at::Tensor x = at::tensor({0.0, 0.7, 1.5, -2.0, 3.0}, at::kDouble).view({1, 5});
+  const double s = 0.5, tol = 5.0 / std::sqrt(4000.0);
+  const at::Tensor mean = x.cos() * std::exp(-s * s / 2), square = (1 + (2 * x).cos() * std::exp(-2 * s * s)) / 2;
+  const std::map<std::string, at::Tensor> expected = {
+      {"smoothgrad", mean}, {"smoothgrad_sq", square}, {"vargrad", square - mean * mean}};
+  for (const auto& [type, want] : expected) {
+    NoiseTunnel nt({.nt_type = type, .nt_samples = 4000, .stdevs = s, .base_options = {{"abs", false}}});
+    auto a = run(nt, sine, x, Target::index(0));
+    EXPECT_LT((a.values.to(at::kDouble) - want).abs().max().item<double>(), tol) << type << a.values << want;
+  }
+}
+
+TEST(GradientShap, NoisyInputsOfALinearModelAverageToInputMinusReference) {
+  // Captum's GradientShap adds N(0, stdevs^2) to the input: each draw gives w * (x + e - b), so the
+  // mean is w * (x - b) up to |w| stdevs / sqrt(n_samples) per element (5 standard errors here).
+  LinearCase c;
+  const at::Tensor ref = at::tensor({1.0, -1.0, 0.0, 2.0}, at::kFloat);
+  const double s = 0.5;
+  auto a = run(GradientShap({.n_samples = 4000, .stdevs = s}), c.model, c.x, Target::index(0), Baseline::tensor(ref));
+  const at::Tensor want = (c.x - ref) * c.w[0];
+  EXPECT_TRUE(((a.values - want).abs() <= 5 * s / std::sqrt(4000.0) * c.w[0].abs() + 1e-6).all().item<bool>())
+      << a.values << want;
+  EXPECT_GT((a.values - want).abs().max().item<double>(), 0.0) << "the noise is there";
 }
 
 TEST(GradientShap, LinearModelWithOneReferenceIsExact) {

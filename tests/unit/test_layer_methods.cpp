@@ -1,6 +1,6 @@
 // Known answers for the layer and neuron methods: closed forms on two-layer models built in
-// C++, completeness on the digits CNN, and direct re-derivations of Captum's formulas with
-// LayerTaps.
+// C++, completeness on the digits CNN, and direct re-derivations of Captum's formulas with plain
+// autograd over the network's layers (tests/path_integral.h's Chain).
 #include <gtest/gtest.h>
 
 #include "candela/graph/taps.h"
@@ -84,37 +84,36 @@ at::Tensor output_change(const Model& m, const Attribution& a, const at::Tensor&
   return (a.output.gather(1, t) - fb.gather(1, t)).view({-1});
 }
 
-// Captum's LayerIntegratedGradients re-derived with full tapped passes: the layer's output
-// replaced by each path point while the network sees x.
+// Captum's LayerIntegratedGradients re-derived with plain autograd on the Sequential digits CNN:
+// each path point replaces the layer's output and the rest of the network runs from there.
 at::Tensor direct_layer_ig(const Model& m, const std::string& layer, const at::Tensor& x, const at::Tensor& base,
                            int64_t target, int64_t steps) {
-  LayerTaps taps(m, {layer});
+  const Chain chain(*m.module(), {"features", "classifier"});
   at::NoGradGuard no_grad;
-  at::Tensor h_x = taps.forward(x).activations[0], h_b = taps.forward(base).activations[0];
+  at::Tensor h_x = chain.up_to(x, layer), h_b = chain.up_to(base, layer);
   std::vector<double> alphas, weights;
-  quadrature("gausslegendre", steps, alphas, weights);
+  reference_quadrature("gausslegendre", steps, alphas, weights);
   at::Tensor total = at::zeros_like(h_x);
   for (int64_t k = 0; k < steps; ++k) {
     at::AutoGradMode enable(true);
     at::Tensor h = (h_b + alphas[k] * (h_x - h_b)).requires_grad_(true);
-    at::Tensor score = taps.forward(x, {h}).output.select(1, target).sum();
+    at::Tensor score = chain.after(h, layer).select(1, target).sum();
     total += weights[k] * torch::autograd::grad({score}, {h})[0];
   }
   return total * (h_x - h_b);
 }
 
-// Captum's LayerConductance formula, all n_steps + 1 points in one batch.
+// Captum's LayerConductance formula, all n_steps + 1 points in one batch, with plain autograd.
 at::Tensor direct_conductance(const Model& m, const std::string& layer, const at::Tensor& x, const at::Tensor& base,
                               int64_t target, int64_t steps, const std::string& method) {
-  LayerTaps taps(m, {layer});
+  const Chain chain(*m.module(), {"features", "classifier"});
   std::vector<double> alphas, weights;
-  quadrature(method, steps + 1, alphas, weights);
+  reference_quadrature(method, steps + 1, alphas, weights);
   std::vector<at::Tensor> scaled;
   for (double a : alphas) scaled.push_back(base + a * (x - base));
-  at::Tensor in = at::cat(scaled).requires_grad_(true);
-  auto r = taps.forward(in);
-  at::Tensor h = r.activations[0];
-  at::Tensor g = torch::autograd::grad({r.output.select(1, target).sum()}, {h})[0];
+  at::Tensor in = at::cat(scaled);
+  at::Tensor h = chain.up_to(in, layer).detach().requires_grad_(true);
+  at::Tensor g = torch::autograd::grad({chain.after(h, layer).select(1, target).sum()}, {h})[0];
   const int64_t n = x.size(0);
   at::Tensor diffs = h.slice(0, n) - h.slice(0, 0, -n);
   at::Tensor terms = (diffs * g.slice(0, 0, -n)).detach();
@@ -262,7 +261,7 @@ TEST(LayerConductance, LinearModelIsTheActivationChangeOverThePathTimesTheWeight
       // The layer is linear in the input: the sum telescopes to h(x_n) - h(x_0), which covers
       // alpha_n - alpha_0 of the path.
       std::vector<double> al, w;
-      quadrature(method, steps + 1, al, w);
+      reference_quadrature(method, steps + 1, al, w);
       auto a = run(LayerConductance({.layers = {"fc1"}, .n_steps = steps, .method = method}), m, c.x, Target::index(1),
                    Baseline::tensor(c.ref));
       EXPECT_LT(rel_error(a.values, change * (al.back() - al.front())), 1e-5) << method << " " << steps;

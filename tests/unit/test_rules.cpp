@@ -15,6 +15,7 @@
 #include "candela/methods/rules/guided_backprop.h"
 #include "candela/methods/rules/lrp.h"
 #include "candela/methods/rules/rule_graph.h"
+#include "path_integral.h"
 #include "test_util.h"
 
 using namespace candela;
@@ -242,6 +243,23 @@ def forward(self, x):
                   {2, 8, 8});
 }
 
+TEST(LrpComposites, MatchZennitOnAMultiLayerCnn) {
+  // tests/reference/make_lrp_reference.py: zennit 0.5.1's five composites (default parameters,
+  // EpsilonGammaBox(low=-3, high=3), one-hot output relevance for class 1) on a traced
+  // conv-relu-maxpool-conv-relu-avgpool-linear-relu-linear net with seeded weights.
+  const std::string dir = std::string(CANDELA_SOURCE_DIR) + "/tests/reference/";
+  Model m = Model::load(dir + "lrp_cnn.pt");
+  const at::Tensor x = read_npy(dir + "lrp_cnn_x.npy");
+  for (std::string composite : Composite::builtin_names()) {
+    Lrp::Options o;
+    o.composite = composite;
+    o.low = {-3.0};
+    o.high = {3.0};
+    const at::Tensor zennit = read_npy(dir + "lrp_cnn_" + composite + ".npy");
+    EXPECT_LT(rel_error(explain(Lrp(o), m, x, 1).values, zennit), 1e-5) << composite;
+  }
+}
+
 TEST(LrpConservation, ExactOnBiasFreeNetworks) {
   const at::Tensor x = randn({2, 2, 8, 8}, 25);
   for (bool residual : {false, true}) {
@@ -444,6 +462,37 @@ TEST(GuidedBackprop, ModifiesOnlyTheBackwardPass) {
   auto sa = explain(*Registry::builtin().create("saliency", {{"abs", false}}), cnn, d4, 3);
   EXPECT_GT(rel_error(ga.values, sa.values), 0.05);
   EXPECT_LT(rel_error(ga.output, sa.output), 1e-6);
+}
+
+TEST(GuidedBackprop, AndDeconvolutionMatchPlainAutogradWithReluHooksOnTheDigitsCnn) {
+  // The network run layer by layer with autograd; at each ReLU a hook clamps the incoming
+  // gradient at 0. Guided backprop then goes through the ReLU's own mask (Springenberg et al.);
+  // the deconvnet passes the clamped gradient straight through (Zeiler & Fergus).
+  Model cnn = Model::load(fixture("digits_cnn.pt"));
+  const candela::testing::Chain chain(*cnn.module(), {"features", "classifier"});
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 4);
+  auto reference = [&](bool guided, int64_t target) {
+    at::Tensor in = x.detach().clone().requires_grad_(true), h = in;
+    int64_t relus = 0;
+    for (int64_t i = 0; i < chain.size(); ++i) {
+      if (chain.type(i) != "ReLU") {
+        h = chain.run(h, i, i);
+        continue;
+      }
+      ++relus;
+      h = guided ? at::relu(h) : at::relu(h).detach() + (h - h.detach());
+      h.register_hook([](const at::Tensor& g) { return g.clamp_min(0); });
+    }
+    EXPECT_EQ(relus, 3);
+    return torch::autograd::grad({h.select(1, target).sum()}, {in})[0];
+  };
+  for (int64_t target : {3, 7}) {
+    EXPECT_LT(rel_error(explain(GuidedBackprop(), cnn, x, target).values, reference(true, target)), 1e-5) << target;
+    EXPECT_LT(rel_error(explain(*Registry::builtin().create("deconvolution"), cnn, x, target).values,
+                        reference(false, target)),
+              1e-5)
+        << target;
+  }
 }
 
 // ---- coverage and safety ------------------------------------------------------------------
