@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?=
 export CCACHE_SLOPPINESS = pch_defines,time_macros,include_file_mtime,include_file_ctime
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench clean sanitize
 
 all: build
 
@@ -27,6 +27,18 @@ demo: build
 
 bench: build
 	$(BUILD)/bin/bench_gradient
+
+# Candela's code under AddressSanitizer and UndefinedBehaviorSanitizer (LibTorch uninstrumented):
+# builds build-asan and runs the unit and integration suites (SANITIZE_LABELS to choose).
+SANITIZE_LABELS ?= unit|integration
+sanitize: deps
+	cmake -S . -B build-asan -G Ninja -DCANDELA_SANITIZE=ON -DCANDELA_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && OMP_WAIT_POLICY=PASSIVE \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=0 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:suppressions=$(CURDIR)/tests/sanitize/ubsan.supp \
+	  ctest -j $(JOBS) -L '$(SANITIZE_LABELS)' --output-on-failure --timeout 1800
 
 clean:
 	rm -rf $(BUILD)

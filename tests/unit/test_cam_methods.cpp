@@ -21,24 +21,27 @@ using candela::testing::rel_error;
 
 namespace {
 
+// features = relu(conv(x)) as a submodule (the CAM layer), then `head` (TorchScript source using
+// self.features and the parameter `head_param`).
+Model conv_then(const at::Tensor& conv_w, const at::Tensor& head_param, const std::string& head) {
+  torch::jit::Module features("Features"), top("Top");
+  features.register_parameter("weight", conv_w, false);
+  features.define("def forward(self, x):\n    return torch.relu(torch.conv2d(x, self.weight, None, 1, 1))\n");
+  top.register_module("features", features);
+  top.register_parameter("head_param", head_param, false);
+  top.define("def forward(self, x):\n    return " + head + "\n");
+  InputSpec spec;
+  spec.shape = {1, 6, 6};
+  spec.layout = "NCHW";
+  return Model::from_module(top, spec);
+}
+
 // y = W . mean_ij relu(conv(x)): the architecture the CAM paper's closed form is about.
 struct GapModel {
   at::Tensor conv_w = at::randn({4, 1, 3, 3}, at::detail::createCPUGenerator(1));
   at::Tensor fc_w = at::randn({3, 4}, at::detail::createCPUGenerator(2));
   at::Tensor x = at::randn({2, 1, 6, 6}, at::detail::createCPUGenerator(3));
-  Model model;
-  GapModel() {
-    torch::jit::Module features("Features"), top("Gap");
-    features.register_parameter("weight", conv_w, false);
-    features.define("def forward(self, x):\n    return torch.relu(torch.conv2d(x, self.weight, None, 1, 1))\n");
-    top.register_module("features", features);
-    top.register_parameter("fc", fc_w, false);
-    top.define("def forward(self, x):\n    return torch.matmul(self.features.forward(x).mean([2, 3]), self.fc.t())\n");
-    InputSpec spec;
-    spec.shape = {1, 6, 6};
-    spec.layout = "NCHW";
-    model = Model::from_module(top, spec);
-  }
+  Model model = conv_then(conv_w, fc_w, "torch.matmul(self.features.forward(x).mean([2, 3]), self.head_param.t())");
   at::Tensor activations() const { return at::relu(at::conv2d(x, conv_w, {}, 1, 1)); }
 };
 
@@ -82,19 +85,7 @@ struct FlatModel {
   at::Tensor conv_w = at::randn({4, 1, 3, 3}, at::detail::createCPUGenerator(4));
   at::Tensor v = at::randn({3, 4 * 36}, at::detail::createCPUGenerator(5));
   at::Tensor x = at::randn({2, 1, 6, 6}, at::detail::createCPUGenerator(6));
-  Model model;
-  FlatModel() {
-    torch::jit::Module features("Features"), top("Flat");
-    features.register_parameter("weight", conv_w, false);
-    features.define("def forward(self, x):\n    return torch.relu(torch.conv2d(x, self.weight, None, 1, 1))\n");
-    top.register_module("features", features);
-    top.register_parameter("v", v, false);
-    top.define("def forward(self, x):\n    return torch.matmul(self.features.forward(x).flatten(1), self.v.t())\n");
-    InputSpec spec;
-    spec.shape = {1, 6, 6};
-    spec.layout = "NCHW";
-    model = Model::from_module(top, spec);
-  }
+  Model model = conv_then(conv_w, v, "torch.matmul(self.features.forward(x).flatten(1), self.head_param.t())");
   at::Tensor activations() const { return at::relu(at::conv2d(x, conv_w, {}, 1, 1)); }
   at::Tensor gradient(int64_t c) const { return v[c].view({1, 4, 6, 6}).expand({2, 4, 6, 6}); }
 };

@@ -57,7 +57,7 @@ void check_result(Attribution& a) {
              {{"count", bad}});
   }
   if (n == 0) return;
-  const at::Tensor v = a.values.detach().reshape({n, -1}).to(at::kCPU, at::kDouble);
+  const at::Tensor v = a.values.detach().reshape({n, -1});
   const int64_t bad = at::logical_not(at::isfinite(v)).sum().item<int64_t>();
   if (bad > 0)
     a.warn("non_finite_attribution",
@@ -65,13 +65,15 @@ void check_result(Attribution& a) {
                            ": the method overflowed or divided by zero (check the model's output and the options)."),
            {{"count", bad}});
   if (v.size(1) > 1) {
-    const at::Tensor lo = std::get<0>(v.min(1)), hi = std::get<0>(v.max(1));
+    const at::Tensor lo_t = std::get<0>(v.min(1)).to(at::kCPU, at::kDouble).contiguous();
+    const at::Tensor hi_t = std::get<0>(v.max(1)).to(at::kCPU, at::kDouble).contiguous();
+    const auto lo = lo_t.accessor<double, 1>(), hi = hi_t.accessor<double, 1>();
     std::vector<int64_t> flat;
     std::vector<double> level;
     for (int64_t i = 0; i < n; ++i)
-      if (lo[i].item<double>() == hi[i].item<double>()) {
+      if (lo[i] == hi[i]) {
         flat.push_back(i);
-        level.push_back(lo[i].item<double>());
+        level.push_back(lo[i]);
       }
     if (!flat.empty())
       a.warn("constant_attribution",
@@ -82,12 +84,13 @@ void check_result(Attribution& a) {
              {{"samples", flat}, {"value", level}});
   }
   if (a.convergence_delta.defined() && a.output_change.defined()) {
-    const at::Tensor d = a.convergence_delta.detach().to(at::kCPU, at::kDouble).reshape({-1});
-    const at::Tensor c = a.output_change.detach().to(at::kCPU, at::kDouble).reshape({-1});
+    const at::Tensor d_t = a.convergence_delta.detach().to(at::kCPU, at::kDouble).reshape({-1}).contiguous();
+    const at::Tensor c_t = a.output_change.detach().to(at::kCPU, at::kDouble).reshape({-1}).contiguous();
+    const auto d = d_t.accessor<double, 1>(), c = c_t.accessor<double, 1>();
     std::vector<int64_t> over;
     std::vector<double> ratio;
-    for (int64_t i = 0; i < d.numel(); ++i) {
-      const double di = std::abs(d[i].item<double>()), ci = std::abs(c[i].item<double>());
+    for (int64_t i = 0; i < d_t.numel(); ++i) {
+      const double di = std::abs(d[i]), ci = std::abs(c[i]);
       if (di > 0.05 * ci + 1e-6) {
         over.push_back(i);
         ratio.push_back(ci > 0 ? di / ci : INFINITY);
