@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
         {"propagation", "deep_lift", {}},
         {"perturbation", "occlusion", {"--option", "sliding_window_shapes=3,32,32", "--option", "strides=3,16,16"}},
         {"perturbation", "rise", {"--option", "n_masks=256"}},
-        {"perturbation", "lime", {"--features", "slic:400", "--option", "num_samples=128"}},
+        {"perturbation", "lime", {"--features", "slic:25", "--option", "num_samples=128"}},
         {"perturbation", "kernel_shap", {"--features", "grid:32", "--option", "n_samples=128"}},
     };
     Run load = run({cli, "info", fixture("resnet18.pt")});
