@@ -9,7 +9,7 @@
 // Each run is a child process; its peak RSS is the kernel's ru_maxrss from wait4(). Runs of one
 // table are interleaved over the repeats, so they see the same machine load.
 //
-//   build/bin/bench_memory [--repeats N] [--steps 200] [--threads N] [--families]
+//   build/bin/bench_memory [--repeats N] [--steps 200] [--threads N] [--sizes auto,1,4,...] [--families]
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,15 +67,25 @@ std::string fixture(const std::string& name) { return std::string(CANDELA_FIXTUR
 int main(int argc, char** argv) {
   int repeats = 2, steps = 200, threads = 0;
   bool families = false;
+  std::vector<std::string> settings = {"auto", "1", "2", "4", "10", "25", "50", "200"};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--families")) families = true;
+    else if (!std::strcmp(argv[i], "--sizes") && i + 1 < argc) {
+      settings.clear();
+      std::string list = argv[++i];
+      for (size_t a = 0, b; a <= list.size(); a = b + 1) {
+        b = list.find(',', a);
+        if (b == std::string::npos) b = list.size();
+        if (b > a) settings.push_back(list.substr(a, b - a));
+      }
+    }
     else {
       std::fprintf(stderr,
-                   "usage: bench_memory [--repeats N] [--steps 200] [--threads N] [--families]\n"
-                   "example: build/bin/bench_memory --repeats 2\n");
+                   "usage: bench_memory [--repeats N] [--steps 200] [--threads N] [--sizes auto,1,4,...] [--families]\n"
+                   "example: build/bin/bench_memory --repeats 2 --sizes auto,1,2,4,10\n");
       return 2;
     }
   }
@@ -95,7 +105,6 @@ int main(int argc, char** argv) {
                                      fixture("sample_224.png"), "--method", "integrated_gradients", "--option",
                                      "n_steps=" + std::to_string(steps)};
     base.insert(base.end(), common.begin(), common.end());
-    const std::vector<std::string> settings = {"auto", "1", "4", "10", "25", "50", "200"};
     std::map<std::string, Run> best;
     for (int r = 0; r < repeats; ++r) {
       for (const auto& s : settings) {
@@ -108,14 +117,14 @@ int main(int argc, char** argv) {
         b.peak_mb = std::max(b.peak_mb, one.peak_mb);
       }
     }
-    double fastest = 1e30;
+    double fastest = 1e30;  // of the fixed sizes run
     for (const auto& s : settings)
       if (s != "auto") fastest = std::min(fastest, best[s].seconds);
     std::printf("\nIG %d steps, ResNet-50 224x224, 1 image, best of %d (peak RSS: largest)\n", steps, repeats);
     std::printf("  %-28s %10s %12s %16s\n", "batch size", "wall s", "peak RSS MB", "wall / fastest");
     for (const auto& s : settings)
       std::printf("  %-28s %10.2f %12.0f %16.2f\n",
-                  (s == "auto" ? std::string("automatic (--max-memory 512)") : s).c_str(), best[s].seconds,
+                  (s == "auto" ? std::string("automatic (default budget)") : s).c_str(), best[s].seconds,
                   best[s].peak_mb, best[s].seconds / fastest);
   } else {
     struct Family {

@@ -2,6 +2,7 @@
 #include "../onnx/importer.h"
 
 #include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "candela/core/error.h"
@@ -277,7 +279,10 @@ void Model::to(const std::string& device) {
 void Model::Impl::probe() {
   if (!module || spec.shape.empty()) return;
   try {
-    auto graph = detail::inlined_forward(*module);
+    // The forward as it runs, in-place operations included (inlined_forward would make each a
+    // new tensor): an activation that relu_ or add_ overwrites is counted once, by its storage.
+    auto graph = module->get_method("forward").graph()->copy();
+    torch::jit::Inline(*graph);
     auto lo = detail::layer_outputs(*graph);
     const auto& values = lo.tensors;
     for (size_t i = graph->outputs().size(); i > 0; --i) graph->eraseOutput(i - 1);
@@ -290,11 +295,13 @@ void Model::Impl::probe() {
     auto out = fn({module->_ivalue(), at::zeros(shape, at::TensorOptions().device(c10::Device(device)))});
     auto elems = out.toTupleRef().elements();
     std::map<torch::jit::Value*, at::Tensor> by_value;
+    std::set<const void*> storages;
     for (size_t i = 0; i < values.size(); ++i) {
       if (!elems[i].isTensor()) continue;
       auto t = elems[i].toTensor();
       by_value[values[i]] = t;
-      activation_bytes += static_cast<int64_t>(t.numel() * t.element_size());
+      if (t.has_storage() && storages.insert(t.storage().unsafeGetStorageImpl()).second)
+        activation_bytes += static_cast<int64_t>(t.storage().nbytes());
     }
     for (const auto& name : lo.order) {
       LayerInfo info{name, lo.type[name], {}, lo.calls[name]};

@@ -39,6 +39,10 @@ std::vector<std::string> write_explanation(const std::string& out_dir, const Att
       if (a.dim() != 3) return {};
       const int64_t h = input.display.size(2), w = input.display.size(3);
       if (a.size(1) == h && a.size(2) == w) return a;
+      // A layer's channels are combined at its own resolution, as the heatmap would combine
+      // them (a sum, or a sum of magnitudes), before the map is brought to the image's size:
+      // 256 channels upsampled to 224x224 would take 100 MB to draw one map.
+      if (a.size(0) > 1) a = heatmap.sign == "absolute" ? a.abs().sum(0, true) : a.sum(0, true);
       return at::upsample_bilinear2d(a.unsqueeze(0).to(at::kFloat), {h, w}, /*align_corners=*/false)[0];
     }
     return spec.layout == "NHWC" ? a.permute({2, 0, 1}) : a;
