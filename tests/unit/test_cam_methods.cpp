@@ -6,6 +6,7 @@
 #include "candela/io/npy.h"
 #include "candela/methods/cam/ablation_cam.h"
 #include "candela/methods/cam/eigen_cam.h"
+#include "candela/methods/cam/eigen_grad_cam.h"
 #include "candela/methods/cam/full_grad.h"
 #include "candela/methods/cam/grad_cam.h"
 #include "candela/methods/cam/grad_cam_plus_plus.h"
@@ -178,6 +179,23 @@ TEST(Cam, EigenCamOfRankOneActivationsIsTheirSpatialPattern) {
     at::Tensor p = map[i].flatten(), q = x[i][0].flatten() - x[i][0].mean();
     double corr = (p * q).sum().item<double>() / (p.norm() * q.norm()).item<double>();
     EXPECT_NEAR(std::abs(corr), 1.0, 1e-5);
+  }
+}
+
+// tests/reference/make_captum_reference.py: pytorch-grad-cam's get_2d_projection (what its
+// EigenGradCAM calls) of gradient x activation at the ReLU after the second convolution of the
+// committed conv-relu-maxpool-conv-relu-avgpool-linear-relu-linear net, class 1. An SVD's
+// singular vector has no preferred sign, so each image's map is compared up to sign.
+TEST(Cam, EigenGradCamMatchesPytorchGradCamsProjection) {
+  const std::string dir = std::string(CANDELA_SOURCE_DIR) + "/tests/reference/";
+  Model m = Model::load(dir + "lrp_cnn.pt");
+  const at::Tensor x = read_npy(dir + "lrp_cnn_x.npy");
+  const at::Tensor ref = read_npy(dir + "gradcam_eigen_grad_cam_raw.npy");
+  const at::Tensor map = run(EigenGradCam(raw<EigenGradCam>({"4"})), m, x).values.squeeze(1);
+  ASSERT_EQ(map.sizes(), ref.sizes());
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    const double sign = (map[i] * ref[i]).sum().item<double>() >= 0 ? 1.0 : -1.0;
+    EXPECT_LT(rel_error(map[i] * sign, ref[i]), 1e-4) << "image " << i << map[i] << ref[i];
   }
 }
 

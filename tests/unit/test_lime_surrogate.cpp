@@ -186,6 +186,51 @@ TEST(LimeTabular, DiscretisedWeightsHaveTheSignsOfTheModel) {
   EXPECT_TRUE((seen >= lo).all().item<bool>() && (seen <= hi).all().item<bool>());
 }
 
+// lime's discretised fit from its definition, on the very rows the model saw: each feature
+// becomes "in the instance's quartile" (np.percentile's quartiles, np.searchsorted's bins),
+// the kernel is sqrt(exp(-d^2 / w^2)) of the Euclidean distance from the all-ones row with
+// w = 0.75 sqrt(d), and the weights are sklearn's Ridge(alpha=1) with the kernel as sample
+// weights (centred on the weighted means, intercept unpenalised).
+TEST(LimeTabular, DiscretisedFitIsLimesRidgeOnTheBinIndicators) {
+  at::Tensor train = training_rows(500, {0.0, 1.0, -1.0}, {1.0, 2.0, 0.5}, 31);
+  const at::Tensor w = at::tensor({1.5f, -2.0f, 0.25f});
+  auto recorder = std::make_shared<std::vector<at::Tensor>>();
+  Model spy = Model::from_function(
+      [recorder, w](const at::Tensor& b) {
+        recorder->push_back(b.clone());
+        return at::matmul(b, w).unsqueeze(1);
+      },
+      InputSpec{.shape = {3}, .layout = "NC"});
+  at::Tensor x = at::tensor({0.3f, -1.2f, -0.6f}).view({1, 3});
+  auto a = explain(Lime({.num_samples = 400, .seed = 5}), spy, x, Baseline::distribution(train));
+
+  // The instance is evaluated alone first, then the perturbations; row 0 of the fit is x.
+  const at::Tensor seen = at::cat(*recorder), rows = seen.to(at::kDouble);
+  ASSERT_EQ(rows.size(0), 400);
+  const at::Tensor y = at::matmul(seen, w).to(at::kDouble);  // the outputs lime regressed on
+  const at::Tensor td = train.to(at::kDouble), xd = x[0].to(at::kDouble);
+  at::Tensor z = at::empty({400, 3}, at::kDouble);
+  for (int64_t j = 0; j < 3; ++j) {
+    const at::Tensor q = at::quantile(td.select(1, j), at::tensor({0.25, 0.5, 0.75}, at::kDouble));
+    auto bin = [&](const at::Tensor& v) { return (q.unsqueeze(0) < v.unsqueeze(1)).sum(1); };
+    z.select(1, j).copy_(bin(rows.select(1, j)) == bin(xd[j].view({1})));
+  }
+  ASSERT_TRUE(z[0].all().item<bool>());
+  const at::Tensor dist = (z - 1.0).pow(2).sum(1).sqrt();
+  const double width = 0.75 * std::sqrt(3.0);
+  const at::Tensor k = at::sqrt(at::exp(-dist.pow(2) / (width * width)));
+  const at::Tensor zm = at::matmul(k, z) / k.sum(), ym = at::dot(k, y) / k.sum();
+  const at::Tensor zc = z - zm, yc = y - ym;
+  const at::Tensor gram = at::matmul(zc.t() * k, zc) + at::eye(3, at::kDouble);
+  const at::Tensor coef = at::linalg_solve(gram, at::matmul(zc.t() * k, yc));
+
+  // Both fits are in double; the attribution is stored as float.
+  EXPECT_LT(rel_error(a.values[0].to(at::kDouble), coef), 1e-6) << a.values[0] << coef;
+  const double intercept = (ym - at::dot(zm, coef)).item<double>();
+  EXPECT_NEAR(a.extra["intercept"][0].get<double>(), intercept, 1e-10 * (1 + std::abs(intercept)));
+  EXPECT_NEAR(a.extra["local_prediction"][0].get<double>(), intercept + coef.sum().item<double>(), 1e-10 * (1 + std::abs(intercept)));
+}
+
 TEST(LimeTabular, DeterministicUnderASeedAndBatchInvariant) {
   at::Tensor train = training_rows(200, {0, 0, 0}, {1, 1, 1}, 4);
   Model m = linear_model(at::tensor({1.0f, 2.0f, 0.5f, -1.0f, 0.0f, 3.0f}).view({2, 3}), at::tensor({0.f, 0.f}));
@@ -399,6 +444,57 @@ TEST(SurrogateTree, RecoversAThresholdRuleWithFidelityOne) {
   // Default names f0, f1, ...
   auto d = explain(SurrogateTree(), m, x);
   EXPECT_CONTAINS(d.extra["rules"][1]["rule"].get<std::string>(), "f0 > ");
+}
+
+// A two-level rule, class 1 exactly when x0 > 0.5 and x1 > 0.3: the tree has three leaves
+// and fidelity 1, and each feature's importance is its Gini decrease, n_node * gini(node) -
+// the children's, computed here from the counts of the three regions.
+TEST(SurrogateTree, TwoLevelRuleAndItsGiniImportances) {
+  InputSpec spec{.shape = {3}, .layout = "NC"};
+  Model m = Model::from_function(
+      [](const at::Tensor& b) {
+        at::Tensor s = at::minimum(b.select(1, 0) - 0.5, b.select(1, 1) - 0.3);
+        return at::stack({-s, s}, 1);
+      },
+      spec);
+  m.set_class_names({"low", "high"});
+  at::Tensor x = at::rand({400, 3}, at::detail::createCPUGenerator(23));
+  auto a = explain(SurrogateTree({.feature_names = {"x0", "x1", "x2"}}), m, x);
+  EXPECT_EQ(a.extra["fidelity"].get<double>(), 1.0);
+  EXPECT_EQ(a.extra["depth"], 2);
+  EXPECT_EQ(a.extra["leaves"], 3);
+
+  const at::Tensor hi0 = x.select(1, 0) > 0.5, hi1 = x.select(1, 1) > 0.3;
+  const double n = 400, pos = (hi0 & hi1).sum().item<double>();
+  const double n0 = hi0.sum().item<double>(), n1 = hi1.sum().item<double>();
+  auto gini = [](double count, double positives) {
+    const double p = positives / count;
+    return count * 2 * p * (1 - p);  // count-weighted Gini impurity of a two-class node
+  };
+  // Splitting on x0 first leaves x0 <= 0.5 pure (class 0) and splits x0 > 0.5 on x1; the other
+  // order is symmetric. CART takes the root split with the larger decrease.
+  const double root = gini(n, pos);
+  const double x0_first = root - gini(n0, pos), x1_first = root - gini(n1, pos);
+  at::Tensor expected = x0_first >= x1_first ? at::tensor({x0_first, gini(n0, pos), 0.0})
+                                             : at::tensor({gini(n1, pos), x1_first, 0.0});
+  expected = expected / root;  // the decreases add up to the root's impurity: the leaves are pure
+  EXPECT_LT(rel_error(a.values[0].to(at::kDouble), expected), 1e-6) << a.values[0] << expected;
+  EXPECT_TRUE(at::equal(a.values, a.values[0].expand_as(a.values)));
+
+  // The positive leaf's rule has both conditions, at thresholds between the nearest rows.
+  int positive_rules = 0;
+  for (const auto& r : a.extra["rules"]) {
+    const std::string rule = r["rule"];
+    if (rule.find("then high") == std::string::npos) continue;
+    ++positive_rules;
+    ASSERT_EQ(r["conditions"].size(), 2u) << rule;
+    EXPECT_CONTAINS(rule, "x0 > 0.");
+    EXPECT_CONTAINS(rule, "x1 > 0.");
+    EXPECT_NEAR(r["coverage"].get<double>(), pos / n, 1e-12);
+    for (const auto& c : r["conditions"])
+      EXPECT_NEAR(c["threshold"].get<double>(), c["feature"] == "x0" ? 0.5 : 0.3, 0.03) << rule;
+  }
+  EXPECT_EQ(positive_rules, 1) << a.extra["rules"];
 }
 
 TEST(SurrogateTree, RegressionOutputAndDegenerateData) {

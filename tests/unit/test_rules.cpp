@@ -13,6 +13,7 @@
 #include "candela/io/npy.h"
 #include "candela/methods/rules/deep_lift.h"
 #include "candela/methods/rules/guided_backprop.h"
+#include "candela/methods/rules/guided_grad_cam.h"
 #include "candela/methods/rules/lrp.h"
 #include "candela/methods/rules/rule_graph.h"
 #include "path_integral.h"
@@ -258,6 +259,57 @@ TEST(LrpComposites, MatchZennitOnAMultiLayerCnn) {
     const at::Tensor zennit = read_npy(dir + "lrp_cnn_" + composite + ".npy");
     EXPECT_LT(rel_error(explain(Lrp(o), m, x, 1).values, zennit), 1e-5) << composite;
   }
+}
+
+// tests/reference/make_captum_reference.py: Captum 0.5.0's DeepLift (rescale rule; its
+// maxpool2d rule through the max-pooling) and GuidedGradCam(model, model[4]) with their
+// defaults, on the same committed CNN, class 1. (Captum 0.6 and later break the max-pool rule
+// for batches: captum#1276; its attributions then miss f(x) - f(ref).)
+TEST(DeepLift, MatchesCaptumThroughConvolutionAndMaxPooling) {
+  const std::string dir = std::string(CANDELA_SOURCE_DIR) + "/tests/reference/";
+  Model m = Model::load(dir + "lrp_cnn.pt");
+  const at::Tensor x = read_npy(dir + "lrp_cnn_x.npy");
+  const at::Tensor ref = read_npy(dir + "captum_deeplift_ref_baseline.npy");
+  auto zeros = explain(DeepLift(), m, x, 1);
+  EXPECT_LT(rel_error(zeros.values, read_npy(dir + "captum_deeplift_zeros.npy")), 1e-5);
+  auto other = explain(DeepLift(), m, x, 1, Baseline::tensor(ref));
+  EXPECT_LT(rel_error(other.values, read_npy(dir + "captum_deeplift_ref.npy")), 1e-5);
+  // Captum's numbers sum to f(x) - f(ref) as well: the reference is not degenerate.
+  const at::Tensor change = m.forward(x).select(1, 1) - m.forward(ref).select(1, 1);
+  EXPECT_LT(rel_error(read_npy(dir + "captum_deeplift_ref.npy").sum({1, 2, 3}), change), 1e-4);
+}
+
+// Overlapping windows (kernel 3, stride 1): an input position can win several windows, and
+// each must pass its share back (a scatter that assigns instead of adding loses all but one,
+// the bug tangermeme#95 fixed). Completeness then holds only if every share arrives.
+TEST(DeepLift, OverlappingMaxPoolWindowsKeepCompleteness) {
+  auto net = module("OverlapPool", R"(
+def forward(self, x):
+    h = torch.relu(torch.conv2d(x, self.w, self.b, 1, 1))
+    h = torch.max_pool2d(h, [3, 3], [1, 1])
+    return torch.linear(h.flatten(1), self.fc)
+)",
+                    {{"w", randn({3, 1, 3, 3}, 61)}, {"b", randn({3}, 62)}, {"fc", randn({2, 3 * 6 * 6}, 63)}});
+  Model m = as_model(net, {1, 8, 8});
+  const at::Tensor x = randn({3, 1, 8, 8}, 64), ref = randn({3, 1, 8, 8}, 65) * 0.3;
+  auto a = explain(DeepLift(), m, x, 1, Baseline::tensor(ref));
+  const at::Tensor change = m.forward(x).select(1, 1) - m.forward(ref).select(1, 1);
+  EXPECT_LT(rel_error(a.values.sum({1, 2, 3}), change), 1e-9);
+  // Some position does win several windows in this case, so the test can fail.
+  auto [out, idx] = at::max_pool2d_with_indices(at::relu(at::conv2d(x, net.attr("w").toTensor(), net.attr("b").toTensor(), 1, 1)), {3, 3}, {1, 1});
+  const at::Tensor flat = idx.flatten(2);
+  EXPECT_LT(std::get<0>(at::_unique2(flat[0][0], false)).numel(), flat.size(2));
+}
+
+TEST(GuidedGradCam, MatchesCaptumOnAMultiLayerCnn) {
+  const std::string dir = std::string(CANDELA_SOURCE_DIR) + "/tests/reference/";
+  Model m = Model::load(dir + "lrp_cnn.pt");
+  const at::Tensor x = read_npy(dir + "lrp_cnn_x.npy");
+  GuidedGradCam::Options o;
+  o.layers = {"4"};
+  const at::Tensor captum = read_npy(dir + "captum_guided_grad_cam.npy");
+  ASSERT_GT(captum.abs().max().item<double>(), 0.0);
+  EXPECT_LT(rel_error(explain(GuidedGradCam(o), m, x, 1).values, captum), 1e-5);
 }
 
 TEST(LrpConservation, ExactOnBiasFreeNetworks) {
