@@ -51,6 +51,13 @@ class Cancelled : public Error {
   using Error::Error;
 };
 
+// An invariant of Candela's own code failed: a bug, not the user's fault (CANDELA_ASSERT).
+// Front ends say so and ask for a report: the CLI exits 70, the server answers 500.
+class InternalError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 template <class... Args>
 std::string str_cat(const Args&... args) {
@@ -72,3 +79,13 @@ std::string did_you_mean(const std::string& name, const std::vector<std::string>
     if (!(cond)) throw ExceptionType(::candela::detail::str_cat(__VA_ARGS__)); \
   } while (0)
 #define CANDELA_CHECK(cond, ...) CANDELA_CHECK_T(::candela::InvalidArgument, cond, __VA_ARGS__)
+
+// An internal invariant: when `cond` is false, throws InternalError with the message and the
+// source location. For conditions no input should be able to break; use CANDELA_CHECK for
+// anything a user can cause.
+#define CANDELA_ASSERT(cond, ...)                                                                    \
+  do {                                                                                               \
+    if (!(cond))                                                                                     \
+      throw ::candela::InternalError(::candela::detail::str_cat(                                     \
+          "internal check failed: " #cond " (", __FILE__, ":", __LINE__, "): ", __VA_ARGS__));       \
+  } while (0)

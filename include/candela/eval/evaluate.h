@@ -16,15 +16,11 @@
 #include "candela/core/baseline.h"
 #include "candela/core/batching.h"
 #include "candela/core/model.h"
+#include "candela/io/dataset.h"
 
 namespace candela {
 
-struct EvaluateData {
-  at::Tensor inputs;   // [N, ...]
-  at::Tensor labels;   // int64 [N] classes to explain; undefined: the model's top-1 prediction
-  at::Tensor masks;    // ground truth [N, H, W] or [N, ...]; undefined if none
-  std::vector<std::string> ids;  // one name per sample (file names); default "0", "1", ...
-};
+using EvaluateData = Dataset;  // io/dataset.h: inputs, labels, masks, ids
 
 struct EvaluateProgress {
   int64_t done = 0, total = 0;  // units of work (chunk x method)

@@ -88,7 +88,7 @@ void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make
 
 void Evaluator::batched(const char* stage, int64_t total, int64_t batch,
                         const std::function<void(int64_t, int64_t)>& body, bool evaluations) {
-  CANDELA_CHECK(batch >= 1, "batch size must be positive.");
+  CANDELA_ASSERT(batch >= 1, "a method asked for batches of ", batch, " rows.");
   report(stage, 0, total);
   for (int64_t begin = 0; begin < total; begin += batch) {
     check_cancel();

@@ -13,15 +13,13 @@
 namespace candela {
 namespace fs = std::filesystem;
 
-std::vector<std::string> write_explanation(const std::string& out_dir, const Attribution& attribution,
-                                           const Model& model, const LoadedInput& input,
-                                           const HeatmapOptions& heatmap) {
+std::vector<Artifact> render_explanation(const Attribution& attribution, const Model& model, const LoadedInput& input,
+                                         const HeatmapOptions& heatmap) {
   heatmap.validate();
   const auto& spec = model.input_spec();
-  // Render everything first: a failure here leaves no file behind.
-  std::vector<std::pair<std::string, std::string>> files;
+  std::vector<Artifact> files;
   at::Tensor values = attribution.values.detach().to(at::kCPU);
-  files.emplace_back("attributions.npy", npy_bytes(values));
+  files.push_back({"attributions.npy", "application/octet-stream", npy_bytes(values)});
   nlohmann::json meta = attribution.metadata();
   meta["model"] = model.source().empty() ? model.name() : model.source();
   meta["input_spec"] = spec.to_json();
@@ -76,14 +74,16 @@ std::vector<std::string> write_explanation(const std::string& out_dir, const Att
     for (int64_t i = 0; i < n; ++i) {
       at::Tensor a = display_map(i);
       std::string suffix = n == 1 ? "" : "_" + std::to_string(i);
-      files.emplace_back("heatmap" + suffix + ".png", "");
-      files.back().second = encode_png(render_overlay(a, input.display[i], heatmap));
-      files.emplace_back("heatmap_raw" + suffix + ".png", encode_png(render_heatmap(a, heatmap)));
+      files.push_back({"heatmap" + suffix + ".png", "image/png", encode_png(render_overlay(a, input.display[i], heatmap))});
+      files.push_back({"heatmap_raw" + suffix + ".png", "image/png", encode_png(render_heatmap(a, heatmap))});
       meta["heatmaps"].push_back({{"overlay", "heatmap" + suffix + ".png"}, {"raw", "heatmap_raw" + suffix + ".png"}});
     }
   }
-  files.emplace_back("attribution.json", meta.dump(2) + "\n");
+  files.push_back({"attribution.json", "application/json", meta.dump(2) + "\n"});
+  return files;
+}
 
+std::vector<std::string> write_artifacts(const std::string& out_dir, const std::vector<Artifact>& files) {
   std::error_code ec;
   const bool existed = fs::exists(out_dir, ec);
   if (!existed) {
@@ -92,9 +92,9 @@ std::vector<std::string> write_explanation(const std::string& out_dir, const Att
   }
   std::vector<std::string> written;
   try {
-    for (const auto& [name, bytes] : files) {
-      std::string path = (fs::path(out_dir) / name).string();
-      write_file_atomic(path, bytes);
+    for (const auto& f : files) {
+      std::string path = (fs::path(out_dir) / f.name).string();
+      write_file_atomic(path, f.bytes);
       written.push_back(path);
     }
   } catch (...) {
@@ -103,6 +103,12 @@ std::vector<std::string> write_explanation(const std::string& out_dir, const Att
     throw;
   }
   return written;
+}
+
+std::vector<std::string> write_explanation(const std::string& out_dir, const Attribution& attribution,
+                                           const Model& model, const LoadedInput& input,
+                                           const HeatmapOptions& heatmap) {
+  return write_artifacts(out_dir, render_explanation(attribution, model, input, heatmap));
 }
 
 }  // namespace candela

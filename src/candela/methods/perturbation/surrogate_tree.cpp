@@ -127,7 +127,7 @@ Attribution SurrogateTree::attribute(Evaluator& ev, const ExplainRequest& req) c
     }
     const auto& cv_nodes = tree->getNodes();
     const auto& cv_splits = tree->getSplits();
-    CANDELA_CHECK_T(Error, !tree->getRoots().empty(), "surrogate_tree: OpenCV returned an empty tree.");
+    CANDELA_ASSERT(!tree->getRoots().empty(), "surrogate_tree: OpenCV returned an empty tree.");
     // Copy depth-first from the root, so that node 0 is the root.
     std::function<int(int)> copy = [&](int k) {
       const int id = static_cast<int>(nodes.size());

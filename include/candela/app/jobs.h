@@ -1,0 +1,225 @@
+// The app layer: what a front end asks for, as plain data, and one function that does it.
+//
+// The CLI, the HTTP server and the Python package all take a request, check it against the
+// registries, load the model and the data, run, and hand back results and files. That
+// orchestration lives here, once. Each job is a struct whose fields are listed by visit(), the
+// same reflection as method options (core/options.h), so one definition gives JSON in and out
+// (job_from_json / job_to_json), the server's request schema and Python's keyword arguments;
+// the CLI binds its flags to the same fields. run(job, control) validates everything cheap
+// before loading anything heavy, reports progress, stops at the next batch when cancelled,
+// and writes its files atomically (or returns them as artifacts, for callers without a disk).
+//
+//   ExplainJob job;
+//   job.model = "resnet18.pt"; job.input = "cat.png"; job.method = "grad_cam";
+//   job.layers = {"layer4"}; job.out = "out/";
+//   ExplainResult r = run(job);   // r.files: attributions.npy, attribution.json, heatmap.png, ...
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "candela/core/attribution.h"
+#include "candela/core/batching.h"
+#include "candela/core/options.h"
+#include "candela/core/progress.h"
+#include "candela/render/export.h"
+#include "candela/render/heatmap.h"
+
+namespace candela {
+
+class Model;
+struct InputSpec;
+struct EvaluateProgress;
+
+// How a caller follows and stops a job. Every member may be left empty.
+struct RunControl {
+  ProgressCallback progress;  // explain, audit: per batch of model evaluations
+  std::function<void(const EvaluateProgress&)> evaluate_progress;  // evaluate: per unit of work, with time left
+  CancelToken cancel;         // checked between batches; the job then throws Cancelled and writes nothing
+  std::function<void(const std::string&)> note;  // what the user should know before the result (an inferred layout)
+};
+
+// Overrides of the model's input spec (its .json sidecar), as text: "3,224,224", "0.485,0.456,0.406".
+struct SpecOverrides {
+  std::string input_shape, layout, mean, std, range;
+  template <class V> void visit(V& v) {
+    v("input_shape", input_shape, "Per-sample input shape, e.g. 3,224,224 (overrides the model's .json).");
+    v("layout", layout, "Input layout: NCHW, NHWC, NC (tabular), NL (tokens).");
+    v("mean", mean, "Per-channel mean for image normalisation, e.g. 0.485,0.456,0.406.");
+    v("std", std, "Per-channel std for image normalisation, e.g. 0.229,0.224,0.225.");
+    v("range", range, "Pixel value range before normalisation, e.g. 0,1 or 0,255.");
+  }
+  void apply(Model& model) const;  // throws InvalidArgument naming the flag on malformed text
+};
+
+// `candela explain`: one method on one input (an image, a .npy/.csv array of rows).
+struct ExplainJob {
+  std::string model, input, method, out;
+  std::string target = "top1";       // top1, an index, a class name, or one index per sample (1,4,2)
+  std::string baseline;              // empty: zeros (the method's default); see Baseline::parse
+  std::string background;            // rows (.csv/.npy) whose distribution is the baseline
+  std::string features;              // feature groups: each, grid:CELL, slic:N, felzenszwalb:S, FILE.npy
+  std::string feature_names;         // a,b,c or FILE.txt
+  std::string composite;             // LRP composite (name or JSON file)
+  std::vector<std::string> layers;   // the method's layers (Grad-CAM, layer methods)
+  nlohmann::json options = nlohmann::json::object();  // method options, typed as its schema says
+  std::string device = "cpu";
+  double max_memory = EvalOptions{}.max_memory_mb;  // MB per batch (sets the batch size)
+  int64_t batch_size = 0;                           // fixed rows per model call; 0 = automatic
+  std::string sign = HeatmapOptions{}.sign, colormap = HeatmapOptions{}.colormap;
+  double clip_percentile = HeatmapOptions{}.clip_percentile, alpha = HeatmapOptions{}.alpha;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "TorchScript (.pt) or ONNX (.onnx) model file; a sidecar .json may describe its input.");
+    v("input", input, "An image (PNG, JPEG, ...), or a .npy/.csv array [N, ...].");
+    v("method", method, "Attribution method (see `candela methods`).");
+    v("out", out, "Output folder; empty: return the files without writing them.");
+    v("target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2).");
+    v("baseline", baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy; empty: zeros.");
+    v("background", background, "Background rows (.csv or .npy): the baseline distribution for SHAP, LIME, ...");
+    v("features", features, "Feature groups: each, grid:CELL, slic:REGION_SIZE, felzenszwalb:SCALE, or FILE.npy.");
+    v("feature_names", feature_names, "Names of tabular features: a,b,c or FILE.txt.");
+    v("composite", composite, "LRP composite: a name (see `candela methods`) or a JSON file.");
+    v("layers", layers, "Layers to explain or tap, as `candela info` names them.");
+    v("options", options, "Method options, e.g. {\"n_steps\": 32} (see `candela methods`).");
+    v("device", device, "cpu, cuda, cuda:N.");
+    v("max_memory", max_memory, "Memory budget per batch in MB (sets the batch size).");
+    v("batch_size", batch_size, "Fixed rows per model call (0: automatic).");
+    v("sign", sign, "Heatmap sign: auto, signed, absolute, positive, negative.");
+    v("colormap", colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray; empty: by sign.");
+    v("clip_percentile", clip_percentile, "Clip the heatmap at this percentile of |value|.");
+    v("alpha", alpha, "Overlay opacity in [0, 1].");
+    spec.visit(v);
+  }
+};
+
+struct ExplainResult {
+  Attribution attribution;
+  std::vector<Artifact> artifacts;  // attributions.npy, attribution.json, heatmaps
+  std::vector<std::string> files;   // the paths written (empty when job.out is empty)
+};
+ExplainResult run(const ExplainJob& job, const RunControl& control = {});
+
+// `candela evaluate`: methods scored by metrics over a data set, resumable from its journal.
+struct EvaluateJob {
+  std::string model, data, labels, masks, out;
+  std::vector<std::string> methods, metrics;
+  nlohmann::json method_options = nlohmann::json::object();  // {"grad_cam": {"layers": ["conv3"]}}
+  nlohmann::json metric_options = nlohmann::json::object();  // {"road": {"noise": 0.05}}
+  std::string baseline = "zeros";
+  int64_t chunk = 8, bootstrap = 1000, seed = 0, max_samples = 0;
+  double max_memory = EvalOptions{}.max_memory_mb;
+  int64_t batch_size = 0;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx).");
+    v("data", data, "Samples: a .npy/.csv array [N, ...], or a folder of images.");
+    v("labels", labels, ".npy of class indices to explain (default: the model's top-1).");
+    v("masks", masks, ".npy of ground-truth masks [N, H, W] (nonzero = relevant).");
+    v("out", out, "Output folder (resumed if it holds a run with the same settings).");
+    v("methods", methods, "Methods to score (see `candela methods`).");
+    v("metrics", metrics, "Metrics (see `candela metrics`).");
+    v("method_options", method_options, "Options per method: {\"METHOD\": {\"KEY\": VALUE}}.");
+    v("metric_options", metric_options, "Options per metric: {\"METRIC\": {\"KEY\": VALUE}}.");
+    v("baseline", baseline, "Baseline for methods and metrics that use one.");
+    v("chunk", chunk, "Samples per unit of work and journal entry.");
+    v("bootstrap", bootstrap, "Bootstrap resamples for the 95% intervals.");
+    v("seed", seed, "Seed of the bootstrap.");
+    v("max_samples", max_samples, "Use only the first N samples (0: all).");
+    v("max_memory", max_memory, "Memory budget per batch in MB.");
+    v("batch_size", batch_size, "Fixed rows per model call (0: automatic).");
+    spec.visit(v);
+  }
+};
+// Returns results.json's content; writes results.csv, results.json and summary.md into job.out.
+nlohmann::json run(const EvaluateJob& job, const RunControl& control = {});
+
+// `candela audit`: looks for a shortcut, a small region most explanations rely on.
+struct AuditJob {
+  std::string model, data, labels, out;
+  std::string method = "integrated_gradients";
+  nlohmann::json options = nlohmann::json::object();
+  std::string baseline = "zeros";
+  double window = 0.125, factor = 5.0, min_fraction = 0.3;
+  int64_t clusters = 3, seed = 0, max_samples = 0;
+  double max_memory = EvalOptions{}.max_memory_mb;
+  int64_t batch_size = 0;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx).");
+    v("data", data, "Samples: a .npy array [N, ...] or a folder of images.");
+    v("labels", labels, ".npy of classes to explain (default: the model's top-1).");
+    v("out", out, "Output folder for audit.json; empty: do not write it.");
+    v("method", method, "Attribution method.");
+    v("options", options, "Method options.");
+    v("baseline", baseline, "Baseline for the method.");
+    v("window", window, "Window side as a fraction of the image side.");
+    v("factor", factor, "Relevance share over area share that counts as concentrated.");
+    v("min_fraction", min_fraction, "Share of samples that makes it a suspected shortcut.");
+    v("clusters", clusters, "k of the k-means over the explanations.");
+    v("seed", seed, "Seed of the clustering.");
+    v("max_samples", max_samples, "Use only the first N samples (0: all).");
+    v("max_memory", max_memory, "Memory budget per batch in MB.");
+    v("batch_size", batch_size, "Fixed rows per model call (0: automatic).");
+    spec.visit(v);
+  }
+};
+// Returns audit.json's content (and writes it into job.out when given).
+nlohmann::json run(const AuditJob& job, const RunControl& control = {});
+
+// `candela info`: a model's input, output and layers.
+struct InfoJob {
+  std::string model;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx).");
+    spec.visit(v);
+  }
+};
+// {"model", "input", "output_kind", "classes", "output_shape", "layers": [{name, type, output_shape, calls}]}.
+nlohmann::json run(const InfoJob& job, const RunControl& control = {});
+
+// A job from JSON: the fields visit() lists, types checked, unknown keys refused with a
+// suggestion; `what` names the request in errors ("the explain request"). And back.
+template <class Job>
+Job job_from_json(const nlohmann::json& j, const std::string& what) {
+  CANDELA_CHECK(j.is_object(), what, " must be a JSON object, got ", j.dump(), ".");
+  Job job;
+  detail::FromJson reader{j, {}};
+  job.visit(reader);
+  for (const auto& [key, _] : j.items()) {
+    if (std::find(reader.known.begin(), reader.known.end(), key) != reader.known.end()) continue;
+    std::string list;
+    for (const auto& k : reader.known) list += (list.empty() ? "" : ", ") + k;
+    throw InvalidArgument(detail::str_cat("unknown field '", key, "' in ", what, ".", did_you_mean(key, reader.known),
+                                          " Its fields are: ", list, "."));
+  }
+  return job;
+}
+template <class Job>
+nlohmann::json job_to_json(Job job) {
+  return options_to_json(job);
+}
+// Every field with its type, default and description (for the server's API and Python's docs).
+template <class Job>
+nlohmann::json job_schema() {
+  Job job;
+  detail::Schema schema;
+  job.visit(schema);
+  return schema.out;
+}
+
+// The one KEY=VALUE parser: `--option n_steps=32` (or `--method-option ig.n_steps=32` with
+// `named`) typed by the schema of the method or metric it names. `flag` names the flag in errors.
+nlohmann::json key_value_options(const std::vector<std::string>& pairs, const nlohmann::json& schema,
+                                 const std::string& name, const std::string& flag);
+// "NAME.KEY=VALUE" pairs into {"NAME": {"KEY": VALUE}}; metrics = true types them by the metric registry.
+nlohmann::json named_key_value_options(const std::vector<std::string>& pairs, bool metrics);
+
+}  // namespace candela

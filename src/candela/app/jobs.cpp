@@ -1,0 +1,271 @@
+#include "candela/app/jobs.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "candela/core/baseline.h"
+#include "candela/core/error.h"
+#include "candela/core/explainer.h"
+#include "candela/core/model.h"
+#include "candela/core/registry.h"
+#include "candela/core/target.h"
+#include "candela/eval/evaluate.h"
+#include "candela/eval/metrics.h"
+#include "candela/io/dataset.h"
+#include "candela/io/file.h"
+#include "candela/io/input.h"
+#include "candela/methods/perturbation/feature_mask.h"
+
+namespace candela {
+namespace {
+
+using detail::str_cat;
+
+// "1,2,3" -> {1, 2, 3}, as integers or numbers; `what` names the flag in errors.
+template <class T>
+std::vector<T> parse_list(const std::string& text, const char* what) {
+  std::vector<T> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* stop = nullptr;
+    T v = std::is_integral_v<T> ? static_cast<T>(std::strtoll(item.c_str(), &stop, 10))
+                                : static_cast<T>(std::strtod(item.c_str(), &stop));
+    CANDELA_CHECK(!item.empty() && *stop == '\0', what, " must be comma-separated ",
+                  std::is_integral_v<T> ? "integers" : "numbers", ", got '", text, "'.");
+    out.push_back(v);
+  }
+  return out;
+}
+
+// "a,b,c" or a text file with one name per line.
+std::vector<std::string> read_names(const std::string& text) {
+  std::vector<std::string> names;
+  std::string item;
+  if (text.size() > 4 && text.substr(text.size() - 4) == ".txt") {
+    std::stringstream ss(read_file(text, 64 << 20));
+    while (std::getline(ss, item))
+      if (!item.empty()) names.push_back(item);
+  } else {
+    std::stringstream ss(text);
+    while (std::getline(ss, item, ',')) names.push_back(item);
+  }
+  CANDELA_CHECK(!names.empty(), "--feature-names is empty; give a,b,c or a .txt file with one name per line.");
+  return names;
+}
+
+// The registered methods for which `pred` holds, comma-separated (for "methods that do: ..." hints).
+template <class Pred>
+std::string methods_where(Pred pred) {
+  std::string names;
+  for (const auto& m : Registry::builtin().methods())
+    if (pred(m)) names += (names.empty() ? "" : ", ") + m.name;
+  return names;
+}
+
+EvalOptions eval_options(double max_memory, int64_t batch_size, const RunControl& control) {
+  EvalOptions eval;
+  eval.max_memory_mb = max_memory;
+  eval.max_batch_size = batch_size;
+  eval.cancel = control.cancel;
+  eval.progress = control.progress;
+  return eval;
+}
+
+// A 4-D array with no layout in the spec: infer it from the data's shape, and say so.
+void infer_layout_from(Model& model, const at::Tensor& batch, const RunControl& control) {
+  InputSpec s = model.input_spec();
+  const std::string note = infer_layout(s, batch);
+  if (note.empty()) return;
+  model.set_input_spec(s);
+  if (control.note) control.note(note);
+}
+
+Model load_model(const std::string& path, const SpecOverrides& spec) {
+  Model model = Model::load(path);
+  spec.apply(model);
+  return model;
+}
+
+}  // namespace
+
+void SpecOverrides::apply(Model& model) const {
+  InputSpec s = model.input_spec();
+  if (!input_shape.empty()) s.shape = parse_list<int64_t>(input_shape, "--input-shape");
+  if (!layout.empty()) s.layout = layout;
+  if (s.layout.empty() && s.shape.size() == 3) s.layout = "NCHW";
+  if (s.layout.empty() && s.shape.size() == 1) s.layout = "NC";
+  if (!mean.empty()) s.mean = parse_list<double>(mean, "--mean");
+  if (!std.empty()) s.std = parse_list<double>(std, "--std");
+  if (!range.empty()) {
+    auto r = parse_list<double>(range, "--range");
+    CANDELA_CHECK(r.size() == 2, "--range takes MIN,MAX, got '", range, "'.");
+    s.range_min = r[0];
+    s.range_max = r[1];
+  }
+  model.set_input_spec(s);
+}
+
+nlohmann::json key_value_options(const std::vector<std::string>& pairs, const nlohmann::json& schema,
+                                 const std::string& name, const std::string& flag) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& kv : pairs) {
+    const auto eq = kv.find('=');
+    CANDELA_CHECK(eq != std::string::npos && eq > 0, flag, " takes KEY=VALUE, got '", kv, "'.");
+    const std::string key = kv.substr(0, eq);
+    CANDELA_CHECK(!out.contains(key), flag, " ", key, " is given twice; keep one.");
+    out[key] = parse_option_value(schema, name, key, kv.substr(eq + 1));
+  }
+  return out;
+}
+
+nlohmann::json named_key_value_options(const std::vector<std::string>& pairs, bool metrics) {
+  const char* flag = metrics ? "--metric-option" : "--method-option";
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& kv : pairs) {
+    const auto dot = kv.find('.'), eq = kv.find('=');
+    CANDELA_CHECK(dot != std::string::npos && eq != std::string::npos && dot < eq, flag,
+                  " takes NAME.KEY=VALUE (e.g. ", metrics ? "road.noise=0.05" : "integrated_gradients.n_steps=32",
+                  "), got '", kv, "'.");
+    const std::string name = kv.substr(0, dot), key = kv.substr(dot + 1, eq - dot - 1);
+    const nlohmann::json& schema =
+        metrics ? MetricRegistry::builtin().get(name).schema : Registry::builtin().get(name).schema;
+    out[name][key] = parse_option_value(schema, name, key, kv.substr(eq + 1));
+  }
+  return out;
+}
+
+// ---- explain -------------------------------------------------------------------------------
+
+ExplainResult run(const ExplainJob& job, const RunControl& control) {
+  const std::string& method = job.method;
+  // Validate everything cheap before loading anything heavy.
+  const MethodInfo& info = Registry::builtin().get(method);
+  CANDELA_CHECK(job.options.is_object(), "the options of ", method, " must be a JSON object, got ", job.options.dump(),
+                ".");
+  nlohmann::json options = job.options;
+  if (!job.layers.empty()) {
+    CANDELA_CHECK(info.schema.contains("layers"), method, " takes no layer; drop --layer (methods that do: ",
+                  methods_where([](const MethodInfo& m) { return m.schema.contains("layers"); }), ").");
+    CANDELA_CHECK(!options.contains("layers"), "give the layers either with --layer or with --option layers=..., not both.");
+    options["layers"] = job.layers;
+  }
+  if (!job.composite.empty()) {
+    CANDELA_CHECK(info.schema.contains("composite"), method, " takes no composite; --composite is for lrp.");
+    CANDELA_CHECK(!options.contains("composite"),
+                  "give the composite either with --composite or with --option composite=..., not both.");
+    options["composite"] = job.composite;
+  }
+  auto explainer = info.create(options);
+  const bool baseline_given = !job.baseline.empty();
+  CANDELA_CHECK(!baseline_given || explainer->uses_baseline(), method,
+                " does not use a baseline; drop --baseline (methods that use one: ",
+                methods_where([](const MethodInfo& m) { return m.uses_baseline; }), ", and noise_tunnel around them).");
+  HeatmapOptions heatmap;
+  heatmap.sign = job.sign;
+  heatmap.colormap = job.colormap;
+  heatmap.clip_percentile = job.clip_percentile;
+  heatmap.alpha = job.alpha;
+  heatmap.validate();
+  CANDELA_CHECK(job.background.empty() || !baseline_given,
+                "give either --baseline or --background (a data set: the baseline distribution), not both.");
+  CANDELA_CHECK(job.background.empty() || explainer->uses_baseline(), method,
+                " does not use background data; drop --background.");
+  Baseline baseline = !job.background.empty() ? Baseline::distribution(load_input(job.background, InputSpec{}).batch)
+                                              : Baseline::parse(baseline_given ? job.baseline : "zeros");
+
+  Model model = load_model(job.model, job.spec);
+  if (job.device != "cpu") model.to(job.device);
+  LoadedInput input = load_input(job.input, model.input_spec());
+  infer_layout_from(model, input.batch, control);
+  if (!input.display.defined() && model.input_spec().is_image()) input.display = to_display(input.batch, model.input_spec());
+  if (!job.feature_names.empty()) input.feature_names = read_names(job.feature_names);
+  ExplainRequest req;
+  req.inputs = input.batch.to(c10::Device(model.device()));
+  req.target = Target::parse(job.target, model.class_names());
+  req.baseline = baseline;
+  if (!job.features.empty())
+    req.feature_mask = make_feature_mask(job.features, input.batch, model.input_spec(), input.display);
+  req.eval = eval_options(job.max_memory, job.batch_size, control);
+
+  ExplainResult result;
+  result.attribution = explainer->explain(model, req);
+  result.artifacts = render_explanation(result.attribution, model, input, heatmap);
+  if (!job.out.empty()) result.files = write_artifacts(job.out, result.artifacts);
+  return result;
+}
+
+// ---- evaluate, audit, info -----------------------------------------------------------------
+
+nlohmann::json run(const EvaluateJob& job, const RunControl& control) {
+  EvaluateConfig c;
+  c.methods = job.methods;
+  c.metrics = job.metrics;
+  CANDELA_CHECK(job.method_options.is_object() && job.metric_options.is_object(),
+                "method_options and metric_options must be JSON objects {\"NAME\": {\"KEY\": VALUE}}.");
+  for (const auto& [name, o] : job.method_options.items()) c.method_options[name] = o;
+  for (const auto& [name, o] : job.metric_options.items()) c.metric_options[name] = o;
+  c.baseline = Baseline::parse(job.baseline);
+  c.chunk = job.chunk;
+  c.bootstrap = job.bootstrap;
+  c.seed = job.seed;
+  c.eval = eval_options(job.max_memory, job.batch_size, control);
+  c.eval.progress = {};  // evaluate reports per unit of work instead
+  c.progress = control.evaluate_progress;
+  c.validate();
+  CANDELA_CHECK(job.max_samples >= 0, "--max-samples must be >= 0 (0 = all), got ", job.max_samples, ".");
+  Model model = load_model(job.model, job.spec);
+  Dataset data = load_dataset(job.data, job.labels, job.masks, model.input_spec(), job.max_samples);
+  infer_layout_from(model, data.inputs, control);
+  return evaluate(model, data, c, job.out);
+}
+
+nlohmann::json run(const AuditJob& job, const RunControl& control) {
+  AuditConfig c;
+  c.method = job.method;
+  Registry::builtin().get(job.method);  // an unknown name fails here, before the model loads
+  CANDELA_CHECK(job.options.is_object(), "the options of ", job.method, " must be a JSON object, got ",
+                job.options.dump(), ".");
+  c.method_options = job.options;
+  c.baseline = Baseline::parse(job.baseline);
+  c.window = job.window;
+  c.factor = job.factor;
+  c.min_fraction = job.min_fraction;
+  c.clusters = job.clusters;
+  c.seed = job.seed;
+  c.eval = eval_options(job.max_memory, job.batch_size, control);
+  CANDELA_CHECK(job.max_samples >= 0, "--max-samples must be >= 0 (0 = all), got ", job.max_samples, ".");
+  Model model = load_model(job.model, job.spec);
+  Dataset data = load_dataset(job.data, job.labels, "", model.input_spec(), job.max_samples);
+  infer_layout_from(model, data.inputs, control);
+  nlohmann::json r = audit_shortcuts(model, data, c);
+  if (!job.out.empty()) {
+    std::filesystem::create_directories(job.out);
+    write_file_atomic(job.out + "/audit.json", r.dump(2));
+  }
+  return r;
+}
+
+nlohmann::json run(const InfoJob& job, const RunControl&) {
+  Model model = load_model(job.model, job.spec);
+  const auto& spec = model.input_spec();
+  nlohmann::json out = {{"model", job.model}, {"input", spec.to_json()}, {"output_kind", model.output_kind()},
+                        {"classes", model.class_names().size()}};
+  std::vector<int64_t> out_shape;
+  out["layers"] = nlohmann::json::array();
+  if (!spec.shape.empty()) {
+    std::vector<int64_t> shape = {1};
+    shape.insert(shape.end(), spec.shape.begin(), spec.shape.end());
+    at::NoGradGuard no_grad;
+    auto y = model.forward(at::zeros(shape));
+    out_shape.assign(y.sizes().begin(), y.sizes().end());
+    for (const auto& l : model.layers())
+      out["layers"].push_back({{"name", l.name}, {"type", l.type}, {"output_shape", l.output_shape}, {"calls", l.calls}});
+  }
+  out["output_shape"] = out_shape;
+  return out;
+}
+
+}  // namespace candela

@@ -1,0 +1,169 @@
+// The app layer (candela/app/jobs.h): jobs as data, one run() per job. This file includes the
+// umbrella header first and alone, so it also proves candela.h compiles by itself.
+#include "candela/candela.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+using candela::testing::TempDir;
+
+namespace {
+#define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << (text)
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST(Jobs, FromJsonChecksFieldsAndTypesAndRoundTrips) {
+  auto job = job_from_json<ExplainJob>(
+      {{"model", "m.pt"}, {"input", "x.npy"}, {"method", "saliency"}, {"options", {{"abs", false}}},
+       {"layers", {"layer4"}}, {"max_memory", 256}, {"input_shape", "3,8,8"}},
+      "the explain request");
+  EXPECT_EQ(job.method, "saliency");
+  EXPECT_EQ(job.options["abs"], false);
+  EXPECT_EQ(job.layers, std::vector<std::string>{"layer4"});
+  EXPECT_EQ(job.max_memory, 256);
+  EXPECT_EQ(job.spec.input_shape, "3,8,8");
+  EXPECT_EQ(job.target, "top1") << "unset fields keep their defaults";
+  EXPECT_EQ(job_to_json(job_from_json<ExplainJob>(job_to_json(job), "x")), job_to_json(job));
+
+  const std::string unknown = error_of([] { job_from_json<ExplainJob>({{"methd", "saliency"}}, "the explain request"); });
+  EXPECT_CONTAINS(unknown, "unknown field 'methd' in the explain request");
+  EXPECT_CONTAINS(unknown, "'method'");
+  EXPECT_CONTAINS(error_of([] { job_from_json<EvaluateJob>({{"chunk", "eight"}}, "r"); }), "'chunk' expects");
+  EXPECT_CONTAINS(error_of([] { job_from_json<InfoJob>(nlohmann::json::array(), "the info request"); }),
+                  "the info request must be a JSON object");
+
+  // The schema lists every field once, with its default: what a server or Python shows.
+  const auto schema = job_schema<EvaluateJob>();
+  EXPECT_EQ(schema["chunk"]["default"], 8);
+  EXPECT_EQ(schema["max_memory"]["default"], EvalOptions{}.max_memory_mb);
+  EXPECT_TRUE(schema.contains("layout"));
+}
+
+TEST(Jobs, OneKeyValueParserTypedByTheSchema) {
+  const auto& schema = Registry::builtin().get("integrated_gradients").schema;
+  auto o = key_value_options({"n_steps=16", "method=riemann_left"}, schema, "integrated_gradients", "--option");
+  EXPECT_EQ(o["n_steps"], 16);
+  EXPECT_EQ(o["method"], "riemann_left");
+  EXPECT_CONTAINS(error_of([&] { key_value_options({"n_steps"}, schema, "integrated_gradients", "--option"); }),
+                  "--option takes KEY=VALUE, got 'n_steps'");
+  EXPECT_CONTAINS(error_of([&] { key_value_options({"n_steps=1", "n_steps=2"}, schema, "integrated_gradients", "--option"); }),
+                  "given twice");
+  auto named = named_key_value_options({"integrated_gradients.n_steps=8", "saliency.abs=false"}, false);
+  EXPECT_EQ(named["integrated_gradients"]["n_steps"], 8);
+  EXPECT_EQ(named["saliency"]["abs"], false);
+  EXPECT_CONTAINS(error_of([] { named_key_value_options({"road=1"}, true); }), "--metric-option takes NAME.KEY=VALUE");
+}
+
+TEST(Jobs, ExplainWithoutAFolderReturnsTheFilesItWouldWrite) {
+  TempDir dir;
+  ExplainJob job;
+  job.model = fixture("digits_cnn.pt");
+  job.input = fixture("digits_test.npy");
+  job.method = "saliency";
+  std::vector<std::string> notes;
+  RunControl control;
+  control.note = [&](const std::string& n) { notes.push_back(n); };
+  int64_t progress_calls = 0;
+  control.progress = [&](const Progress&) { ++progress_calls; };
+  ExplainResult r = run(job, control);
+  ASSERT_TRUE(r.files.empty());
+  std::vector<std::string> names;
+  for (const auto& a : r.artifacts) names.push_back(a.name);
+  EXPECT_EQ(names.front(), "attributions.npy");
+  EXPECT_EQ(names.back(), "attribution.json");
+  EXPECT_EQ(r.artifacts.back().media_type, "application/json");
+  EXPECT_EQ(r.attribution.values.size(0), read_npy(job.input).size(0));
+  EXPECT_GT(progress_calls, 0);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 0);
+
+  // With a folder, the same bytes land there, and nothing else.
+  job.out = dir / "out";
+  ExplainResult w = run(job, control);
+  ASSERT_EQ(w.files.size(), w.artifacts.size());
+  for (size_t i = 0; i < w.files.size(); ++i) {
+    EXPECT_EQ(std::filesystem::path(w.files[i]).filename(), w.artifacts[i].name);
+    EXPECT_EQ(read_file(w.files[i], 1 << 26), w.artifacts[i].bytes) << w.files[i];
+  }
+
+  // Cheap checks come before the model loads: a missing model file is not what they report.
+  job.model = "/nonexistent/model.pt";
+  job.method = "saliency";
+  job.baseline = "constant:0.5";
+  EXPECT_CONTAINS(error_of([&] { run(job); }), "saliency does not use a baseline");
+  job.baseline.clear();
+  job.layers = {"features.0"};
+  EXPECT_CONTAINS(error_of([&] { run(job); }), "saliency takes no layer");
+}
+
+TEST(Jobs, CancelledBeforeTheFirstBatchWritesNothing) {
+  TempDir dir;
+  ExplainJob job;
+  job.model = fixture("digits_cnn.pt");
+  job.input = fixture("digits_test.npy");
+  job.method = "integrated_gradients";
+  job.out = dir / "out";
+  RunControl control;
+  control.cancel.cancel();
+  EXPECT_THROW(run(job, control), Cancelled);
+  EXPECT_FALSE(std::filesystem::exists(dir / "out"));
+}
+
+TEST(Jobs, InfoListsLayersWithShapes) {
+  InfoJob job;
+  job.model = fixture("digits_cnn.pt");
+  const nlohmann::json info = run(job);
+  EXPECT_EQ(info["output_shape"], (std::vector<int64_t>{1, 10}));
+  bool found = false;
+  for (const auto& l : info["layers"])
+    if (l["name"] == "features.0") {
+      found = true;
+      EXPECT_EQ(l["output_shape"], (std::vector<int64_t>{1, 8, 8, 8}));
+    }
+  EXPECT_TRUE(found) << info.dump();
+  job.spec.input_shape = "1,x";
+  EXPECT_CONTAINS(error_of([&] { run(job); }), "--input-shape must be comma-separated integers");
+}
+
+TEST(Jobs, DatasetLoadingKeepsTheFirstSamplesAndChecksLabels) {
+  TempDir dir;
+  const at::Tensor x = at::rand({5, 4});
+  write_npy(dir / "x.npy", x);
+  write_npy(dir / "labels.npy", at::tensor({0.0, 1.0, 1.0, 0.0, 1.0}));
+  write_npy(dir / "bad.npy", at::tensor({0.5, 1.0, 1.0, 0.0, 1.0}));
+  InputSpec spec;
+  spec.shape = {4};
+  spec.layout = "NC";
+  Dataset d = load_dataset(dir / "x.npy", dir / "labels.npy", "", spec, 3);
+  EXPECT_TRUE(at::equal(d.inputs, x.slice(0, 0, 3)));
+  EXPECT_TRUE(at::equal(d.labels, at::tensor({0, 1, 1}, at::kLong)));
+  EXPECT_CONTAINS(error_of([&] { load_dataset(dir / "x.npy", dir / "bad.npy", "", spec); }),
+                  "must hold integer class indices");
+  EXPECT_CONTAINS(error_of([&] { load_dataset(dir / "missing", "", "", spec); }), "no such file or folder");
+}
+
+TEST(Errors, AnInternalCheckIsABugReportWithItsLocation) {
+  try {
+    const int rows = 0;
+    CANDELA_ASSERT(rows > 0, "rows = ", rows);
+    FAIL() << "CANDELA_ASSERT did not throw";
+  } catch (const InternalError& e) {
+    EXPECT_CONTAINS(e.what(), "internal check failed: rows > 0");
+    EXPECT_CONTAINS(e.what(), "test_app.cpp:");
+    EXPECT_CONTAINS(e.what(), "rows = 0");
+  }
+  // User errors stay apart: an InternalError is not an InvalidArgument.
+  EXPECT_THROW(CANDELA_CHECK(false, "bad flag"), InvalidArgument);
+}
