@@ -125,19 +125,8 @@ int run_explain(MethodArgs<ExplainJob>& args) {
 
 // ---- evaluate, metrics, audit -------------------------------------------------------------
 
-// Comma list "a,b,c".
-std::vector<std::string> split_names(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 struct EvaluateArgs {
   EvaluateJob job;
-  std::string methods, metrics;  // comma lists
   std::vector<std::string> method_options, metric_options;  // NAME.KEY=VALUE
   bool quiet = false;
 };
@@ -153,8 +142,6 @@ std::string duration(double s) {
 
 int run_evaluate(EvaluateArgs& a) {
   EvaluateJob& job = a.job;
-  job.methods = split_names(a.methods);
-  job.metrics = split_names(a.metrics);
   job.method_options = named_key_value_options(a.method_options, false);
   job.metric_options = named_key_value_options(a.metric_options, true);
   RunControl control = cli_control();
@@ -356,8 +343,12 @@ int main(int argc, char** argv) {
   evaluate_cmd->add_option("--data", va.job.data, "Samples: a .npy/.csv array [N, ...], or a folder of images")->required();
   evaluate_cmd->add_option("--labels", va.job.labels, ".npy of class indices to explain (default: the model's top-1)");
   evaluate_cmd->add_option("--masks", va.job.masks, ".npy of ground-truth masks [N, H, W] (nonzero = relevant)");
-  evaluate_cmd->add_option("--methods", va.methods, "Methods, comma-separated (see `candela methods`)")->required();
-  evaluate_cmd->add_option("--metrics", va.metrics, "Metrics, comma-separated (see `candela metrics`)")->required();
+  evaluate_cmd->add_option("--methods", va.job.methods, "Methods, comma-separated (see `candela methods`)")
+      ->required()
+      ->delimiter(',');
+  evaluate_cmd->add_option("--metrics", va.job.metrics, "Metrics, comma-separated (see `candela metrics`)")
+      ->required()
+      ->delimiter(',');
   evaluate_cmd->add_option("--method-option", va.method_options, "METHOD.KEY=VALUE (repeatable)");
   evaluate_cmd->add_option("--metric-option", va.metric_options, "METRIC.KEY=VALUE (repeatable)");
   evaluate_cmd->add_option("--baseline", va.job.baseline, "Baseline for methods and metrics that use one");

@@ -252,7 +252,7 @@ inline void feed_composite(const uint8_t* data, size_t size, Checks checks = Che
   CANDELA_FUZZ_INVARIANT(again.to_json() == written, written.dump(), " became ", again.to_json().dump());
 }
 
-// ---- text_forms: the text of command-line flags (src/candela/core/core.cpp, feature_mask.cpp) --
+// ---- text_forms: the text of command-line flags (core/target.cpp, baseline.cpp, options.cpp, feature_mask.cpp) --
 // The first byte picks the parser, the rest is the text:
 //   byte % 4 == 0 ('0', '4', '8', ...)  --baseline     Baseline::parse, then for_inputs on an image
 //   byte % 4 == 1 ('1', '5', '9', ...)  --target       Target::parse (classes cat, dog, zebra), then scores

@@ -15,8 +15,8 @@
 #   composite   LRP composite JSON: Composite::from_json            methods/rules/rule_graph.cpp core/error.cpp
 #   text_forms  flag text: Baseline::parse, Target::parse, parse_option_value (+ the method's
 #               creation), make_feature_mask; the first byte picks one (see fuzz_targets.h)
-#                                                                   core/core.cpp core/error.cpp core/registry.cpp
-#                                                                   methods/perturbation/feature_mask.cpp
+#                                                                   core/target.cpp core/baseline.cpp core/options.cpp
+#                                                                   core/error.cpp core/registry.cpp methods/perturbation/feature_mask.cpp
 # The harnesses' feed functions are in tests/fuzz/fuzz_targets.h, shared with the regression
 # test tests/unit/test_fuzz_regressions.cpp.
 #
@@ -54,7 +54,7 @@ case $target in
   image) sources="io/image.cpp io/file.cpp"; max_len=16384 ;;
   sidecar) sources="core/model.cpp core/error.cpp"; max_len=4096 ;;
   composite) sources="methods/rules/rule_graph.cpp core/error.cpp"; max_len=4096 ;;
-  text_forms) sources="core/core.cpp core/error.cpp core/registry.cpp methods/perturbation/feature_mask.cpp"; max_len=256 ;;
+  text_forms) sources="core/target.cpp core/baseline.cpp core/options.cpp core/error.cpp core/registry.cpp methods/perturbation/feature_mask.cpp"; max_len=256 ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
 

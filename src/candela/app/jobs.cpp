@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
-#include <sstream>
 
 #include "candela/core/baseline.h"
 #include "candela/core/error.h"
@@ -11,6 +10,7 @@
 #include "candela/core/model.h"
 #include "candela/core/registry.h"
 #include "candela/core/target.h"
+#include "candela/detail/text.h"
 #include "candela/eval/evaluate.h"
 #include "candela/eval/metrics.h"
 #include "candela/io/dataset.h"
@@ -27,15 +27,13 @@ using detail::str_cat;
 template <class T>
 std::vector<T> parse_list(const std::string& text, const char* what) {
   std::vector<T> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* stop = nullptr;
-    T v = std::is_integral_v<T> ? static_cast<T>(std::strtoll(item.c_str(), &stop, 10))
-                                : static_cast<T>(std::strtod(item.c_str(), &stop));
-    CANDELA_CHECK(!item.empty() && *stop == '\0', what, " must be comma-separated ",
-                  std::is_integral_v<T> ? "integers" : "numbers", ", got '", text, "'.");
-    out.push_back(v);
+  for (const auto& item : detail::split(text, ',')) {
+    long long i = 0;
+    double d = 0;
+    const bool ok = std::is_integral_v<T> ? detail::parse_int64(item, i) : detail::parse_double(item, d);
+    CANDELA_CHECK(ok, what, " must be comma-separated ", std::is_integral_v<T> ? "integers" : "numbers", ", got '",
+                  text, "'.");
+    out.push_back(std::is_integral_v<T> ? static_cast<T>(i) : static_cast<T>(d));
   }
   return out;
 }
@@ -43,14 +41,11 @@ std::vector<T> parse_list(const std::string& text, const char* what) {
 // "a,b,c" or a text file with one name per line.
 std::vector<std::string> read_names(const std::string& text) {
   std::vector<std::string> names;
-  std::string item;
   if (text.size() > 4 && text.substr(text.size() - 4) == ".txt") {
-    std::stringstream ss(read_file(text, 64 << 20));
-    while (std::getline(ss, item))
-      if (!item.empty()) names.push_back(item);
-  } else {
-    std::stringstream ss(text);
-    while (std::getline(ss, item, ',')) names.push_back(item);
+    for (auto& line : detail::split(read_file(text, 64 << 20), '\n'))
+      if (!line.empty()) names.push_back(std::move(line));
+  } else if (!text.empty()) {
+    names = detail::split(text, ',');
   }
   CANDELA_CHECK(!names.empty(), "--feature-names is empty; give a,b,c or a .txt file with one name per line.");
   return names;
