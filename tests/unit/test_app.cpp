@@ -167,3 +167,21 @@ TEST(Errors, AnInternalCheckIsABugReportWithItsLocation) {
   // User errors stay apart: an InternalError is not an InvalidArgument.
   EXPECT_THROW(CANDELA_CHECK(false, "bad flag"), InvalidArgument);
 }
+
+// Methods and metrics share one catalogue: the same duplicate check and the same unknown-name hint.
+TEST(Catalogs, MethodsAndMetricsRefuseDuplicatesAndSuggestNames) {
+  Registry methods;
+  methods.add(Registry::builtin().get("saliency"));
+  EXPECT_THROW(methods.add(Registry::builtin().get("saliency")), InternalError);
+  MetricRegistry metrics;
+  metrics.add(MetricRegistry::builtin().get("deletion"));
+  EXPECT_THROW(metrics.add(MetricRegistry::builtin().get("deletion")), InternalError);
+  const std::string m = error_of([] { Registry::builtin().get("salency"); });
+  EXPECT_CONTAINS(m, "unknown method 'salency'");
+  EXPECT_CONTAINS(m, "'saliency'");
+  EXPECT_CONTAINS(m, "candela methods");
+  const std::string k = error_of([] { MetricRegistry::builtin().get("delition"); });
+  EXPECT_CONTAINS(k, "unknown metric 'delition'");
+  EXPECT_CONTAINS(k, "'deletion'");
+  EXPECT_CONTAINS(k, "candela metrics");
+}

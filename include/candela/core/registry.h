@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "candela/core/catalog.h"
 #include "candela/core/explainer.h"
 #include "candela/core/options.h"
 
@@ -31,22 +32,13 @@ struct MethodInfo {
   std::function<std::unique_ptr<Explainer>(const nlohmann::json& options)> create;
 };
 
-class Registry {
+class Registry : public Catalog<MethodInfo, Explainer> {
  public:
+  Registry() : Catalog("method", "candela methods") {}
   // Every built-in method, registered on first use.
   static const Registry& builtin();
-
-  void add(MethodInfo info);
-  const MethodInfo& get(const std::string& name) const;  // unknown: InvalidArgument + suggestion
-  bool contains(const std::string& name) const;
-  std::vector<std::string> names() const;
-  const std::vector<MethodInfo>& methods() const { return methods_; }
-  std::unique_ptr<Explainer> create(const std::string& name,
-                                    const nlohmann::json& options = nlohmann::json::object()) const;
+  const std::vector<MethodInfo>& methods() const { return items(); }
   nlohmann::json to_json() const;  // the whole catalogue, for front ends
-
- private:
-  std::vector<MethodInfo> methods_;
 };
 
 // MethodInfo for an Explainer type E with a nested E::Options.

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "candela/core/catalog.h"
 #include "candela/core/explainer.h"
 #include "candela/core/model.h"
 #include "candela/core/options.h"
@@ -55,18 +56,12 @@ struct MetricInfo {
   std::function<std::unique_ptr<Metric>(const nlohmann::json& options)> create;
 };
 
-class MetricRegistry {
+class MetricRegistry : public Catalog<MetricInfo, Metric> {
  public:
+  MetricRegistry() : Catalog("metric", "candela metrics") {}
   static const MetricRegistry& builtin();
-  void add(MetricInfo info);
-  const MetricInfo& get(const std::string& name) const;  // unknown: InvalidArgument + suggestion
-  std::vector<std::string> names() const;
-  const std::vector<MetricInfo>& metrics() const { return metrics_; }
-  std::unique_ptr<Metric> create(const std::string& name, const nlohmann::json& options = nlohmann::json::object()) const;
+  const std::vector<MetricInfo>& metrics() const { return items(); }
   nlohmann::json to_json() const;
-
- private:
-  std::vector<MetricInfo> metrics_;
 };
 
 // Similarities used by the randomisation metrics (Quantus' definitions): Spearman's rank

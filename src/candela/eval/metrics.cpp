@@ -989,28 +989,9 @@ FeatureMap feature_map(const at::Tensor& attributions, const at::Tensor& inputs,
 
 // ---- registry --------------------------------------------------------------------------
 
-void MetricRegistry::add(MetricInfo info) { metrics_.push_back(std::move(info)); }
-
-const MetricInfo& MetricRegistry::get(const std::string& name) const {
-  for (const auto& m : metrics_)
-    if (m.name == name) return m;
-  throw InvalidArgument(str_cat("unknown metric '", name, "'.", did_you_mean(name, names()),
-                                " Run `candela metrics` for the list."));
-}
-
-std::vector<std::string> MetricRegistry::names() const {
-  std::vector<std::string> out;
-  for (const auto& m : metrics_) out.push_back(m.name);
-  return out;
-}
-
-std::unique_ptr<Metric> MetricRegistry::create(const std::string& name, const nlohmann::json& options) const {
-  return get(name).create(options);
-}
-
 nlohmann::json MetricRegistry::to_json() const {
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& m : metrics_)
+  for (const auto& m : metrics())
     out.push_back({{"name", m.name}, {"family", m.family}, {"description", m.description},
                    {"reference", m.reference}, {"options", m.schema}, {"needs_masks", m.needs_masks},
                    {"needs_explainer", m.needs_explainer},
