@@ -1,10 +1,11 @@
-// Umbrella header: the whole public API. tests/unit/test_umbrella.cpp compiles it alone.
+// Umbrella header: the whole public API. tests/unit/test_app.cpp compiles it alone.
 #pragma once
 
 #include "candela/app/jobs.h"
 #include "candela/core/attribution.h"
 #include "candela/core/baseline.h"
 #include "candela/core/batching.h"
+#include "candela/core/catalog.h"
 #include "candela/core/error.h"
 #include "candela/core/explainer.h"
 #include "candela/core/model.h"
@@ -53,12 +54,12 @@
 #include "candela/methods/perturbation/shapley.h"
 #include "candela/methods/perturbation/shapley_value_sampling.h"
 #include "candela/methods/perturbation/surrogate_tree.h"
-#include "candela/methods/rules/deconvolution.h"
-#include "candela/methods/rules/deep_lift.h"
-#include "candela/methods/rules/guided_backprop.h"
-#include "candela/methods/rules/guided_grad_cam.h"
-#include "candela/methods/rules/lrp.h"
-#include "candela/methods/rules/rule_graph.h"
+#include "candela/methods/propagation/deconvolution.h"
+#include "candela/methods/propagation/deep_lift.h"
+#include "candela/methods/propagation/guided_backprop.h"
+#include "candela/methods/propagation/guided_grad_cam.h"
+#include "candela/methods/propagation/lrp.h"
+#include "candela/methods/propagation/rule_graph.h"
 #include "candela/render/colormap.h"
 #include "candela/render/export.h"
 #include "candela/render/heatmap.h"

@@ -42,7 +42,7 @@
 #include "candela/io/image.h"
 #include "candela/io/npy.h"
 #include "candela/methods/perturbation/feature_mask.h"
-#include "candela/methods/rules/rule_graph.h"
+#include "candela/methods/propagation/rule_graph.h"
 #include "candela/detail/sidecar.h"
 
 namespace candela::fuzz {
@@ -225,7 +225,7 @@ inline void feed_sidecar(const uint8_t* data, size_t size, Checks checks = Check
   CANDELA_FUZZ_INVARIANT(again.to_json().dump() == dumped, dumped, " became ", again.to_json().dump());
 }
 
-// ---- composite: LRP composite JSON (src/candela/methods/rules/rule_graph.cpp) ------------------
+// ---- composite: LRP composite JSON (src/candela/methods/propagation/rule_graph.cpp) ------------------
 // As resolve_composite does for a composite file: parse the JSON, then Composite::from_json.
 
 inline void feed_composite(const uint8_t* data, size_t size, Checks checks = Checks::kCrashOnly) {

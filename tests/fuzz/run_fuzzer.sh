@@ -12,7 +12,7 @@
 #                                                                   io/image.cpp io/file.cpp
 #   sidecar     a model.json sidecar: InputSpec::from_json, classes, output kind
 #                                                                   core/model.cpp core/error.cpp
-#   composite   LRP composite JSON: Composite::from_json            methods/rules/rule_graph.cpp core/error.cpp
+#   composite   LRP composite JSON: Composite::from_json            methods/propagation/rule_graph.cpp core/error.cpp
 #   text_forms  flag text: Baseline::parse, Target::parse, parse_option_value (+ the method's
 #               creation), make_feature_mask; the first byte picks one (see fuzz_targets.h)
 #                                                                   core/target.cpp core/baseline.cpp core/options.cpp
@@ -53,7 +53,7 @@ case $target in
   csv) sources="io/csv.cpp"; max_len=4096 ;;
   image) sources="io/image.cpp io/file.cpp"; max_len=16384 ;;
   sidecar) sources="core/model.cpp core/error.cpp"; max_len=4096 ;;
-  composite) sources="methods/rules/rule_graph.cpp core/error.cpp"; max_len=4096 ;;
+  composite) sources="methods/propagation/rule_graph.cpp core/error.cpp"; max_len=4096 ;;
   text_forms) sources="core/target.cpp core/baseline.cpp core/options.cpp core/error.cpp core/registry.cpp methods/perturbation/feature_mask.cpp"; max_len=256 ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac

@@ -11,11 +11,11 @@
 #include <set>
 
 #include "candela/io/npy.h"
-#include "candela/methods/rules/deep_lift.h"
-#include "candela/methods/rules/guided_backprop.h"
-#include "candela/methods/rules/guided_grad_cam.h"
-#include "candela/methods/rules/lrp.h"
-#include "candela/methods/rules/rule_graph.h"
+#include "candela/methods/propagation/deep_lift.h"
+#include "candela/methods/propagation/guided_backprop.h"
+#include "candela/methods/propagation/guided_grad_cam.h"
+#include "candela/methods/propagation/lrp.h"
+#include "candela/methods/propagation/rule_graph.h"
 #include "path_integral.h"
 #include "test_util.h"
 

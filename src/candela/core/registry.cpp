@@ -11,7 +11,7 @@ const Registry& Registry::builtin() {
     register_cam_methods(r);
     register_layer_methods(r);
     register_perturbation_methods(r);
-    register_rule_methods(r);
+    register_propagation_methods(r);
     return r;
   }();
   return registry;

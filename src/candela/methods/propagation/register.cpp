@@ -1,13 +1,13 @@
 #include "candela/core/registry.h"
-#include "candela/methods/rules/deconvolution.h"
-#include "candela/methods/rules/deep_lift.h"
-#include "candela/methods/rules/guided_backprop.h"
-#include "candela/methods/rules/guided_grad_cam.h"
-#include "candela/methods/rules/lrp.h"
+#include "candela/methods/propagation/deconvolution.h"
+#include "candela/methods/propagation/deep_lift.h"
+#include "candela/methods/propagation/guided_backprop.h"
+#include "candela/methods/propagation/guided_grad_cam.h"
+#include "candela/methods/propagation/lrp.h"
 
 namespace candela {
 
-void register_rule_methods(Registry& r) {
+void register_propagation_methods(Registry& r) {
   r.add(method_info<GuidedBackprop>("guided_backprop", "propagation",
                                     "Gradient with ReLUs passing only positive gradients where the input was positive.",
                                     "Springenberg et al. 2015, Striving for Simplicity: The All Convolutional Net"));

@@ -8,12 +8,12 @@
 #include "candela/detail/tensor_util.h"
 #include "candela/methods/cam/grad_cam.h"
 #include "../gradient/common.h"
-#include "candela/methods/rules/deconvolution.h"
-#include "candela/methods/rules/deep_lift.h"
-#include "candela/methods/rules/guided_backprop.h"
-#include "candela/methods/rules/guided_grad_cam.h"
-#include "candela/methods/rules/lrp.h"
-#include "candela/methods/rules/rule_graph.h"
+#include "candela/methods/propagation/deconvolution.h"
+#include "candela/methods/propagation/deep_lift.h"
+#include "candela/methods/propagation/guided_backprop.h"
+#include "candela/methods/propagation/guided_grad_cam.h"
+#include "candela/methods/propagation/lrp.h"
+#include "candela/methods/propagation/rule_graph.h"
 
 namespace candela {
 using detail::str_cat;

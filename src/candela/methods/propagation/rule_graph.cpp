@@ -1,4 +1,4 @@
-#include "candela/methods/rules/rule_graph.h"
+#include "candela/methods/propagation/rule_graph.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/api/function_impl.h>
