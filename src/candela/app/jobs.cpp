@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <filesystem>
 
 #include "candela/core/baseline.h"
 #include "candela/core/error.h"
@@ -236,10 +235,7 @@ nlohmann::json run(const AuditJob& job, const RunControl& control) {
   Dataset data = load_dataset(job.data, job.labels, "", model.input_spec(), job.max_samples);
   infer_layout_from(model, data.inputs, control);
   nlohmann::json r = audit_shortcuts(model, data, c);
-  if (!job.out.empty()) {
-    std::filesystem::create_directories(job.out);
-    write_file_atomic(job.out + "/audit.json", r.dump(2));
-  }
+  if (!job.out.empty()) write_artifacts(job.out, {{"audit.json", "application/json", r.dump(2)}});
   return r;
 }
 

@@ -17,6 +17,7 @@
 #include "candela/detail/tensor_util.h"
 #include "candela/eval/metrics.h"
 #include "candela/io/file.h"
+#include "candela/render/export.h"
 
 namespace candela {
 using detail::str_cat;
@@ -97,6 +98,32 @@ std::string number(double v) {
   std::ostringstream s;
   s << std::setprecision(10) << v;
   return s.str();
+}
+
+// summary.md: one row per metric, one column per method: mean [95% interval] (rank).
+std::string summary_markdown(const nlohmann::json& summary, const std::vector<std::string>& methods,
+                             const std::vector<std::string>& metrics) {
+  std::ostringstream md;
+  md << "| metric | better | " ;
+  for (const auto& m : methods) md << m << " | ";
+  md << "\n|---|---|";
+  for (size_t i = 0; i < methods.size(); ++i) md << "---|";
+  md << "\n";
+  for (const auto& metric : metrics) {
+    const auto& s = summary[metric];
+    md << "| " << metric << " | " << (s["higher_is_better"].get<bool>() ? "higher" : "lower") << " | ";
+    for (const auto& m : methods) {
+      const auto& r = s["methods"][m];
+      if (r["mean"].is_null()) {
+        md << "n/a | ";
+        continue;
+      }
+      md << std::setprecision(3) << r["mean"].get<double>() << " [" << r["ci95"][0].get<double>() << ", "
+         << r["ci95"][1].get<double>() << "] (" << r["rank"].get<int64_t>() << ") | ";
+    }
+    md << "\n";
+  }
+  return md.str();
 }
 
 }  // namespace
@@ -287,30 +314,10 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
         csv << ids[i] << "," << method << "," << metric << ","
             << number(done.at(key(i / config.chunk, method, metric))[i % config.chunk]) << "\n";
 
-  std::ostringstream md;
-  md << "| metric | better | " ;
-  for (const auto& m : config.methods) md << m << " | ";
-  md << "\n|---|---|";
-  for (size_t i = 0; i < config.methods.size(); ++i) md << "---|";
-  md << "\n";
-  for (const auto& metric : config.metrics) {
-    const auto& s = summary[metric];
-    md << "| " << metric << " | " << (s["higher_is_better"].get<bool>() ? "higher" : "lower") << " | ";
-    for (const auto& m : config.methods) {
-      const auto& r = s["methods"][m];
-      if (r["mean"].is_null()) {
-        md << "n/a | ";
-        continue;
-      }
-      md << std::setprecision(3) << r["mean"].get<double>() << " [" << r["ci95"][0].get<double>() << ", "
-         << r["ci95"][1].get<double>() << "] (" << r["rank"].get<int64_t>() << ") | ";
-    }
-    md << "\n";
-  }
   nlohmann::json result = {{"settings", settings}, {"summary", summary}};
-  write_file_atomic(out + "/results.csv", csv.str());
-  write_file_atomic(out + "/summary.md", md.str());
-  write_file_atomic(out + "/results.json", result.dump(2));
+  write_artifacts(out, {{"results.csv", "text/csv", csv.str()},
+                        {"summary.md", "text/markdown", summary_markdown(summary, config.methods, config.metrics)},
+                        {"results.json", "application/json", result.dump(2)}});
   return result;
 }
 
