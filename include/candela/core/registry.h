@@ -12,6 +12,7 @@
 
 #include "candela/core/catalog.h"
 #include "candela/core/explainer.h"
+#include "candela/core/method.h"
 #include "candela/core/options.h"
 
 namespace candela {
@@ -38,6 +39,10 @@ class Registry : public Catalog<MethodInfo, Explainer> {
   // Every built-in method, registered on first use.
   static const Registry& builtin();
   const std::vector<MethodInfo>& methods() const { return items(); }
+  // A method that states its facts in E::kTraits (core/method.h).
+  template <class E>
+  void add();
+  using Catalog::add;
   nlohmann::json to_json() const;  // the whole catalogue, for front ends
 };
 
@@ -57,6 +62,25 @@ MethodInfo method_info(std::string name, std::string family, std::string descrip
     return std::make_unique<E>(options_from_json<typename E::Options>(j, name));
   };
   return m;
+}
+
+template <class E>
+void Registry::add() {
+  constexpr const MethodTraits& t = E::kTraits;
+  MethodInfo m;
+  m.name = t.name;
+  m.family = t.family;
+  m.description = t.description;
+  m.reference = t.reference;
+  m.schema = options_schema<typename E::Options>();
+  m.completeness = t.completeness;
+  m.stochastic = m.schema.contains("seed");
+  m.uses_baseline = t.uses_baseline;
+  m.uses_target = t.uses_target;
+  m.create = [name = m.name](const nlohmann::json& j) -> std::unique_ptr<Explainer> {
+    return std::make_unique<E>(options_from_json<typename E::Options>(j, name));
+  };
+  add(std::move(m));
 }
 
 // One per method family; Registry::builtin() calls them all.

@@ -2,25 +2,24 @@
 // Definition: a_i = x_i * d f_t(x) / d x_i.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class InputXGradient : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    template <class V> void visit(V&) {}
-    void validate() const {}
-  };
-  InputXGradient() : InputXGradient(Options{}) {}
-  explicit InputXGradient(Options options) : options_(options) {}
-  std::string name() const override { return "input_x_gradient"; }
-  nlohmann::json options() const override;
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct InputXGradientOptions {
+  template <class V> void visit(V&) {}
+  void validate() const {}
+};
 
- private:
-  Options options_;
+class InputXGradient : public Method<InputXGradient, InputXGradientOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "input_x_gradient",
+      .family = "gradient",
+      .description = "Input times the gradient of the target.",
+      .reference = "Shrikumar et al. 2016, Not Just a Black Box"};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -21,7 +21,7 @@
 // unless `max_steps` runs out (then extra.converged is false).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 #include <vector>
 
@@ -34,45 +34,47 @@ std::vector<std::string> quadrature_names();
 void check_path_options(const char* method, int64_t n_steps, const std::string& quadrature, int64_t internal_batch_size,
                         int64_t riemann_min_steps = 2);
 
-class IntegratedGradients : public Explainer {
+struct IntegratedGradientsOptions {
+  int64_t n_steps = 50;
+  std::string method = "gausslegendre";
+  int64_t internal_batch_size = 0;
+  bool multiply_by_inputs = true;
+  double tolerance = 0.01;
+  int64_t max_steps = 1024;
+  template <class V> void visit(V& v) {
+    v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
+    v("method", method, "Quadrature: gausslegendre, riemann_left/right/middle/trapezoid, or adaptive.",
+      [] {
+        auto names = quadrature_names();
+        names.push_back("adaptive");
+        return names;
+      }());
+    v("internal_batch_size", internal_batch_size,
+      "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
+    v("multiply_by_inputs", multiply_by_inputs,
+      "Multiply the path-integrated gradient by (input - baseline) (global attribution); false gives the local "
+      "one. The convergence delta is always that of the global attribution (Captum computes it from the local one).");
+    v("tolerance", tolerance,
+      "adaptive only: target |convergence delta| / |f(x) - f(baseline)|.");
+    v("max_steps", max_steps, "adaptive only: most path points per sample.");
+  }
+  void validate() const;
+};
+
+class IntegratedGradients : public Method<IntegratedGradients, IntegratedGradientsOptions> {
  public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    int64_t n_steps = 50;
-    std::string method = "gausslegendre";
-    int64_t internal_batch_size = 0;
-    bool multiply_by_inputs = true;
-    double tolerance = 0.01;
-    int64_t max_steps = 1024;
-    template <class V> void visit(V& v) {
-      v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
-      v("method", method, "Quadrature: gausslegendre, riemann_left/right/middle/trapezoid, or adaptive.",
-        [] {
-          auto names = quadrature_names();
-          names.push_back("adaptive");
-          return names;
-        }());
-      v("internal_batch_size", internal_batch_size,
-        "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
-      v("multiply_by_inputs", multiply_by_inputs,
-        "Multiply the path-integrated gradient by (input - baseline) (global attribution); false gives the local "
-        "one. The convergence delta is always that of the global attribution (Captum computes it from the local one).");
-      v("tolerance", tolerance,
-        "adaptive only: target |convergence delta| / |f(x) - f(baseline)|.");
-      v("max_steps", max_steps, "adaptive only: most path points per sample.");
-    }
-    void validate() const;
-  };
-  IntegratedGradients() : IntegratedGradients(Options{}) {}
-  explicit IntegratedGradients(Options options);
-  std::string name() const override { return "integrated_gradients"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
+  static constexpr MethodTraits kTraits{
+      .name = "integrated_gradients",
+      .family = "gradient",
+      .description = "Path integral of gradients from the baseline to the input; sums to f(x) - f(baseline).",
+      .reference = "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
+      .uses_baseline = true,
+      .completeness = true};
+  using Method::Method;
   Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 
  private:
   Attribution adaptive(Evaluator& evaluator, const ExplainRequest& request) const;
-  Options options_;
 };
 
 // Nodes and weights on [0, 1] for `method` with n points (weights sum to 1).

@@ -3,31 +3,31 @@
 // layer at the input. The target is not used.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 #include <string>
 #include <vector>
 
 namespace candela {
 
-class LayerActivation : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    std::vector<std::string> layers;
-    template <class V> void visit(V& v) {
-      v("layers", layers, "The one layer to read, by dotted module path (`candela info MODEL` lists them).");
-    }
-    void validate() const;
-  };
-  LayerActivation() : LayerActivation(Options{}) {}
-  explicit LayerActivation(Options options);
-  std::string name() const override { return "layer_activation"; }
-  nlohmann::json options() const override;
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct LayerActivationOptions {
+  std::vector<std::string> layers;
+  template <class V> void visit(V& v) {
+    v("layers", layers, "The one layer to read, by dotted module path (`candela info MODEL` lists them).");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class LayerActivation : public Method<LayerActivation, LayerActivationOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "layer_activation",
+      .family = "layer",
+      .description = "The layer's output at the input (no target).",
+      .reference = "Kokhlikyan et al. 2020, Captum (LayerActivation)",
+      .uses_target = false};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -11,7 +11,7 @@
 // riemann_trapezoid is Captum's times n/(n-1)).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 #include "candela/methods/gradient/integrated_gradients.h"
 
 #include <string>
@@ -19,37 +19,37 @@
 
 namespace candela {
 
-class LayerIntegratedGradients : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    std::vector<std::string> layers;
-    int64_t n_steps = 50;
-    std::string method = "gausslegendre";
-    int64_t internal_batch_size = 0;
-    bool multiply_by_inputs = true;
-    template <class V> void visit(V& v) {
-      v("layers", layers, "The one layer to explain, by dotted module path (`candela info MODEL` lists them).");
-      v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
-      v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
-        quadrature_names());
-      v("internal_batch_size", internal_batch_size,
-        "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
-      v("multiply_by_inputs", multiply_by_inputs,
-        "Multiply the path-integrated layer gradient by h(x) - h(baseline) (false: the local attribution). The "
-        "convergence delta is always that of the global attribution.");
-    }
-    void validate() const;
-  };
-  LayerIntegratedGradients() : LayerIntegratedGradients(Options{}) {}
-  explicit LayerIntegratedGradients(Options options);
-  std::string name() const override { return "layer_integrated_gradients"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct LayerIntegratedGradientsOptions {
+  std::vector<std::string> layers;
+  int64_t n_steps = 50;
+  std::string method = "gausslegendre";
+  int64_t internal_batch_size = 0;
+  bool multiply_by_inputs = true;
+  template <class V> void visit(V& v) {
+    v("layers", layers, "The one layer to explain, by dotted module path (`candela info MODEL` lists them).");
+    v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
+    v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
+      quadrature_names());
+    v("internal_batch_size", internal_batch_size,
+      "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
+    v("multiply_by_inputs", multiply_by_inputs,
+      "Multiply the path-integrated layer gradient by h(x) - h(baseline) (false: the local attribution). The "
+      "convergence delta is always that of the global attribution.");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class LayerIntegratedGradients : public Method<LayerIntegratedGradients, LayerIntegratedGradientsOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "layer_integrated_gradients",
+      .family = "layer",
+      .description = "Integrated gradients in a layer's output space, on the straight path from the baseline's activation to the input's; sums to f(x) - f(baseline).",
+      .reference = "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
+      .uses_baseline = true,
+      .completeness = true};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

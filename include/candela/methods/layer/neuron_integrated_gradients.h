@@ -5,7 +5,7 @@
 // sum(a) - (h_j(x) - h_j(b)) (Captum reports none).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 #include "candela/methods/gradient/integrated_gradients.h"
 
 #include <string>
@@ -13,41 +13,41 @@
 
 namespace candela {
 
-class NeuronIntegratedGradients : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    std::vector<std::string> layers;
-    std::vector<int64_t> neuron_selector;
-    int64_t n_steps = 50;
-    std::string method = "gausslegendre";
-    int64_t internal_batch_size = 0;
-    bool multiply_by_inputs = true;
-    template <class V> void visit(V& v) {
-      v("layers", layers, "The one layer holding the neuron, by dotted module path (`candela info MODEL`).");
-      v("neuron_selector", neuron_selector,
-        "Index of the neuron in the layer's output for one sample, one index per dimension (e.g. 3,1,1 for "
-        "channel 3, row 1, column 1 of a convolution's output).");
-      v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
-      v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
-        quadrature_names());
-      v("internal_batch_size", internal_batch_size,
-        "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
-      v("multiply_by_inputs", multiply_by_inputs,
-        "Multiply the path-integrated gradient by (input - baseline) (false: the local attribution). The "
-        "convergence delta is always that of the global attribution.");
-    }
-    void validate() const;
-  };
-  NeuronIntegratedGradients() : NeuronIntegratedGradients(Options{}) {}
-  explicit NeuronIntegratedGradients(Options options);
-  std::string name() const override { return "neuron_integrated_gradients"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct NeuronIntegratedGradientsOptions {
+  std::vector<std::string> layers;
+  std::vector<int64_t> neuron_selector;
+  int64_t n_steps = 50;
+  std::string method = "gausslegendre";
+  int64_t internal_batch_size = 0;
+  bool multiply_by_inputs = true;
+  template <class V> void visit(V& v) {
+    v("layers", layers, "The one layer holding the neuron, by dotted module path (`candela info MODEL`).");
+    v("neuron_selector", neuron_selector,
+      "Index of the neuron in the layer's output for one sample, one index per dimension (e.g. 3,1,1 for "
+      "channel 3, row 1, column 1 of a convolution's output).");
+    v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
+    v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
+      quadrature_names());
+    v("internal_batch_size", internal_batch_size,
+      "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
+    v("multiply_by_inputs", multiply_by_inputs,
+      "Multiply the path-integrated gradient by (input - baseline) (false: the local attribution). The "
+      "convergence delta is always that of the global attribution.");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class NeuronIntegratedGradients : public Method<NeuronIntegratedGradients, NeuronIntegratedGradientsOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "neuron_integrated_gradients",
+      .family = "layer",
+      .description = "Integrated gradients of one neuron of a layer (neuron_selector) with respect to the input; sums to neuron(x) - neuron(baseline).",
+      .reference = "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
+      .uses_baseline = true,
+      .uses_target = false};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

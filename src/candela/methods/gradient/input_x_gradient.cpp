@@ -5,8 +5,6 @@
 
 namespace candela {
 
-nlohmann::json InputXGradient::options() const { return options_to_json(options_); }
-
 Attribution InputXGradient::attribute(Evaluator& ev, const ExplainRequest& req) const {
   auto [grads, output] = detail::gradients_at(ev, "input_x_gradient", req.inputs, req.target);
   Attribution a;

@@ -73,10 +73,6 @@ void IntegratedGradients::Options::validate() const {
   CANDELA_CHECK(max_steps >= 9 && max_steps <= 100000, "max_steps must be in [9, 100000], got ", max_steps, ".");
 }
 
-IntegratedGradients::IntegratedGradients(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json IntegratedGradients::options() const { return options_to_json(options_); }
-
 Attribution IntegratedGradients::attribute(Evaluator& ev, const ExplainRequest& req) const {
   if (options_.method == "adaptive") return adaptive(ev, req);
   const at::Tensor& x = req.inputs;

@@ -8,16 +8,9 @@
 namespace candela {
 
 void register_gradient_methods(Registry& r) {
-  r.add(method_info<Saliency>("saliency", "gradient", "Gradient of the target with respect to the input.",
-                              "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks"));
-  r.add(method_info<InputXGradient>("input_x_gradient", "gradient", "Input times the gradient of the target.",
-                                    "Shrikumar et al. 2016, Not Just a Black Box"));
-  auto ig = method_info<IntegratedGradients>(
-      "integrated_gradients", "gradient",
-      "Path integral of gradients from the baseline to the input; sums to f(x) - f(baseline).",
-      "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks");
-  ig.completeness = true;
-  r.add(ig);
+  r.add<Saliency>();
+  r.add<InputXGradient>();
+  r.add<IntegratedGradients>();
   r.add(method_info<NoiseTunnel>("noise_tunnel", "gradient",
                                  "SmoothGrad, SmoothGrad-squared or VarGrad around any other method.",
                                  "Smilkov et al. 2017, SmoothGrad; Adebayo et al. 2018, Local explanation methods"));

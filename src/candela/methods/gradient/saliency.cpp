@@ -5,8 +5,6 @@
 
 namespace candela {
 
-nlohmann::json Saliency::options() const { return options_to_json(options_); }
-
 Attribution Saliency::attribute(Evaluator& ev, const ExplainRequest& req) const {
   auto [grads, output] = detail::gradients_at(ev, "saliency", req.inputs, req.target);
   Attribution a;

@@ -9,10 +9,6 @@ namespace candela {
 
 void LayerActivation::Options::validate() const { detail::check_one_layer(layers, "layer_activation"); }
 
-LayerActivation::LayerActivation(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json LayerActivation::options() const { return options_to_json(options_); }
-
 Attribution LayerActivation::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);
   const LayerTaps& taps = *taps_ptr;

@@ -16,10 +16,6 @@ void LayerConductance::Options::validate() const {
   check_path_options("layer_conductance", n_steps, method, internal_batch_size, 1);
 }
 
-LayerConductance::LayerConductance(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json LayerConductance::options() const { return options_to_json(options_); }
-
 Attribution LayerConductance::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), points = options_.n_steps + 1;

@@ -11,12 +11,6 @@ void LayerGradientXActivation::Options::validate() const {
   detail::check_one_layer(layers, "layer_gradient_x_activation");
 }
 
-LayerGradientXActivation::LayerGradientXActivation(Options options) : options_(std::move(options)) {
-  options_.validate();
-}
-
-nlohmann::json LayerGradientXActivation::options() const { return options_to_json(options_); }
-
 Attribution LayerGradientXActivation::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);

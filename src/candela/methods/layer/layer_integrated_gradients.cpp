@@ -16,12 +16,6 @@ void LayerIntegratedGradients::Options::validate() const {
   check_path_options("layer_integrated_gradients", n_steps, method, internal_batch_size, 2);
 }
 
-LayerIntegratedGradients::LayerIntegratedGradients(Options options) : options_(std::move(options)) {
-  options_.validate();
-}
-
-nlohmann::json LayerIntegratedGradients::options() const { return options_to_json(options_); }
-
 Attribution LayerIntegratedGradients::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const char* stage = "layer_integrated_gradients";
   const at::Tensor& x = req.inputs;

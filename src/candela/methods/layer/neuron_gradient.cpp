@@ -13,10 +13,6 @@ void NeuronGradient::Options::validate() const {
   detail::check_neuron_selector(neuron_selector, "neuron_gradient");
 }
 
-NeuronGradient::NeuronGradient(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json NeuronGradient::options() const { return options_to_json(options_); }
-
 Attribution NeuronGradient::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const auto taps_ptr = LayerTaps::of(ev.model(), options_.layers);

@@ -16,12 +16,6 @@ void NeuronIntegratedGradients::Options::validate() const {
   check_path_options("neuron_integrated_gradients", n_steps, method, internal_batch_size, 2);
 }
 
-NeuronIntegratedGradients::NeuronIntegratedGradients(Options options) : options_(std::move(options)) {
-  options_.validate();
-}
-
-nlohmann::json NeuronIntegratedGradients::options() const { return options_to_json(options_); }
-
 Attribution NeuronIntegratedGradients::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), steps = options_.n_steps;
