@@ -34,7 +34,8 @@ class LayerConductance : public Method<LayerConductance, LayerConductanceOptions
   static constexpr MethodTraits kTraits{
       .name = "layer_conductance",
       .family = "layer",
-      .description = "Conductance of each neuron of a layer: its gradient times its change along the input path from the baseline; sums to f(x) - f(baseline).",
+      .description = "Conductance of each neuron of a layer: its gradient times its change along the input path from "
+                     "the baseline; sums to f(x) - f(baseline).",
       .reference = "Dhamdhere, Sundararajan & Yan 2018, How Important Is a Neuron?",
       .uses_baseline = true,
       .completeness = true};

@@ -44,7 +44,8 @@ class LayerIntegratedGradients : public Method<LayerIntegratedGradients, LayerIn
   static constexpr MethodTraits kTraits{
       .name = "layer_integrated_gradients",
       .family = "layer",
-      .description = "Integrated gradients in a layer's output space, on the straight path from the baseline's activation to the input's; sums to f(x) - f(baseline).",
+      .description = "Integrated gradients in a layer's output space, on the straight path from the baseline's "
+                     "activation to the input's; sums to f(x) - f(baseline).",
       .reference = "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
       .uses_baseline = true,
       .completeness = true};

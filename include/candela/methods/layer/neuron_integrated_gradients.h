@@ -42,7 +42,8 @@ class NeuronIntegratedGradients : public Method<NeuronIntegratedGradients, Neuro
   static constexpr MethodTraits kTraits{
       .name = "neuron_integrated_gradients",
       .family = "layer",
-      .description = "Integrated gradients of one neuron of a layer (neuron_selector) with respect to the input; sums to neuron(x) - neuron(baseline).",
+      .description = "Integrated gradients of one neuron of a layer (neuron_selector) with respect to the input; sums "
+                     "to neuron(x) - neuron(baseline).",
       .reference = "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
       .uses_baseline = true,
       .uses_target = false};

@@ -9,32 +9,34 @@
 // coalitions per input, each with every background row; refused beyond G = 20.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class ExactShapley : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;
-  static constexpr int64_t kMaxGroups = 20;
-  struct Options {
-    int64_t perturbations_per_eval = 0;
-    template <class V> void visit(V& v) {
-      v("perturbations_per_eval", perturbations_per_eval,
-        "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
-        "within --max-memory).");
-    }
-    void validate() const;
-  };
-  ExactShapley() : ExactShapley(Options{}) {}
-  explicit ExactShapley(Options options);
-  std::string name() const override { return "exact_shapley"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct ExactShapleyOptions {
+  int64_t perturbations_per_eval = 0;
+  template <class V> void visit(V& v) {
+    v("perturbations_per_eval", perturbations_per_eval,
+      "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
+      "within --max-memory).");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class ExactShapley : public Method<ExactShapley, ExactShapleyOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "exact_shapley",
+      .family = "perturbation",
+      .description = "Exact Shapley values of feature groups (all 2^G coalitions, G <= 20), the reference or the mean "
+                     "over background rows (--baseline dist:FILE.npy) standing in for absent groups.",
+      .reference = "Shapley 1953, A Value for n-Person Games; Strumbelj & Kononenko 2014, Explaining prediction "
+                   "models and individual predictions with feature contributions",
+      .uses_baseline = true,
+      .completeness = true};
+  using Method::Method;
+  static constexpr int64_t kMaxGroups = 20;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -7,31 +7,31 @@
 // model evaluations can be smaller.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class FeatureAblation : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    int64_t perturbations_per_eval = 0;
-    template <class V> void visit(V& v) {
-      v("perturbations_per_eval", perturbations_per_eval,
-        "Most groups ablated per model call (rows = groups x samples), as in Captum; 0 (default; Captum: 1) lets the evaluator "
-        "choose within --max-memory. Affects speed only.");
-    }
-    void validate() const;
-  };
-  FeatureAblation() : FeatureAblation(Options{}) {}
-  explicit FeatureAblation(Options options);
-  std::string name() const override { return "feature_ablation"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct FeatureAblationOptions {
+  int64_t perturbations_per_eval = 0;
+  template <class V> void visit(V& v) {
+    v("perturbations_per_eval", perturbations_per_eval,
+      "Most groups ablated per model call (rows = groups x samples), as in Captum; 0 (default; Captum: 1) lets the evaluator "
+      "choose within --max-memory. Affects speed only.");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class FeatureAblation : public Method<FeatureAblation, FeatureAblationOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "feature_ablation",
+      .family = "perturbation",
+      .description = "Drop of the target score when the element's feature group (--features; default each element) is "
+                     "set to the baseline (Captum's FeatureAblation).",
+      .reference = "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
+      .uses_baseline = true};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

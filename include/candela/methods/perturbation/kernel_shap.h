@@ -23,43 +23,44 @@
 // Cost per input: n_samples coalitions x background rows, plus f(x) and f(background).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class KernelShap : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    int64_t n_samples = 0;
-    int64_t perturbations_per_eval = 0;
-    bool standard_errors = true;
-    double target_error = 0.0;
-    int64_t max_samples = 65536;
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("n_samples", n_samples, "Coalitions per input (shap's nsamples); 0 = auto = 2 * groups + 2048.");
-      v("perturbations_per_eval", perturbations_per_eval,
-        "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
-        "within --max-memory).");
-      v("standard_errors", standard_errors,
-        "Report extra.standard_error (sandwich estimate over the sampled draws); false: NaN.");
-      v("target_error", target_error,
-        "If > 0: raise n_samples until every group's standard error is below this (0: off).");
-      v("max_samples", max_samples, "Most coalitions per input when target_error is set.");
-      v("seed", seed, "Seed of the sampled coalitions.");
-    }
-    void validate() const;
-  };
-  KernelShap() : KernelShap(Options{}) {}
-  explicit KernelShap(Options options);
-  std::string name() const override { return "kernel_shap"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct KernelShapOptions {
+  int64_t n_samples = 0;
+  int64_t perturbations_per_eval = 0;
+  bool standard_errors = true;
+  double target_error = 0.0;
+  int64_t max_samples = 65536;
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("n_samples", n_samples, "Coalitions per input (shap's nsamples); 0 = auto = 2 * groups + 2048.");
+    v("perturbations_per_eval", perturbations_per_eval,
+      "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
+      "within --max-memory).");
+    v("standard_errors", standard_errors,
+      "Report extra.standard_error (sandwich estimate over the sampled draws); false: NaN.");
+    v("target_error", target_error,
+      "If > 0: raise n_samples until every group's standard error is below this (0: off).");
+    v("max_samples", max_samples, "Most coalitions per input when target_error is set.");
+    v("seed", seed, "Seed of the sampled coalitions.");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class KernelShap : public Method<KernelShap, KernelShapOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "kernel_shap",
+      .family = "perturbation",
+      .description = "shap's KernelExplainer: Shapley-kernel weighted least squares over enumerated and sampled "
+                     "coalitions, the background rows (--baseline dist:FILE.npy) standing in for absent groups.",
+      .reference = "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions",
+      .uses_baseline = true,
+      .completeness = true};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

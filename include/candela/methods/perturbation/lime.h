@@ -42,65 +42,67 @@
 // (lime's explain_instance for images defaults to 1000 samples and all features).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 #include <vector>
 
 namespace candela {
 
-class Lime : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;  // tabular: the training rows
-  struct Options {
-    std::string mode = "auto";
-    int64_t num_samples = 5000;
-    double kernel_width = 0.0;
-    std::string feature_selection = "auto";
-    int64_t num_features = 10;
-    std::string regressor = "ridge";
-    double alpha = 1.0;
-    bool discretize_continuous = true;
-    std::string discretizer = "quartile";
-    bool sample_around_instance = false;
-    std::vector<double> hide_color;
-    int64_t mask_token = 0;
-    bool bow = true;
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("mode", mode, "auto (from the input's layout), tabular, image or text.", {"auto", "tabular", "image", "text"});
-      v("num_samples", num_samples, "Size of the neighbourhood (the instance included).");
-      v("kernel_width", kernel_width,
-        "Width of the exponential kernel; 0 = lime's default: sqrt(columns) * 0.75 (tabular), 0.25 (image), "
-        "25 on cosine distance x 100 (text).");
-      v("feature_selection", feature_selection,
-        "auto (forward_selection if num_features <= 6, else highest_weights), none, forward_selection, "
-        "highest_weights.",
-        {"auto", "none", "forward_selection", "highest_weights"});
-      v("num_features", num_features, "Largest number of features with a non-zero weight.");
-      v("regressor", regressor, "Surrogate: ridge or lasso (weighted, with intercept).", {"ridge", "lasso"});
-      v("alpha", alpha, "Regularisation of the surrogate (lime's Ridge(alpha=1)).");
-      v("discretize_continuous", discretize_continuous,
-        "Tabular: explain with binary 'in the instance's bin' features (lime's default).");
-      v("discretizer", discretizer, "Tabular bins: quartile or decile.", {"quartile", "decile"});
-      v("sample_around_instance", sample_around_instance,
-        "Tabular without discretisation: centre the Gaussian draws on the instance, not the training mean.");
-      v("hide_color", hide_color,
-        "Image: value of a hidden superpixel, one number or one per channel; empty = the superpixel's mean.");
-      v("mask_token", mask_token, "Text: token id that replaces a removed token (also never a feature).");
-      v("bow", bow, "Text: one feature per distinct token (bag of words) rather than per position.");
-      v("seed", seed, "Seed of the sampling.");
-    }
-    void validate() const;
-  };
-  Lime() : Lime(Options{}) {}
-  explicit Lime(Options options);
-  std::string name() const override { return "lime"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct LimeOptions {
+  std::string mode = "auto";
+  int64_t num_samples = 5000;
+  double kernel_width = 0.0;
+  std::string feature_selection = "auto";
+  int64_t num_features = 10;
+  std::string regressor = "ridge";
+  double alpha = 1.0;
+  bool discretize_continuous = true;
+  std::string discretizer = "quartile";
+  bool sample_around_instance = false;
+  std::vector<double> hide_color;
+  int64_t mask_token = 0;
+  bool bow = true;
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("mode", mode, "auto (from the input's layout), tabular, image or text.", {"auto", "tabular", "image", "text"});
+    v("num_samples", num_samples, "Size of the neighbourhood (the instance included).");
+    v("kernel_width", kernel_width,
+      "Width of the exponential kernel; 0 = lime's default: sqrt(columns) * 0.75 (tabular), 0.25 (image), "
+      "25 on cosine distance x 100 (text).");
+    v("feature_selection", feature_selection,
+      "auto (forward_selection if num_features <= 6, else highest_weights), none, forward_selection, "
+      "highest_weights.",
+      {"auto", "none", "forward_selection", "highest_weights"});
+    v("num_features", num_features, "Largest number of features with a non-zero weight.");
+    v("regressor", regressor, "Surrogate: ridge or lasso (weighted, with intercept).", {"ridge", "lasso"});
+    v("alpha", alpha, "Regularisation of the surrogate (lime's Ridge(alpha=1)).");
+    v("discretize_continuous", discretize_continuous,
+      "Tabular: explain with binary 'in the instance's bin' features (lime's default).");
+    v("discretizer", discretizer, "Tabular bins: quartile or decile.", {"quartile", "decile"});
+    v("sample_around_instance", sample_around_instance,
+      "Tabular without discretisation: centre the Gaussian draws on the instance, not the training mean.");
+    v("hide_color", hide_color,
+      "Image: value of a hidden superpixel, one number or one per channel; empty = the superpixel's mean.");
+    v("mask_token", mask_token, "Text: token id that replaces a removed token (also never a feature).");
+    v("bow", bow, "Text: one feature per distinct token (bag of words) rather than per position.");
+    v("seed", seed, "Seed of the sampling.");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class Lime : public Method<Lime, LimeOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "lime",
+      .family = "perturbation",
+      .description = "A weighted linear surrogate fitted to the model on samples around the input (tabular rows: "
+                     "training-data statistics from --baseline dist:...; images: superpixels from --features; text: "
+                     "token ids).",
+      .reference = "Ribeiro, Singh & Guestrin 2016, \"Why Should I Trust You?\": Explaining the Predictions of Any "
+                   "Classifier",
+      .uses_baseline = true};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 // A weighted linear fit with intercept, in double, as lime fits its surrogate.

@@ -14,41 +14,41 @@
 // Captum's stride of 1 in every dimension; one stride value applies to every dimension.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 #include <vector>
 
 namespace candela {
 
-class Occlusion : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    std::vector<int64_t> sliding_window_shapes;
-    std::vector<int64_t> strides;
-    int64_t perturbations_per_eval = 0;
-    template <class V> void visit(V& v) {
-      v("sliding_window_shapes", sliding_window_shapes,
-        "Per-sample shape of the occluding window, e.g. 3,15,15 for [3, 224, 224] inputs. Empty: for images all "
-        "channels x a square of side min(H, W) / 15; otherwise 1 per dimension.");
-      v("strides", strides,
-        "Step of the window per dimension (one value: every dimension). Empty: 1 per dimension, or half the "
-        "default image window when that is used.");
-      v("perturbations_per_eval", perturbations_per_eval,
-        "Most windows evaluated per model call (rows = windows x samples), as in Captum; 0 (default; Captum: 1) lets the evaluator "
-        "choose within --max-memory. Affects speed only.");
-    }
-    void validate() const;
-  };
-  Occlusion() : Occlusion(Options{}) {}
-  explicit Occlusion(Options options);
-  std::string name() const override { return "occlusion"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct OcclusionOptions {
+  std::vector<int64_t> sliding_window_shapes;
+  std::vector<int64_t> strides;
+  int64_t perturbations_per_eval = 0;
+  template <class V> void visit(V& v) {
+    v("sliding_window_shapes", sliding_window_shapes,
+      "Per-sample shape of the occluding window, e.g. 3,15,15 for [3, 224, 224] inputs. Empty: for images all "
+      "channels x a square of side min(H, W) / 15; otherwise 1 per dimension.");
+    v("strides", strides,
+      "Step of the window per dimension (one value: every dimension). Empty: 1 per dimension, or half the "
+      "default image window when that is used.");
+    v("perturbations_per_eval", perturbations_per_eval,
+      "Most windows evaluated per model call (rows = windows x samples), as in Captum; 0 (default; Captum: 1) lets the evaluator "
+      "choose within --max-memory. Affects speed only.");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class Occlusion : public Method<Occlusion, OcclusionOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "occlusion",
+      .family = "perturbation",
+      .description = "Average drop of the target score when a sliding window over the element is set to the baseline "
+                     "(Captum's Occlusion).",
+      .reference = "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
+      .uses_baseline = true};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -15,38 +15,37 @@
 // (its mean and max, and the mean relative to mean |S|).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class Rise : public Explainer {
+struct RiseOptions {
+  int64_t n_masks = 4000;
+  int64_t grid_size = 7;
+  double p1 = 0.5;
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("n_masks", n_masks, "Number of random masks (the paper uses 4000 for ResNet50 on ImageNet).");
+    v("grid_size", grid_size, "Cells per side of the random grid (s).");
+    v("p1", p1, "Probability that a grid cell is kept.");
+    v("seed", seed, "Seed of the masks.");
+  }
+  void validate() const;
+};
+
+class Rise : public Method<Rise, RiseOptions> {
  public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    int64_t n_masks = 4000;
-    int64_t grid_size = 7;
-    double p1 = 0.5;
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("n_masks", n_masks, "Number of random masks (the paper uses 4000 for ResNet50 on ImageNet).");
-      v("grid_size", grid_size, "Cells per side of the random grid (s).");
-      v("p1", p1, "Probability that a grid cell is kept.");
-      v("seed", seed, "Seed of the masks.");
-    }
-    void validate() const;
-  };
-  Rise() : Rise(Options{}) {}
-  explicit Rise(Options options);
-  std::string name() const override { return "rise"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
+  static constexpr MethodTraits kTraits{
+      .name = "rise",
+      .family = "perturbation",
+      .description = "Average of random smooth masks weighted by the target score of the masked input.",
+      .reference = "Petsiuk, Das & Saenko 2018, RISE: Randomized Input Sampling for Explanation of Black-box Models",
+      .uses_baseline = true};
+  using Method::Method;
   Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 
   // Masks first..first+count-1 for an H x W image: float [count, H, W] in [0, 1].
   at::Tensor masks(int64_t first, int64_t count, int64_t height, int64_t width) const;
-
- private:
-  Options options_;
 };
 
 }  // namespace candela

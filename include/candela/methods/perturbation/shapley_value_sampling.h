@@ -17,42 +17,43 @@
 // every background row; Captum's costs G per ordering plus one.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class ShapleyValueSampling : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    int64_t n_samples = 25;
-    int64_t perturbations_per_eval = 0;
-    bool antithetic = false;
-    double target_error = 0.0;
-    int64_t max_samples = 2000;
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("n_samples", n_samples, "Number of random feature orderings (permutations).");
-      v("perturbations_per_eval", perturbations_per_eval,
-        "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
-        "within --max-memory).");
-      v("antithetic", antithetic, "Pair every ordering with its reverse (n_samples rounded up to pairs).");
-      v("target_error", target_error,
-        "If > 0: add orderings until every group's standard error is below this (0: off).");
-      v("max_samples", max_samples, "Most orderings per input when target_error is set.");
-      v("seed", seed, "Seed of the orderings.");
-    }
-    void validate() const;
-  };
-  ShapleyValueSampling() : ShapleyValueSampling(Options{}) {}
-  explicit ShapleyValueSampling(Options options);
-  std::string name() const override { return "shapley_value_sampling"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct ShapleyValueSamplingOptions {
+  int64_t n_samples = 25;
+  int64_t perturbations_per_eval = 0;
+  bool antithetic = false;
+  double target_error = 0.0;
+  int64_t max_samples = 2000;
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("n_samples", n_samples, "Number of random feature orderings (permutations).");
+    v("perturbations_per_eval", perturbations_per_eval,
+      "Most coalitions per model call, each with all its background rows (0: chosen by the evaluator "
+      "within --max-memory).");
+    v("antithetic", antithetic, "Pair every ordering with its reverse (n_samples rounded up to pairs).");
+    v("target_error", target_error,
+      "If > 0: add orderings until every group's standard error is below this (0: off).");
+    v("max_samples", max_samples, "Most orderings per input when target_error is set.");
+    v("seed", seed, "Seed of the orderings.");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class ShapleyValueSampling : public Method<ShapleyValueSampling, ShapleyValueSamplingOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "shapley_value_sampling",
+      .family = "perturbation",
+      .description = "Shapley values estimated from random feature orderings (optionally antithetic pairs), with "
+                     "standard errors and an optional target error.",
+      .reference = "Castro, Gomez & Tejada 2009, Polynomial calculation of the Shapley value based on sampling",
+      .uses_baseline = true,
+      .completeness = true};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

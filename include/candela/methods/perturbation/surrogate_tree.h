@@ -23,37 +23,37 @@
 // or one prediction everywhere, gives a single leaf ("always ...") and zero importances.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 #include <vector>
 
 namespace candela {
 
-class SurrogateTree : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    int64_t max_depth = 4;
-    int64_t min_samples_leaf = 5;
-    std::vector<std::string> feature_names;
-    template <class V> void visit(V& v) {
-      v("max_depth", max_depth, "Deepest split level of the tree (1 = one split).");
-      v("min_samples_leaf", min_samples_leaf,
-        "Nodes this small are not split (OpenCV's minSampleCount).");
-      v("feature_names", feature_names,
-        "Names of the input's elements for the rules; empty = the model's feature names, else f0, f1, ...");
-    }
-    void validate() const;
-  };
-  SurrogateTree() : SurrogateTree(Options{}) {}
-  explicit SurrogateTree(Options options);
-  std::string name() const override { return "surrogate_tree"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return kUsesBaseline; }
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct SurrogateTreeOptions {
+  int64_t max_depth = 4;
+  int64_t min_samples_leaf = 5;
+  std::vector<std::string> feature_names;
+  template <class V> void visit(V& v) {
+    v("max_depth", max_depth, "Deepest split level of the tree (1 = one split).");
+    v("min_samples_leaf", min_samples_leaf,
+      "Nodes this small are not split (OpenCV's minSampleCount).");
+    v("feature_names", feature_names,
+      "Names of the input's elements for the rules; empty = the model's feature names, else f0, f1, ...");
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class SurrogateTree : public Method<SurrogateTree, SurrogateTreeOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "surrogate_tree",
+      .family = "global",
+      .description = "A global CART tree fitted to the model's predictions over the rows: if-then rules with coverage "
+                     "and fidelity; values are the tree's impurity-decrease feature importances.",
+      .reference = "Craven & Shavlik 1996, Extracting Tree-Structured Representations of Trained Networks",
+      .uses_target = false};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -12,10 +12,6 @@ void ExactShapley::Options::validate() const {
                 perturbations_per_eval, ".");
 }
 
-ExactShapley::ExactShapley(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json ExactShapley::options() const { return options_to_json(options_); }
-
 Attribution ExactShapley::attribute(Evaluator& ev, const ExplainRequest& req) const {
   detail::ShapleyGame game(ev, req, 0, name(), [](int64_t g) {
     CANDELA_CHECK(g <= kMaxGroups, "exact_shapley evaluates all 2^G coalitions per input; G = ", g,

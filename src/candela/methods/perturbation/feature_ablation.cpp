@@ -15,10 +15,6 @@ void FeatureAblation::Options::validate() const {
                 perturbations_per_eval, ".");
 }
 
-FeatureAblation::FeatureAblation(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json FeatureAblation::options() const { return options_to_json(options_); }
-
 Attribution FeatureAblation::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const InputSpec& spec = ev.model().input_spec();

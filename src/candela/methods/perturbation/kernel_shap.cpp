@@ -25,10 +25,6 @@ void KernelShap::Options::validate() const {
   CANDELA_CHECK(seed >= 0, "seed must be >= 0, got ", seed, ".");
 }
 
-KernelShap::KernelShap(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json KernelShap::options() const { return options_to_json(options_); }
-
 namespace {
 
 // One char per varying group: '1' = taken from the input.

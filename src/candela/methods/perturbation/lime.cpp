@@ -396,10 +396,6 @@ void Lime::Options::validate() const {
   one_of("discretizer", discretizer, {"quartile", "decile"});
 }
 
-Lime::Lime(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json Lime::options() const { return options_to_json(options_); }
-
 Attribution Lime::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const Options& o = options_;
   const at::Tensor& x = req.inputs;

@@ -21,10 +21,6 @@ void Occlusion::Options::validate() const {
                 perturbations_per_eval, ".");
 }
 
-Occlusion::Occlusion(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json Occlusion::options() const { return options_to_json(options_); }
-
 Attribution Occlusion::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const InputSpec& spec = ev.model().input_spec();

@@ -18,10 +18,6 @@ void Rise::Options::validate() const {
   CANDELA_CHECK(p1 > 0 && p1 <= 1, "p1 (the probability of keeping a cell) must be in (0, 1], got ", p1, ".");
 }
 
-Rise::Rise(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json Rise::options() const { return options_to_json(options_); }
-
 // Bilinear upsampling (half-pixel centres, clamped edges: torch's align_corners = false) of
 // a length-s signal to length u, as a matrix [u, s]; a 2-d upsampling is A_h G A_w^T.
 static at::Tensor upsampling_matrix(int64_t s, int64_t u) {

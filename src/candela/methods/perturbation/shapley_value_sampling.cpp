@@ -23,10 +23,6 @@ void ShapleyValueSampling::Options::validate() const {
   CANDELA_CHECK(seed >= 0, "seed must be >= 0, got ", seed, ".");
 }
 
-ShapleyValueSampling::ShapleyValueSampling(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json ShapleyValueSampling::options() const { return options_to_json(options_); }
-
 Attribution ShapleyValueSampling::attribute(Evaluator& ev, const ExplainRequest& req) const {
   detail::ShapleyGame game(ev, req, static_cast<uint64_t>(options_.seed), name());
   const int64_t n = game.inputs(), g = game.groups(), chain = g - 1;

@@ -49,10 +49,6 @@ void SurrogateTree::Options::validate() const {
                 ".");
 }
 
-SurrogateTree::SurrogateTree(Options options) : options_(std::move(options)) { options_.validate(); }
-
-nlohmann::json SurrogateTree::options() const { return options_to_json(options_); }
-
 Attribution SurrogateTree::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), per = x.numel() / n;
