@@ -5,25 +5,24 @@
 // always uses all those layers, so it takes no --layer.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class FullGrad : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    template <class V> void visit(V&) {}
-    void validate() const {}
-  };
-  FullGrad() : FullGrad(Options{}) {}
-  explicit FullGrad(Options options) : options_(options) {}
-  std::string name() const override { return "full_grad"; }
-  nlohmann::json options() const override;
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct FullGradOptions {
+  template <class V> void visit(V&) {}
+  void validate() const {}
+};
 
- private:
-  Options options_;
+class FullGrad : public Method<FullGrad, FullGradOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "full_grad",
+      .family = "cam",
+      .description = "Input gradient plus every bias's gradient contribution.",
+      .reference = "Srinivas & Fleuret 2019, Full-Gradient Representation"};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -3,25 +3,24 @@
 // g_in = max(g_out, 0), without the forward pass's mask (Captum's Deconvolution).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class Deconvolution : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    template <class V> void visit(V&) {}
-    void validate() const {}
-  };
-  Deconvolution() : Deconvolution(Options{}) {}
-  explicit Deconvolution(Options options) : options_(options) {}
-  std::string name() const override { return "deconvolution"; }
-  nlohmann::json options() const override;
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct DeconvolutionOptions {
+  template <class V> void visit(V&) {}
+  void validate() const {}
+};
 
- private:
-  Options options_;
+class Deconvolution : public Method<Deconvolution, DeconvolutionOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "deconvolution",
+      .family = "propagation",
+      .description = "Gradient with ReLUs passing only positive gradients (no forward mask).",
+      .reference = "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks"};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

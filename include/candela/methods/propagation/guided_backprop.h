@@ -5,25 +5,24 @@
 // unchanged; only the backward pass differs.
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class GuidedBackprop : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    template <class V> void visit(V&) {}
-    void validate() const {}
-  };
-  GuidedBackprop() : GuidedBackprop(Options{}) {}
-  explicit GuidedBackprop(Options options) : options_(options) {}
-  std::string name() const override { return "guided_backprop"; }
-  nlohmann::json options() const override;
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct GuidedBackpropOptions {
+  template <class V> void visit(V&) {}
+  void validate() const {}
+};
 
- private:
-  Options options_;
+class GuidedBackprop : public Method<GuidedBackprop, GuidedBackpropOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "guided_backprop",
+      .family = "propagation",
+      .description = "Gradient with ReLUs passing only positive gradients where the input was positive.",
+      .reference = "Springenberg et al. 2015, Striving for Simplicity: The All Convolutional Net"};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -7,31 +7,30 @@
 #include <string>
 #include <vector>
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class GuidedGradCam : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    std::vector<std::string> layers;        // one layer; empty: the last with a spatial output
-    std::string interpolate_mode = "nearest";  // Captum's default
-    template <class V> void visit(V& v) {
-      v("layers", layers, "The Grad-CAM layer (--layer); default: the last layer with a spatial output.");
-      v("interpolate_mode", interpolate_mode, "Upsampling of the map to the input: nearest (Captum) or bilinear.",
-        std::vector<std::string>{"nearest", "bilinear"});
-    }
-    void validate() const;
-  };
-  GuidedGradCam() : GuidedGradCam(Options{}) {}
-  explicit GuidedGradCam(Options options);
-  std::string name() const override { return "guided_grad_cam"; }
-  nlohmann::json options() const override;
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct GuidedGradCamOptions {
+  std::vector<std::string> layers;        // one layer; empty: the last with a spatial output
+  std::string interpolate_mode = "nearest";  // Captum's default
+  template <class V> void visit(V& v) {
+    v("layers", layers, "The Grad-CAM layer (--layer); default: the last layer with a spatial output.");
+    v("interpolate_mode", interpolate_mode, "Upsampling of the map to the input: nearest (Captum) or bilinear.",
+      std::vector<std::string>{"nearest", "bilinear"});
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class GuidedGradCam : public Method<GuidedGradCam, GuidedGradCamOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "guided_grad_cam",
+      .family = "propagation",
+      .description = "Grad-CAM map (nearest-upsampled) times guided backpropagation.",
+      .reference = "Selvaraju et al. 2017, Grad-CAM"};
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -13,8 +13,6 @@
 
 namespace candela {
 
-nlohmann::json FullGrad::options() const { return options_to_json(options_); }
-
 namespace {
 
 // Per-(sample, channel) min-max scaling and resizing, summed over channels: [N, C, h, w] -> [N, H, W].

@@ -36,8 +36,7 @@ void register_cam_methods(Registry& r) {
   r.add(method_info<AblationCam>("ablation_cam", "cam",
                                  "Channels weighted by the score drop when each is ablated (suffix execution).",
                                  "Desai & Ramaswamy 2020, Ablation-CAM"));
-  r.add(method_info<FullGrad>("full_grad", "cam", "Input gradient plus every bias's gradient contribution.",
-                              "Srinivas & Fleuret 2019, Full-Gradient Representation"));
+  r.add<FullGrad>();
 }
 
 }  // namespace candela

@@ -59,12 +59,10 @@ Attribution guided(Evaluator& ev, const ExplainRequest& req, RuleMethod method, 
 
 // ---- guided backprop and deconvolution ------------------------------------------------
 
-nlohmann::json GuidedBackprop::options() const { return options_to_json(options_); }
 Attribution GuidedBackprop::attribute(Evaluator& ev, const ExplainRequest& req) const {
   return guided(ev, req, RuleMethod::kGuidedBackprop, "guided_backprop");
 }
 
-nlohmann::json Deconvolution::options() const { return options_to_json(options_); }
 Attribution Deconvolution::attribute(Evaluator& ev, const ExplainRequest& req) const {
   return guided(ev, req, RuleMethod::kDeconvolution, "deconvolution");
 }
@@ -75,9 +73,6 @@ void GuidedGradCam::Options::validate() const {
   CANDELA_CHECK(layers.size() <= 1, "guided_grad_cam uses one layer (Captum's GuidedGradCam), got ", layers.size(),
                 ".");
 }
-GuidedGradCam::GuidedGradCam(Options options) : options_(std::move(options)) { options_.validate(); }
-nlohmann::json GuidedGradCam::options() const { return options_to_json(options_); }
-
 Attribution GuidedGradCam::attribute(Evaluator& ev, const ExplainRequest& req) const {
   CANDELA_CHECK(req.inputs.dim() == 4, "guided_grad_cam needs image inputs [N, C, H, W], got ",
                 detail::shape_str(req.inputs.sizes()), ".");

@@ -8,15 +8,9 @@
 namespace candela {
 
 void register_propagation_methods(Registry& r) {
-  r.add(method_info<GuidedBackprop>("guided_backprop", "propagation",
-                                    "Gradient with ReLUs passing only positive gradients where the input was positive.",
-                                    "Springenberg et al. 2015, Striving for Simplicity: The All Convolutional Net"));
-  r.add(method_info<Deconvolution>("deconvolution", "propagation",
-                                   "Gradient with ReLUs passing only positive gradients (no forward mask).",
-                                   "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks"));
-  r.add(method_info<GuidedGradCam>("guided_grad_cam", "propagation",
-                                   "Grad-CAM map (nearest-upsampled) times guided backpropagation.",
-                                   "Selvaraju et al. 2017, Grad-CAM"));
+  r.add<GuidedBackprop>();
+  r.add<Deconvolution>();
+  r.add<GuidedGradCam>();
   auto dl = method_info<DeepLift>("deep_lift", "propagation",
                                   "Rescale-rule multipliers times (input - reference); sums to f(x) - f(reference).",
                                   "Shrikumar, Greenside & Kundaje 2017, Learning Important Features Through "
