@@ -185,3 +185,23 @@ TEST(Catalogs, MethodsAndMetricsRefuseDuplicatesAndSuggestNames) {
   EXPECT_CONTAINS(k, "'deletion'");
   EXPECT_CONTAINS(k, "candela metrics");
 }
+
+// A method's facts live in its class (kTraits); the registry reads them from there, and options
+// are validated when the method is made.
+TEST(Methods, DeclaredOnceWithTheirFacts) {
+  GradCam cam({.layers = {"layer4"}, .relu = false});
+  EXPECT_EQ(cam.name(), "grad_cam");
+  EXPECT_EQ(cam.options()["layers"], std::vector<std::string>{"layer4"});
+  EXPECT_EQ(cam.options()["relu"], false);
+  IntegratedGradients ig({.n_steps = 7});
+  EXPECT_EQ(ig.options()["n_steps"], 7);
+  EXPECT_TRUE(ig.uses_baseline());
+  EXPECT_FALSE(Saliency().uses_baseline());
+  EXPECT_THROW(IntegratedGradients({.n_steps = 0}), InvalidArgument);
+  const MethodInfo& info = Registry::builtin().get(IntegratedGradients::kTraits.name);
+  EXPECT_EQ(info.description, IntegratedGradients::kTraits.description);
+  EXPECT_EQ(info.family, "gradient");
+  EXPECT_TRUE(info.completeness);
+  EXPECT_FALSE(Registry::builtin().get(EigenCam::kTraits.name).uses_target);
+  EXPECT_EQ(info.schema, options_schema<IntegratedGradients::Options>());
+}

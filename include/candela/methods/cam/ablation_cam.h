@@ -20,11 +20,14 @@ struct AblationCamOptions : CamOptions {
   void validate() const { validate_cam(); }
 };
 
-class AblationCam : public CamWith<AblationCamOptions> {
+class AblationCam : public CamWith<AblationCam, AblationCamOptions> {
  public:
-  AblationCam() : AblationCam(Options{}) {}
-  explicit AblationCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "ablation_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "ablation_cam",
+      .family = "cam",
+      .description = "Channels weighted by the score drop when each is ablated (suffix execution).",
+      .reference = "Desai & Ramaswamy 2020, Ablation-CAM"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "candela/core/explainer.h"
+#include "candela/core/method.h"
 #include "candela/core/options.h"
 
 namespace candela {
@@ -33,6 +34,8 @@ struct CamOptions {
     v("reshape_grid", reshape_grid, "For token layers [N, T, C]: the grid h,w to fold tokens into (drops a CLS token).");
   }
   void validate_cam() const;
+  template <class V> void visit(V& v) { visit_cam(v); }
+  void validate() const { validate_cam(); }
 };
 
 class BaseCam : public Explainer {
@@ -61,22 +64,22 @@ class BaseCam : public Explainer {
   CamOptions cam_;
 };
 
-// Options of the CAMs that have no others.
-struct PlainCamOptions : CamOptions {
-  template <class V> void visit(V& v) { visit_cam(v); }
-  void validate() const { validate_cam(); }
-};
+// Options of the CAMs that have no others: GradCam({.layers = {"layer4"}, .relu = false}).
+using PlainCamOptions = CamOptions;
 
-// What every CAM method repeats: its options struct, kept and reported as JSON.
-template <class Opts>
+// What every CAM method shares, as Method<> does for the others: its facts from kTraits, its
+// options struct kept, validated and reported as JSON.
+template <class Derived, class Opts>
 class CamWith : public BaseCam {
  public:
-  static constexpr bool kUsesBaseline = false;
   using Options = Opts;
+  CamWith() : CamWith(Options{}) {}
+  explicit CamWith(Options options) : BaseCam(options), options_(std::move(options)) { options_.validate(); }
+  std::string name() const override { return Derived::kTraits.name; }
   nlohmann::json options() const override { return options_to_json(options_); }
+  const Options& settings() const { return options_; }
 
  protected:
-  explicit CamWith(Options options) : BaseCam(options), options_(std::move(options)) { options_.validate(); }
   Options options_;
 };
 

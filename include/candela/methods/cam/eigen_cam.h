@@ -6,11 +6,15 @@
 
 namespace candela {
 
-class EigenCam : public CamWith<PlainCamOptions> {
+class EigenCam : public CamWith<EigenCam, PlainCamOptions> {
  public:
-  EigenCam() : EigenCam(Options{}) {}
-  explicit EigenCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "eigen_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "eigen_cam",
+      .family = "cam",
+      .description = "First principal component of the layer's activations (no target).",
+      .reference = "Muhammad & Yeasin 2020, Eigen-CAM",
+      .uses_target = false};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

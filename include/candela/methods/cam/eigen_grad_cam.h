@@ -6,11 +6,14 @@
 
 namespace candela {
 
-class EigenGradCam : public CamWith<PlainCamOptions> {
+class EigenGradCam : public CamWith<EigenGradCam, PlainCamOptions> {
  public:
-  EigenGradCam() : EigenGradCam(Options{}) {}
-  explicit EigenGradCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "eigen_grad_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "eigen_grad_cam",
+      .family = "cam",
+      .description = "First principal component of gradient x activation.",
+      .reference = "pytorch-grad-cam (Gildenblat et al.), EigenGradCAM"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

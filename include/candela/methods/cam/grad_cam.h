@@ -6,11 +6,14 @@
 
 namespace candela {
 
-class GradCam : public CamWith<PlainCamOptions> {
+class GradCam : public CamWith<GradCam, PlainCamOptions> {
  public:
-  GradCam() : GradCam(Options{}) {}
-  explicit GradCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "grad_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "grad_cam",
+      .family = "cam",
+      .description = "Layer activations weighted by the spatial mean of their gradients.",
+      .reference = "Selvaraju et al. 2017, Grad-CAM"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

@@ -6,11 +6,14 @@
 
 namespace candela {
 
-class GradCamPlusPlus : public CamWith<PlainCamOptions> {
+class GradCamPlusPlus : public CamWith<GradCamPlusPlus, PlainCamOptions> {
  public:
-  GradCamPlusPlus() : GradCamPlusPlus(Options{}) {}
-  explicit GradCamPlusPlus(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "grad_cam_plus_plus"; }
+  static constexpr MethodTraits kTraits{
+      .name = "grad_cam_plus_plus",
+      .family = "cam",
+      .description = "Grad-CAM with higher-order weights for several instances of a class.",
+      .reference = "Chattopadhyay et al. 2018, Grad-CAM++"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

@@ -6,11 +6,14 @@
 
 namespace candela {
 
-class HiResCam : public CamWith<PlainCamOptions> {
+class HiResCam : public CamWith<HiResCam, PlainCamOptions> {
  public:
-  HiResCam() : HiResCam(Options{}) {}
-  explicit HiResCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "hires_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "hires_cam",
+      .family = "cam",
+      .description = "Element-wise gradient times activation, summed over channels.",
+      .reference = "Draelos & Carin 2020, Use HiResCAM instead of Grad-CAM"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

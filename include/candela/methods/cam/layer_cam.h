@@ -5,11 +5,14 @@
 
 namespace candela {
 
-class LayerCam : public CamWith<PlainCamOptions> {
+class LayerCam : public CamWith<LayerCam, PlainCamOptions> {
  public:
-  LayerCam() : LayerCam(Options{}) {}
-  explicit LayerCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "layer_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "layer_cam",
+      .family = "cam",
+      .description = "Positive gradients times activations, position by position.",
+      .reference = "Jiang et al. 2021, LayerCAM"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

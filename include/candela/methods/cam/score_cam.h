@@ -19,11 +19,14 @@ struct ScoreCamOptions : CamOptions {
   void validate() const;
 };
 
-class ScoreCam : public CamWith<ScoreCamOptions> {
+class ScoreCam : public CamWith<ScoreCam, ScoreCamOptions> {
  public:
-  ScoreCam() : ScoreCam(Options{}) {}
-  explicit ScoreCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "score_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "score_cam",
+      .family = "cam",
+      .description = "Channels weighted by the target's score on the input masked by each channel.",
+      .reference = "Wang et al. 2020, Score-CAM"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;

@@ -6,11 +6,14 @@
 
 namespace candela {
 
-class XGradCam : public CamWith<PlainCamOptions> {
+class XGradCam : public CamWith<XGradCam, PlainCamOptions> {
  public:
-  XGradCam() : XGradCam(Options{}) {}
-  explicit XGradCam(Options options) : CamWith(std::move(options)) {}
-  std::string name() const override { return "xgrad_cam"; }
+  static constexpr MethodTraits kTraits{
+      .name = "xgrad_cam",
+      .family = "cam",
+      .description = "Channel weights from activation-normalised gradients.",
+      .reference = "Fu et al. 2020, Axiom-based Grad-CAM"};
+  using CamWith::CamWith;
 
  protected:
   at::Tensor layer_map(const LayerData& layer) const override;
