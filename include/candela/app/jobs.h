@@ -17,7 +17,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -193,13 +192,7 @@ Job job_from_json(const nlohmann::json& j, const std::string& what) {
   Job job;
   detail::FromJson reader{j, {}};
   job.visit(reader);
-  for (const auto& [key, _] : j.items()) {
-    if (std::find(reader.known.begin(), reader.known.end(), key) != reader.known.end()) continue;
-    std::string list;
-    for (const auto& k : reader.known) list += (list.empty() ? "" : ", ") + k;
-    throw InvalidArgument(detail::str_cat("unknown field '", key, "' in ", what, ".", did_you_mean(key, reader.known),
-                                          " Its fields are: ", list, "."));
-  }
+  detail::check_known_keys(j, reader.known, "field", "in " + what);
   return job;
 }
 template <class Job>

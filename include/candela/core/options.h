@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -88,6 +89,18 @@ struct FromJson {
     }
   }
 };
+// Refuses the first key of `j` that is not in `known`: "unknown <what> '<key>' <where>. Did you
+// mean ...? Its <what>s are: a, b<tail>."
+inline void check_known_keys(const nlohmann::json& j, const std::vector<std::string>& known, const std::string& what,
+                             const std::string& where, const std::string& tail = "") {
+  for (const auto& [key, _] : j.items()) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string list;
+    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw InvalidArgument(str_cat("unknown ", what, " '", key, "' ", where, ".", did_you_mean(key, known), " Its ",
+                                  what, "s are: ", list, tail, "."));
+  }
+}
 }  // namespace detail
 
 template <class Options>
@@ -116,14 +129,7 @@ Options options_from_json(const nlohmann::json& j, const std::string& method) {
   CANDELA_CHECK(j.is_object(), "options for '", method, "' must be a JSON object, got ", j.dump(), ".");
   detail::FromJson v{j, {}};
   o.visit(v);
-  for (const auto& [key, _] : j.items()) {
-    bool known = std::find(v.known.begin(), v.known.end(), key) != v.known.end();
-    std::string list;
-    for (const auto& k : v.known) list += (list.empty() ? "" : ", ") + k;
-    CANDELA_CHECK(known, "unknown option '", key, "' for method '", method, "'.",
-                  did_you_mean(key, v.known), " Its options are: ", list,
-                  " (see `candela methods`).");
-  }
+  detail::check_known_keys(j, v.known, "option", "for method '" + method + "'", " (see `candela methods`)");
   o.validate();
   return o;
 }
