@@ -12,6 +12,7 @@
 //   };
 #pragma once
 
+#include <string>
 #include <utility>
 
 #include "candela/core/explainer.h"
@@ -42,6 +43,21 @@ class Method : public Explainer {
 
  protected:
   Options options_;
+};
+
+// A second registered name for the same algorithm with its own facts, e.g. expected_gradients
+// is gradient_shap under the name of its paper:
+//   class ExpectedGradients : public Alias<ExpectedGradients, GradientShap> {
+//    public:
+//     static constexpr MethodTraits kTraits{.name = "expected_gradients", ...};
+//     using Alias::Alias;
+//   };
+template <class Derived, class Base>
+class Alias : public Base {
+ public:
+  using Base::Base;
+  std::string name() const override { return Derived::kTraits.name; }
+  bool uses_baseline() const override { return Derived::kTraits.uses_baseline; }
 };
 
 }  // namespace candela

@@ -8,24 +8,19 @@
 namespace candela {
 using detail::per_row;
 
-void GradientShap::Options::validate() const {
+void GradientShapOptions::validate() const {
   CANDELA_CHECK(n_samples >= 1 && n_samples <= 1000000, "n_samples must be in [1, 1000000], got ", n_samples, ".");
   CANDELA_CHECK(stdevs >= 0 && std::isfinite(stdevs), "stdevs must be a finite number >= 0, got ", stdevs, ".");
   CANDELA_CHECK(internal_batch_size >= 0, "internal_batch_size must be >= 0 (0 = automatic).");
   CANDELA_CHECK(seed >= 0, "seed must be >= 0.");
 }
 
-GradientShap::GradientShap(Options options, std::string name) : options_(std::move(options)), name_(std::move(name)) {
-  options_.validate();
-}
-
-nlohmann::json GradientShap::options() const { return options_to_json(options_); }
-
 Attribution GradientShap::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  const std::string stage = name();
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0), draws = options_.n_samples;
   const auto opts = x.options();
-  const at::Tensor out_x = detail::forward_all(ev, (name_ + ": target").c_str(), x);
+  const at::Tensor out_x = detail::forward_all(ev, (stage + ": target").c_str(), x);
   const Target target = req.target.resolve(out_x);
 
   // A distribution is sampled; any other baseline gives each input its own reference.
@@ -48,7 +43,7 @@ Attribution GradientShap::attribute(Evaluator& ev, const ExplainRequest& req) co
 
   at::Tensor total = at::zeros_like(x);
   ev.gradients(
-      name_.c_str(), n * draws,
+      stage.c_str(), n * draws,
       [&](int64_t b, int64_t e) {
         at::Tensor r = at::arange(b, e, opts.dtype(at::kLong));
         at::Tensor sample = r.div(draws, "floor"), s = r.remainder(draws);

@@ -7,7 +7,7 @@
 
 namespace candela {
 
-void NoiseTunnel::Options::validate() const {
+void NoiseTunnelOptions::validate() const {
   CANDELA_CHECK(nt_samples >= 1 && nt_samples <= 100000, "nt_samples must be in [1, 100000], got ", nt_samples, ".");
   CANDELA_CHECK(nt_samples_batch_size >= 0, "nt_samples_batch_size must be >= 0 (0 = automatic).");
   CANDELA_CHECK(stdevs >= 0 && std::isfinite(stdevs), "stdevs must be a finite number >= 0, got ", stdevs, ".");
@@ -16,8 +16,7 @@ void NoiseTunnel::Options::validate() const {
   CANDELA_CHECK(base_options.is_object(), "base_options must be a JSON object, got ", base_options.dump(), ".");
 }
 
-NoiseTunnel::NoiseTunnel(Options options) : options_(std::move(options)) {
-  options_.validate();
+NoiseTunnel::NoiseTunnel(Options options) : Method(std::move(options)) {
   base_ = Registry::builtin().create(options_.base_method, options_.base_options);
 }
 
