@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -15,7 +16,9 @@
 #include "candela/methods/propagation/guided_backprop.h"
 #include "candela/methods/propagation/guided_grad_cam.h"
 #include "candela/methods/propagation/lrp.h"
+#include "candela/core/registry.h"
 #include "candela/methods/propagation/rule_graph.h"
+#include "candela/methods/propagation/rule_passes.h"
 #include "path_integral.h"
 #include "test_util.h"
 
@@ -479,7 +482,7 @@ TEST(DeepLift, DeepShapIsTheMeanOverTheBaselines) {
   Model m = Model::load(fixture("breast_cancer_mlp.pt"));
   const at::Tensor data = read_npy(fixture("breast_cancer_test.npy"));
   const at::Tensor x = data.slice(0, 0, 2), dist = data.slice(0, 20, 25);
-  auto shap = explain(DeepLift({}, true), m, x, 1, Baseline::distribution(dist));
+  auto shap = explain(DeepLiftShap(), m, x, 1, Baseline::distribution(dist));
   at::Tensor mean = at::zeros_like(shap.values);
   for (int64_t j = 0; j < 5; ++j)
     mean += explain(DeepLift(), m, x, 1, Baseline::tensor(dist.slice(0, j, j + 1))).values / 5;
@@ -670,3 +673,120 @@ TEST(Composites, ModulePathsSelectRulesOnTheFixture) {
 }
 
 }  // namespace
+
+// ---- the passes alone, without a graph ------------------------------------------------
+
+namespace {
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+candela::detail::RuleSite site(const char* kind, const char* path, const char* type, size_t rank, int marked = 1) {
+  candela::detail::RuleSite s;
+  s.kind = kind, s.path = path, s.type = type, s.rank = rank, s.marked = marked;
+  return s;
+}
+}  // namespace
+
+TEST(RulePasses, AssignRulesTakesTheFirstMatchingEntryAndTheFirstLayerByDefinitionOrder) {
+  std::vector<candela::detail::RuleSite> sites = {site("aten::conv2d", "features.0", "Conv2d", 1),
+                                         site("aten::relu", "features.1", "ReLU", 2),
+                                         site("aten::conv2d", "features.2", "Conv2d", 3),
+                                         site("aten::linear", "classifier", "Linear", 5)};
+  LrpRule d;
+  d.low = {-1.0}, d.high = {1.0};
+  auto rules = candela::detail::assign_rules(sites, Composite::builtin("epsilon_gamma_box", d));
+  ASSERT_EQ(rules.size(), 4u);
+  EXPECT_EQ(rules[0].name, "z_box");
+  EXPECT_EQ(rules[2].name, "gamma");
+  EXPECT_EQ(rules[3].name, "epsilon");
+  // "first" follows module definition order, not the order the graph calls the layers in.
+  sites[0].rank = 4;
+  rules = candela::detail::assign_rules(sites, Composite::builtin("epsilon_gamma_box", d));
+  EXPECT_EQ(rules[0].name, "gamma");
+  EXPECT_EQ(rules[2].name, "z_box");
+  // Path globs, and an entry order that decides.
+  const auto c = Composite::from_json(
+      nlohmann::json::parse(R"({"rules": [{"path": "classifier*", "rule": "w_square"}, {"type": "conv", "rule": "flat"},
+                                          {"rule": "epsilon"}]})"),
+      d, "test");
+  rules = candela::detail::assign_rules(sites, c);
+  EXPECT_EQ(rules[0].name, "flat");
+  EXPECT_EQ(rules[3].name, "w_square");
+  // A layer no entry matches, and a rule that cannot apply to a layer, are refused by name.
+  const auto convs_only = Composite::from_json(nlohmann::json::parse(R"({"rules": [{"type": "conv", "rule": "flat"}]})"),
+                                               d, "test");
+  EXPECT_NE(error_of([&] { candela::detail::assign_rules(sites, convs_only); }).find("no rule for the linear layer aten::linear "
+                                                                             "at 'classifier'"),
+            std::string::npos);
+  const auto pass = Composite::from_json(nlohmann::json::parse(R"({"rules": [{"rule": "pass"}]})"), d, "test");
+  EXPECT_NE(error_of([&] { candela::detail::assign_rules(sites, pass); }).find("the pass rule does not apply"),
+            std::string::npos);
+}
+
+TEST(RulePasses, CoverageNamesTheFirstNodeWithoutARuleForTheStrictMethodsOnly) {
+  const std::vector<candela::detail::RuleSite> norm = {site("aten::conv2d", "c", "Conv2d", 0),
+                                              site("aten::layer_norm", "encoder.norm", "LayerNorm", 1)};
+  for (RuleMethod m : {RuleMethod::kLrp, RuleMethod::kDeepLift})
+    EXPECT_NE(error_of([&] { candela::detail::check_coverage(norm, m); })
+                  .find("has no rule for aten::layer_norm at 'encoder.norm' (LayerNorm)"),
+              std::string::npos);
+  // Guided backprop and deconvolution take the gradient where they have no rule (as Captum).
+  for (RuleMethod m : {RuleMethod::kGuidedBackprop, RuleMethod::kDeconvolution})
+    EXPECT_EQ(error_of([&] { candela::detail::check_coverage(norm, m); }), "");
+  // A product is linear in the input only when one factor comes from it.
+  EXPECT_EQ(error_of([&] { candela::detail::check_coverage({site("aten::mul", "", "", 0, 1)}, RuleMethod::kLrp); }), "");
+  EXPECT_NE(error_of([&] { candela::detail::check_coverage({site("aten::mul", "", "", 0, 2)}, RuleMethod::kLrp); })
+                .find("a product of two values computed from the input"),
+            std::string::npos);
+  // LRP routes max pooling to the maximum in any dimension; DeepLIFT has its rule in 2-d only.
+  const std::vector<candela::detail::RuleSite> pool3 = {site("aten::max_pool3d", "p", "MaxPool3d", 0)};
+  EXPECT_EQ(error_of([&] { candela::detail::check_coverage(pool3, RuleMethod::kLrp); }), "");
+  EXPECT_NE(error_of([&] { candela::detail::check_coverage(pool3, RuleMethod::kDeepLift); }), "");
+  auto weights = site("aten::linear", "l", "Linear", 0);
+  weights.weights_on_path = true;
+  EXPECT_NE(error_of([&] { candela::detail::check_coverage({weights}, RuleMethod::kLrp); }).find("weights computed from the input"),
+            std::string::npos);
+}
+
+TEST(LrpRuleTable, NamesChecksJsonAndTheCatalogueComeFromTheRows) {
+  const nlohmann::json catalog = Registry::builtin().get("lrp").catalog;
+  const nlohmann::json schema = Registry::builtin().get("lrp").schema;
+  LrpRule d;
+  d.low = {-1.0}, d.high = {1.0};
+  const std::string unknown = error_of([] {
+    LrpRule r;
+    r.name = "gama";
+    r.validate();
+  });
+  EXPECT_NE(unknown.find("Did you mean 'gamma'"), std::string::npos) << unknown;
+  for (const LrpRuleInfo& row : lrp_rules()) {
+    SCOPED_TRACE(row.name);
+    EXPECT_TRUE(catalog["rules"].contains(row.name));
+    EXPECT_NE(unknown.find(row.name), std::string::npos) << "the error lists every rule";
+    const LrpRule r = LrpRule::named(row.name, d);
+    EXPECT_NO_THROW(r.validate());
+    // What a composite file holds for the rule is what the rule reads.
+    const nlohmann::json p = r.parameters();
+    EXPECT_EQ(p.contains("epsilon"), (row.params & kLrpEpsilon) != 0);
+    EXPECT_EQ(p.contains("gamma"), (row.params & kLrpGamma) != 0);
+    EXPECT_EQ(p.contains("alpha") && p.contains("beta"), (row.params & kLrpAlphaBeta) != 0);
+    EXPECT_EQ(p.contains("low") && p.contains("high"), (row.params & kLrpBounds) != 0);
+    const bool listed = schema["rule"]["description"].get<std::string>().find(row.name) != std::string::npos;
+    EXPECT_EQ(listed, row.for_layers);
+  }
+  EXPECT_EQ(LrpRule::named("z_plus", d).name, "alpha_beta");
+  EXPECT_EQ(LrpRule::named("z_plus", d).alpha, 1.0);
+  EXPECT_EQ(LrpRule::named("z_plus", d).beta, 0.0);
+  for (const CompositeInfo& row : builtin_composites()) {
+    SCOPED_TRACE(row.name);
+    EXPECT_TRUE(catalog["composites"].contains(row.name));
+    // A built-in composite written to JSON reads back as itself.
+    const Composite c = Composite::builtin(row.name, d);
+    EXPECT_EQ(Composite::from_json(c.to_json(), LrpRule{}, "test").to_json(), c.to_json());
+  }
+}

@@ -46,24 +46,6 @@ class Registry : public Catalog<MethodInfo, Explainer> {
   nlohmann::json to_json() const;  // the whole catalogue, for front ends
 };
 
-// MethodInfo for an Explainer type E with a nested E::Options.
-template <class E>
-MethodInfo method_info(std::string name, std::string family, std::string description,
-                       std::string reference) {
-  MethodInfo m;
-  m.name = name;
-  m.family = std::move(family);
-  m.description = std::move(description);
-  m.reference = std::move(reference);
-  m.schema = options_schema<typename E::Options>();
-  m.stochastic = m.schema.contains("seed");
-  m.uses_baseline = E::kUsesBaseline;
-  m.create = [name](const nlohmann::json& j) -> std::unique_ptr<Explainer> {
-    return std::make_unique<E>(options_from_json<typename E::Options>(j, name));
-  };
-  return m;
-}
-
 template <class E>
 void Registry::add() {
   constexpr const MethodTraits& t = E::kTraits;
@@ -77,6 +59,7 @@ void Registry::add() {
   m.stochastic = m.schema.contains("seed");
   m.uses_baseline = t.uses_baseline;
   m.uses_target = t.uses_target;
+  if constexpr (requires { E::catalog(); }) m.catalog = E::catalog();
   m.create = [name = m.name](const nlohmann::json& j) -> std::unique_ptr<Explainer> {
     return std::make_unique<E>(options_from_json<typename E::Options>(j, name));
   };

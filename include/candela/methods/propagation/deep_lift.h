@@ -14,39 +14,57 @@
 // (Captum refuses such models).
 #pragma once
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
 
 namespace candela {
 
-class DeepLift : public Explainer {
+struct DeepLiftOptions {
+  std::string rule = "rescale";
+  bool multiply_by_inputs = true;
+  double eps = 1e-10;
+  template <class V> void visit(V& v) {
+    v("rule", rule,
+      "rescale (Captum's and shap's) or reveal_cancel (the paper's RevealCancel, for activations that directly "
+      "follow a linear or convolution layer; Rescale elsewhere).",
+      std::vector<std::string>{"rescale", "reveal_cancel"});
+    v("multiply_by_inputs", multiply_by_inputs,
+      "Return (x - x_ref) * multipliers (Captum's default); false: the multipliers alone.");
+    v("eps", eps, "Below this |x - x_ref| a nonlinearity uses its gradient (Captum's eps).");
+  }
+  void validate() const;
+};
+
+class DeepLift : public Method<DeepLift, DeepLiftOptions> {
  public:
-  static constexpr bool kUsesBaseline = true;
-  struct Options {
-    std::string rule = "rescale";
-    bool multiply_by_inputs = true;
-    double eps = 1e-10;
-    template <class V> void visit(V& v) {
-      v("rule", rule,
-        "rescale (Captum's and shap's) or reveal_cancel (the paper's RevealCancel, for activations that directly "
-        "follow a linear or convolution layer; Rescale elsewhere).",
-        std::vector<std::string>{"rescale", "reveal_cancel"});
-      v("multiply_by_inputs", multiply_by_inputs,
-        "Return (x - x_ref) * multipliers (Captum's default); false: the multipliers alone.");
-      v("eps", eps, "Below this |x - x_ref| a nonlinearity uses its gradient (Captum's eps).");
-    }
-    void validate() const;
-  };
-  DeepLift() : DeepLift(Options{}) {}
-  // shap = true: deep_lift_shap, averaging over a baseline distribution.
-  explicit DeepLift(Options options, bool shap = false);
-  std::string name() const override { return shap_ ? "deep_lift_shap" : "deep_lift"; }
-  nlohmann::json options() const override;
-  bool uses_baseline() const override { return true; }
+  static constexpr MethodTraits kTraits{
+      .name = "deep_lift",
+      .family = "propagation",
+      .description = "Rescale-rule multipliers times (input - reference); sums to f(x) - f(reference).",
+      .reference = "Shrikumar, Greenside & Kundaje 2017, Learning Important Features Through Propagating "
+                   "Activation Differences",
+      .uses_baseline = true,
+      .completeness = true};
+  using Method::Method;
   Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 
- private:
-  Options options_;
-  bool shap_ = false;
+ protected:
+  // shap: average over the rows of a baseline distribution (deep_lift_shap).
+  Attribution run(Evaluator& evaluator, const ExplainRequest& request, bool shap) const;
+};
+
+class DeepLiftShap : public Alias<DeepLiftShap, DeepLift> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "deep_lift_shap",
+      .family = "propagation",
+      .description = "DeepLIFT averaged over a baseline distribution (--baseline dist:FILE.npy).",
+      .reference = "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions",
+      .uses_baseline = true,
+      .completeness = true};
+  using Alias::Alias;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override {
+    return run(evaluator, request, true);
+  }
 };
 
 }  // namespace candela

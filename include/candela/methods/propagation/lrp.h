@@ -14,51 +14,52 @@
 #include <string>
 #include <vector>
 
-#include "candela/core/explainer.h"
+#include "candela/core/method.h"
+#include "candela/methods/propagation/lrp_rules.h"
 
 namespace candela {
 
-class Lrp : public Explainer {
- public:
-  static constexpr bool kUsesBaseline = false;
-  struct Options {
-    std::string composite = "epsilon_plus";
-    std::string rule;  // non-empty: this rule for every layer instead of a composite
-    double epsilon = 1e-6;
-    double stabilizer = 1e-6;
-    double gamma = 0.25;
-    double alpha = 2.0;
-    double beta = 1.0;
-    std::vector<double> low, high;
-    std::string output_relevance = "one_hot";
-    template <class V> void visit(V& v) {
-      v("composite", composite,
-        "epsilon_plus, epsilon_plus_flat, epsilon_gamma_box, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat "
-        "(zennit's), or a JSON file (--composite).");
-      v("rule", rule,
-        "One rule for every layer instead of a composite: epsilon, zero, gamma, alpha_beta, z_plus, flat, "
-        "w_square, z_box.");
-      v("epsilon", epsilon, "Stabiliser of the epsilon rule.");
-      v("stabilizer", stabilizer, "Stabiliser of every other rule.");
-      v("gamma", gamma, "Weight of positive contributions in the gamma rule.");
-      v("alpha", alpha, "Alpha of the alpha-beta rule (alpha - beta = 1).");
-      v("beta", beta, "Beta of the alpha-beta rule.");
-      v("low", low, "z-box lower bound of the input (one value or one per channel); default: from the input spec.");
-      v("high", high, "z-box upper bound of the input; default: from the input spec.");
-      v("output_relevance", output_relevance,
-        "Relevance at the output: one_hot (1 at the target, zennit's usual call) or score (the target's value).",
-        std::vector<std::string>{"one_hot", "score"});
-    }
-    void validate() const;
-  };
-  Lrp() : Lrp(Options{}) {}
-  explicit Lrp(Options options);
-  std::string name() const override { return "lrp"; }
-  nlohmann::json options() const override;
-  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
+struct LrpOptions {
+  std::string composite = "epsilon_plus";
+  std::string rule;  // non-empty: this rule for every layer instead of a composite
+  double epsilon = 1e-6;
+  double stabilizer = 1e-6;
+  double gamma = 0.25;
+  double alpha = 2.0;
+  double beta = 1.0;
+  std::vector<double> low, high;
+  std::string output_relevance = "one_hot";
+  template <class V> void visit(V& v) {
+    static const std::string composites = join_names(Composite::builtin_names()) +
+                                          " (zennit's), or a JSON file (--composite).";
+    static const std::string rules = "One rule for every layer instead of a composite: " + lrp_layer_rule_list() + ".";
+    v("composite", composite, composites.c_str());
+    v("rule", rule, rules.c_str());
+    v("epsilon", epsilon, "Stabiliser of the epsilon rule.");
+    v("stabilizer", stabilizer, "Stabiliser of every other rule.");
+    v("gamma", gamma, "Weight of positive contributions in the gamma rule.");
+    v("alpha", alpha, "Alpha of the alpha-beta rule (alpha - beta = 1).");
+    v("beta", beta, "Beta of the alpha-beta rule.");
+    v("low", low, "z-box lower bound of the input (one value or one per channel); default: from the input spec.");
+    v("high", high, "z-box upper bound of the input; default: from the input spec.");
+    v("output_relevance", output_relevance,
+      "Relevance at the output: one_hot (1 at the target, zennit's usual call) or score (the target's value).",
+      std::vector<std::string>{"one_hot", "score"});
+  }
+  void validate() const;
+};
 
- private:
-  Options options_;
+class Lrp : public Method<Lrp, LrpOptions> {
+ public:
+  static constexpr MethodTraits kTraits{
+      .name = "lrp",
+      .family = "propagation",
+      .description = "Layer-wise relevance propagation with zennit's rules and composites (--composite).",
+      .reference = "Bach et al. 2015, Layer-Wise Relevance Propagation; Anders et al. 2021, zennit"};
+  // The composites and rules `candela methods` lists with lrp.
+  static nlohmann::json catalog() { return lrp_catalog(); }
+  using Method::Method;
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override;
 };
 
 }  // namespace candela

@@ -20,46 +20,9 @@
 #include <vector>
 
 #include "candela/core/model.h"
+#include "candela/methods/propagation/lrp_rules.h"
 
 namespace candela {
-
-// One LRP rule and its parameters (zennit's names and defaults).
-struct LrpRule {
-  std::string name = "epsilon";  // epsilon zero gamma alpha_beta z_plus flat w_square z_box pass gradient
-  double epsilon = 1e-6;         // epsilon rule's stabiliser
-  double stabilizer = 1e-6;      // every other rule's
-  double gamma = 0.25;
-  double alpha = 2.0, beta = 1.0;
-  bool zero_bias = false;        // zennit's zero_params="bias"
-  std::vector<double> low, high; // z-box bounds: one value, or one per input channel
-
-  static const std::vector<std::string>& names();
-  void validate() const;
-};
-
-// Which rule each linear or convolution layer gets. The first entry that matches wins.
-struct CompositeEntry {
-  std::string type = "affine";  // "conv" (incl. transposed), "linear" or "affine" (either)
-  std::string path;             // glob over the module path ("features.*"); empty: any
-  bool first = false;           // only the first such layer in module definition order
-  LrpRule rule;
-};
-
-struct Composite {
-  std::string name;
-  std::vector<CompositeEntry> entries;
-
-  // epsilon_plus, epsilon_plus_flat, epsilon_gamma_box, epsilon_alpha2_beta1,
-  // epsilon_alpha2_beta1_flat (zennit's layer maps), with the parameters of `defaults`.
-  static Composite builtin(const std::string& name, const LrpRule& defaults);
-  static const std::vector<std::string>& builtin_names();
-  // One rule for every layer.
-  static Composite uniform(const LrpRule& rule);
-  // {"name": ..., "rules": [{"type": "conv", "path": "features.*", "first": true, "rule": "z_box",
-  //   "low": -3, "high": 3, ...}, ...]}; parameters not given come from `defaults`.
-  static Composite from_json(const nlohmann::json& j, const LrpRule& defaults, const std::string& source);
-  nlohmann::json to_json() const;
-};
 
 enum class RuleMethod { kGuidedBackprop, kDeconvolution, kDeepLift, kLrp };
 
@@ -92,9 +55,5 @@ class RuleGraph {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// "epsilon_plus" or a JSON file's path -> the composite (rules not given take `defaults`).
-// check_only: only refuse an unknown built-in name (a file is read when used).
-Composite resolve_composite(const std::string& name_or_file, const LrpRule& defaults, bool check_only = false);
 
 }  // namespace candela

@@ -96,21 +96,20 @@ Attribution GuidedGradCam::attribute(Evaluator& ev, const ExplainRequest& req) c
 
 // ---- DeepLIFT and DeepSHAP ------------------------------------------------------------
 
-void DeepLift::Options::validate() const {
+void DeepLiftOptions::validate() const {
   CANDELA_CHECK(rule == "rescale" || rule == "reveal_cancel", "rule must be rescale or reveal_cancel, got '", rule,
                 "'.", did_you_mean(rule, {"rescale", "reveal_cancel"}));
   CANDELA_CHECK(std::isfinite(eps) && eps >= 0, "eps must be >= 0, got ", eps, ".");
 }
-DeepLift::DeepLift(Options options, bool shap) : options_(options), shap_(shap) { options_.validate(); }
-nlohmann::json DeepLift::options() const { return options_to_json(options_); }
+Attribution DeepLift::attribute(Evaluator& ev, const ExplainRequest& req) const { return run(ev, req, false); }
 
-Attribution DeepLift::attribute(Evaluator& ev, const ExplainRequest& req) const {
+Attribution DeepLift::run(Evaluator& ev, const ExplainRequest& req, bool shap) const {
   const at::Tensor& x = req.inputs;
   const int64_t n = x.size(0);
   const std::string& layout = ev.model().input_spec().layout;
   at::Tensor refs;  // [n * m, ...], m references per input
   int64_t m = 1;
-  if (shap_ && req.baseline.is_distribution()) {
+  if (shap && req.baseline.is_distribution()) {
     const at::Tensor dist = req.baseline.samples(x, layout, 0).to(x.options());
     CANDELA_CHECK(dist.size(0) >= 1, "the baseline distribution is empty.");
     m = dist.size(0);
@@ -181,21 +180,23 @@ Attribution DeepLift::attribute(Evaluator& ev, const ExplainRequest& req) const 
     a.convergence_delta = (sums - (fx - fref)).to(x.dtype());
   }
   a.extra["rules"] = graph->assignments();
-  if (shap_) a.extra["baselines"] = m;
+  if (shap) a.extra["baselines"] = m;
   return a;
 }
 
 // ---- LRP ------------------------------------------------------------------------------
 
-void Lrp::Options::validate() const {
+void LrpOptions::validate() const {
   LrpRule r;
   r.epsilon = epsilon, r.stabilizer = stabilizer, r.gamma = gamma, r.alpha = alpha, r.beta = beta;
   r.low = low, r.high = high;
   if (!rule.empty()) {
-    r.name = rule == "z_plus" ? "alpha_beta" : rule;
-    if (rule == "z_plus") r.alpha = 1, r.beta = 0;
+    r = LrpRule::named(rule, r);
     if (rule == "z_box" && low.empty()) r.low = r.high = {0.0};  // bounds come from the input spec later
-    CANDELA_CHECK(rule != "pass", "the pass rule is for activations; pick a rule for linear and convolution layers.");
+    const auto& rows = lrp_rules();
+    const auto row = std::find_if(rows.begin(), rows.end(), [&](const LrpRuleInfo& i) { return rule == i.name; });
+    CANDELA_CHECK(row == rows.end() || row->for_layers, "the ", rule,
+                  " rule is for activations; pick a rule for linear and convolution layers.");
     r.validate();
   } else {
     r.name = "epsilon";
@@ -205,8 +206,6 @@ void Lrp::Options::validate() const {
   CANDELA_CHECK(low.size() == high.size(), "give low and high together, with as many values each (got ", low.size(),
                 " and ", high.size(), ").");
 }
-Lrp::Lrp(Options options) : options_(std::move(options)) { options_.validate(); }
-nlohmann::json Lrp::options() const { return options_to_json(options_); }
 
 namespace {
 // Zennit's z-box rule assumes low <= x <= high. Bounds taken from an input spec that does not

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace candela::detail {
 
@@ -46,6 +47,9 @@ enum AffineRule : int64_t {
   kRuleFlat = 6,
   kRuleZero = 7,       // LRP-0: epsilon 0, relevance at z = 0 dropped
 };
+
+// The rule_affine code of an LRP rule (its row in lrp_rules.cpp's table).
+int64_t affine_rule_code(const std::string& rule);
 
 // Makes sure the ops are registered (they are, by static initialisation in rule_ops.cpp;
 // calling this keeps the linker from dropping that object from a static library).
