@@ -16,6 +16,7 @@
 #include "candela/io/image.h"
 #include "candela/io/npy.h"
 #include "candela/render/colormap.h"
+#include "candela/render/export.h"
 #include "candela/render/heatmap.h"
 
 namespace fs = std::filesystem;
@@ -457,4 +458,20 @@ TEST(Heatmap, OverlayShowsTheImageWhereAttributionIsZero) {
   EXPECT_EQ(rgb_at(candela::render_overlay(a, image.expand({3, 2, 2}), opt), 0, 0), (Rgb{32, 32, 34}));
   EXPECT_THROW(candela::render_overlay(a, at::zeros({3, 4, 4}), opt), candela::ShapeMismatch);
   EXPECT_THROW_WITH(candela::render_overlay(a, image * 255, opt), candela::InvalidArgument, "[0, 1]");
+}
+
+TEST(Renderers, OneArtifactPerFormat) {
+  const auto csv = candela::render_csv("r.csv", {{"sample", "value"}, {"a,b", "1"}, {"say \"hi\"", "2"}, {"plain", "3"}});
+  EXPECT_EQ(csv.media_type, "text/csv");
+  EXPECT_EQ(csv.bytes, "sample,value\n\"a,b\",1\n\"say \"\"hi\"\"\",2\nplain,3\n");
+  const auto json = candela::render_json("r.json", {{"a", 1}});
+  EXPECT_EQ(json.bytes, "{\n  \"a\": 1\n}\n");
+  EXPECT_EQ(json.media_type, "application/json");
+  const at::Tensor v = at::arange(6, at::kFloat).reshape({2, 3});
+  const auto npy = candela::render_npy("a.npy", v);
+  EXPECT_EQ(npy.bytes, candela::npy_bytes(v));
+  const at::Tensor map = at::rand({1, 4, 4}), image = at::rand({3, 4, 4});
+  EXPECT_EQ(candela::render_png_raw("h.png", map, {}).bytes, candela::encode_png(candela::render_heatmap(map, {})));
+  EXPECT_EQ(candela::render_png_overlay("o.png", map, image, {}).bytes, candela::encode_png(candela::render_overlay(map, image, {})));
+  EXPECT_EQ(candela::render_markdown("s.md", "| a |\n").media_type, "text/markdown");
 }

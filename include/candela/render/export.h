@@ -1,6 +1,8 @@
 // Writing an explanation to a folder in formats people already use.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
 
@@ -16,6 +18,24 @@ namespace candela {
 struct Artifact {
   std::string name, media_type, bytes;
 };
+
+// One pure renderer per format: each makes one artifact and touches no file.
+Artifact render_npy(std::string name, const at::Tensor& values);
+// Indented two spaces, ending with a newline.
+Artifact render_json(std::string name, const nlohmann::json& value);
+// rows[0] is the header; fields with a comma, quote or line break are quoted (RFC 4180).
+Artifact render_csv(std::string name, const std::vector<std::vector<std::string>>& rows);
+Artifact render_markdown(std::string name, std::string text);
+// A [C, H, W] (or [H, W]) map over an image [C, H, W] of the same size, or alone.
+Artifact render_png_overlay(std::string name, const at::Tensor& map, const at::Tensor& image,
+                            const HeatmapOptions& heatmap);
+Artifact render_png_raw(std::string name, const at::Tensor& map, const HeatmapOptions& heatmap);
+
+// What attribution.json holds: the attribution's metadata, the model and its input spec,
+// target names, the tabular rows (every feature with value and attribution, largest first) and
+// the heatmap files' names (`heatmaps`: their suffixes, "" for one sample, "_0", "_1", ... for several).
+nlohmann::json explanation_json(const Attribution& attribution, const Model& model, const LoadedInput& input,
+                                const std::vector<std::string>& heatmaps);
 
 // attributions.npy, attribution.json and, for image inputs, heatmap.png (overlay) and
 // heatmap_raw.png (heatmap_<i>.png / heatmap_raw_<i>.png for several samples). Pure: touches

@@ -235,7 +235,7 @@ nlohmann::json run(const AuditJob& job, const RunControl& control) {
   Dataset data = load_dataset(job.data, job.labels, "", model.input_spec(), job.max_samples);
   infer_layout_from(model, data.inputs, control);
   nlohmann::json r = audit_shortcuts(model, data, c);
-  if (!job.out.empty()) write_artifacts(job.out, {{"audit.json", "application/json", r.dump(2)}});
+  if (!job.out.empty()) write_artifacts(job.out, {render_json("audit.json", r)});
   return r;
 }
 

@@ -278,8 +278,7 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   }
 
   // Results, summary and ranking.
-  std::ostringstream csv;
-  csv << "sample,method,metric,value\n";
+  std::vector<std::vector<std::string>> csv = {{"sample", "method", "metric", "value"}};
   nlohmann::json summary = nlohmann::json::object();
   for (size_t ki = 0; ki < metrics.size(); ++ki) {
     const std::string& metric = config.metrics[ki];
@@ -311,13 +310,12 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   for (int64_t i = 0; i < n; ++i)
     for (const auto& method : config.methods)
       for (const auto& metric : config.metrics)
-        csv << ids[i] << "," << method << "," << metric << ","
-            << number(done.at(key(i / config.chunk, method, metric))[i % config.chunk]) << "\n";
+        csv.push_back({ids[i], method, metric, number(done.at(key(i / config.chunk, method, metric))[i % config.chunk])});
 
   nlohmann::json result = {{"settings", settings}, {"summary", summary}};
-  write_artifacts(out, {{"results.csv", "text/csv", csv.str()},
-                        {"summary.md", "text/markdown", summary_markdown(summary, config.methods, config.metrics)},
-                        {"results.json", "application/json", result.dump(2)}});
+  write_artifacts(out, {render_csv("results.csv", csv),
+                        render_markdown("summary.md", summary_markdown(summary, config.methods, config.metrics)),
+                        render_json("results.json", result)});
   return result;
 }
 

@@ -13,38 +13,81 @@
 namespace candela {
 namespace fs = std::filesystem;
 
-std::vector<Artifact> render_explanation(const Attribution& attribution, const Model& model, const LoadedInput& input,
-                                         const HeatmapOptions& heatmap) {
-  heatmap.validate();
-  const auto& spec = model.input_spec();
-  std::vector<Artifact> files;
-  at::Tensor values = attribution.values.detach().to(at::kCPU);
-  files.push_back({"attributions.npy", "application/octet-stream", npy_bytes(values)});
+Artifact render_npy(std::string name, const at::Tensor& values) {
+  return {std::move(name), "application/octet-stream", npy_bytes(values)};
+}
+
+Artifact render_json(std::string name, const nlohmann::json& value) {
+  return {std::move(name), "application/json", value.dump(2) + "\n"};
+}
+
+Artifact render_csv(std::string name, const std::vector<std::vector<std::string>>& rows) {
+  std::string out;
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i) out += ',';
+      const std::string& f = row[i];
+      if (f.find_first_of(",\"\r\n") == std::string::npos) {
+        out += f;
+        continue;
+      }
+      out += '"';
+      for (char c : f) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+      out += '"';
+    }
+    out += '\n';
+  }
+  return {std::move(name), "text/csv", out};
+}
+
+Artifact render_markdown(std::string name, std::string text) {
+  return {std::move(name), "text/markdown", std::move(text)};
+}
+
+Artifact render_png_overlay(std::string name, const at::Tensor& map, const at::Tensor& image,
+                            const HeatmapOptions& heatmap) {
+  return {std::move(name), "image/png", encode_png(render_overlay(map, image, heatmap))};
+}
+
+Artifact render_png_raw(std::string name, const at::Tensor& map, const HeatmapOptions& heatmap) {
+  return {std::move(name), "image/png", encode_png(render_heatmap(map, heatmap))};
+}
+
+namespace {
+
+// A map to draw over each image: input-space values in the input's layout, a CAM, or a layer's
+// spatial output, brought to the image's size. Undefined where there is nothing to draw.
+at::Tensor display_map(const Attribution& attribution, const at::Tensor& values, int64_t i, const Model& model,
+                       const LoadedInput& input, const HeatmapOptions& heatmap) {
+  if (!input.display.defined()) return {};
+  at::Tensor a = values[i];
+  if (attribution.spatial_map || !attribution.layer.empty()) {
+    if (a.dim() != 3) return {};
+    const int64_t h = input.display.size(2), w = input.display.size(3);
+    if (a.size(1) == h && a.size(2) == w) return a;
+    // A layer's channels are combined at its own resolution, as the heatmap would combine
+    // them (a sum, or a sum of magnitudes), before the map is brought to the image's size:
+    // 256 channels upsampled to 224x224 would take 100 MB to draw one map.
+    if (a.size(0) > 1) a = heatmap.sign == "absolute" ? a.abs().sum(0, true) : a.sum(0, true);
+    return at::upsample_bilinear2d(a.unsqueeze(0).to(at::kFloat), {h, w}, /*align_corners=*/false)[0];
+  }
+  return model.input_spec().layout == "NHWC" ? a.permute({2, 0, 1}) : a;
+}
+
+}  // namespace
+
+nlohmann::json explanation_json(const Attribution& attribution, const Model& model, const LoadedInput& input,
+                                const std::vector<std::string>& heatmaps) {
+  const at::Tensor values = attribution.values.detach().to(at::kCPU);
   nlohmann::json meta = attribution.metadata();
   meta["model"] = model.source().empty() ? model.name() : model.source();
-  meta["input_spec"] = spec.to_json();
+  meta["input_spec"] = model.input_spec().to_json();
   if (!model.class_names().empty() && !attribution.targets.empty()) {
     std::vector<std::string> names;
     for (auto t : attribution.targets)
       names.push_back(t < static_cast<int64_t>(model.class_names().size()) ? model.class_names()[t] : "");
     meta["target_names"] = names;
   }
-  // A map to draw over each image: input-space values in the input's layout, a CAM, or a
-  // layer's spatial output, brought to the image's size.
-  auto display_map = [&](int64_t i) -> at::Tensor {
-    at::Tensor a = values[i];
-    if (attribution.spatial_map || !attribution.layer.empty()) {
-      if (a.dim() != 3) return {};
-      const int64_t h = input.display.size(2), w = input.display.size(3);
-      if (a.size(1) == h && a.size(2) == w) return a;
-      // A layer's channels are combined at its own resolution, as the heatmap would combine
-      // them (a sum, or a sum of magnitudes), before the map is brought to the image's size:
-      // 256 channels upsampled to 224x224 would take 100 MB to draw one map.
-      if (a.size(0) > 1) a = heatmap.sign == "absolute" ? a.abs().sum(0, true) : a.sum(0, true);
-      return at::upsample_bilinear2d(a.unsqueeze(0).to(at::kFloat), {h, w}, /*align_corners=*/false)[0];
-    }
-    return spec.layout == "NHWC" ? a.permute({2, 0, 1}) : a;
-  };
   // Tabular rows: every feature with its value and attribution, largest |attribution| first.
   if (!input.display.defined() && !attribution.spatial_map && attribution.layer.empty() && values.dim() == 2 &&
       input.batch.defined() && input.batch.sizes() == values.sizes()) {
@@ -68,18 +111,31 @@ std::vector<Artifact> render_explanation(const Attribution& attribution, const M
       meta["features"].push_back(rows);
     }
   }
-  if (input.display.defined() && display_map(0).defined()) {
-    const int64_t n = values.size(0);
+  if (!heatmaps.empty()) {
     meta["heatmaps"] = nlohmann::json::array();
-    for (int64_t i = 0; i < n; ++i) {
-      at::Tensor a = display_map(i);
-      std::string suffix = n == 1 ? "" : "_" + std::to_string(i);
-      files.push_back({"heatmap" + suffix + ".png", "image/png", encode_png(render_overlay(a, input.display[i], heatmap))});
-      files.push_back({"heatmap_raw" + suffix + ".png", "image/png", encode_png(render_heatmap(a, heatmap))});
+    for (const auto& suffix : heatmaps)
       meta["heatmaps"].push_back({{"overlay", "heatmap" + suffix + ".png"}, {"raw", "heatmap_raw" + suffix + ".png"}});
+  }
+  return meta;
+}
+
+std::vector<Artifact> render_explanation(const Attribution& attribution, const Model& model, const LoadedInput& input,
+                                         const HeatmapOptions& heatmap) {
+  heatmap.validate();
+  const at::Tensor values = attribution.values.detach().to(at::kCPU);
+  std::vector<Artifact> files = {render_npy("attributions.npy", values)};
+  std::vector<std::string> heatmaps;  // file name suffixes
+  if (display_map(attribution, values, 0, model, input, heatmap).defined()) {
+    const int64_t n = values.size(0);
+    for (int64_t i = 0; i < n; ++i) {
+      const at::Tensor a = display_map(attribution, values, i, model, input, heatmap);
+      const std::string suffix = n == 1 ? "" : "_" + std::to_string(i);
+      files.push_back(render_png_overlay("heatmap" + suffix + ".png", a, input.display[i], heatmap));
+      files.push_back(render_png_raw("heatmap_raw" + suffix + ".png", a, heatmap));
+      heatmaps.push_back(suffix);
     }
   }
-  files.push_back({"attribution.json", "application/json", meta.dump(2) + "\n"});
+  files.push_back(render_json("attribution.json", explanation_json(attribution, model, input, heatmaps)));
   return files;
 }
 
