@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <cstdio>
@@ -33,44 +34,76 @@ void cancel_on_interrupt() {
 
 using namespace candela;
 
-// Flags that describe the model's input, shared by every command that loads a model.
-void add_spec_flags(CLI::App* app, SpecOverrides& s) {
-  app->add_option("--input-shape", s.input_shape, "Per-sample input shape, e.g. 3,224,224 (overrides the model's .json)");
-  app->add_option("--layout", s.layout, "Input layout: NCHW, NHWC, NC (tabular), NL (tokens)");
-  app->add_option("--mean", s.mean, "Per-channel mean for image normalisation, e.g. 0.485,0.456,0.406");
-  app->add_option("--std", s.std, "Per-channel std for image normalisation, e.g. 0.229,0.224,0.225");
-  app->add_option("--range", s.range, "Pixel value range before normalisation, e.g. 0,1 or 0,255");
+// Flags from a struct's visit(), as job_from_json reads its fields: "input_shape" becomes
+// --input-shape, described as the field is.
+struct FlagAdder {
+  CLI::App* app;
+  template <class T>
+  void operator()(const char* key, T& value, const char* description, std::vector<std::string> = {}) {
+    std::string flag = std::string("--") + key, help = description;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    if (!help.empty() && help.back() == '.') help.pop_back();
+    app->add_option(flag, value, help);
+  }
+};
+template <class Fields>
+void add_flags(CLI::App* app, Fields& fields) {
+  FlagAdder adder{app};
+  fields.visit(adder);
 }
+// Flags that describe the model's input, shared by every command that loads a model.
+void add_spec_flags(CLI::App* app, SpecOverrides& s) { add_flags(app, s); }
+// --max-memory and --batch-size, shared by every command that runs the model.
+void add_budget_flags(CLI::App* app, Budget& b) { add_flags(app, b); }
 
 void print_note(const std::string& note) { std::cerr << "candela: " << note << "\n"; }
+
+std::string duration(double s) {
+  if (s < 0) return "?";
+  std::ostringstream o;
+  if (s >= 3600) o << static_cast<int>(s / 3600) << "h";
+  if (s >= 60) o << static_cast<int>(std::fmod(s, 3600) / 60) << "m";
+  o << static_cast<int>(std::fmod(s, 60)) << "s";
+  return o.str();
+}
 
 // A one-line progress bar on stderr, only when stderr is a terminal.
 class ProgressBar {
  public:
   explicit ProgressBar(bool enabled) : enabled_(enabled && isatty(STDERR_FILENO)) {}
   ~ProgressBar() { finish(); }
+  // Per batch of model evaluations (explain, audit).
   ProgressCallback callback() {
     if (!enabled_) return {};
-    return [this](const Progress& p) {
-      auto now = std::chrono::steady_clock::now();
-      if (p.done != p.total && now - last_ < std::chrono::milliseconds(100)) return;
-      last_ = now;
-      const int width = 30;
-      double frac = p.total > 0 ? static_cast<double>(p.done) / p.total : 0.0;
-      int fill = static_cast<int>(frac * width);
-      std::fprintf(stderr, "\r%-34.34s [%s%s] %3d%% %lld/%lld", p.stage.c_str(), std::string(fill, '#').c_str(),
-                   std::string(width - fill, '.').c_str(), static_cast<int>(frac * 100), (long long)p.done,
-                   (long long)p.total);
-      std::fflush(stderr);
-      drawn_ = true;
+    return [this](const Progress& p) { draw(p.stage, p.done, p.total, ""); };
+  }
+  // Per unit of work, with the time spent and the time left (evaluate).
+  std::function<void(const EvaluateProgress&)> evaluate_callback() {
+    if (!enabled_) return {};
+    return [this](const EvaluateProgress& p) {
+      draw(p.stage, p.done, p.total,
+           "  elapsed " + duration(p.elapsed_seconds) + "  left " + duration(p.remaining_seconds) + "   ");
     };
   }
   void finish() {
-    if (drawn_) std::fprintf(stderr, "\r%80s\r", "");
+    if (drawn_) std::fprintf(stderr, "\r%100s\r", "");
     drawn_ = false;
   }
 
  private:
+  void draw(const std::string& stage, int64_t done, int64_t total, const std::string& tail) {
+    auto now = std::chrono::steady_clock::now();
+    if (done != total && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const int width = 30;
+    const double frac = total > 0 ? static_cast<double>(done) / total : 0.0;
+    const int fill = static_cast<int>(frac * width);
+    std::fprintf(stderr, "\r%-34.34s [%s%s] %3d%% %lld/%lld%s", stage.c_str(), std::string(fill, '#').c_str(),
+                 std::string(width - fill, '.').c_str(), static_cast<int>(frac * 100), (long long)done,
+                 (long long)total, tail.c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+  }
   bool enabled_;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point last_{};
@@ -131,35 +164,15 @@ struct EvaluateArgs {
   bool quiet = false;
 };
 
-std::string duration(double s) {
-  if (s < 0) return "?";
-  std::ostringstream o;
-  if (s >= 3600) o << static_cast<int>(s / 3600) << "h";
-  if (s >= 60) o << static_cast<int>(std::fmod(s, 3600) / 60) << "m";
-  o << static_cast<int>(std::fmod(s, 60)) << "s";
-  return o.str();
-}
-
 int run_evaluate(EvaluateArgs& a) {
   EvaluateJob& job = a.job;
   job.method_options = named_key_value_options(a.method_options, false);
   job.metric_options = named_key_value_options(a.metric_options, true);
+  ProgressBar bar(!a.quiet);
   RunControl control = cli_control();
-  const bool tty = !a.quiet && isatty(STDERR_FILENO);
-  if (tty) {
-    control.evaluate_progress = [](const EvaluateProgress& p) {
-      const int width = 30;
-      const double frac = p.total > 0 ? static_cast<double>(p.done) / p.total : 0.0;
-      const int fill = static_cast<int>(frac * width);
-      std::fprintf(stderr, "\r%-24.24s [%s%s] %3d%% %lld/%lld  elapsed %s  left %s   ", p.stage.c_str(),
-                   std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(), static_cast<int>(frac * 100),
-                   (long long)p.done, (long long)p.total, duration(p.elapsed_seconds).c_str(),
-                   duration(p.remaining_seconds).c_str());
-      std::fflush(stderr);
-    };
-  }
+  control.evaluate_progress = bar.evaluate_callback();
   run(job, control);
-  if (tty) std::fprintf(stderr, "\r%100s\r", "");
+  bar.finish();
   if (!a.quiet) {
     std::cout << read_file(job.out + "/summary.md", 1 << 22);
     std::cout << "wrote " << job.out << "/results.csv, results.json, summary.md\n";
@@ -187,7 +200,11 @@ int run_metrics(bool json) {
 
 int run_audit(MethodArgs<AuditJob>& a) {
   const AuditJob& job = a.resolved();
-  nlohmann::json r = run(job, cli_control());
+  ProgressBar bar(!a.quiet);
+  RunControl control = cli_control();
+  control.progress = bar.callback();
+  nlohmann::json r = run(job, control);
+  bar.finish();
   if (!a.quiet) {
     std::cout << (r["suspected"].get<bool>() ? "SUSPECTED SHORTCUT: " : "no shortcut found: ")
               << r["evidence"].get<std::string>() << "\nwrote " << job.out << "/audit.json\n";
@@ -303,8 +320,7 @@ int main(int argc, char** argv) {
   explain->add_option("--background", ea.job.background,
                       "Background data (.csv or .npy rows): the baseline distribution for SHAP, LIME, ...");
   explain->add_option("--feature-names", ea.job.feature_names, "Names of tabular features: a,b,c or FILE.txt");
-  explain->add_option("--max-memory", ea.job.max_memory, "Memory budget per batch in MB (sets the batch size)");
-  explain->add_option("--batch-size", ea.job.batch_size, "Fixed rows per model call (0: automatic)");
+  add_budget_flags(explain, ea.job.budget);
   explain->add_option("--device", ea.job.device, "cpu, cuda, cuda:N");
   explain->add_option("--sign", ea.job.sign, "Heatmap sign: auto, signed, absolute, positive, negative");
   explain->add_option("--colormap", ea.job.colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray");
@@ -357,8 +373,7 @@ int main(int argc, char** argv) {
   evaluate_cmd->add_option("--bootstrap", va.job.bootstrap, "Bootstrap resamples for the 95% intervals");
   evaluate_cmd->add_option("--seed", va.job.seed, "Seed of the bootstrap");
   evaluate_cmd->add_option("--max-samples", va.job.max_samples, "Use only the first N samples")->check(CLI::NonNegativeNumber);
-  evaluate_cmd->add_option("--max-memory", va.job.max_memory, "Memory budget per batch in MB");
-  evaluate_cmd->add_option("--batch-size", va.job.batch_size, "Fixed rows per model call (0: automatic)");
+  add_budget_flags(evaluate_cmd, va.job.budget);
   evaluate_cmd->add_flag("--quiet", va.quiet, "No progress bar or summary");
   add_spec_flags(evaluate_cmd, va.job.spec);
 
@@ -390,6 +405,7 @@ int main(int argc, char** argv) {
   audit_cmd->add_option("--max-samples", aa.job.max_samples, "Use only the first N samples")->check(CLI::NonNegativeNumber);
   audit_cmd->add_option("--out", aa.job.out, "Output folder")->required();
   audit_cmd->add_flag("--quiet", aa.quiet, "No summary");
+  add_budget_flags(audit_cmd, aa.job.budget);
   add_spec_flags(audit_cmd, aa.job.spec);
 
   try {

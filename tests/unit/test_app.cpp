@@ -33,7 +33,7 @@ TEST(Jobs, FromJsonChecksFieldsAndTypesAndRoundTrips) {
   EXPECT_EQ(job.method, "saliency");
   EXPECT_EQ(job.options["abs"], false);
   EXPECT_EQ(job.layers, std::vector<std::string>{"layer4"});
-  EXPECT_EQ(job.max_memory, 256);
+  EXPECT_EQ(job.budget.max_memory, 256);
   EXPECT_EQ(job.spec.input_shape, "3,8,8");
   EXPECT_EQ(job.target, "top1") << "unset fields keep their defaults";
   EXPECT_EQ(job_to_json(job_from_json<ExplainJob>(job_to_json(job), "x")), job_to_json(job));

@@ -57,6 +57,16 @@ struct SpecOverrides {
   void apply(Model& model) const;  // throws InvalidArgument naming the flag on malformed text
 };
 
+// How much a job may use per model call; every job that runs the model has one.
+struct Budget {
+  double max_memory = EvalOptions{}.max_memory_mb;  // MB per batch (sets the batch size)
+  int64_t batch_size = 0;                           // fixed rows per model call; 0 = automatic
+  template <class V> void visit(V& v) {
+    v("max_memory", max_memory, "Memory budget per batch in MB (sets the batch size).");
+    v("batch_size", batch_size, "Fixed rows per model call (0: automatic).");
+  }
+};
+
 // `candela explain`: one method on one input (an image, a .npy/.csv array of rows).
 struct ExplainJob {
   std::string model, input, method, out;
@@ -69,8 +79,7 @@ struct ExplainJob {
   std::vector<std::string> layers;   // the method's layers (Grad-CAM, layer methods)
   nlohmann::json options = nlohmann::json::object();  // method options, typed as its schema says
   std::string device = "cpu";
-  double max_memory = EvalOptions{}.max_memory_mb;  // MB per batch (sets the batch size)
-  int64_t batch_size = 0;                           // fixed rows per model call; 0 = automatic
+  Budget budget;
   std::string sign = HeatmapOptions{}.sign, colormap = HeatmapOptions{}.colormap;
   double clip_percentile = HeatmapOptions{}.clip_percentile, alpha = HeatmapOptions{}.alpha;
   SpecOverrides spec;
@@ -88,8 +97,7 @@ struct ExplainJob {
     v("layers", layers, "Layers to explain or tap, as `candela info` names them.");
     v("options", options, "Method options, e.g. {\"n_steps\": 32} (see `candela methods`).");
     v("device", device, "cpu, cuda, cuda:N.");
-    v("max_memory", max_memory, "Memory budget per batch in MB (sets the batch size).");
-    v("batch_size", batch_size, "Fixed rows per model call (0: automatic).");
+    budget.visit(v);
     v("sign", sign, "Heatmap sign: auto, signed, absolute, positive, negative.");
     v("colormap", colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray; empty: by sign.");
     v("clip_percentile", clip_percentile, "Clip the heatmap at this percentile of |value|.");
@@ -113,8 +121,7 @@ struct EvaluateJob {
   nlohmann::json metric_options = nlohmann::json::object();  // {"road": {"noise": 0.05}}
   std::string baseline = "zeros";
   int64_t chunk = 8, bootstrap = 1000, seed = 0, max_samples = 0;
-  double max_memory = EvalOptions{}.max_memory_mb;
-  int64_t batch_size = 0;
+  Budget budget;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
     v("model", model, "Model file (.pt or .onnx).");
@@ -131,8 +138,7 @@ struct EvaluateJob {
     v("bootstrap", bootstrap, "Bootstrap resamples for the 95% intervals.");
     v("seed", seed, "Seed of the bootstrap.");
     v("max_samples", max_samples, "Use only the first N samples (0: all).");
-    v("max_memory", max_memory, "Memory budget per batch in MB.");
-    v("batch_size", batch_size, "Fixed rows per model call (0: automatic).");
+    budget.visit(v);
     spec.visit(v);
   }
 };
@@ -147,8 +153,7 @@ struct AuditJob {
   std::string baseline = "zeros";
   double window = 0.125, factor = 5.0, min_fraction = 0.3;
   int64_t clusters = 3, seed = 0, max_samples = 0;
-  double max_memory = EvalOptions{}.max_memory_mb;
-  int64_t batch_size = 0;
+  Budget budget;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
     v("model", model, "Model file (.pt or .onnx).");
@@ -164,8 +169,7 @@ struct AuditJob {
     v("clusters", clusters, "k of the k-means over the explanations.");
     v("seed", seed, "Seed of the clustering.");
     v("max_samples", max_samples, "Use only the first N samples (0: all).");
-    v("max_memory", max_memory, "Memory budget per batch in MB.");
-    v("batch_size", batch_size, "Fixed rows per model call (0: automatic).");
+    budget.visit(v);
     spec.visit(v);
   }
 };

@@ -59,10 +59,10 @@ std::string methods_where(Pred pred) {
   return names;
 }
 
-EvalOptions eval_options(double max_memory, int64_t batch_size, const RunControl& control) {
+EvalOptions eval_options(const Budget& budget, const RunControl& control) {
   EvalOptions eval;
-  eval.max_memory_mb = max_memory;
-  eval.max_batch_size = batch_size;
+  eval.max_memory_mb = budget.max_memory;
+  eval.max_batch_size = budget.batch_size;
   eval.cancel = control.cancel;
   eval.progress = control.progress;
   return eval;
@@ -182,7 +182,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control) {
   req.baseline = baseline;
   if (!job.features.empty())
     req.feature_mask = make_feature_mask(job.features, input.batch, model.input_spec(), input.display);
-  req.eval = eval_options(job.max_memory, job.batch_size, control);
+  req.eval = eval_options(job.budget, control);
 
   ExplainResult result;
   result.attribution = explainer->explain(model, req);
@@ -205,7 +205,7 @@ nlohmann::json run(const EvaluateJob& job, const RunControl& control) {
   c.chunk = job.chunk;
   c.bootstrap = job.bootstrap;
   c.seed = job.seed;
-  c.eval = eval_options(job.max_memory, job.batch_size, control);
+  c.eval = eval_options(job.budget, control);
   c.eval.progress = {};  // evaluate reports per unit of work instead
   c.progress = control.evaluate_progress;
   c.validate();
@@ -229,7 +229,7 @@ nlohmann::json run(const AuditJob& job, const RunControl& control) {
   c.min_fraction = job.min_fraction;
   c.clusters = job.clusters;
   c.seed = job.seed;
-  c.eval = eval_options(job.max_memory, job.batch_size, control);
+  c.eval = eval_options(job.budget, control);
   CANDELA_CHECK(job.max_samples >= 0, "--max-samples must be >= 0 (0 = all), got ", job.max_samples, ".");
   Model model = load_model(job.model, job.spec);
   Dataset data = load_dataset(job.data, job.labels, "", model.input_spec(), job.max_samples);

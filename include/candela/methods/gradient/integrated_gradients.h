@@ -34,6 +34,17 @@ std::vector<std::string> quadrature_names();
 void check_path_options(const char* method, int64_t n_steps, const std::string& quadrature, int64_t internal_batch_size,
                         int64_t riemann_min_steps = 2);
 
+// The options of the fixed-quadrature path methods (layer and neuron IG), visited in one place;
+// `multiply_description` says what multiply_by_inputs multiplies by in that method.
+template <class V, class O>
+void visit_path_options(V& v, O& o, const char* multiply_description) {
+  v("n_steps", o.n_steps, "Number of points on the path (quadrature nodes).");
+  v("method", o.method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.", quadrature_names());
+  v("internal_batch_size", o.internal_batch_size,
+    "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
+  v("multiply_by_inputs", o.multiply_by_inputs, multiply_description);
+}
+
 struct IntegratedGradientsOptions {
   int64_t n_steps = 50;
   std::string method = "gausslegendre";

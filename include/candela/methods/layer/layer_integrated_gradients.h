@@ -27,14 +27,9 @@ struct LayerIntegratedGradientsOptions {
   bool multiply_by_inputs = true;
   template <class V> void visit(V& v) {
     v("layers", layers, "The one layer to explain, by dotted module path (`candela info MODEL` lists them).");
-    v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
-    v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
-      quadrature_names());
-    v("internal_batch_size", internal_batch_size,
-      "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
-    v("multiply_by_inputs", multiply_by_inputs,
-      "Multiply the path-integrated layer gradient by h(x) - h(baseline) (false: the local attribution). The "
-      "convergence delta is always that of the global attribution.");
+    visit_path_options(v, *this,
+                       "Multiply the path-integrated layer gradient by h(x) - h(baseline) (false: the local attribution). The "
+                       "convergence delta is always that of the global attribution.");
   }
   void validate() const;
 };

@@ -25,14 +25,9 @@ struct NeuronIntegratedGradientsOptions {
     v("neuron_selector", neuron_selector,
       "Index of the neuron in the layer's output for one sample, one index per dimension (e.g. 3,1,1 for "
       "channel 3, row 1, column 1 of a convolution's output).");
-    v("n_steps", n_steps, "Number of points on the path (quadrature nodes).");
-    v("method", method, "Quadrature: gausslegendre or riemann_left/right/middle/trapezoid.",
-      quadrature_names());
-    v("internal_batch_size", internal_batch_size,
-      "Largest number of path points per model call (0: chosen by the evaluator within --max-memory).");
-    v("multiply_by_inputs", multiply_by_inputs,
-      "Multiply the path-integrated gradient by (input - baseline) (false: the local attribution). The "
-      "convergence delta is always that of the global attribution.");
+    visit_path_options(v, *this,
+                       "Multiply the path-integrated gradient by (input - baseline) (false: the local attribution). The "
+                       "convergence delta is always that of the global attribution.");
   }
   void validate() const;
 };
