@@ -10,6 +10,7 @@
 #include "candela/methods/cam/full_grad.h"
 #include "candela/methods/cam/grad_cam.h"
 #include "candela/methods/cam/grad_cam_plus_plus.h"
+#include "candela/methods/cam/grad_cam_elementwise.h"
 #include "candela/methods/cam/hires_cam.h"
 #include "candela/methods/cam/layer_cam.h"
 #include "candela/methods/cam/score_cam.h"
@@ -107,6 +108,11 @@ TEST(Cam, VariantsDifferWhereGradientsVaryByPosition) {
   EXPECT_LT(rel_error(run(HiResCam(raw<HiResCam>()), f.model, f.x).values.squeeze(1), hires), 1e-5);
   EXPECT_LT(rel_error(run(XGradCam(raw<XGradCam>()), f.model, f.x).values.squeeze(1), xgrad), 1e-5);
   EXPECT_LT(rel_error(run(LayerCam(raw<LayerCam>()), f.model, f.x).values.squeeze(1), layer), 1e-5);
+  // Grad-CAM element-wise: the positive part of the product, element by element.
+  const at::Tensor elementwise = (g * a).clamp_min(0).sum(1);
+  EXPECT_LT(rel_error(run(GradCamElementWise(raw<GradCamElementWise>()), f.model, f.x).values.squeeze(1), elementwise),
+            1e-5);
+  EXPECT_GT(rel_error(elementwise, hires), 0.1);
   // ... and the four maps are really different here.
   EXPECT_GT(rel_error(hires, grad_cam), 0.1);
   EXPECT_GT(rel_error(xgrad, grad_cam), 0.1);
