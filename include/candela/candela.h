@@ -29,6 +29,7 @@
 #include "candela/methods/cam/eigen_grad_cam.h"
 #include "candela/methods/cam/full_grad.h"
 #include "candela/methods/cam/grad_cam.h"
+#include "candela/methods/cam/grad_cam_elementwise.h"
 #include "candela/methods/cam/grad_cam_plus_plus.h"
 #include "candela/methods/cam/hires_cam.h"
 #include "candela/methods/cam/layer_cam.h"

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "test_util.h"
 
@@ -204,4 +205,20 @@ TEST(Methods, DeclaredOnceWithTheirFacts) {
   EXPECT_TRUE(info.completeness);
   EXPECT_FALSE(Registry::builtin().get(EigenCam::kTraits.name).uses_target);
   EXPECT_EQ(info.schema, options_schema<IntegratedGradients::Options>());
+}
+
+TEST(UmbrellaHeader, IncludesEveryPublicHeader) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(CANDELA_SOURCE_DIR) / "include";
+  std::ifstream in(root / "candela" / "candela.h");
+  const std::string umbrella((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(umbrella.empty());
+  int headers = 0;
+  for (const auto& e : fs::recursive_directory_iterator(root / "candela")) {
+    if (e.path().extension() != ".h" || e.path().filename() == "candela.h") continue;
+    ++headers;
+    const std::string name = fs::relative(e.path(), root).generic_string();
+    EXPECT_CONTAINS(umbrella, "#include \"" + name + "\"") << "add it to include/candela/candela.h";
+  }
+  EXPECT_GT(headers, 50);
 }
