@@ -1,3 +1,6 @@
+// The ONNX importer (importer.h): tensors from TensorProtos, libonnx's checks in a child process,
+// and the graph walk that makes each node a submodule whose forward() is what the node's emitter
+// (emit.h, ops_*.cpp) returns.
 #include "importer.h"
 
 #include <onnx/checker.h>
