@@ -4,7 +4,7 @@
 #   make build && tests/fuzz/run_fuzzer.sh TARGET [SECONDS] [BUILD_DIR]
 #
 # TARGET  what it feeds the bytes to                               clang-instrumented sources
-#   onnx        detail::import_onnx_bytes (onnx_import_fuzzer.cpp)  onnx/importer.cpp
+#   onnx        detail::import_onnx_bytes (onnx_import_fuzzer.cpp)  onnx/*.cpp
 #   npy         parse_npy                                           io/npy.cpp
 #   csv         parse_csv                                           io/csv.cpp
 #   image       load_image (OpenCV's decoders), via an in-memory file; also checks that OpenCV
@@ -12,7 +12,8 @@
 #                                                                   io/image.cpp io/file.cpp
 #   sidecar     a model.json sidecar: InputSpec::from_json, classes, output kind
 #                                                                   core/model.cpp core/error.cpp
-#   composite   LRP composite JSON: Composite::from_json            methods/propagation/rule_graph.cpp core/error.cpp
+#   composite   LRP composite JSON: Composite::from_json            methods/propagation/lrp_rules.cpp
+#                                                                   methods/propagation/rule_graph.cpp core/error.cpp
 #   text_forms  flag text: Baseline::parse, Target::parse, parse_option_value (+ the method's
 #               creation), make_feature_mask; the first byte picks one (see fuzz_targets.h)
 #                                                                   core/target.cpp core/baseline.cpp core/options.cpp
@@ -20,7 +21,8 @@
 # The harnesses' feed functions are in tests/fuzz/fuzz_targets.h, shared with the regression
 # test tests/unit/test_fuzz_regressions.cpp.
 #
-# Only those sources and the harness are compiled by clang, with coverage and AddressSanitizer,
+# (Each with the rest of its unity group, see below.) Only those sources and the harness are
+# compiled by clang, with coverage and AddressSanitizer,
 # as C++17 (clang 14 cannot compile LibTorch 1.13's headers as C++20; tests/fuzz/cxx17_compat.h
 # supplies the C++20 names the sources use); the rest of the library comes from the normal GCC
 # build's libcandela.a, uninstrumented: no coverage feedback and no ASan checks inside it, nor
@@ -53,7 +55,7 @@ case $target in
   csv) sources="io/csv.cpp"; max_len=4096 ;;
   image) sources="io/image.cpp io/file.cpp"; max_len=16384 ;;
   sidecar) sources="core/model.cpp core/error.cpp"; max_len=4096 ;;
-  composite) sources="methods/propagation/rule_graph.cpp core/error.cpp"; max_len=4096 ;;
+  composite) sources="methods/propagation/rule_graph.cpp methods/propagation/lrp_rules.cpp core/error.cpp"; max_len=4096 ;;
   text_forms) sources="core/target.cpp core/baseline.cpp core/options.cpp core/error.cpp core/registry.cpp methods/perturbation/feature_mask.cpp"; max_len=256 ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
@@ -86,6 +88,17 @@ compile() {  # SOURCE OBJECT SANITIZE HEADER_DIRS...
   echo "run_fuzzer.sh: compiling ${source#$src/}" >&2
   "$cxx" $flags -fsanitize="$sanitize" -c "$source" -o "$object"
 }
+# The library compiles small sources in unity groups: an instrumented source brings the rest of
+# its group (listed by CMake in unity_groups.txt), or the linker would pull the archive's group
+# object in as well and find those symbols defined twice.
+if [ -f "$build/unity_groups.txt" ]; then
+  expanded=""
+  for s in $sources; do
+    members=$(grep -E "^[a-z_]+: (.* )?$s( |$)" "$build/unity_groups.txt" | head -1 | cut -d: -f2)
+    expanded="$expanded ${members:-$s}"
+  done
+  sources=$(echo $expanded | tr ' ' '\n' | awk '!seen[$0]++' | tr '\n' ' ')
+fi
 objs=()
 for s in $sources; do
   o=$out/obj/$(echo "$s" | tr / _).o

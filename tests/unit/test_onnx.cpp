@@ -1,10 +1,20 @@
 // ONNX models imported into the same graph as TorchScript: outputs and input gradients equal
 // PyTorch's on the same weights, every method gives the same attribution on the .onnx and the
 // .pt, the tf2onnx-style NHWC graph equals its NCHW twin transposed, and malformed files get
-// clear errors.
+// clear errors. The operator table refuses a duplicate, and docs/onnx.md lists its operators.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
 #include "candela/io/npy.h"
+#include "candela/onnx/emit.h"
+#include "candela/onnx/importer.h"
 #include "test_util.h"
 
 using namespace candela;
@@ -140,6 +150,71 @@ TEST(Onnx, MalformedFilesGetClearErrors) {
   expect("bad_unsupported_op.onnx", UnsupportedModel(""), "NonMaxSuppression");
   expect("bad_zero_stride.onnx", ParseError(""), "'strides' has the value 0");
   expect("bad_short_pads.onnx", ParseError(""), "'pads' has 2 values where 4 are expected");
+}
+
+TEST(Onnx, OperatorTableListsWhatTheImporterConverts) {
+  const std::vector<std::string> ops = candela::detail::supported_onnx_ops();
+  EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
+  EXPECT_TRUE(std::adjacent_find(ops.begin(), ops.end()) == ops.end());
+  auto listed = [&](const std::string& op) { return std::binary_search(ops.begin(), ops.end(), op); };
+  for (const char* op : {"Conv", "Gemm", "Relu", "MatMul", "Resize", "ReduceMean", "Reshape", "Constant"})
+    EXPECT_TRUE(listed(op)) << op;
+  // Refused with the plain "is not supported" message.
+  for (const char* op : {"Hardmax", "LpPool", "ReduceProd", "NonMaxSuppression"}) EXPECT_FALSE(listed(op)) << op;
+  // A second emitter for an operator is a bug in Candela, not in the model.
+  namespace onnx_import = candela::detail::onnx_import;
+  onnx_import::OpTable t;
+  const onnx_import::Emitter emitter = [](onnx_import::Emit&) { return std::string(); };
+  t.add("Relu", emitter);
+  EXPECT_THROW(t.add("Relu", emitter), InternalError);
+}
+
+// docs/onnx.md lists the supported operators between these markers, one "- `Op`" line each.
+const char* const kOpsBegin = "<!-- onnx-ops:begin -->";
+const char* const kOpsEnd = "<!-- onnx-ops:end -->";
+
+TEST(Onnx, DocsListTheSupportedOperators) {
+  const std::string path = std::string(CANDELA_SOURCE_DIR) + "/docs/onnx.md";
+  std::string doc;
+  {
+    std::ifstream in(path);
+    ASSERT_TRUE(in.good()) << "cannot read " << path;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    doc = ss.str();
+  }
+  const size_t begin = doc.find(kOpsBegin), end = doc.find(kOpsEnd);
+  ASSERT_TRUE(begin != std::string::npos && end != std::string::npos && begin < end)
+      << path << " lacks the markers " << kOpsBegin << " and " << kOpsEnd;
+  const size_t from = doc.find('\n', begin) + 1;
+  ASSERT_LE(from, end) << path << ": " << kOpsBegin << " and " << kOpsEnd << " must be on lines of their own";
+  const std::vector<std::string> ops = candela::detail::supported_onnx_ops();
+  std::string expected;
+  for (const auto& op : ops) expected += "- `" + op + "`\n";
+  const std::string listed = doc.substr(from, end - from);
+  if (listed == expected) return;
+  if (const char* update = std::getenv("CANDELA_UPDATE_ONNX_DOCS"); update && std::strcmp(update, "1") == 0) {
+    std::ofstream(path, std::ios::binary) << doc.substr(0, from) << expected << doc.substr(end);
+    std::printf("rewrote the operator list in %s (%zu operators)\n", path.c_str(), ops.size());
+    return;
+  }
+  // Name the differences, then give the whole block.
+  std::set<std::string> documented;
+  std::istringstream lines(listed);
+  for (std::string line; std::getline(lines, line);)
+    if (line.size() > 4 && line.rfind("- `", 0) == 0 && line.back() == '`')
+      documented.insert(line.substr(3, line.size() - 4));
+  std::string missing, extra;
+  for (const auto& op : ops)
+    if (!documented.count(op)) missing += " " + op;
+  for (const auto& op : documented)
+    if (!std::binary_search(ops.begin(), ops.end(), op)) extra += " " + op;
+  FAIL() << path << ": the operator list between " << kOpsBegin << " and " << kOpsEnd
+         << " differs from the importer's table (candela::detail::supported_onnx_ops()).\n  imported but not listed:"
+         << (missing.empty() ? " -" : missing) << "\n  listed but not imported:" << (extra.empty() ? " -" : extra)
+         << "\nRegenerate it with scripts/update-onnx-docs.sh (it reruns this test with CANDELA_UPDATE_ONNX_DOCS=1), "
+            "or put these lines between the markers:\n"
+         << expected;
 }
 
 }  // namespace

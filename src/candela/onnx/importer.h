@@ -37,4 +37,8 @@ OnnxImport import_onnx_bytes(const std::string& bytes, const std::string& folder
 // A TensorProto file (the ONNX test data's input_*.pb / output_*.pb) as a tensor.
 at::Tensor read_onnx_tensor(const std::string& path);
 
+// The ONNX operators the importer converts, sorted: the keys of its operator table (emit.h).
+// docs/onnx.md lists them, and a unit test keeps the two equal.
+std::vector<std::string> supported_onnx_ops();
+
 }  // namespace candela::detail
