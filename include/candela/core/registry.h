@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "candela/core/catalog.h"
@@ -46,6 +47,14 @@ class Registry : public Catalog<MethodInfo, Explainer> {
   nlohmann::json to_json() const;  // the whole catalogue, for front ends
 };
 
+namespace detail {
+// E::catalog() exists (written without `requires`: the fuzz harnesses compile as C++17).
+template <class E, class = void>
+struct has_catalog : std::false_type {};
+template <class E>
+struct has_catalog<E, std::void_t<decltype(E::catalog())>> : std::true_type {};
+}  // namespace detail
+
 template <class E>
 void Registry::add() {
   constexpr const MethodTraits& t = E::kTraits;
@@ -59,7 +68,7 @@ void Registry::add() {
   m.stochastic = m.schema.contains("seed");
   m.uses_baseline = t.uses_baseline;
   m.uses_target = t.uses_target;
-  if constexpr (requires { E::catalog(); }) m.catalog = E::catalog();
+  if constexpr (detail::has_catalog<E>::value) m.catalog = E::catalog();
   m.create = [name = m.name](const nlohmann::json& j) -> std::unique_ptr<Explainer> {
     return std::make_unique<E>(options_from_json<typename E::Options>(j, name));
   };
