@@ -17,9 +17,10 @@
 //     at::Tensor score(const MetricInput& input, nlohmann::json* details) const override;
 //   };
 //
-// One algorithm under several names (deletion and insertion, max and avg sensitivity) is a base
-// templated on Self that takes the variant as a constructor argument, and one thin class per name
-// with its own kTraits (eval/faithfulness.cpp: DeletionInsertion<Self>, Deletion, Insertion).
+// One algorithm under several names (deletion and insertion, the localisation metrics) is a base
+// templated on Derived, and one thin class per name with its own kTraits that passes the variant
+// to the base's constructor (DeletionInsertion<Derived>: Deletion, Insertion) or defines the step
+// that differs as a static function the base calls (Localisation<Derived>: PointingGame::localise).
 #pragma once
 
 #include <ATen/core/Tensor.h>
