@@ -15,6 +15,7 @@
 #include "candela/core/registry.h"
 #include "candela/core/target.h"
 #include "candela/eval/evaluate.h"
+#include "candela/eval/metric.h"
 #include "candela/eval/metrics.h"
 #include "candela/graph/taps.h"
 #include "candela/io/csv.h"

@@ -1,8 +1,7 @@
 // Metrics of explanation quality: faithfulness, robustness, localisation, randomisation,
 // complexity and completeness, with the definitions (and defaults) of Quantus and Captum and
-// the papers they cite. A metric scores the attributions of a batch of samples, one number per
-// sample (NaN where it is undefined, e.g. an empty ground-truth mask); every model evaluation
-// goes through the evaluator, and sampled metrics take a seed.
+// the papers they cite. This header holds their catalogue and what metrics and evaluation runs
+// share; a metric itself is declared with eval/metric.h.
 //
 // Images (NCHW/NHWC specs) are scored per pixel: attributions are summed over channels into a
 // map, and perturbing a pixel perturbs all its channels. Other inputs are scored per element.
@@ -20,34 +19,9 @@
 #include "candela/core/explainer.h"
 #include "candela/core/model.h"
 #include "candela/core/options.h"
+#include "candela/eval/metric.h"
 
 namespace candela {
-
-// What a metric sees: the samples, their attributions by one method, the classes explained,
-// and what re-explaining needs (robustness and randomisation metrics explain again).
-struct MetricInput {
-  const Model* model = nullptr;
-  at::Tensor inputs;        // [N, ...]
-  at::Tensor attributions;  // [N, ...]: the inputs' shape, or [N, 1, H, W] maps for images
-  at::Tensor targets;       // int64 [N]
-  at::Tensor masks;         // ground truth [N, H, W] (images) or [N, ...] (elements); may be undefined
-  const Explainer* explainer = nullptr;
-  ExplainRequest request;   // baseline, evaluation options used to re-explain
-  EvalOptions eval;
-};
-
-class Metric {
- public:
-  virtual ~Metric() = default;
-  virtual std::string name() const = 0;
-  virtual nlohmann::json options() const = 0;
-  virtual bool higher_is_better() const = 0;
-  virtual bool needs_masks() const { return false; }
-  virtual bool needs_explainer() const { return false; }
-  // One score per sample, double [N]. `details` (may be null) receives per-sample extras such
-  // as curves: {"curve": [[...], ...]}.
-  virtual at::Tensor score(const MetricInput& input, nlohmann::json* details = nullptr) const = 0;
-};
 
 struct MetricInfo {
   std::string name, family, description, reference;
@@ -61,8 +35,29 @@ class MetricRegistry : public Catalog<MetricInfo, Metric> {
   MetricRegistry() : Catalog("metric", "candela metrics") {}
   static const MetricRegistry& builtin();
   const std::vector<MetricInfo>& metrics() const { return items(); }
+  // A metric that states its facts in M::kTraits (eval/metric.h).
+  template <class M>
+  void add();
+  using Catalog::add;
   nlohmann::json to_json() const;
 };
+
+template <class M>
+void MetricRegistry::add() {
+  constexpr const MetricTraits& t = M::kTraits;
+  MetricInfo m;
+  m.name = t.name;
+  m.family = t.family;
+  m.description = t.description;
+  m.reference = t.reference;
+  m.schema = options_schema<typename M::Options>();
+  m.needs_masks = t.needs_masks;
+  m.needs_explainer = t.needs_explainer;
+  m.create = [name = m.name](const nlohmann::json& j) -> std::unique_ptr<Metric> {
+    return std::make_unique<M>(options_from_json<typename M::Options>(j, name));
+  };
+  add(std::move(m));
+}
 
 // Similarities used by the randomisation metrics (Quantus' definitions): Spearman's rank
 // correlation (average ranks for ties) and SSIM (skimage's, 7-wide uniform window, data range

@@ -5,45 +5,58 @@ namespace candela {
 namespace {
 using namespace metric_common;
 
-// Sparseness (Chalasani et al. 2020; Quantus): the Gini index of |a|. Entropy (Bhatt et al. 2020;
-// Quantus' Complexity): the Shannon entropy of |a| / sum |a|.
-class Complexity : public Metric {
+// None of these metrics has settings.
+struct NoOptions {
+  template <class V> void visit(V&) {}
+  void validate() const {}
+};
+
+// Sparseness (Chalasani et al. 2020; Quantus): the Gini index of |a|.
+class Sparseness : public MetricWith<Sparseness, NoOptions> {
  public:
-  struct Options {
-    template <class V> void visit(V&) {}
-    void validate() const {}
-  };
-  Complexity(Options, bool gini) : gini_(gini) {}
-  std::string name() const override { return gini_ ? "sparseness" : "entropy"; }
-  nlohmann::json options() const override { return nlohmann::json::object(); }
-  bool higher_is_better() const override { return gini_; }
+  static constexpr MetricTraits kTraits{
+      .name = "sparseness",
+      .family = "complexity",
+      .description = "Gini index of |attributions| (higher: sparser).",
+      .reference = "Chalasani et al. 2020, Concise Explanations of Neural Networks (Quantus)",
+      .higher_is_better = true};
+  using MetricWith::MetricWith;
   at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
     const at::Tensor a = feature_map(in.attributions, in.inputs, in.model->input_spec()).values.abs();
     const int64_t p = a.size(1);
-    if (gini_) {
-      const at::Tensor s = std::get<0>((a + 1e-7).sort(1));
-      const at::Tensor k = at::arange(1, p + 1, kDouble).unsqueeze(0);
-      return ((2 * k - p - 1) * s).sum(1) / (p * s.sum(1));
-    }
+    const at::Tensor s = std::get<0>((a + 1e-7).sort(1));
+    const at::Tensor k = at::arange(1, p + 1, kDouble).unsqueeze(0);
+    return ((2 * k - p - 1) * s).sum(1) / (p * s.sum(1));
+  }
+};
+
+// Entropy (Bhatt et al. 2020; Quantus' Complexity): the Shannon entropy of |a| / sum |a|.
+class Entropy : public MetricWith<Entropy, NoOptions> {
+ public:
+  static constexpr MetricTraits kTraits{
+      .name = "entropy",
+      .family = "complexity",
+      .description = "Shannon entropy of |attributions| normalised to sum 1 (lower: simpler).",
+      .reference = "Bhatt, Weller & Moura 2020 (Quantus Complexity)",
+      .higher_is_better = false};
+  using MetricWith::MetricWith;
+  at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
+    const at::Tensor a = feature_map(in.attributions, in.inputs, in.model->input_spec()).values.abs();
     const at::Tensor q = a / a.sum(1, true);
     return -(q * at::log(q + 1e-12)).sum(1);
   }
-
- private:
-  bool gini_;
 };
 
 // Completeness error: |sum(a) - (f_t(x) - f_t(baseline))| with the method's baseline.
-class CompletenessError : public Metric {
+class CompletenessError : public MetricWith<CompletenessError, NoOptions> {
  public:
-  struct Options {
-    template <class V> void visit(V&) {}
-    void validate() const {}
-  };
-  explicit CompletenessError(Options) {}
-  std::string name() const override { return "completeness_error"; }
-  nlohmann::json options() const override { return nlohmann::json::object(); }
-  bool higher_is_better() const override { return false; }
+  static constexpr MetricTraits kTraits{
+      .name = "completeness_error",
+      .family = "axiomatic",
+      .description = "|sum of attributions - (f(x) - f(baseline))| for the method's baseline.",
+      .reference = "Sundararajan et al. 2017 (completeness); Quantus Completeness",
+      .higher_is_better = false};
+  using MetricWith::MetricWith;
   at::Tensor score(const MetricInput& in, nlohmann::json* details) const override {
     const at::Tensor& x = in.inputs;
     const int64_t n = x.size(0);
@@ -69,17 +82,9 @@ class CompletenessError : public Metric {
 }  // namespace
 
 void register_complexity_metrics(MetricRegistry& r) {
-  r.add(metric_info<Complexity>("sparseness", "complexity", "Gini index of |attributions| (higher: sparser).",
-                                "Chalasani et al. 2020, Concise Explanations of Neural Networks (Quantus)",
-                                [](Complexity::Options o) { return std::make_unique<Complexity>(o, true); }));
-  r.add(metric_info<Complexity>("entropy", "complexity",
-                                "Shannon entropy of |attributions| normalised to sum 1 (lower: simpler).",
-                                "Bhatt, Weller & Moura 2020 (Quantus Complexity)",
-                                [](Complexity::Options o) { return std::make_unique<Complexity>(o, false); }));
-  r.add(metric_info<CompletenessError>("completeness_error", "axiomatic",
-                                       "|sum of attributions - (f(x) - f(baseline))| for the method's baseline.",
-                                       "Sundararajan et al. 2017 (completeness); Quantus Completeness",
-                                       [](CompletenessError::Options o) { return std::make_unique<CompletenessError>(o); }));
+  r.add<Sparseness>();
+  r.add<Entropy>();
+  r.add<CompletenessError>();
 }
 
 }  // namespace candela

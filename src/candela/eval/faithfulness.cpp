@@ -9,27 +9,24 @@ using namespace metric_common;
 // Deletion and insertion (Petsiuk, Das & Saenko 2018, RISE): pixels in order of importance are
 // removed (set to the substrate: black) or inserted (into a blurred copy), n_steps steps; the
 // score is the area under the target-probability curve (lower is better for deletion).
-class DeletionInsertion : public Metric {
- public:
-  struct Options {
-    int64_t n_steps = 100;
-    std::string substrate;  // default: zeros for deletion, blur:5 for insertion (the paper's)
-    bool softmax = true;
-    template <class V> void visit(V& v) {
-      v("n_steps", n_steps, "Steps of the curve (RISE: pixels per step = pixels / n_steps).");
-      v("substrate", substrate, "A --baseline: zeros (deletion's default), blur:SIGMA (insertion's: blur:5), ...");
-      v("softmax", softmax, "Score the class probability (the paper) instead of the logit.");
-    }
-    void validate() const { CANDELA_CHECK(n_steps >= 1, "n_steps must be >= 1, got ", n_steps, "."); }
-  };
-  DeletionInsertion(Options o, bool insertion) : o_(std::move(o)), insertion_(insertion) {
-    o_.validate();
-    if (o_.substrate.empty()) o_.substrate = insertion_ ? "blur:5" : "zeros";
-    Baseline::parse(o_.substrate);
+struct DeletionInsertionOptions {
+  int64_t n_steps = 100;
+  std::string substrate;  // default: zeros for deletion, blur:5 for insertion (the paper's)
+  bool softmax = true;
+  template <class V> void visit(V& v) {
+    v("n_steps", n_steps, "Steps of the curve (RISE: pixels per step = pixels / n_steps).");
+    v("substrate", substrate, "A --baseline: zeros (deletion's default), blur:SIGMA (insertion's: blur:5), ...");
+    v("softmax", softmax, "Score the class probability (the paper) instead of the logit.");
   }
-  std::string name() const override { return insertion_ ? "insertion" : "deletion"; }
-  nlohmann::json options() const override { return opts_json(o_); }
-  bool higher_is_better() const override { return insertion_; }
+  void validate() const { CANDELA_CHECK(n_steps >= 1, "n_steps must be >= 1, got ", n_steps, "."); }
+};
+
+template <class Derived>
+class DeletionInsertion : public MetricWith<Derived, DeletionInsertionOptions> {
+  using Base = MetricWith<Derived, DeletionInsertionOptions>;
+  using Base::o_;
+
+ public:
   at::Tensor score(const MetricInput& in, nlohmann::json* details) const override {
     const InputSpec& spec = in.model->input_spec();
     const at::Tensor& x = in.inputs;
@@ -51,16 +48,44 @@ class DeletionInsertion : public Metric {
       return at::cat(rows);
     };
     const at::Tensor curve = evaluate_rows(*in.model, in.eval, n * points, make, owner, in.targets, o_.softmax,
-                                           insertion_ ? "insertion" : "deletion")
+                                           Derived::kTraits.name)
                                  .view({n, points});
     if (details) (*details)["curve"] = detail::tensor_to_json(curve);
     // RISE's auc(): trapezoid over [0, 1].
     return (curve.sum(1) - curve.select(1, 0) / 2 - curve.select(1, points - 1) / 2) / (points - 1);
   }
 
+ protected:
+  DeletionInsertion(DeletionInsertionOptions o, bool insertion) : Base(std::move(o)), insertion_(insertion) {
+    if (o_.substrate.empty()) o_.substrate = insertion_ ? "blur:5" : "zeros";
+    Baseline::parse(o_.substrate);
+  }
+
  private:
-  Options o_;
   bool insertion_;
+};
+
+class Deletion : public DeletionInsertion<Deletion> {
+ public:
+  static constexpr MetricTraits kTraits{
+      .name = "deletion",
+      .family = "faithfulness",
+      .description = "Area under the class probability as the most important pixels are deleted (lower is better).",
+      .reference = "Petsiuk, Das & Saenko 2018, RISE",
+      .higher_is_better = false};
+  explicit Deletion(Options o = {}) : DeletionInsertion(std::move(o), /*insertion=*/false) {}
+};
+
+class Insertion : public DeletionInsertion<Insertion> {
+ public:
+  static constexpr MetricTraits kTraits{
+      .name = "insertion",
+      .family = "faithfulness",
+      .description = "Area under the class probability as the most important pixels are inserted into a blurred "
+                     "copy (higher is better).",
+      .reference = "Petsiuk, Das & Saenko 2018, RISE",
+      .higher_is_better = true};
+  explicit Insertion(Options o = {}) : DeletionInsertion(std::move(o), /*insertion=*/true) {}
 };
 
 // Region perturbation (Samek et al. 2017; Quantus' RegionPerturbation): patches in MoRF
@@ -68,32 +93,38 @@ class DeletionInsertion : public Metric {
 // the curve is f(x) - f(x_k) (probabilities, Quantus' default; logits with softmax = false) and
 // the score AOPC, its mean over the regions_evaluation steps. The "mean" baseline is the
 // original sample's mean (Quantus recomputes it from the partly perturbed image at each step).
-class RegionPerturbation : public Metric {
+struct RegionPerturbationOptions {
+  int64_t patch_size = 8;
+  std::string order = "morf";
+  int64_t regions_evaluation = 100;
+  std::string perturb_baseline = "black";
+  bool softmax = true;
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("patch_size", patch_size, "Side of the square patches (images); elements otherwise.");
+    v("softmax", softmax, "Score class probabilities (Quantus' default) instead of logits.");
+    v("order", order, "morf (most relevant first), lerf (least relevant first) or random.",
+      std::vector<std::string>{"morf", "lerf", "random"});
+    v("regions_evaluation", regions_evaluation, "Patches perturbed (curve length).");
+    v("perturb_baseline", perturb_baseline, "black (the sample's minimum), white, mean, zeros or uniform.");
+    v("seed", seed, "Seed of the random order and uniform baseline.");
+  }
+  void validate() const {
+    CANDELA_CHECK(patch_size >= 1 && regions_evaluation >= 1, "patch_size and regions_evaluation must be >= 1.");
+    check_baseline_kind(perturb_baseline);
+  }
+};
+
+class RegionPerturbation : public MetricWith<RegionPerturbation, RegionPerturbationOptions> {
  public:
-  struct Options {
-    int64_t patch_size = 8;
-    std::string order = "morf";
-    int64_t regions_evaluation = 100;
-    std::string perturb_baseline = "black";
-    bool softmax = true;
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("patch_size", patch_size, "Side of the square patches (images); elements otherwise.");
-      v("softmax", softmax, "Score class probabilities (Quantus' default) instead of logits.");
-      v("order", order, "morf (most relevant first), lerf (least relevant first) or random.",
-        std::vector<std::string>{"morf", "lerf", "random"});
-      v("regions_evaluation", regions_evaluation, "Patches perturbed (curve length).");
-      v("perturb_baseline", perturb_baseline, "black (the sample's minimum), white, mean, zeros or uniform.");
-      v("seed", seed, "Seed of the random order and uniform baseline.");
-    }
-    void validate() const {
-      CANDELA_CHECK(patch_size >= 1 && regions_evaluation >= 1, "patch_size and regions_evaluation must be >= 1.");
-      check_baseline_kind(perturb_baseline);
-    }
-  };
-  explicit RegionPerturbation(Options o) : o_(std::move(o)) { o_.validate(); }
-  std::string name() const override { return "region_perturbation"; }
-  nlohmann::json options() const override { return opts_json(o_); }
+  static constexpr MetricTraits kTraits{
+      .name = "region_perturbation",
+      .family = "faithfulness",
+      .description = "AOPC: mean drop of the logit as patches are perturbed in MoRF (higher is better) or LeRF order.",
+      .reference = "Samek et al. 2017, Evaluating the visualization of what a deep neural network has learned "
+                   "(Quantus)",
+      .higher_is_better = true};  // with the default order, morf
+  using MetricWith::MetricWith;
   bool higher_is_better() const override { return o_.order == "morf"; }
   at::Tensor score(const MetricInput& in, nlohmann::json* details) const override {
     const InputSpec& spec = in.model->input_spec();
@@ -148,9 +179,6 @@ class RegionPerturbation : public Metric {
     if (details) (*details)["curve"] = detail::tensor_to_json(curve);
     return curve.mean(1);
   }
-
- private:
-  Options o_;
 };
 
 // Noisy linear imputation (Rong et al. 2022, ROAD; Quantus' noisy_linear_imputation): removed
@@ -221,31 +249,36 @@ at::Tensor impute(const at::Tensor& img /* [C, H, W] double */, const at::Tensor
   return out;
 }
 
-class Road : public Metric {
+struct RoadOptions {
+  std::vector<double> percentages;  // default 1, 3, ..., 99 (Quantus)
+  double noise = 0.01;
+  std::string order = "morf";
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("percentages", percentages, "Percentages of pixels imputed (default 1, 3, ..., 99, Quantus').");
+    v("noise", noise, "Std of the Gaussian noise added to the imputed values.");
+    v("order", order, "morf (most relevant removed first) or lerf.", std::vector<std::string>{"morf", "lerf"});
+    v("seed", seed, "Seed of the noise.");
+  }
+  void validate() const {
+    for (double p : percentages) CANDELA_CHECK(p > 0 && p < 100, "percentages must be in (0, 100), got ", p, ".");
+    CANDELA_CHECK(noise >= 0, "noise must be >= 0.");
+  }
+};
+
+class Road : public MetricWith<Road, RoadOptions> {
  public:
-  struct Options {
-    std::vector<double> percentages;  // default 1, 3, ..., 99 (Quantus)
-    double noise = 0.01;
-    std::string order = "morf";
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("percentages", percentages, "Percentages of pixels imputed (default 1, 3, ..., 99, Quantus').");
-      v("noise", noise, "Std of the Gaussian noise added to the imputed values.");
-      v("order", order, "morf (most relevant removed first) or lerf.", std::vector<std::string>{"morf", "lerf"});
-      v("seed", seed, "Seed of the noise.");
-    }
-    void validate() const {
-      for (double p : percentages) CANDELA_CHECK(p > 0 && p < 100, "percentages must be in (0, 100), got ", p, ".");
-      CANDELA_CHECK(noise >= 0, "noise must be >= 0.");
-    }
-  };
-  explicit Road(Options o) : o_(std::move(o)) {
-    o_.validate();
+  static constexpr MetricTraits kTraits{
+      .name = "road",
+      .family = "faithfulness",
+      .description = "Share of imputation levels (noisy linear imputation of the top pixels) at which the "
+                     "prediction survives (MoRF: lower is better).",
+      .reference = "Rong et al. 2022, A Consistent and Efficient Evaluation Strategy for Attribution Methods",
+      .higher_is_better = false};  // with the default order, morf
+  explicit Road(Options o = {}) : MetricWith(std::move(o)) {
     if (o_.percentages.empty())
       for (int p = 1; p < 100; p += 2) o_.percentages.push_back(p);
   }
-  std::string name() const override { return "road"; }
-  nlohmann::json options() const override { return opts_json(o_); }
   bool higher_is_better() const override { return o_.order == "lerf"; }
   at::Tensor score(const MetricInput& in, nlohmann::json* details) const override {
     const InputSpec& spec = in.model->input_spec();
@@ -275,36 +308,37 @@ class Road : public Metric {
     if (details) (*details)["curve"] = detail::tensor_to_json(kept);
     return kept.mean(1);
   }
-
- private:
-  Options o_;
 };
 
 // Faithfulness correlation (Bhatt, Weller & Moura 2020; Quantus): Pearson correlation, over
 // nr_runs random subsets of subset_size features set to the baseline, between the subset's
 // attribution sum and the drop in the target's logit.
-class FaithfulnessCorrelation : public Metric {
+struct FaithfulnessCorrelationOptions {
+  int64_t nr_runs = 100;
+  int64_t subset_size = 224;
+  std::string perturb_baseline = "black";
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("nr_runs", nr_runs, "Random subsets per sample.");
+    v("subset_size", subset_size, "Features per subset (pixels for images); must be below their number.");
+    v("perturb_baseline", perturb_baseline, "black (the sample's minimum), white, mean, zeros or uniform.");
+    v("seed", seed, "Seed of the subsets.");
+  }
+  void validate() const {
+    CANDELA_CHECK(nr_runs >= 2 && subset_size >= 1, "nr_runs must be >= 2 and subset_size >= 1.");
+    check_baseline_kind(perturb_baseline);
+  }
+};
+
+class FaithfulnessCorrelation : public MetricWith<FaithfulnessCorrelation, FaithfulnessCorrelationOptions> {
  public:
-  struct Options {
-    int64_t nr_runs = 100;
-    int64_t subset_size = 224;
-    std::string perturb_baseline = "black";
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("nr_runs", nr_runs, "Random subsets per sample.");
-      v("subset_size", subset_size, "Features per subset (pixels for images); must be below their number.");
-      v("perturb_baseline", perturb_baseline, "black (the sample's minimum), white, mean, zeros or uniform.");
-      v("seed", seed, "Seed of the subsets.");
-    }
-    void validate() const {
-      CANDELA_CHECK(nr_runs >= 2 && subset_size >= 1, "nr_runs must be >= 2 and subset_size >= 1.");
-      check_baseline_kind(perturb_baseline);
-    }
-  };
-  explicit FaithfulnessCorrelation(Options o) : o_(std::move(o)) { o_.validate(); }
-  std::string name() const override { return "faithfulness_correlation"; }
-  nlohmann::json options() const override { return opts_json(o_); }
-  bool higher_is_better() const override { return true; }
+  static constexpr MetricTraits kTraits{
+      .name = "faithfulness_correlation",
+      .family = "faithfulness",
+      .description = "Pearson correlation between random subsets' attribution sums and the logit drops they cause.",
+      .reference = "Bhatt, Weller & Moura 2020, Evaluating and Aggregating Feature-based Model Explanations (Quantus)",
+      .higher_is_better = true};
+  using MetricWith::MetricWith;
   at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
     const InputSpec& spec = in.model->input_spec();
     const at::Tensor& x = in.inputs;
@@ -342,32 +376,35 @@ class FaithfulnessCorrelation : public Metric {
     const at::Tensor drop = f.select(1, 0).unsqueeze(1) - f.slice(1, 1);
     return pearson_rows(att, drop);
   }
-
- private:
-  Options o_;
 };
 
 // Infidelity (Yeh et al. 2019; Captum's infidelity): E_I[(I . a - (f(x) - f(x - I)))^2] with
 // Gaussian perturbations I (Captum's documented perturb_func, std 0.003).
-class Infidelity : public Metric {
+struct InfidelityOptions {
+  int64_t n_perturb_samples = 10;
+  double noise_std = 0.003;
+  bool normalize = false;
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("n_perturb_samples", n_perturb_samples, "Perturbations per sample (Captum's default 10).");
+    v("noise_std", noise_std, "Std of the Gaussian perturbation I (x - I is evaluated).");
+    v("normalize", normalize, "Scale attributions by the least-squares beta first (Captum's normalize).");
+    v("seed", seed, "Seed of the perturbations.");
+  }
+  void validate() const {
+    CANDELA_CHECK(n_perturb_samples >= 1 && noise_std > 0, "n_perturb_samples >= 1, noise_std > 0.");
+  }
+};
+
+class Infidelity : public MetricWith<Infidelity, InfidelityOptions> {
  public:
-  struct Options {
-    int64_t n_perturb_samples = 10;
-    double noise_std = 0.003;
-    bool normalize = false;
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("n_perturb_samples", n_perturb_samples, "Perturbations per sample (Captum's default 10).");
-      v("noise_std", noise_std, "Std of the Gaussian perturbation I (x - I is evaluated).");
-      v("normalize", normalize, "Scale attributions by the least-squares beta first (Captum's normalize).");
-      v("seed", seed, "Seed of the perturbations.");
-    }
-    void validate() const { CANDELA_CHECK(n_perturb_samples >= 1 && noise_std > 0, "n_perturb_samples >= 1, noise_std > 0."); }
-  };
-  explicit Infidelity(Options o) : o_(std::move(o)) { o_.validate(); }
-  std::string name() const override { return "infidelity"; }
-  nlohmann::json options() const override { return opts_json(o_); }
-  bool higher_is_better() const override { return false; }
+  static constexpr MetricTraits kTraits{
+      .name = "infidelity",
+      .family = "faithfulness",
+      .description = "Mean squared error between I . a and f(x) - f(x - I) for small Gaussian I.",
+      .reference = "Yeh et al. 2019, On the (In)fidelity and Sensitivity of Explanations (Captum)",
+      .higher_is_better = false};
+  using MetricWith::MetricWith;
   at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
     const at::Tensor& x = in.inputs;
     const int64_t n = x.size(0), s = o_.n_perturb_samples;
@@ -399,32 +436,30 @@ class Infidelity : public Metric {
     if (o_.normalize) beta = ((dot * diff).mean(1) / (dot * dot).mean(1)).unsqueeze(1);
     return (beta * dot - diff).pow(2).mean(1);
   }
-
- private:
-  Options o_;
 };
 
 // Comprehensiveness and sufficiency (DeYoung et al. 2020, ERASER): for the top-k% features
 // (k in 1, 5, 10, 20, 50), p(x) - p(x without them) and p(x) - p(only them); the mean over k.
-class Eraser : public Metric {
+struct EraserOptions {
+  std::vector<double> fractions = {0.01, 0.05, 0.1, 0.2, 0.5};
+  double mask_value = 0.0;
+  bool softmax = true;
+  template <class V> void visit(V& v) {
+    v("fractions", fractions, "Fractions of features kept or removed (ERASER's bins).");
+    v("mask_value", mask_value, "Value of a removed feature (e.g. a padding token id).");
+    v("softmax", softmax, "Score the class probability (ERASER) instead of the logit.");
+  }
+  void validate() const {
+    for (double f : fractions) CANDELA_CHECK(f > 0 && f <= 1, "fractions must be in (0, 1], got ", f, ".");
+  }
+};
+
+template <class Derived>
+class Eraser : public MetricWith<Derived, EraserOptions> {
+  using Base = MetricWith<Derived, EraserOptions>;
+  using Base::o_;
+
  public:
-  struct Options {
-    std::vector<double> fractions = {0.01, 0.05, 0.1, 0.2, 0.5};
-    double mask_value = 0.0;
-    bool softmax = true;
-    template <class V> void visit(V& v) {
-      v("fractions", fractions, "Fractions of features kept or removed (ERASER's bins).");
-      v("mask_value", mask_value, "Value of a removed feature (e.g. a padding token id).");
-      v("softmax", softmax, "Score the class probability (ERASER) instead of the logit.");
-    }
-    void validate() const {
-      for (double f : fractions) CANDELA_CHECK(f > 0 && f <= 1, "fractions must be in (0, 1], got ", f, ".");
-    }
-  };
-  Eraser(Options o, bool sufficiency) : o_(std::move(o)), sufficiency_(sufficiency) { o_.validate(); }
-  std::string name() const override { return sufficiency_ ? "sufficiency" : "comprehensiveness"; }
-  nlohmann::json options() const override { return opts_json(o_); }
-  bool higher_is_better() const override { return !sufficiency_; }
   at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
     const InputSpec& spec = in.model->input_spec();
     const at::Tensor& x = in.inputs;
@@ -451,54 +486,51 @@ class Eraser : public Metric {
       return at::cat(rows);
     };
     const at::Tensor f = evaluate_rows(*in.model, in.eval, n * points, make, owner, in.targets, o_.softmax,
-                                       sufficiency_ ? "sufficiency" : "comprehensiveness")
+                                       Derived::kTraits.name)
                              .view({n, points});
     return (f.select(1, 0).unsqueeze(1) - f.slice(1, 1)).mean(1);
   }
 
+ protected:
+  Eraser(EraserOptions o, bool sufficiency) : Base(std::move(o)), sufficiency_(sufficiency) {}
+
  private:
-  Options o_;
   bool sufficiency_;
+};
+
+class Comprehensiveness : public Eraser<Comprehensiveness> {
+ public:
+  static constexpr MetricTraits kTraits{
+      .name = "comprehensiveness",
+      .family = "faithfulness",
+      .description = "Probability drop when the top-k% features are removed (higher is better).",
+      .reference = "DeYoung et al. 2020, ERASER",
+      .higher_is_better = true};
+  explicit Comprehensiveness(Options o = {}) : Eraser(std::move(o), /*sufficiency=*/false) {}
+};
+
+class Sufficiency : public Eraser<Sufficiency> {
+ public:
+  static constexpr MetricTraits kTraits{
+      .name = "sufficiency",
+      .family = "faithfulness",
+      .description = "Probability drop when only the top-k% features are kept (lower is better).",
+      .reference = "DeYoung et al. 2020, ERASER",
+      .higher_is_better = false};
+  explicit Sufficiency(Options o = {}) : Eraser(std::move(o), /*sufficiency=*/true) {}
 };
 
 }  // namespace
 
 void register_faithfulness_metrics(MetricRegistry& r) {
-  using DI = DeletionInsertion;
-  r.add(metric_info<DI>("deletion", "faithfulness",
-                        "Area under the class probability as the most important pixels are deleted (lower is better).",
-                        "Petsiuk, Das & Saenko 2018, RISE",
-                        [](DI::Options o) { return std::make_unique<DI>(o, false); }));
-  r.add(metric_info<DI>("insertion", "faithfulness",
-                        "Area under the class probability as the most important pixels are inserted into a blurred "
-                        "copy (higher is better).",
-                        "Petsiuk, Das & Saenko 2018, RISE", [](DI::Options o) { return std::make_unique<DI>(o, true); }));
-  r.add(metric_info<RegionPerturbation>(
-      "region_perturbation", "faithfulness",
-      "AOPC: mean drop of the logit as patches are perturbed in MoRF (higher is better) or LeRF order.",
-      "Samek et al. 2017, Evaluating the visualization of what a deep neural network has learned (Quantus)",
-      [](RegionPerturbation::Options o) { return std::make_unique<RegionPerturbation>(o); }));
-  r.add(metric_info<Road>("road", "faithfulness",
-                          "Share of imputation levels (noisy linear imputation of the top pixels) at which the "
-                          "prediction survives (MoRF: lower is better).",
-                          "Rong et al. 2022, A Consistent and Efficient Evaluation Strategy for Attribution Methods",
-                          [](Road::Options o) { return std::make_unique<Road>(o); }));
-  r.add(metric_info<FaithfulnessCorrelation>(
-      "faithfulness_correlation", "faithfulness",
-      "Pearson correlation between random subsets' attribution sums and the logit drops they cause.",
-      "Bhatt, Weller & Moura 2020, Evaluating and Aggregating Feature-based Model Explanations (Quantus)",
-      [](FaithfulnessCorrelation::Options o) { return std::make_unique<FaithfulnessCorrelation>(o); }));
-  r.add(metric_info<Infidelity>("infidelity", "faithfulness",
-                                "Mean squared error between I . a and f(x) - f(x - I) for small Gaussian I.",
-                                "Yeh et al. 2019, On the (In)fidelity and Sensitivity of Explanations (Captum)",
-                                [](Infidelity::Options o) { return std::make_unique<Infidelity>(o); }));
-  r.add(metric_info<Eraser>("comprehensiveness", "faithfulness",
-                            "Probability drop when the top-k% features are removed (higher is better).",
-                            "DeYoung et al. 2020, ERASER",
-                            [](Eraser::Options o) { return std::make_unique<Eraser>(o, false); }));
-  r.add(metric_info<Eraser>("sufficiency", "faithfulness",
-                            "Probability drop when only the top-k% features are kept (lower is better).",
-                            "DeYoung et al. 2020, ERASER", [](Eraser::Options o) { return std::make_unique<Eraser>(o, true); }));
+  r.add<Deletion>();
+  r.add<Insertion>();
+  r.add<RegionPerturbation>();
+  r.add<Road>();
+  r.add<FaithfulnessCorrelation>();
+  r.add<Infidelity>();
+  r.add<Comprehensiveness>();
+  r.add<Sufficiency>();
 }
 
 }  // namespace candela

@@ -1,5 +1,5 @@
 // What the metric families share (src/candela/eval/<family>.cpp): the batched scorer, selections,
-// Quantus' perturbation baselines, re-explaining, and the registration helper.
+// Quantus' perturbation baselines and re-explaining.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,7 +8,6 @@
 #include <cmath>
 #include <functional>
 #include <limits>
-#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -90,27 +89,6 @@ inline at::Tensor re_explain(const MetricInput& in, const Model& model, const at
   r.target = detail::class_target(targets);
   r.eval = in.eval;
   return in.explainer->explain(model, r).values;
-}
-
-template <class Opts>
-inline nlohmann::json opts_json(const Opts& o) {
-  return options_to_json(o);
-}
-
-template <class M>
-MetricInfo metric_info(std::string name, std::string family, std::string description, std::string reference,
-                       std::function<std::unique_ptr<Metric>(typename M::Options)> make) {
-  MetricInfo m;
-  m.name = name;
-  m.family = std::move(family);
-  m.description = std::move(description);
-  m.reference = std::move(reference);
-  m.schema = options_schema<typename M::Options>();
-  m.create = [name, make](const nlohmann::json& j) { return make(options_from_json<typename M::Options>(j, name)); };
-  auto probe = make(typename M::Options{});
-  m.needs_masks = probe->needs_masks();
-  m.needs_explainer = probe->needs_explainer();
-  return m;
 }
 
 }  // namespace candela::metric_common

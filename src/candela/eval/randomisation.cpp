@@ -14,31 +14,36 @@ at::Tensor similarity(const std::string& kind, const at::Tensor& a, const at::Te
 // layer down (cascading: cumulatively; independent: one layer at a time) and the sample
 // explained again; the score is the mean similarity (Spearman by default) between the original
 // and the randomised maps over the layers. A method that depends on the model scores low.
-class ParameterRandomisation : public Metric {
+struct ParameterRandomisationOptions {
+  std::string mode = "cascading";
+  std::string similarity = "spearman";
+  std::string layer_order = "top_down";
+  bool abs = true;
+  int64_t seed = 42;
+  template <class V> void visit(V& v) {
+    v("mode", mode, "cascading (cumulative, the paper's) or independent.",
+      std::vector<std::string>{"cascading", "independent"});
+    v("similarity", similarity, "spearman (Quantus' default), pearson or ssim.",
+      std::vector<std::string>{"spearman", "pearson", "ssim"});
+    v("layer_order", layer_order, "top_down (output first) or bottom_up.",
+      std::vector<std::string>{"top_down", "bottom_up"});
+    v("abs", abs, "Compare |attributions| (Quantus' default).");
+    v("seed", seed, "Seed of the random parameters.");
+  }
+  void validate() const {}
+};
+
+class ParameterRandomisation : public MetricWith<ParameterRandomisation, ParameterRandomisationOptions> {
  public:
-  struct Options {
-    std::string mode = "cascading";
-    std::string similarity = "spearman";
-    std::string layer_order = "top_down";
-    bool abs = true;
-    int64_t seed = 42;
-    template <class V> void visit(V& v) {
-      v("mode", mode, "cascading (cumulative, the paper's) or independent.",
-        std::vector<std::string>{"cascading", "independent"});
-      v("similarity", similarity, "spearman (Quantus' default), pearson or ssim.",
-        std::vector<std::string>{"spearman", "pearson", "ssim"});
-      v("layer_order", layer_order, "top_down (output first) or bottom_up.",
-        std::vector<std::string>{"top_down", "bottom_up"});
-      v("abs", abs, "Compare |attributions| (Quantus' default).");
-      v("seed", seed, "Seed of the random parameters.");
-    }
-    void validate() const {}
-  };
-  explicit ParameterRandomisation(Options o) : o_(std::move(o)) {}
-  std::string name() const override { return "model_parameter_randomisation"; }
-  nlohmann::json options() const override { return opts_json(o_); }
-  bool higher_is_better() const override { return false; }
-  bool needs_explainer() const override { return true; }
+  static constexpr MetricTraits kTraits{
+      .name = "model_parameter_randomisation",
+      .family = "randomisation",
+      .description = "Similarity of the explanation to itself after randomising layers (lower: the method depends on "
+                     "the model).",
+      .reference = "Adebayo et al. 2018, Sanity Checks for Saliency Maps (Quantus MPRT)",
+      .higher_is_better = false,
+      .needs_explainer = true};
+  using MetricWith::MetricWith;
   at::Tensor score(const MetricInput& in, nlohmann::json* details) const override {
     const torch::jit::Module* base = in.model->module();
     CANDELA_CHECK_T(UnsupportedModel, base != nullptr,
@@ -85,30 +90,31 @@ class ParameterRandomisation : public Metric {
     return at::nanmean(all, 1);
     (void)n;
   }
-
- private:
-  Options o_;
 };
 
 // Random logit (Sixt, Granz & Landgraf 2020; Quantus' RandomLogit): the similarity (SSIM) of
 // the explanation of the target and of a random other class. Low is better.
-class RandomLogit : public Metric {
+struct RandomLogitOptions {
+  std::string similarity = "ssim";
+  int64_t seed = 42;
+  template <class V> void visit(V& v) {
+    v("similarity", similarity, "ssim (Quantus' default), spearman or pearson.",
+      std::vector<std::string>{"ssim", "spearman", "pearson"});
+    v("seed", seed, "Seed of the other class.");
+  }
+  void validate() const {}
+};
+
+class RandomLogit : public MetricWith<RandomLogit, RandomLogitOptions> {
  public:
-  struct Options {
-    std::string similarity = "ssim";
-    int64_t seed = 42;
-    template <class V> void visit(V& v) {
-      v("similarity", similarity, "ssim (Quantus' default), spearman or pearson.",
-        std::vector<std::string>{"ssim", "spearman", "pearson"});
-      v("seed", seed, "Seed of the other class.");
-    }
-    void validate() const {}
-  };
-  explicit RandomLogit(Options o) : o_(std::move(o)) {}
-  std::string name() const override { return "random_logit"; }
-  nlohmann::json options() const override { return opts_json(o_); }
-  bool higher_is_better() const override { return false; }
-  bool needs_explainer() const override { return true; }
+  static constexpr MetricTraits kTraits{
+      .name = "random_logit",
+      .family = "randomisation",
+      .description = "Similarity of the explanations of the target and of a random other class (lower is better).",
+      .reference = "Sixt, Granz & Landgraf 2020, When Explanations Lie (Quantus)",
+      .higher_is_better = false,
+      .needs_explainer = true};
+  using MetricWith::MetricWith;
   at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
     const int64_t n = in.inputs.size(0);
     at::Tensor out;
@@ -130,24 +136,13 @@ class RandomLogit : public Metric {
     const at::Tensor b = feature_map(re_explain(in, *in.model, in.inputs, other), in.inputs, in.model->input_spec()).values;
     return similarity(o_.similarity, a, b);
   }
-
- private:
-  Options o_;
 };
 
 }  // namespace
 
 void register_randomisation_metrics(MetricRegistry& r) {
-  r.add(metric_info<ParameterRandomisation>(
-      "model_parameter_randomisation", "randomisation",
-      "Similarity of the explanation to itself after randomising layers (lower: the method depends on the model).",
-      "Adebayo et al. 2018, Sanity Checks for Saliency Maps (Quantus MPRT)",
-      [](ParameterRandomisation::Options o) { return std::make_unique<ParameterRandomisation>(o); }));
-  r.add(metric_info<RandomLogit>("random_logit", "randomisation",
-                                 "Similarity of the explanations of the target and of a random other class "
-                                 "(lower is better).",
-                                 "Sixt, Granz & Landgraf 2020, When Explanations Lie (Quantus)",
-                                 [](RandomLogit::Options o) { return std::make_unique<RandomLogit>(o); }));
+  r.add<ParameterRandomisation>();
+  r.add<RandomLogit>();
 }
 
 }  // namespace candela

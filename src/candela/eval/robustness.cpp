@@ -9,27 +9,27 @@ using namespace metric_common;
 // [-lower_bound, lower_bound], explained again; ||a(x) - a(x')|| / ||a(x)|| (Frobenius), the
 // maximum or mean over nr_samples perturbations (with return_nan_when_prediction_changes, NaN
 // for a sample whose prediction any perturbation changes, as Quantus).
-class Sensitivity : public Metric {
+struct SensitivityOptions {
+  int64_t nr_samples = 200;
+  double lower_bound = 0.2;
+  bool return_nan_when_prediction_changes = false;
+  int64_t seed = 0;
+  template <class V> void visit(V& v) {
+    v("nr_samples", nr_samples, "Perturbations per sample (Quantus' default 200: each is an explanation).");
+    v("lower_bound", lower_bound, "Half-width of the uniform noise.");
+    v("return_nan_when_prediction_changes", return_nan_when_prediction_changes,
+      "NaN for a sample if any perturbation changes its prediction (Quantus' option; default: keep them all).");
+    v("seed", seed, "Seed of the noise.");
+  }
+  void validate() const { CANDELA_CHECK(nr_samples >= 1 && lower_bound > 0, "nr_samples >= 1, lower_bound > 0."); }
+};
+
+template <class Derived>
+class Sensitivity : public MetricWith<Derived, SensitivityOptions> {
+  using Base = MetricWith<Derived, SensitivityOptions>;
+  using Base::o_;
+
  public:
-  struct Options {
-    int64_t nr_samples = 200;
-    double lower_bound = 0.2;
-    bool return_nan_when_prediction_changes = false;
-    int64_t seed = 0;
-    template <class V> void visit(V& v) {
-      v("nr_samples", nr_samples, "Perturbations per sample (Quantus' default 200: each is an explanation).");
-      v("lower_bound", lower_bound, "Half-width of the uniform noise.");
-      v("return_nan_when_prediction_changes", return_nan_when_prediction_changes,
-        "NaN for a sample if any perturbation changes its prediction (Quantus' option; default: keep them all).");
-      v("seed", seed, "Seed of the noise.");
-    }
-    void validate() const { CANDELA_CHECK(nr_samples >= 1 && lower_bound > 0, "nr_samples >= 1, lower_bound > 0."); }
-  };
-  Sensitivity(Options o, bool max) : o_(std::move(o)), max_(max) { o_.validate(); }
-  std::string name() const override { return max_ ? "max_sensitivity" : "avg_sensitivity"; }
-  nlohmann::json options() const override { return opts_json(o_); }
-  bool higher_is_better() const override { return false; }
-  bool needs_explainer() const override { return true; }
   at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
     const at::Tensor& x = in.inputs;
     const int64_t n = x.size(0);
@@ -52,22 +52,42 @@ class Sensitivity : public Metric {
     return max_ ? std::get<0>(sens.max(1)) : sens.mean(1);
   }
 
+ protected:
+  Sensitivity(SensitivityOptions o, bool max) : Base(std::move(o)), max_(max) {}
+
  private:
-  Options o_;
   bool max_;
+};
+
+class MaxSensitivity : public Sensitivity<MaxSensitivity> {
+ public:
+  static constexpr MetricTraits kTraits{
+      .name = "max_sensitivity",
+      .family = "robustness",
+      .description = "Largest relative change of the explanation under small uniform input noise.",
+      .reference = "Yeh et al. 2019 (Quantus MaxSensitivity)",
+      .higher_is_better = false,
+      .needs_explainer = true};
+  explicit MaxSensitivity(Options o = {}) : Sensitivity(std::move(o), /*max=*/true) {}
+};
+
+class AvgSensitivity : public Sensitivity<AvgSensitivity> {
+ public:
+  static constexpr MetricTraits kTraits{
+      .name = "avg_sensitivity",
+      .family = "robustness",
+      .description = "Mean relative change of the explanation under small uniform input noise.",
+      .reference = "Yeh et al. 2019 (Quantus AvgSensitivity)",
+      .higher_is_better = false,
+      .needs_explainer = true};
+  explicit AvgSensitivity(Options o = {}) : Sensitivity(std::move(o), /*max=*/false) {}
 };
 
 }  // namespace
 
 void register_robustness_metrics(MetricRegistry& r) {
-  r.add(metric_info<Sensitivity>("max_sensitivity", "robustness",
-                                 "Largest relative change of the explanation under small uniform input noise.",
-                                 "Yeh et al. 2019 (Quantus MaxSensitivity)",
-                                 [](Sensitivity::Options o) { return std::make_unique<Sensitivity>(o, true); }));
-  r.add(metric_info<Sensitivity>("avg_sensitivity", "robustness",
-                                 "Mean relative change of the explanation under small uniform input noise.",
-                                 "Yeh et al. 2019 (Quantus AvgSensitivity)",
-                                 [](Sensitivity::Options o) { return std::make_unique<Sensitivity>(o, false); }));
+  r.add<MaxSensitivity>();
+  r.add<AvgSensitivity>();
 }
 
 }  // namespace candela
