@@ -222,3 +222,45 @@ TEST(UmbrellaHeader, IncludesEveryPublicHeader) {
   }
   EXPECT_GT(headers, 50);
 }
+
+namespace {
+// A metric declared as the built-in ones are: its facts once, in kTraits.
+struct ToyOptions {
+  double scale = 1.0;
+  template <class V> void visit(V& v) { v("scale", scale, "Multiplies the score."); }
+  void validate() const { CANDELA_CHECK(scale > 0, "scale must be > 0."); }
+};
+class ToyMetric : public MetricWith<ToyMetric, ToyOptions> {
+ public:
+  static constexpr MetricTraits kTraits{.name = "toy",
+                                        .family = "complexity",
+                                        .description = "Sum of |attributions| times scale.",
+                                        .reference = "none",
+                                        .higher_is_better = false,
+                                        .needs_masks = true};
+  using MetricWith::MetricWith;
+  at::Tensor score(const MetricInput& in, nlohmann::json*) const override {
+    return in.attributions.abs().flatten(1).sum(1).to(at::kDouble) * o_.scale;
+  }
+};
+}  // namespace
+
+TEST(Metrics, DeclaredOnceWithTheirFacts) {
+  MetricRegistry r;
+  r.add<ToyMetric>();
+  const MetricInfo& info = r.get("toy");
+  EXPECT_EQ(info.family, "complexity");
+  EXPECT_EQ(info.description, ToyMetric::kTraits.description);
+  EXPECT_TRUE(info.needs_masks);
+  EXPECT_FALSE(info.needs_explainer);
+  EXPECT_EQ(info.schema, options_schema<ToyOptions>());
+  auto m = r.create("toy", {{"scale", 2.0}});
+  EXPECT_EQ(m->name(), "toy");
+  EXPECT_FALSE(m->higher_is_better());
+  EXPECT_EQ(m->options()["scale"], 2.0);
+  MetricInput in;
+  in.attributions = at::tensor({1.0, -2.0, 0.5, 0.5}).view({2, 2});
+  EXPECT_TRUE(at::allclose(m->score(in), at::tensor({6.0, 2.0}, at::kDouble)));
+  EXPECT_THROW(r.create("toy", {{"scale", -1.0}}), InvalidArgument);
+  EXPECT_THROW(r.add<ToyMetric>(), InternalError) << "a second metric with the same name";
+}
