@@ -94,7 +94,7 @@ compile() {  # SOURCE OBJECT SANITIZE HEADER_DIRS...
 if [ -f "$build/unity_groups.txt" ]; then
   expanded=""
   for s in $sources; do
-    members=$(grep -E "^[a-z_]+: (.* )?$s( |$)" "$build/unity_groups.txt" | head -1 | cut -d: -f2)
+    members=$( (grep -E "^[a-z_]+: (.* )?$s( |$)" "$build/unity_groups.txt" || true) | head -1 | cut -d: -f2)
     expanded="$expanded ${members:-$s}"
   done
   sources=$(echo $expanded | tr ' ' '\n' | awk '!seen[$0]++' | tr '\n' ' ')
