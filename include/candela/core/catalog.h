@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "candela/core/error.h"
+#include "candela/core/options.h"
 
 namespace candela {
 
@@ -19,6 +20,23 @@ class Catalog {
  public:
   // kind: "method"; list_command: "candela methods" (named in errors).
   Catalog(std::string kind, std::string list_command) : kind_(std::move(kind)), list_(std::move(list_command)) {}
+
+  // The facts every entry states in T::kTraits (name, family, description, reference), T's
+  // options schema and a factory; the registry adds what is particular to its kind.
+  template <class T>
+  static Info info_of() {
+    constexpr const auto& t = T::kTraits;
+    Info info;
+    info.name = t.name;
+    info.family = t.family;
+    info.description = t.description;
+    info.reference = t.reference;
+    info.schema = options_schema<typename T::Options>();
+    info.create = [name = info.name](const nlohmann::json& j) -> std::unique_ptr<Product> {
+      return std::make_unique<T>(options_from_json<typename T::Options>(j, name));
+    };
+    return info;
+  }
 
   void add(Info info) {
     CANDELA_ASSERT(!contains(info.name), kind_, " '", info.name, "' is registered twice.");

@@ -58,20 +58,12 @@ struct has_catalog<E, std::void_t<decltype(E::catalog())>> : std::true_type {};
 template <class E>
 void Registry::add() {
   constexpr const MethodTraits& t = E::kTraits;
-  MethodInfo m;
-  m.name = t.name;
-  m.family = t.family;
-  m.description = t.description;
-  m.reference = t.reference;
-  m.schema = options_schema<typename E::Options>();
+  MethodInfo m = info_of<E>();
   m.completeness = t.completeness;
   m.stochastic = m.schema.contains("seed");
   m.uses_baseline = t.uses_baseline;
   m.uses_target = t.uses_target;
   if constexpr (detail::has_catalog<E>::value) m.catalog = E::catalog();
-  m.create = [name = m.name](const nlohmann::json& j) -> std::unique_ptr<Explainer> {
-    return std::make_unique<E>(options_from_json<typename E::Options>(j, name));
-  };
   add(std::move(m));
 }
 

@@ -44,18 +44,9 @@ class MetricRegistry : public Catalog<MetricInfo, Metric> {
 
 template <class M>
 void MetricRegistry::add() {
-  constexpr const MetricTraits& t = M::kTraits;
-  MetricInfo m;
-  m.name = t.name;
-  m.family = t.family;
-  m.description = t.description;
-  m.reference = t.reference;
-  m.schema = options_schema<typename M::Options>();
-  m.needs_masks = t.needs_masks;
-  m.needs_explainer = t.needs_explainer;
-  m.create = [name = m.name](const nlohmann::json& j) -> std::unique_ptr<Metric> {
-    return std::make_unique<M>(options_from_json<typename M::Options>(j, name));
-  };
+  MetricInfo m = info_of<M>();
+  m.needs_masks = M::kTraits.needs_masks;
+  m.needs_explainer = M::kTraits.needs_explainer;
   add(std::move(m));
 }
 
