@@ -194,3 +194,34 @@ TEST(Inputs, NanAndShapeErrorsNameTheProblem) {
   EXPECT_THROW(check_inputs(m, at::zeros({2, 3, 8, 8})), ShapeMismatch);
   EXPECT_THROW(check_inputs(m, at::zeros({2, 1, 8, 8}, at::kLong)), InvalidArgument);
 }
+
+TEST(Model, InferenceGraphIsTheSameFunctionAndFollowsTheWeights) {
+  Model m = Model::load(fixture("resnet18.pt"));
+  const at::Tensor x = at::randn({2, 3, 64, 64}, at::detail::createCPUGenerator(7));
+  at::NoGradGuard no_grad;
+  auto close = [](const at::Tensor& a, const at::Tensor& b) {
+    // BatchNorm folded into the convolutions: float32 rounding of the folded weights only.
+    return (a - b).abs().max().item<double>() <= 1e-4 * b.abs().max().item<double>();
+  };
+  const at::Tensor plain = m.forward(x), fast = m.forward_inference(x);
+  EXPECT_TRUE(close(fast, plain));
+  EXPECT_TRUE(close(m.forward_inference(x.slice(0, 1, 2)), plain.slice(0, 1, 2))) << "another batch size";
+  // Weights changed in place: the optimised copy is rebuilt from them.
+  for (auto p : m.module()->parameters()) p.mul_(0.5);
+  const at::Tensor plain_half = m.forward(x);
+  ASSERT_FALSE(close(plain_half, plain));
+  EXPECT_TRUE(close(m.forward_inference(x), plain_half));
+  // A module in training mode runs as it is.
+  m.module()->train(true);
+  EXPECT_TRUE(at::equal(m.forward_inference(x), m.forward(x)));
+  m.module()->train(false);
+  // A bad input gets forward()'s error.
+  EXPECT_THROW(m.forward_inference(at::zeros({1, 5, 8, 8})), ShapeMismatch);
+  // Double inputs and function models: the same numbers as forward().
+  Model lin = candela::testing::linear_model(at::tensor({1.0, -2.0, 0.5}, at::kDouble).view({1, 3}),
+                                             at::tensor({0.25}, at::kDouble));
+  const at::Tensor xd = at::randn({4, 3}, at::kDouble);
+  EXPECT_TRUE(at::allclose(lin.forward_inference(xd), lin.forward(xd), 0, 1e-12));
+  Model fn = Model::from_function([](const at::Tensor& t) { return t.sum(1, true); });
+  EXPECT_TRUE(at::equal(fn.forward_inference(xd), xd.sum(1, true)));
+}

@@ -57,6 +57,14 @@ class Model {
   // that name the input shape.
   at::Tensor forward(const at::Tensor& batch) const;
 
+  // The same function as forward() without autograd, through a graph built for inference: a
+  // frozen copy (weights as constants, BatchNorm folded into convolutions and linear layers,
+  // oneDNN where LibTorch judges it faster: torch.jit.freeze + optimize_for_inference), built once
+  // per model, device and weights and checked against forward() on its first batch (float32
+  // rounding apart). Falls back to forward() for function models, a module in training mode, a
+  // module that cannot be frozen, and an input the optimised graph refuses.
+  at::Tensor forward_inference(const at::Tensor& batch) const;
+
   const InputSpec& input_spec() const;
   void set_input_spec(InputSpec spec);
   const std::vector<std::string>& class_names() const;

@@ -109,7 +109,7 @@ void Evaluator::forward(const char* stage, int64_t total, const MakeRows& make, 
     check_cancel();
     const int64_t end = std::min(total, begin + b);
     Rows rows = make(begin, end);
-    at::Tensor out = model_.forward(rows.inputs);
+    at::Tensor out = model_.forward_inference(rows.inputs);
     evaluations_ += end - begin;
     largest_batch_ = std::max(largest_batch_, end - begin);
     consume(begin, end, rows, out);

@@ -108,6 +108,16 @@ struct Model::Impl {
   std::mutex cache_mutex;
   std::map<std::string, std::shared_ptr<void>> cache;
 
+  // forward_inference's optimised copy, for the weights it was built from.
+  std::mutex inference_mutex;
+  struct Inference {
+    std::string weights;                  // fingerprint of the module's tensors when built
+    std::optional<torch::jit::Module> module;  // empty: freezing failed, use forward()
+    std::set<std::string> refused;        // input kinds (dtype, per-sample shape) it failed on or disagreed
+    std::set<std::string> checked;        // input kinds checked against forward()
+  };
+  std::shared_ptr<Inference> inference;
+
   std::once_flag probed;
   std::vector<LayerInfo> layers;
   int64_t activation_bytes = 0;
@@ -240,6 +250,86 @@ at::Tensor Model::forward(const at::Tensor& batch) const {
                   "the model's output has shape ", out.defined() ? shape_str(out.sizes()) : "(undefined)",
                   " for a batch of ", batch.size(0), "; Candela needs one output row per input row.");
   return out;
+}
+
+namespace {
+
+// Which tensors the module holds and how often each was modified in place: a frozen copy made
+// from other weights (a randomised layer, a reloaded state) must not be used.
+std::string weights_fingerprint(const torch::jit::Module& m, const std::string& device) {
+  std::ostringstream f;
+  f << device << (m.is_training() ? "T" : "E");
+  for (const auto& t : m.parameters()) f << ':' << t.unsafeGetTensorImpl() << '/' << t._version();
+  for (const auto& t : m.buffers()) f << ':' << t.unsafeGetTensorImpl() << '/' << t._version();
+  return f.str();
+}
+
+// Inputs the optimised copy is checked for: one dtype and one per-sample shape. A frozen
+// convolution does not check its input's channels (it reads past the end of a wrong-sized one),
+// so every new per-sample shape is first run through forward(), which names a bad shape.
+std::string input_kind(const at::Tensor& x) {
+  return str_cat(c10::toString(x.scalar_type()), shape_str(x.sizes().slice(std::min<size_t>(1, x.dim()))));
+}
+
+}  // namespace
+
+at::Tensor Model::forward_inference(const at::Tensor& batch) const {
+  at::NoGradGuard no_grad;
+  if (!impl_->module || impl_->module->is_training() || std::getenv("CANDELA_NO_INFERENCE_GRAPH"))
+    return forward(batch);
+  std::shared_ptr<Impl::Inference> inf;
+  {
+    std::lock_guard<std::mutex> lock(impl_->inference_mutex);
+    const std::string weights = weights_fingerprint(*impl_->module, impl_->device);
+    if (!impl_->inference || impl_->inference->weights != weights) {
+      auto fresh = std::make_shared<Impl::Inference>();
+      fresh->weights = weights;
+      try {
+        torch::jit::Module copy = impl_->module->clone();
+        copy.eval();
+        torch::jit::Module frozen = torch::jit::freeze(copy);
+        fresh->module = torch::jit::optimize_for_inference(frozen);
+      } catch (const std::exception&) {
+        fresh->module.reset();  // a module freezing cannot handle: forward() as it is
+      }
+      impl_->inference = fresh;
+    }
+    inf = impl_->inference;
+  }
+  const std::string kind = input_kind(batch);
+  bool check = false;
+  {
+    std::lock_guard<std::mutex> lock(impl_->inference_mutex);
+    if (!inf->module || inf->refused.count(kind)) return forward(batch);
+    check = !inf->checked.count(kind);
+  }
+  at::Tensor first;
+  if (check) {
+    if (batch.dim() == 0 || batch.size(0) == 0) return forward(batch);
+    // (One row suffices: in eval mode rows do not interact.) A bad input throws here.
+    first = forward(batch.slice(0, 0, 1));
+  }
+  at::Tensor out;
+  try {
+    auto result = inf->module->forward({batch});
+    if (result.isTensor()) out = result.toTensor();
+  } catch (const std::exception&) {
+    out = at::Tensor();
+  }
+  bool agrees = out.defined() && out.dim() >= 1 && out.size(0) == batch.size(0);
+  if (agrees && check) {
+    // The optimised copy must give the same function, float32 rounding of folded weights apart.
+    const at::Tensor mine = out.slice(0, 0, 1);
+    const double scale = std::max(first.abs().max().item<double>(), 1e-6);
+    agrees = mine.sizes() == first.sizes() &&
+             (mine.to(first.scalar_type()) - first).abs().max().item<double>() <= 1e-4 * scale;
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->inference_mutex);
+    (agrees ? inf->checked : inf->refused).insert(kind);
+  }
+  if (agrees) return out;
+  return forward(batch);  // forward() names a bad input's problem
 }
 
 const InputSpec& Model::input_spec() const { return impl_->spec; }

@@ -1,0 +1,91 @@
+// Forward-only evaluation through Model::forward_inference's optimised graph (frozen, BatchNorm
+// folded, oneDNN: torch.jit.freeze + optimize_for_inference) against the plain TorchScript
+// forward, in one run, alternating (CANDELA_NO_INFERENCE_GRAPH=1 switches the graph off), on
+// resnet18 224x224, one image: the forward passes alone at several batch sizes, then the
+// forward-only methods end to end. Prints the best of `repeats` runs of each and the ratio.
+//
+//   build/bin/bench_inference [--threads N] [--repeats R]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "candela/candela.h"
+
+using namespace candela;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+void use_graph(bool on) {
+  if (on) ::unsetenv("CANDELA_NO_INFERENCE_GRAPH");
+  else ::setenv("CANDELA_NO_INFERENCE_GRAPH", "1", 1);
+}
+
+// Best wall time of `repeats` calls of f with the graph off and on, alternating.
+template <class F>
+std::pair<double, double> alternate(int repeats, F f) {
+  double off = 1e30, on = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    for (bool graph : {false, true}) {
+      use_graph(graph);
+      auto t = Clock::now();
+      f();
+      (graph ? on : off) = std::min(graph ? on : off, since(t));
+    }
+  }
+  use_graph(true);
+  return {off, on};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int repeats = 3;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::atoi(argv[++i]);
+  }
+  at::set_num_threads(threads);
+  try {
+    Model m = Model::load(std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt");
+    const at::Tensor x = at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0));
+    std::printf("bench_inference: %d threads, resnet18 224x224, best of %d, alternating\n", threads, repeats);
+    std::printf("%-34s %10s %10s %8s\n", "", "plain, s", "graph, s", "ratio");
+    for (int64_t b : {1, 8, 32}) {
+      const at::Tensor xb = x.expand({b, 3, 224, 224}).contiguous();
+      m.forward_inference(xb);  // builds and checks the graph once
+      auto [off, on] = alternate(repeats, [&] { m.forward_inference(xb); });
+      std::printf("forward, batch %-19lld %10.4f %10.4f %7.2fx\n", (long long)b, off, on, off / on);
+    }
+    const nlohmann::json layer4 = {{"layers", {"layer4"}}};
+    const std::vector<std::pair<std::string, nlohmann::json>> methods = {
+        {"occlusion", {{"sliding_window_shapes", {3, 32, 32}}, {"strides", {3, 16, 16}}}},
+        {"score_cam", layer4},
+        {"rise", {{"n_masks", 256}}},
+        {"lime", {{"num_samples", 100}}},
+        {"feature_ablation", nlohmann::json::object()}};
+    for (const auto& [name, options] : methods) {
+      auto e = Registry::builtin().create(name, options);
+      ExplainRequest r;
+      r.inputs = x;
+      r.target = Target::index(3);
+      if (name == "lime" || name == "feature_ablation") r.feature_mask = make_feature_mask("grid:32", x, m.input_spec());
+      Attribution a;
+      auto [off, on] = alternate(repeats, [&] { a = e->explain(m, r); });
+      std::printf("%-34s %10.3f %10.3f %7.2fx  (%lld evaluations)\n", name.c_str(), off, on, off / on,
+                  (long long)a.model_evaluations);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_inference: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
