@@ -14,14 +14,15 @@
 #include <cstring>
 #include <thread>
 
+#include "bench_util.h"
 #include "candela/candela.h"
 
 using namespace candela;
-using Clock = std::chrono::steady_clock;
+using candela::bench::Clock;
+using candela::bench::since;
 
 namespace {
 
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 void use_graph(bool on) {
   if (on) ::unsetenv("CANDELA_NO_INFERENCE_GRAPH");
@@ -47,13 +48,9 @@ std::pair<double, double> alternate(int repeats, F f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int repeats = 3;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::atoi(argv[++i]);
-  }
-  at::set_num_threads(threads);
+  const auto args = candela::bench::parse_args(argc, argv);
+  const int threads = args.threads;
+  const int repeats = args.repeats;
   try {
     Model m = Model::load(std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt");
     const at::Tensor x = at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0));

@@ -11,16 +11,17 @@
 #include <cstring>
 #include <thread>
 
+#include "bench_util.h"
 #include "candela/candela.h"
 #include "candela/io/image.h"
 #include "candela/io/npy.h"
 
 using namespace candela;
-using Clock = std::chrono::steady_clock;
+using candela::bench::Clock;
+using candela::bench::since;
 
 namespace {
 
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 double best_forward(const Model& m, const at::Tensor& sample, std::initializer_list<int64_t> batches) {
   double best = 1e30;
@@ -55,10 +56,8 @@ void report(const char* what, const Model& m, ExplainRequest r, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 1; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-  at::set_num_threads(threads);
+  const auto args = candela::bench::parse_args(argc, argv);
+  const int threads = args.threads;
   const std::string dir = CANDELA_FIXTURE_DIR;
   try {
     Model resnet = Model::load(dir + "/resnet18.pt");

@@ -16,17 +16,18 @@
 
 #include <torch/autograd.h>
 
+#include "bench_util.h"
 #include "candela/candela.h"
 
 using namespace candela;
-using Clock = std::chrono::steady_clock;
+using candela::bench::Clock;
+using candela::bench::since;
 
 namespace {
 
 // TorchScript profiles a new graph over its first runs before optimising it.
 constexpr int kWarmup = 3;
 
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // One forward pass and the input gradient of the target logit (what a gradient method pays),
 // the model in eval mode with its parameters requiring grad, as Candela runs it.
@@ -64,13 +65,9 @@ double method_time(const Model& m, const at::Tensor& x, const std::string& name,
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int repeats = 3;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::max(1, std::atoi(argv[++i]));
-  }
-  at::set_num_threads(threads);
+  const auto args = candela::bench::parse_args(argc, argv);
+  const int threads = args.threads;
+  const int repeats = args.repeats;
   try {
     Model resnet = Model::load(std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt");
     std::printf("bench_rules: resnet18 224x224, %d threads, best of %d after %d warm-up runs\n", threads, repeats, kWarmup);

@@ -1,0 +1,34 @@
+// What the benchmarks share: a wall clock, and the flags every one takes.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace candela::bench {
+
+using Clock = std::chrono::steady_clock;
+inline double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// --threads N (default: every core) and --repeats R; other flags are left to the caller. Sets the
+// intra-op thread count.
+struct Args {
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int repeats = 3;
+};
+inline Args parse_args(int argc, char** argv, int default_repeats = 3) {
+  Args a;
+  a.repeats = default_repeats;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) a.threads = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) a.repeats = std::max(1, std::atoi(argv[++i]));
+  }
+  at::set_num_threads(a.threads);
+  return a;
+}
+
+}  // namespace candela::bench
