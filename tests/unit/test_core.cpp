@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 
 #include "candela/io/npy.h"
 #include "test_util.h"
@@ -149,6 +150,7 @@ TEST(Evaluator, BatchSizeFollowsTheMemoryBudgetAndCountsEvaluations) {
   ASSERT_GT(per, 0);
   EvalOptions small;
   small.max_memory_mb = 10.0 * per / (1024.0 * 1024.0);  // room for 10 rows with gradients
+  small.measure_batch_size = false;  // the budget's size (measurement: the next test)
   Evaluator ev(m, small);
   EXPECT_EQ(ev.batch_size(true), 10);
   EXPECT_EQ(ev.batch_size(true, 4), 4);
@@ -166,6 +168,67 @@ TEST(Evaluator, BatchSizeFollowsTheMemoryBudgetAndCountsEvaluations) {
   ASSERT_GE(seen.size(), 3u);
   EXPECT_EQ(seen.back().done, 16);
   EXPECT_EQ(seen.back().total, 16);
+}
+
+TEST(Evaluator, BatchSizeSearchKeepsTheFastestPerRow) {
+  std::vector<int64_t> tried;
+  // 20 ms a call, plus 30 ms per row past the fourth: 5 ms per row at 4, twice that at 2.
+  auto fastest_at_four = [&](int64_t b) {
+    tried.push_back(b);
+    return 0.020 + 0.030 * static_cast<double>(std::max<int64_t>(0, b - 4));
+  };
+  EXPECT_EQ(candela::detail::fastest_batch_size(32, fastest_at_four), 4);
+  EXPECT_EQ(tried, (std::vector<int64_t>{1, 2, 4, 8})) << "the search stops at the first size past the best";
+  // A fixed cost per call only: every size is faster per row, up to the budget's.
+  tried.clear();
+  EXPECT_EQ(candela::detail::fastest_batch_size(20, [&](int64_t b) { tried.push_back(b); return 1.0; }), 20);
+  EXPECT_EQ(tried, (std::vector<int64_t>{1, 2, 4, 8, 16, 20}));
+  EXPECT_EQ(candela::detail::fastest_batch_size(1, [](int64_t) { return 1.0; }), 1);
+  // A size within 10% of the best (noise) does not end the search.
+  const std::map<int64_t, double> per_row = {{1, 1.0}, {2, 0.5}, {4, 0.525}, {8, 0.3}, {16, 0.9}, {32, 0.1}};
+  EXPECT_EQ(candela::detail::fastest_batch_size(32, [&](int64_t b) { return per_row.at(b) * static_cast<double>(b); }), 8);
+}
+
+TEST(Evaluator, MeasuresBatchSizesOncePerModelAndKeepsThemOnDisk) {
+  TempDir dir;
+  const char* before = std::getenv("CANDELA_CACHE_DIR");
+  const std::string saved = before ? before : "";
+  ::setenv("CANDELA_CACHE_DIR", dir.path().c_str(), 1);
+  std::filesystem::copy_file(fixture("digits_cnn.pt"), dir / "m.pt");
+  std::filesystem::copy_file(fixture("digits_cnn.json"), dir / "m.json");
+  ExplainRequest r;
+  r.inputs = read_npy(fixture("digits_test.npy"));
+  r.target = Target::index(1);  // no forward-only pass for a top-1: the gradient pass alone
+  int measuring = 0;
+  r.eval.progress = [&](const Progress& p) { measuring += p.stage.rfind("measuring", 0) == 0 && p.done == 0; };
+  Model m = Model::load(dir / "m.pt");
+  const Attribution first = Saliency().explain(m, r);
+  EXPECT_EQ(measuring, 1) << "the gradient pass is measured before the first one";
+  EXPECT_LE(first.batch_size, Evaluator(m, r.eval).batch_size(true));
+  measuring = 0;
+  const Attribution again = Saliency().explain(m, r);
+  EXPECT_EQ(measuring, 0) << "measured once per model";
+  EXPECT_TRUE(at::equal(again.values, first.values)) << "one batch size, so the same bits";
+
+  // Written for the file: a key naming it, per pass. A new process (a new Model) reads it.
+  nlohmann::json cache = nlohmann::json::parse(std::ifstream(dir / "batch-sizes.json"));
+  ASSERT_FALSE(cache.empty());
+  for (auto& [key, rows] : cache.items()) {
+    EXPECT_NE(key.find("m.pt"), std::string::npos) << key;
+    EXPECT_GE(rows.get<int64_t>(), 1);
+    rows = 3;
+  }
+  std::ofstream(dir / "batch-sizes.json") << cache.dump();
+  const Attribution later = Saliency().explain(Model::load(dir / "m.pt"), r);
+  EXPECT_EQ(measuring, 0);
+  EXPECT_EQ(later.batch_size, 3) << "the size on disk";
+  EXPECT_LT(candela::testing::rel_error(later.values, first.values), 1e-5);
+  // A damaged cache is measured again, not an error.
+  std::ofstream(dir / "batch-sizes.json") << "{not json";
+  EXPECT_NO_THROW(Saliency().explain(Model::load(dir / "m.pt"), r));
+  EXPECT_EQ(measuring, 1);
+  if (before) ::setenv("CANDELA_CACHE_DIR", saved.c_str(), 1);
+  else ::unsetenv("CANDELA_CACHE_DIR");
 }
 
 TEST(Evaluator, CancellationStopsBetweenBatches) {

@@ -2,17 +2,129 @@
 
 #include <torch/csrc/autograd/autograd.h>
 #include <ATen/ATen.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
 
 #include "candela/core/error.h"
 #include "candela/core/model.h"
 #include "candela/core/target.h"
+#include "candela/detail/tensor_util.h"
 
 namespace candela {
+
+namespace fs = std::filesystem;
+using detail::str_cat;
 
 namespace {
 constexpr int64_t kMaxAutoBatch = 4096;
 constexpr int64_t kFallbackBytesPerRow = 4 << 20;  // when the model cannot be probed
+// A size this much slower per row than the best so far ends the measurement: per-row time
+// falls while a batch fills the cores and rises once it spills out of the caches.
+constexpr double kPastTheBest = 1.10;
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// ---- measured batch sizes, kept on disk ----------------------------------------------------
+// One JSON object {key: rows} in $CANDELA_CACHE_DIR (else $XDG_CACHE_HOME/candela, else
+// ~/.cache/candela)/batch-sizes.json, for models loaded from a file; the key names the file
+// (path, size, modification time), the per-sample shape, the pass, the budget's size, the
+// thread count, the device and LibTorch's version.
+fs::path cache_file() {
+  if (const char* d = std::getenv("CANDELA_CACHE_DIR"); d && *d) return fs::path(d) / "batch-sizes.json";
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return fs::path(d) / "candela" / "batch-sizes.json";
+  if (const char* d = std::getenv("HOME"); d && *d) return fs::path(d) / ".cache" / "candela" / "batch-sizes.json";
+  return {};
+}
+
+std::mutex disk_mutex;
+
+nlohmann::json read_cache(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) return nlohmann::json::object();
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() ? j : nlohmann::json::object();  // a damaged cache is measured again
+}
+
+int64_t cached_on_disk(const std::string& key) {
+  const fs::path file = cache_file();
+  if (key.empty() || file.empty()) return 0;
+  std::lock_guard<std::mutex> lock(disk_mutex);
+  const nlohmann::json j = read_cache(file);
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+// Best effort: a cache that cannot be written only costs the next process a measurement. The
+// file is replaced atomically, so a reader never sees half of it.
+void store_on_disk(const std::string& key, int64_t rows) {
+  const fs::path file = cache_file();
+  if (key.empty() || file.empty()) return;
+  std::lock_guard<std::mutex> lock(disk_mutex);
+  try {
+    fs::create_directories(file.parent_path());
+    nlohmann::json j = read_cache(file);
+    j[key] = rows;
+    const fs::path tmp = file.string() + ".tmp" + std::to_string(::getpid());
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << j.dump(1) << "\n";
+      if (!out) return;
+    }
+    fs::rename(tmp, file);
+  } catch (const std::exception&) {
+  }
+}
+
+// Runs the model once on `b` zero rows of its input spec's shape, with or without a backward.
+void run_on_zeros(const Model& model, bool with_grad, int64_t b) {
+  at::TensorOptions opts = at::TensorOptions().device(c10::Device(model.device()));
+  for (const auto& p : model.module()->parameters()) {
+    if (p.is_floating_point()) opts = opts.dtype(p.scalar_type());
+    break;
+  }
+  std::vector<int64_t> shape = {b};
+  const auto& per_sample = model.input_spec().shape;
+  shape.insert(shape.end(), per_sample.begin(), per_sample.end());
+  const at::Tensor x = at::zeros(shape, opts);
+  if (with_grad) {
+    at::AutoGradMode enable(true);
+    at::Tensor xg = x.detach().requires_grad_(true);
+    torch::autograd::grad({model.forward(xg).sum()}, {xg}, {}, false, false, /*allow_unused=*/true);
+  } else {
+    at::NoGradGuard no_grad;
+    model.forward_inference(x);
+  }
+}
+
 }  // namespace
+
+namespace detail {
+int64_t fastest_batch_size(int64_t limit, const std::function<double(int64_t)>& seconds) {
+  std::vector<int64_t> sizes;
+  for (int64_t p = 1; p < limit; p *= 2) sizes.push_back(p);
+  sizes.push_back(std::max<int64_t>(1, limit));
+  int64_t best = 0;
+  double best_per_row = 0;
+  for (int64_t b : sizes) {
+    const double per_row = seconds(b) / static_cast<double>(b);
+    if (best == 0 || per_row < best_per_row) {
+      best = b;
+      best_per_row = per_row;
+    } else if (per_row > kPastTheBest * best_per_row) {
+      break;
+    }
+  }
+  return best;
+}
+}  // namespace detail
 
 Evaluator::Evaluator(const Model& model, EvalOptions options) : model_(model), options_(std::move(options)) {
   CANDELA_CHECK(options_.max_batch_size >= 0, "--batch-size (max_batch_size) must be >= 0 (0 = automatic), got ",
@@ -40,6 +152,66 @@ int64_t Evaluator::batch_size(bool with_grad, int64_t cap) const {
   return b;
 }
 
+int64_t Evaluator::measured_batch_size(bool with_grad) const {
+  const int64_t limit = batch_size(with_grad);
+  const auto& spec = model_.input_spec();
+  if (options_.max_batch_size > 0 || !options_.measure_batch_size || limit <= 1 || spec.shape.empty() ||
+      !model_.module() || std::getenv("CANDELA_NO_BATCH_MEASURE"))
+    return limit;
+  // (Not keyed by the thread count: a process that changes it mid-way, as the tests comparing one
+  // and two threads do, keeps its batches and so its rounding.)
+  const std::string what = str_cat(with_grad ? "forward+backward" : "forward", " shape ",
+                                   detail::shape_str(spec.shape), " limit ", limit, " ", model_.device(),
+                                   " libtorch ", TORCH_VERSION);
+  auto slot = std::static_pointer_cast<int64_t>(model_.cached("batch-size " + what, [&]() -> std::shared_ptr<void> {
+    std::string key;
+    std::error_code ec;
+    if (!model_.source().empty() && fs::is_regular_file(model_.source(), ec)) {
+      const fs::path file = fs::absolute(model_.source(), ec);
+      key = str_cat(file.string(), " size ", fs::file_size(file, ec), " mtime ",
+                    fs::last_write_time(file, ec).time_since_epoch().count(), " ", what);
+    }
+    int64_t rows = cached_on_disk(key);
+    if (rows <= 0 || rows > limit) {
+      const char* stage = with_grad ? "measuring batch sizes (gradients)" : "measuring batch sizes";
+      int64_t sizes = 1, tried = 0;
+      for (int64_t p = 1; p < limit; p *= 2) ++sizes;
+      try {
+        rows = detail::fastest_batch_size(limit, [&](int64_t b) {
+          report(stage, tried++, sizes);
+          run_on_zeros(model_, with_grad, b);  // builds the executor's plan for this shape
+          const auto start = Clock::now();
+          run_on_zeros(model_, with_grad, b);
+          return since(start);
+        });
+      } catch (const std::exception&) {
+        rows = 0;  // a model that refuses zeros of its spec's shape: the budget's size
+      }
+      if (rows > 0) store_on_disk(key, rows);
+    }
+    return std::make_shared<int64_t>(rows > 0 ? rows : limit);
+  }));
+  return *slot;
+}
+
+int64_t Evaluator::stream_batch(bool with_grad, int64_t cap, int64_t granule) const {
+  int64_t b = measured_batch_size(with_grad);
+  if (cap > 0) b = std::min(b, cap);
+  if (granule > 1 && b >= granule) b -= b % granule;
+  return b;
+}
+
+void Evaluator::warm_up() {
+  if (!model_.module() || model_.input_spec().shape.empty()) return;
+  try {
+    run_on_zeros(model_, false, 1);  // the inference graph, built and checked
+  } catch (const std::exception&) {
+    return;  // a model that refuses zeros: the first real pass says why
+  }
+  measured_batch_size(false);
+  measured_batch_size(true);
+}
+
 void Evaluator::check_cancel() const {
   if (options_.cancel.cancelled()) throw Cancelled("the explanation was cancelled.");
 }
@@ -62,8 +234,7 @@ void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make
 
 void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make, const Scorer& scorer,
                           const GradConsumer& consume, int64_t cap, int64_t granule) {
-  int64_t b = batch_size(true, cap);
-  if (granule > 1 && b >= granule) b -= b % granule;
+  const int64_t b = stream_batch(true, cap, granule);
   report(stage, 0, total);
   for (int64_t begin = 0; begin < total; begin += b) {
     check_cancel();
@@ -100,9 +271,14 @@ void Evaluator::batched(const char* stage, int64_t total, int64_t batch,
   }
 }
 
+void Evaluator::batched(const char* stage, int64_t total, Automatic batch,
+                        const std::function<void(int64_t, int64_t)>& body, bool evaluations) {
+  batched(stage, total, stream_batch(batch.with_grad, batch.cap, batch.granule), body, evaluations);
+}
+
 void Evaluator::forward(const char* stage, int64_t total, const MakeRows& make, const OutputConsumer& consume,
                         int64_t cap) {
-  const int64_t b = batch_size(false, cap);
+  const int64_t b = stream_batch(false, cap, 1);
   report(stage, 0, total);
   at::NoGradGuard no_grad;
   for (int64_t begin = 0; begin < total; begin += b) {

@@ -14,6 +14,7 @@
 
 #include "candela/core/registry.h"
 #include "candela/core/target.h"
+#include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/eval/metrics.h"
 #include "candela/io/file.h"
@@ -162,6 +163,12 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
     auto it = config.method_options.find(name);
     methods.push_back(Registry::builtin().create(name, it == config.method_options.end() ? nlohmann::json::object()
                                                                                           : it->second));
+  }
+  {
+    // The inference graph and the batch sizes, in the state explanations run in, before any
+    // method's time is counted.
+    detail::ModelGuard guard(model);
+    Evaluator(model, config.eval).warm_up();
   }
   const at::Tensor targets = data.labels.defined() ? data.labels.to(at::kCPU, at::kLong).reshape({-1})
                                                    : top1(model, x, config.eval);
@@ -333,6 +340,12 @@ nlohmann::json audit_shortcuts(const Model& model, const EvaluateData& data, con
   CANDELA_CHECK(config.clusters >= 1, "clusters must be >= 1.");
   const int64_t n = x.size(0);
   auto explainer = Registry::builtin().create(config.method, config.method_options);
+  {
+    // The inference graph and the batch sizes, in the state explanations run in, before any
+    // method's time is counted.
+    detail::ModelGuard guard(model);
+    Evaluator(model, config.eval).warm_up();
+  }
   const at::Tensor targets = data.labels.defined() ? data.labels.to(at::kCPU, at::kLong).reshape({-1})
                                                    : top1(model, x, config.eval);
   std::vector<at::Tensor> parts;

@@ -42,7 +42,7 @@ at::Tensor AblationCam::layer_map(const LayerData& d) const {
                             : taps.forward(x.index_select(0, sample.to(x.device())), {repl}).output;
     ablated.slice(0, b, e).copy_(d.target->scores(out, sample));
   };
-  ev.batched("ablation_cam", n * channels, ev.batch_size(false), body, /*evaluations=*/!suffix);
+  ev.batched("ablation_cam", n * channels, Evaluator::Automatic{false}, body, /*evaluations=*/!suffix);
   at::Tensor original = d.scores.view({n, 1});
   at::Tensor weights = (original - ablated.view({n, channels})) / original;
   return weighted_sum(weights, acts);

@@ -37,7 +37,7 @@ Attribution LayerConductance::attribute(Evaluator& ev, const ExplainRequest& req
   // batch or an earlier one. Each sample keeps the layer's output and gradient at its latest
   // step; step k adds grad_{k-1} * (h_k - h_{k-1}) (Captum uses the gradient at the left end).
   at::Tensor total, prev_grad, prev_act;
-  ev.batched("layer_conductance", n * points, detail::aligned_batch(ev, options_.internal_batch_size, n),
+  ev.batched("layer_conductance", n * points, Evaluator::Automatic{true, options_.internal_batch_size, n},
              [&](int64_t b, int64_t e) {
                auto p = detail::path_rows(base, diff, alpha_t, b, e);
                at::Tensor h, g;
