@@ -25,11 +25,12 @@ struct EvalOptions {
   // Automatic batch sizes by measurement. Before its first forward-only pass (and its first
   // gradient pass) on a TorchScript or ONNX model (a function model may have effects: the
   // budget's size), the evaluator times the model on zero rows of the input spec's
-  // shape at 1, 2, 4, ... rows up to the budget's size and keeps the fastest per row: for the rest
+  // shape at 1, 2, 4, ... rows up to the budget's size (the faster of two calls after a warm-up
+  // call, until a size is 10% slower per row than the best) and keeps the fastest per row: for the rest
   // of the process (per model, pass, input shape, budget and device), and on disk
   // for a model loaded from a file (batch-sizes.json in $CANDELA_CACHE_DIR, else
   // $XDG_CACHE_HOME/candela or ~/.cache/candela), so that later processes neither pay for the
-  // measurement (about 1 s forward-only and 3 s with gradients for resnet18 on 2 cores) nor
+  // measurement (about 1.5 s forward-only and 4 s with gradients for resnet18 on 2 cores) nor
   // get different batches. Every stream then uses one size, so a call repeated gives the same
   // bits. On a CPU the fastest batch is far below the budget's (resnet18 224x224, 2 threads:
   // 4 to 8 rows, against 31 forward-only and 15 with gradients). Off (or
