@@ -7,6 +7,8 @@
 //
 //   build/bin/bench_compare --case ig50 --model build/fixtures/resnet18.pt --input x.npy \
 //       --target 3 --threads 2 --repeats 3 --out attr.npy
+//
+// --batch-size N fixes the rows per model call instead (a diagnostic: is it the batch size?).
 #include <ATen/ATen.h>
 
 #include <cstdio>
@@ -68,11 +70,11 @@ const std::vector<Case>& cases() {
 void usage(FILE* f) {
   std::fprintf(f,
                "usage: bench_compare --case NAME [--model M.pt] [--input x.npy] [--target K] [--threads N]\n"
-               "                     [--repeats R] [--out attr.npy]\n"
+               "                     [--repeats R] [--out attr.npy] [--batch-size N]\n"
                "Runs one case once as a warm-up, then R timed runs; prints one JSON line with the best\n"
                "and all wall times, the model evaluations and the batching used.\n"
                "Defaults: the resnet18 fixture, a seeded randn [1, 3, 224, 224] input, target 3, every\n"
-               "core, 3 repeats.\n\n"
+               "core, 3 repeats, automatic batching (--batch-size N fixes the rows per model call).\n\n"
                "example:\n"
                "  build/bin/bench_compare --case ig50 --model build/fixtures/resnet18.pt --input x.npy \\\n"
                "      --target 3 --threads 2 --repeats 3 --out ig50.npy\n\ncases:\n");
@@ -84,7 +86,7 @@ void usage(FILE* f) {
 int main(int argc, char** argv) {
   std::string case_name, out;
   std::string model_path = std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt", input_path;
-  int64_t target = 3;
+  int64_t target = 3, batch_size = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -96,6 +98,7 @@ int main(int argc, char** argv) {
     else if (a == "--input" && has_value) input_path = argv[++i];
     else if (a == "--target" && has_value) target = std::atoll(argv[++i]);
     else if (a == "--out" && has_value) out = argv[++i];
+    else if (a == "--batch-size" && has_value) batch_size = std::atoll(argv[++i]);
     else if ((a == "--threads" || a == "--repeats") && has_value) ++i;  // parse_args reads them
     else {
       std::fprintf(stderr, "bench_compare: unknown or incomplete argument '%s'\n", a.c_str());
@@ -119,6 +122,7 @@ int main(int argc, char** argv) {
     ExplainRequest r;
     r.inputs = x;
     r.target = Target::index(target);
+    r.eval.max_batch_size = batch_size;
     if (c->grid_features) r.feature_mask = make_feature_mask("grid:32", x, m.input_spec());
     if (c->baseline_distribution) r.baseline = Baseline::distribution(at::cat({at::zeros_like(x), -x}));
     auto e = Registry::builtin().create(c->method, c->options);
@@ -137,7 +141,8 @@ int main(int argc, char** argv) {
         {"seconds", best},
         {"all", all},
         {"evaluations", a.model_evaluations},
-        {"setting", "automatic batching (largest batch " + std::to_string(a.batch_size) + ")"},
+        {"setting", std::string(batch_size ? "fixed" : "automatic") + " batching (largest batch " +
+                        std::to_string(a.batch_size) + ")"},
         {"threads", args.threads}};
     std::printf("%s\n", line.dump().c_str());
   } catch (const std::exception& ex) {
