@@ -108,8 +108,10 @@ def deeplift_ready(model):
     """The same function for Captum's DeepLift, which hooks ReLU and MaxPool modules: (1) torchvision's BasicBlock
     calls one ReLU module twice, which DeepLift refuses, so each block gets a second ReLU; (2) the stem's ReLU output
     feeds the MaxPool directly, where Captum's ReLU multiplier sees the max-pool gradient before the MaxPool hook
-    rewrites it (DeepLift then stops summing to f(x) - f(0)); a Clone between them gives the textbook Rescale +
-    max-pool rule, what Candela computes on the unchanged model (bench/compare_rules.py found both)."""
+    rewrites it; a Clone between them gives the textbook Rescale + max-pool rule (bench/compare_rules.py found both).
+    Captum stays incomplete on this max-pool all the same: its windows overlap (3x3, stride 2) and Captum's rule routes
+    the multipliers back with max_unpool2d, which keeps one window's value per position instead of adding them
+    (bench/compare/README.md)."""
     model.relu = nn.ReLU()
     model.maxpool = nn.Sequential(Clone(), model.maxpool)
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
