@@ -12,6 +12,13 @@
 
 namespace candela::testing {
 
+// Measured batch sizes (EvalOptions::measure_batch_size) go to the build tree, not ~/.cache,
+// unless the caller chose a place.
+inline const bool kTestCacheDir = [] {
+  ::setenv("CANDELA_CACHE_DIR", CANDELA_FIXTURE_DIR "/../test-cache", /*overwrite=*/0);
+  return true;
+}();
+
 // The fixture folders are compiled in; CANDELA_FIXTURE_DIR / CANDELA_GROUNDTRUTH_DIR in the environment
 // point the suite at fixtures rebuilt elsewhere (scripts/check-portability.sh).
 inline std::string env_or(const char* variable, const char* fallback) {

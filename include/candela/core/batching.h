@@ -25,8 +25,8 @@ struct EvalOptions {
   // Automatic batch sizes by measurement. Before its first forward-only pass (and its first
   // gradient pass) on a TorchScript or ONNX model (a function model may have effects: the
   // budget's size), the evaluator times the model on zero rows of the input spec's
-  // shape at 1, 2, 4, ... rows up to the budget's size (the faster of two calls after a warm-up
-  // call, until a size is 10% slower per row than the best) and keeps the fastest per row: for the rest
+  // shape at 1, 2, 4, ... rows up to the budget's size (after a warm-up call; the faster of two
+  // calls under 0.1 s; until a size is 10% slower per row than the best) and keeps the fastest per row: for the rest
   // of the process (per model, pass, input shape, budget and device), and on disk
   // for a model loaded from a file (batch-sizes.json in $CANDELA_CACHE_DIR, else
   // $XDG_CACHE_HOME/candela or ~/.cache/candela), so that later processes neither pay for the

@@ -28,6 +28,7 @@ constexpr int64_t kFallbackBytesPerRow = 4 << 20;  // when the model cannot be p
 // A size this much slower per row than the best so far ends the measurement: per-row time
 // falls while a batch fills the cores and rises once it spills out of the caches.
 constexpr double kPastTheBest = 1.10;
+constexpr double kTimeTwiceBelow = 0.1;  // seconds
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -180,13 +181,16 @@ int64_t Evaluator::measured_batch_size(bool with_grad) const {
         rows = detail::fastest_batch_size(limit, [&](int64_t b) {
           report(stage, tried++, sizes);
           run_on_zeros(model_, with_grad, b);  // builds the executor's plan for this shape
-          double best = 0;
-          for (int run = 0; run < 2; ++run) {  // the faster of two: one call is noisy on a busy machine
-            const auto start = Clock::now();
+          // A short call is noisy on a busy machine: the faster of two; a long one is timed once.
+          auto start = Clock::now();
+          run_on_zeros(model_, with_grad, b);
+          double seconds = since(start);
+          if (seconds < kTimeTwiceBelow) {
+            start = Clock::now();
             run_on_zeros(model_, with_grad, b);
-            best = run == 0 ? since(start) : std::min(best, since(start));
+            seconds = std::min(seconds, since(start));
           }
-          return best;
+          return seconds;
         });
       } catch (const std::exception&) {
         rows = 0;  // a model that refuses zeros of its spec's shape: the budget's size
