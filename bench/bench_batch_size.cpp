@@ -22,10 +22,7 @@ using candela::bench::since;
 
 namespace {
 
-void measure(bool on) {
-  if (on) ::unsetenv("CANDELA_NO_BATCH_MEASURE");
-  else ::setenv("CANDELA_NO_BATCH_MEASURE", "1", 1);
-}
+void measure(bool on) { candela::bench::switch_off("CANDELA_NO_BATCH_MEASURE", !on); }
 
 struct Case {
   std::string method;

@@ -24,10 +24,7 @@ using candela::bench::since;
 namespace {
 
 
-void use_graph(bool on) {
-  if (on) ::unsetenv("CANDELA_NO_INFERENCE_GRAPH");
-  else ::setenv("CANDELA_NO_INFERENCE_GRAPH", "1", 1);
-}
+void use_graph(bool on) { candela::bench::switch_off("CANDELA_NO_INFERENCE_GRAPH", !on); }
 
 // Best wall time of `repeats` calls of f with the graph off and on, alternating.
 template <class F>

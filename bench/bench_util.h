@@ -14,6 +14,12 @@ namespace candela::bench {
 using Clock = std::chrono::steady_clock;
 inline double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// Turns one of Candela's CANDELA_NO_* switches on (`off` = true sets it) or back off.
+inline void switch_off(const char* variable, bool off) {
+  if (off) ::setenv(variable, "1", 1);
+  else ::unsetenv(variable);
+}
+
 // --threads N (default: every core) and --repeats R; other flags are left to the caller. Sets the
 // intra-op thread count.
 struct Args {

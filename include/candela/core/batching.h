@@ -23,7 +23,7 @@ struct EvalOptions {
   // CPU, forward batches much larger than resnet18's 30 rows get slower per sample.
   double max_memory_mb = 1024;
   // Automatic batch sizes by measurement. Before its first forward-only pass (and its first
-  // gradient pass) on a TorchScript or ONNX model (a function model may have effects: the
+  // gradient pass) of more than one row on a TorchScript or ONNX model (a function model may have effects: the
   // budget's size), the evaluator times the model on zero rows of the input spec's
   // shape at 1, 2, 4, ... rows up to the budget's size (after a warm-up call; the faster of two
   // calls under 0.1 s; until a size is 10% slower per row than the best) and keeps the fastest per row: for the rest
@@ -107,7 +107,7 @@ class Evaluator {
 
  private:
   int64_t measured_batch_size(bool with_grad) const;
-  int64_t stream_batch(bool with_grad, int64_t cap, int64_t granule) const;
+  int64_t stream_batch(bool with_grad, int64_t cap, int64_t granule, int64_t total) const;
   void check_cancel() const;
   void report(const char* stage, int64_t done, int64_t total) const;
 

@@ -202,7 +202,8 @@ int64_t Evaluator::measured_batch_size(bool with_grad) const {
   return *slot;
 }
 
-int64_t Evaluator::stream_batch(bool with_grad, int64_t cap, int64_t granule) const {
+int64_t Evaluator::stream_batch(bool with_grad, int64_t cap, int64_t granule, int64_t total) const {
+  if (total <= 1) return 1;  // nothing to choose: no measurement
   int64_t b = measured_batch_size(with_grad);
   if (cap > 0) b = std::min(b, cap);
   if (granule > 1 && b >= granule) b -= b % granule;
@@ -242,7 +243,7 @@ void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make
 
 void Evaluator::gradients(const char* stage, int64_t total, const MakeRows& make, const Scorer& scorer,
                           const GradConsumer& consume, int64_t cap, int64_t granule) {
-  const int64_t b = stream_batch(true, cap, granule);
+  const int64_t b = stream_batch(true, cap, granule, total);
   report(stage, 0, total);
   for (int64_t begin = 0; begin < total; begin += b) {
     check_cancel();
@@ -281,12 +282,12 @@ void Evaluator::batched(const char* stage, int64_t total, int64_t batch,
 
 void Evaluator::batched(const char* stage, int64_t total, Automatic batch,
                         const std::function<void(int64_t, int64_t)>& body, bool evaluations) {
-  batched(stage, total, stream_batch(batch.with_grad, batch.cap, batch.granule), body, evaluations);
+  batched(stage, total, stream_batch(batch.with_grad, batch.cap, batch.granule, total), body, evaluations);
 }
 
 void Evaluator::forward(const char* stage, int64_t total, const MakeRows& make, const OutputConsumer& consume,
                         int64_t cap) {
-  const int64_t b = stream_batch(false, cap, 1);
+  const int64_t b = stream_batch(false, cap, 1, total);
   report(stage, 0, total);
   at::NoGradGuard no_grad;
   for (int64_t begin = 0; begin < total; begin += b) {
