@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "candela/core/progress.h"
 
@@ -22,19 +23,19 @@ struct EvalOptions {
   // runs 5 rows per backward, about as fast as any fixed batch size, at 1.1 GB peak RSS; on a
   // CPU, forward batches much larger than resnet18's 30 rows get slower per sample.
   double max_memory_mb = 1024;
-  // Automatic batch sizes by measurement. Before its first forward-only pass (and its first
-  // gradient pass) of more than one row on a TorchScript or ONNX model (a function model may have effects: the
-  // budget's size), the evaluator times the model on zero rows of the input spec's
-  // shape at 1, 2, 4, ... rows up to the budget's size (after a warm-up call; the faster of two
-  // calls under 0.1 s; until a size is 10% slower per row than the best) and keeps the fastest per row: for the rest
-  // of the process (per model, pass, input shape, budget and device), and on disk
-  // for a model loaded from a file (batch-sizes.json in $CANDELA_CACHE_DIR, else
-  // $XDG_CACHE_HOME/candela or ~/.cache/candela), so that later processes neither pay for the
-  // measurement (about 1.5 s forward-only and 4 s with gradients for resnet18 on 2 cores) nor
-  // get different batches. Every stream then uses one size, so a call repeated gives the same
-  // bits. On a CPU the fastest batch is far below the budget's (resnet18 224x224, 2 threads:
-  // 4 to 8 rows, against 31 forward-only and 15 with gradients). Off (or
-  // CANDELA_NO_BATCH_MEASURE=1, or a model without a known input shape): the budget's size.
+  // Automatic batch sizes by measurement. Before its first forward-only pass and its first
+  // gradient pass of more than one row on a TorchScript or ONNX model, the evaluator times the
+  // model on zero rows of the input spec's shape at 1, 2, 4, ... rows up to the budget's size
+  // (after a warm-up call; the faster of two calls under 0.1 s; until a size is 10% slower per
+  // row than the best) and keeps the fastest per row: for the rest of the process (per model,
+  // pass, input shape, budget and device), and on disk for a model loaded from a file
+  // (batch-sizes.json in $CANDELA_CACHE_DIR, else $XDG_CACHE_HOME/candela or ~/.cache/candela),
+  // so that later processes neither pay for the measurement (resnet18 on 2 cores: about 2 s
+  // forward-only, 4 s with gradients) nor get different batches. Every stream then uses one
+  // size, so a call repeated gives the same bits. On a CPU the fastest batch is far below the
+  // budget's (resnet18 224x224, 2 threads: 4 to 8 rows, against 31 forward-only and 15 with
+  // gradients). Off, with CANDELA_NO_BATCH_MEASURE=1, for a function model (its calls may have
+  // effects) or without a known input shape: the budget's size.
   bool measure_batch_size = true;
   ProgressCallback progress;    // may be empty
   CancelToken cancel;
@@ -120,8 +121,10 @@ class Evaluator {
 };
 
 namespace detail {
-// The batch-size search: 1, 2, 4, ... rows and `limit`, in order, each timed by `seconds` (one
-// call of that many rows), until one is 10% slower per row than the best so far; the best.
+// The sizes the search tries: 1, 2, 4, ... below `limit`, then `limit`.
+std::vector<int64_t> batch_size_candidates(int64_t limit);
+// The batch-size search: the candidates in order, each timed by `seconds` (one call of that many
+// rows), until one is 10% slower per row than the best so far; the best.
 int64_t fastest_batch_size(int64_t limit, const std::function<double(int64_t)>& seconds);
 }  // namespace detail
 

@@ -36,8 +36,8 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 // ---- measured batch sizes, kept on disk ----------------------------------------------------
 // One JSON object {key: rows} in $CANDELA_CACHE_DIR (else $XDG_CACHE_HOME/candela, else
 // ~/.cache/candela)/batch-sizes.json, for models loaded from a file; the key names the file
-// (path, size, modification time), the per-sample shape, the pass, the budget's size, the
-// thread count, the device and LibTorch's version.
+// (path, size, modification time), the pass, the per-sample shape, the budget's size, the device
+// and LibTorch's version.
 fs::path cache_file() {
   if (const char* d = std::getenv("CANDELA_CACHE_DIR"); d && *d) return fs::path(d) / "batch-sizes.json";
   if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return fs::path(d) / "candela" / "batch-sizes.json";
@@ -108,13 +108,17 @@ void run_on_zeros(const Model& model, bool with_grad, int64_t b) {
 }  // namespace
 
 namespace detail {
-int64_t fastest_batch_size(int64_t limit, const std::function<double(int64_t)>& seconds) {
+std::vector<int64_t> batch_size_candidates(int64_t limit) {
   std::vector<int64_t> sizes;
   for (int64_t p = 1; p < limit; p *= 2) sizes.push_back(p);
   sizes.push_back(std::max<int64_t>(1, limit));
+  return sizes;
+}
+
+int64_t fastest_batch_size(int64_t limit, const std::function<double(int64_t)>& seconds) {
   int64_t best = 0;
   double best_per_row = 0;
-  for (int64_t b : sizes) {
+  for (int64_t b : batch_size_candidates(limit)) {
     const double per_row = seconds(b) / static_cast<double>(b);
     if (best == 0 || per_row < best_per_row) {
       best = b;
@@ -175,8 +179,8 @@ int64_t Evaluator::measured_batch_size(bool with_grad) const {
     int64_t rows = cached_on_disk(key);
     if (rows <= 0 || rows > limit) {
       const char* stage = with_grad ? "measuring batch sizes (gradients)" : "measuring batch sizes";
-      int64_t sizes = 1, tried = 0;
-      for (int64_t p = 1; p < limit; p *= 2) ++sizes;
+      const auto sizes = static_cast<int64_t>(detail::batch_size_candidates(limit).size());
+      int64_t tried = 0;
       try {
         rows = detail::fastest_batch_size(limit, [&](int64_t b) {
           report(stage, tried++, sizes);
