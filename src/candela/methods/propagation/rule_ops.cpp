@@ -45,11 +45,16 @@ at::Tensor local_grad(const at::Tensor& x, int64_t kind, const std::vector<doubl
   return torch::autograd::grad({y}, {xx}, {g})[0];
 }
 
-// The two halves of a DeepLIFT batch [inputs; references] side by side: (a - b) twice.
-at::Tensor paired_delta(const at::Tensor& t) {
+// A DeepLIFT batch [inputs; references] as [2, n, ...], and the difference of its halves as
+// [1, n, ...] (a - b, which broadcasts over both halves).
+at::Tensor halves(const at::Tensor& t) {
+  std::vector<int64_t> shape = {2, t.size(0) / 2};
+  shape.insert(shape.end(), t.sizes().begin() + 1, t.sizes().end());
+  return t.reshape(shape);
+}
+at::Tensor paired(const at::Tensor& t) {
   const int64_t n = t.size(0) / 2;
-  at::Tensor d = t.slice(0, 0, n) - t.slice(0, n, 2 * n);
-  return at::cat({d, d});
+  return (t.slice(0, 0, n) - t.slice(0, n, 2 * n)).unsqueeze(0);
 }
 
 void check_pairs(const at::Tensor& x) {
@@ -82,20 +87,23 @@ class ActFn : public torch::autograd::Function<ActFn> {
       gi = g.clamp_min(0);  // relu(grad_output), no forward mask
     } else {
       // DeepLIFT Rescale (Captum's nonlinear rule): g * dy / dx, the gradient where |dx| < eps.
+      // dx and dy are the same for both halves: computed once and broadcast over [2, n, ...].
       const double eps = ctx->saved_data["eps"].toDouble();
-      const at::Tensor dx = paired_delta(x), dy = paired_delta(y);
+      const at::Tensor dx = paired(x), dy = paired(y);
       const at::Tensor small = dx.abs() < eps;
-      gi = at::where(small, local_grad(x, kind, p, g), g * dy / at::where(small, at::ones_like(dx), dx));
+      const at::Tensor rescaled = halves(g) * dy / dx.masked_fill(small, 1);
+      gi = at::where(small, halves(local_grad(x, kind, p, g)), rescaled).reshape(x.sizes());
     }
     return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 // Scatter-add of pooled values back to the input positions they came from.
-at::Tensor unpool(const at::Tensor& values, const at::Tensor& indices, const at::Tensor& like) {
-  at::Tensor flat = at::zeros({like.size(0), like.size(1), like[0][0].numel()}, values.options());
+at::Tensor unpool(const at::Tensor& values, const at::Tensor& indices, at::IntArrayRef sizes) {
+  at::Tensor flat = at::zeros({sizes[0], sizes[1], c10::multiply_integers(sizes.begin() + 2, sizes.end())},
+                              values.options());
   flat.scatter_add_(2, indices.flatten(2), values.flatten(2));
-  return flat.view(like.sizes());
+  return flat.view(sizes);
 }
 
 class MaxPoolFn : public torch::autograd::Function<MaxPoolFn> {
@@ -106,35 +114,30 @@ class MaxPoolFn : public torch::autograd::Function<MaxPoolFn> {
     check_pairs(x);
     CANDELA_CHECK_T(UnsupportedModel, x.dim() == 4, "DeepLIFT's max-pool rule handles 2-d pooling of [N, C, H, W], got ",
                     x.dim(), " dimensions.");
-    ctx->save_for_backward({x});
-    ctx->saved_data["kernel"] = kernel;
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["ceil"] = ceil_mode;
+    auto [out, idx] = at::max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceil_mode);
+    ctx->save_for_backward({x, out, idx});  // the backward routes through the same argmax
     ctx->saved_data["eps"] = eps;
-    return at::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode);
+    return out;
   }
   // Captum's maxpool rule: the pooled difference between input and reference, routed to the
   // input's and the reference's argmax, divided by the input difference.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor x = ctx->get_saved_variables()[0];
-    const at::Tensor& g = grads[0];
-    auto [out, idx] = at::max_pool2d_with_indices(
-        x, ctx->saved_data["kernel"].toIntVector(), ctx->saved_data["stride"].toIntVector(),
-        ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
-        ctx->saved_data["ceil"].toBool());
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &out = saved[1], &idx = saved[2], &g = grads[0];
     const int64_t n = x.size(0) / 2;
     const at::Tensor o = out.slice(0, 0, n), o_ref = out.slice(0, n, 2 * n);
     const at::Tensor xmax = at::max(o, o_ref);
-    const at::Tensor routed = unpool(g * at::cat({xmax - o_ref, o - xmax}), idx, x);
-    const at::Tensor num = routed.slice(0, 0, n) + routed.slice(0, n, 2 * n);
-    const at::Tensor plain = unpool(g, idx, x).slice(0, 0, n);
-    const at::Tensor dx = paired_delta(x);
+    // One scatter for the three maps: the input's share, the reference's, and the plain gradient.
+    const at::Tensor g_in = g.slice(0, 0, n);
+    const at::Tensor shares = at::cat({g_in * (xmax - o_ref), g.slice(0, n, 2 * n) * (o - xmax), g_in});
+    std::vector<int64_t> sizes = x.sizes().vec();
+    sizes[0] = 3 * n;
+    const at::Tensor routed = unpool(shares, at::cat({idx, idx.slice(0, 0, n)}), sizes);
+    const at::Tensor num = routed.slice(0, 0, n) + routed.slice(0, n, 2 * n), plain = routed.slice(0, 2 * n, 3 * n);
+    const at::Tensor dx = paired(x).squeeze(0);
     const at::Tensor small = dx.abs() < ctx->saved_data["eps"].toDouble();
-    const at::Tensor gi =
-        at::where(small, at::cat({plain, plain}), at::cat({num, num}) / at::where(small, at::ones_like(dx), dx));
-    return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const at::Tensor half = at::where(small, plain, num / dx.masked_fill(small, 1));
+    return {at::cat({half, half}), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
