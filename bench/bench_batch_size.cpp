@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   if (!::mkdtemp(cache.data())) return 1;
   ::setenv("CANDELA_CACHE_DIR", cache.c_str(), 1);  // measured afresh, whatever ~/.cache holds
   try {
-    const std::string path = std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt";
+    const std::string path = candela::bench::fixture("resnet18.pt");
     const at::Tensor x = at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0));
     std::printf("bench_batch_size: %d threads, resnet18 224x224, best of %d, alternating\n", args.threads,
                 args.repeats);

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   const auto args = candela::bench::parse_args(argc, argv);
   const int threads = args.threads;
   try {
-    Model m = Model::load(std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt");
+    Model m = Model::load(candela::bench::fixture("resnet18.pt"));
     at::Tensor x = at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0));
     double warm;
     timed("grad_cam", {{"layers", {"layer4"}}}, m, x, warm, 2);  // warm-up

@@ -85,7 +85,7 @@ void usage(FILE* f) {
 
 int main(int argc, char** argv) {
   std::string case_name, out;
-  std::string model_path = std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt", input_path;
+  std::string model_path = candela::bench::fixture("resnet18.pt"), input_path;
   int64_t target = 3, batch_size = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

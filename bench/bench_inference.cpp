@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   const int threads = args.threads;
   const int repeats = args.repeats;
   try {
-    Model m = Model::load(std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt");
+    Model m = Model::load(candela::bench::fixture("resnet18.pt"));
     const at::Tensor x = at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0));
     std::printf("bench_inference: %d threads, resnet18 224x224, best of %d, alternating\n", threads, repeats);
     std::printf("%-34s %10s %10s %8s\n", "", "plain, s", "graph, s", "ratio");

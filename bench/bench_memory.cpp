@@ -23,8 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using candela::bench::fixture;
 
 namespace {
 
@@ -59,8 +62,6 @@ Run run(const std::vector<std::string>& args) {
   r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }
-
-std::string fixture(const std::string& name) { return std::string(CANDELA_FIXTURE_DIR) + "/" + name; }
 
 }  // namespace
 

@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   const int threads = args.threads;
   const int repeats = args.repeats;
   try {
-    Model resnet = Model::load(std::string(CANDELA_FIXTURE_DIR) + "/resnet18.pt");
+    Model resnet = Model::load(candela::bench::fixture("resnet18.pt"));
     std::printf("bench_rules: resnet18 224x224, %d threads, best of %d after %d warm-up runs\n", threads, repeats, kWarmup);
     for (int64_t batch : {1, 8}) {
       at::Tensor x = at::randn({batch, 3, 224, 224}, at::detail::createCPUGenerator(0));

@@ -7,12 +7,19 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <string>
 #include <thread>
 
 namespace candela::bench {
 
 using Clock = std::chrono::steady_clock;
 inline double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// A file of the build's test fixtures (build/fixtures), e.g. fixture("resnet18.pt").
+inline std::string fixture(const std::string& name) {
+  return (std::filesystem::path(CANDELA_FIXTURE_DIR) / name).string();
+}
 
 // Turns one of Candela's CANDELA_NO_* switches on (`off` = true sets it) or back off.
 inline void switch_off(const char* variable, bool off) {

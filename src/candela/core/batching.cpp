@@ -86,11 +86,11 @@ void store_on_disk(const std::string& key, int64_t rows) {
 
 // Runs the model once on `b` zero rows of its input spec's shape, with or without a backward.
 void run_on_zeros(const Model& model, bool with_grad, int64_t b) {
+  // Rows of the first parameter's floating type (a float64 ONNX graph wants doubles), else float.
   at::TensorOptions opts = at::TensorOptions().device(c10::Device(model.device()));
-  for (const auto& p : model.module()->parameters()) {
-    if (p.is_floating_point()) opts = opts.dtype(p.scalar_type());
-    break;
-  }
+  const auto params = model.module()->parameters();
+  if (params.begin() != params.end() && (*params.begin()).is_floating_point())
+    opts = opts.dtype((*params.begin()).scalar_type());
   std::vector<int64_t> shape = {b};
   const auto& per_sample = model.input_spec().shape;
   shape.insert(shape.end(), per_sample.begin(), per_sample.end());
