@@ -95,10 +95,13 @@ inline void check_known_keys(const nlohmann::json& j, const std::vector<std::str
                              const std::string& where, const std::string& tail = "") {
   for (const auto& [key, _] : j.items()) {
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::vector<std::string> sorted = known;
+    std::sort(sorted.begin(), sorted.end());
     std::string list;
-    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-    throw InvalidArgument(str_cat("unknown ", what, " '", key, "' ", where, ".", did_you_mean(key, known), " Its ",
-                                  what, "s are: ", list, tail, "."));
+    for (const auto& k : sorted) list += (list.empty() ? "" : ", ") + k;
+    throw InvalidArgument(str_cat("unknown ", what, " '", key, "' ", where, ".", did_you_mean(key, known),
+                                  known.empty() ? str_cat(" It takes no ", what, "s") : str_cat(" Its ", what, "s are: ", list),
+                                  tail, "."));
   }
 }
 }  // namespace detail

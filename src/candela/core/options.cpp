@@ -14,12 +14,11 @@ using detail::str_cat;
 nlohmann::json parse_option_value(const nlohmann::json& schema, const std::string& method, const std::string& key,
                                   const std::string& text) {
   if (!schema.contains(key)) {
+    // The message options_from_json gives, so the CLI, the server and Python say the same.
     std::vector<std::string> keys;
     for (const auto& [k, _] : schema.items()) keys.push_back(k);
-    std::string list;
-    for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k;
-    throw InvalidArgument(str_cat("unknown option '", key, "' for method '", method, "'.", did_you_mean(key, keys),
-                                  keys.empty() ? " It takes no options." : " Its options are: " + list + "."));
+    detail::check_known_keys(nlohmann::json{{key, nullptr}}, keys, "option", "for method '" + method + "'",
+                             " (see `candela methods`)");
   }
   const std::string type = schema[key].value("type", "string");
   auto fail = [&](const char* what) {
