@@ -11,6 +11,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev
   libonnx-dev libprotobuf-dev libonnx-testdata python3-onnx
   libgtest-dev libgmock-dev libbenchmark-dev
+  pybind11-dev python3-dev python3-distributed python3-matplotlib
 )
 
 missing=()
