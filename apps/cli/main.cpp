@@ -10,6 +10,8 @@
 #include <chrono>
 #include <filesystem>
 #include <cstdio>
+#include <cstring>
+#include <vector>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -281,9 +283,38 @@ int exit_code_for(const std::exception& e) {
   return 1;
 }
 
+// `candela explain-dataset ...`: the Dask runner lives in the Python package (candela.dask);
+// this hands it the arguments, with the package this build made (BUILD/python) on the path.
+int run_explain_dataset(int argc, char** argv) {
+  namespace fs = std::filesystem;
+  const char* python = std::getenv("CANDELA_PYTHON");
+  std::string interpreter = python ? python : "/usr/bin/python3";
+  std::string path;
+  if (const char* p = std::getenv("CANDELA_PYTHONPATH")) {
+    path = p;
+  } else {
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) path = (exe.parent_path().parent_path() / "python").string();
+  }
+  if (!path.empty()) {
+    const char* old = std::getenv("PYTHONPATH");
+    const std::string joined = old && *old ? path + ":" + old : path;
+    setenv("PYTHONPATH", joined.c_str(), 1);
+  }
+  std::vector<char*> args = {interpreter.data(), const_cast<char*>("-m"), const_cast<char*>("candela.dask")};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  execv(interpreter.c_str(), args.data());
+  std::cerr << "candela: error: cannot run " << interpreter << " for explain-dataset (" << std::strerror(errno)
+            << "); set CANDELA_PYTHON to a Python with torch and the candela package.\n";
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "explain-dataset") return run_explain_dataset(argc, argv);
   CLI::App app{"Candela: explain the predictions of deep-learning models.\n\n"
                "Example:\n  candela explain --model digits_cnn.pt --input digit_0.png --method integrated_gradients --out out/\n"};
   app.require_subcommand(1);
@@ -329,6 +360,12 @@ int main(int argc, char** argv) {
   explain->add_option("--alpha", ea.job.alpha, "Overlay opacity in [0, 1]");
   explain->add_flag("--quiet", ea.quiet, "No progress bar or summary");
   add_spec_flags(explain, ea.job.spec);
+
+  // explain-dataset (handled before parsing, by the Python package; listed here for --help)
+  app.add_subcommand("explain-dataset",
+                     "Explain a whole data set on a Dask cluster, one result file per shard, resumable "
+                     "(`candela explain-dataset --help`).")
+      ->allow_extras();
 
   // methods
   bool methods_json = false;
