@@ -326,3 +326,22 @@ def test_predict_and_info(digits, digits_x):
     assert torch.allclose(predict(digits, digits_x), want, atol=1e-5)
     info = candela.run_job("info", model=fixture("digits_cnn.pt"))
     assert "features.2" in [l["name"] for l in info["layers"]]
+
+
+def test_an_onnx_file_gives_the_scripted_numbers(digits, digits_x):
+    a = attr.IntegratedGradients(fixture("digits_cnn_op17.onnx")).attribute(digits_x, target=3, n_steps=16)
+    b = attr.IntegratedGradients(digits).attribute(digits_x, target=3, n_steps=16)
+    assert close(a.numpy(), b.numpy())
+
+
+def test_plot_draws_the_values(digits, digits_x):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    e = candela.explain(digits, digits_x, "saliency", target=3)
+    fig = e.plot(index=1)
+    image = fig.axes[0].images[0].get_array()
+    assert np.allclose(np.asarray(image), e.values[1].sum(0).numpy())
+    rows = torch.rand(3, 30)
+    mlp = torch.jit.load(fixture("breast_cancer_mlp.pt"))
+    fig = candela.explain(mlp, rows, "saliency", target=1).plot()
+    assert len(fig.axes[0].patches) == 20  # the 20 largest of 30 features
