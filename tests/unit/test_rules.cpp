@@ -356,6 +356,59 @@ def forward(self, x):
   }
 }
 
+TEST(LrpComposites, FoldedBatchNormKeepsTheModelsFunctionForTheLayersAfterIt) {
+  // conv -> BatchNorm (a large eps) -> relu -> conv -> relu -> linear, epsilon_plus, in closed
+  // form: the layers after the batch norm see the model's own activations. zennit 0.5.1's
+  // MergeBatchNorm merged the batch norm into the convolution but left it computing
+  // x / sqrt(1 + eps) (running_var 1, eps kept; zennit 1.0.0 sets eps to 0, commit c30e3cc),
+  // which shifts the bias shares of the z-plus and epsilon rules after it: the 4.4e-4 between
+  // Candela and zennit 0.5.1 on resnet18 (bench/compare/README.md). Here that reading is far off.
+  const double bn_eps = 3.0;
+  const at::Tensor w1 = randn({4, 2, 3, 3}, 41), b1 = randn({4}, 42), mean = randn({4}, 43);
+  const at::Tensor var = randn({4}, 44).abs() + 0.5, gamma = randn({4}, 45), beta = randn({4}, 46);
+  const at::Tensor w2 = randn({3, 4, 3, 3}, 47), b2 = randn({3}, 48).abs(), fc = randn({2, 3 * 36}, 49),
+                   fcb = randn({2}, 50);
+  auto net = module("ConvBnConv", R"(
+def forward(self, x):
+    h = torch.conv2d(x, self.w1, self.b1, [1, 1], [1, 1])
+    h = torch.relu(torch.batch_norm(h, self.gamma, self.beta, self.mean, self.var, False, 0.1, 3.0, False))
+    h = torch.relu(torch.conv2d(h, self.w2, self.b2, [1, 1], [1, 1]))
+    return torch.linear(h.flatten(1), self.fc, self.fcb)
+)",
+                    {{"w1", w1}, {"b1", b1}, {"mean", mean}, {"var", var}, {"gamma", gamma}, {"beta", beta},
+                     {"w2", w2}, {"b2", b2}, {"fc", fc}, {"fcb", fcb}});
+  const at::Tensor x = randn({1, 2, 6, 6}, 51);
+  auto conv = [](const at::Tensor& in, const at::Tensor& w, const c10::optional<at::Tensor>& b) {
+    return at::conv2d(in, w, b, {1, 1}, {1, 1});
+  };
+  auto lt = [&](const at::Tensor& s, const at::Tensor& w, const at::Tensor& like) {
+    at::AutoGradMode on(true);
+    at::Tensor in = at::zeros_like(like).requires_grad_(true);
+    return torch::autograd::grad({conv(in, w, {})}, {in}, {s})[0];
+  };
+  // z-plus on one convolution (inputs of either sign): x+ with W+ and b+, x- with W- and no bias.
+  auto z_plus = [&](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b, const at::Tensor& r) {
+    const at::Tensor ip = in.clamp_min(0), in_n = in.clamp_max(0), wp = w.clamp_min(0), wn = w.clamp_max(0);
+    const at::Tensor s = r / stab(conv(ip, wp, b.clamp_min(0)) + conv(in_n, wn, {}), 1e-6);
+    return ip * lt(s, wp, in) + in_n * lt(s, wn, in);
+  };
+  const at::Tensor scale = gamma / at::sqrt(var + bn_eps);
+  const at::Tensor wf = w1 * scale.view({4, 1, 1, 1}), bf = (b1 - mean) * scale + beta;
+  // The relevance at the input when the activations after the batch norm are multiplied by c.
+  auto closed_form = [&](double c) {
+    const at::Tensor a1 = at::relu(conv(x, wf, bf)) * c;
+    const at::Tensor a2 = at::relu(conv(a1, w2, b2)).flatten(1);
+    const at::Tensor r_out = at::zeros({1, 2}, kD).index_fill_(1, at::tensor({int64_t{1}}), 1.0);
+    const at::Tensor r2 = (a2 * (r_out / stab(at::linear(a2, fc, fcb), 1e-6)).matmul(fc)).view({1, 3, 6, 6});
+    return z_plus(x, wf, bf, z_plus(a1, w2, b2, r2));
+  };
+  const at::Tensor exact = closed_form(1.0);
+  auto a = lrp(as_model(net, {2, 6, 6}), x, 1, {.composite = "epsilon_plus"});
+  EXPECT_LT(rel_error(a.values, exact), 1e-10);
+  // zennit 0.5.1's reading (c = 1 / sqrt(1 + eps)) is a different attribution, not a rounding.
+  EXPECT_GT(rel_error(closed_form(1.0 / std::sqrt(1.0 + bn_eps)), exact), 1e-2);
+}
+
 // ---- DeepLIFT ---------------------------------------------------------------------------
 
 TEST(DeepLift, SumsToTheOutputDifferenceOnTheFixtures) {

@@ -9,6 +9,13 @@
 // pooling split it in proportion to their inputs (Norm rule), max pooling gives it to the
 // maximum, and BatchNorm after a convolution is folded into it first. extra.relevance reports
 // conservation: the relevance at the output, the sum at the input, and their ratio.
+// The fold keeps the model's function (torch.jit's FoldFrozenConvBatchnorm, the batch norm's eps
+// included), so every rule sees the model's own activations. zennit 0.5.1's MergeBatchNorm does
+// not: it leaves the emptied batch norm computing x / sqrt(1 + eps), which shrinks the
+// activations after each one by 5e-6 (eps 1e-5) but not the biases, and moves the z-plus,
+// epsilon and Norm shares after it; zennit 1.0.0 sets eps to 0 (commit c30e3cc). That is the
+// whole 4.4e-4 between this and zennit 0.5.1 on resnet18 (1.8e-7 with the fix applied to
+// 0.5.1): bench/compare/README.md, bench/compare/zennit_merge_bn.py.
 #pragma once
 
 #include <string>
