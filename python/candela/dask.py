@@ -129,9 +129,35 @@ def _shard_name(out, index):
     return os.path.join(out, f"shard-{index:05d}")
 
 
+_malloc_checked = False
+
+
+def _tune_malloc():
+    """Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536. Setting any glibc threshold
+    switches off glibc's dynamic mmap threshold, which then stays at 128 KiB: every tensor above it
+    is a fresh mmap whose pages fault in on first touch, and IG on the digits CNN ran 3x slower (0.36
+    -> 1.1 s for 500 digits). Raising the mmap threshold to its maximum (32 MiB) and the trim
+    threshold to 64 MiB restores the speed (0.35 s); memory above 64 MiB is still returned."""
+    global _malloc_checked
+    if _malloc_checked:
+        return
+    _malloc_checked = True
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 64 << 20)
+    except OSError:
+        pass  # not glibc: nothing to undo
+
+
 def _explain_shard(ref, shard, index, out, method, targets, kwargs, threads):
     """One task: explain one shard and write its two files (the JSON last)."""
     import candela
+    _tune_malloc()
     torch.set_num_threads(threads)
     model = _worker_model(ref)
     x = _load_shard(shard, model)
@@ -154,8 +180,13 @@ class _Cluster:
         from distributed import Client, LocalCluster
         self.cluster = None
         if client is None or client == "local":
-            self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                                        processes=True, dashboard_address=None)
+            import dask
+            # Without Dask's MALLOC_TRIM_THRESHOLD_ (see _tune_malloc): glibc's own dynamic thresholds.
+            environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+                       if k != "MALLOC_TRIM_THRESHOLD_"}
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                                            processes=True, dashboard_address=None)
             self.client = Client(self.cluster)
         elif isinstance(client, str):
             self.client = Client(client)
@@ -258,6 +289,7 @@ def load_results(out):
 
 def _evaluate_shard(ref, shard, index, out, methods, metrics, targets, method_options, metric_options, threads):
     import candela
+    _tune_malloc()
     torch.set_num_threads(threads)
     model = _worker_model(ref)
     x = _load_shard(shard, model)
