@@ -7,6 +7,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.environ.get("CANDELA_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
 BUILD = os.environ.get("CANDELA_BUILD_DIR", os.path.join(SOURCE, "build"))
+# CANDELA_FIXTURE_DIR: scripts/check-portability.sh points every suite at fixtures it retrained.
 FIXTURES = os.environ.get("CANDELA_FIXTURE_DIR", os.path.join(BUILD, "fixtures"))
 CLI = os.environ.get("CANDELA_CLI", os.path.join(BUILD, "bin", "candela"))
 if os.path.join(BUILD, "python") not in sys.path:
