@@ -451,6 +451,12 @@ TEST(Server, FullQueueAnswers429WithRetryAfter) {
   auto c = server.client();
   const std::string running = submit_ok(c, slow_request(4096));
   wait_job(c, running, [](const json& j) { return j["state"] == "running"; });
+  // The same request while it runs is that job, not a new one.
+  auto same = post(c, "/api/explain", slow_request(4096));
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->status, 202);
+  EXPECT_EQ(json::parse(same->body)["id"], running);
+  EXPECT_TRUE(json::parse(same->body)["deduplicated"].get<bool>());
   const std::string queued = submit_ok(c, slow_request(4095));
   EXPECT_EQ(body_of(c.Get(("/api/jobs/" + queued).c_str()))["state"], "queued");
   auto r = post(c, "/api/explain", slow_request(4094));
@@ -472,7 +478,7 @@ TEST(Server, FullQueueAnswers429WithRetryAfter) {
 
 TEST(Server, OversizedUploadIs413AndOverLimitParametersAre422) {
   Site site;
-  ServerProcess server(site, {"--max-upload", "1000"});
+  ServerProcess server(site, {"--max-upload", "1000", "--max-rows", "100"});
   auto c = server.client();
   const std::string rows = slurp(fixture("breast_cancer_test.npy"));
   ASSERT_GT(rows.size(), 1000u);
@@ -486,6 +492,12 @@ TEST(Server, OversizedUploadIs413AndOverLimitParametersAre422) {
   ASSERT_TRUE(big);
   EXPECT_EQ(big->status, 413);
   EXPECT_NE(json::parse(big->body)["error"].get<std::string>().find("1000"), std::string::npos) << big->body;
+
+  json rows_request = {{"model", "breast_cancer_mlp.pt"}, {"input", {{"data", "breast_cancer_test.npy"}}}, {"method", "saliency"}};
+  auto many = post(c, "/api/explain", rows_request);
+  ASSERT_TRUE(many);
+  EXPECT_EQ(many->status, 422);
+  EXPECT_NE(json::parse(many->body)["error"].get<std::string>().find("limit of 100 "), std::string::npos) << many->body;
 
   auto steps = post(c, "/api/explain", digits_request(100000));
   ASSERT_TRUE(steps);

@@ -27,12 +27,14 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <semaphore>
 #include <sstream>
 #include <thread>
 
 #include "candela/app/jobs.h"
 #include "candela/core/error.h"
 #include "candela/core/registry.h"
+#include "candela/detail/text.h"
 #include "candela/eval/evaluate.h"
 #include "candela/eval/metrics.h"
 #include "candela/io/csv.h"
@@ -342,6 +344,7 @@ class Server {
                   "the request limits must be > 0.");
     const int total = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     threads_per_worker_ = std::max(1, total / o.workers);
+    for (int i = 1; i < o.workers; ++i) model_slots_.release();
     for (const char* sub : {"jobs", "r", "uploads", "tmp"}) fs::create_directories(results_ / sub);
     recover();
   }
@@ -500,19 +503,36 @@ class Server {
                     " per request (--max-rows).");
   }
   void check_rows(const at::Tensor& t, const std::string& what) { check_rows_count(t.dim() >= 2 ? t.size(0) : 1, what); }
+  // The rows of a .npy file from its header alone (the file may be large): the first dimension
+  // of a shape with two or more, else 1. Malformed headers are left to the reader at run time.
+  static int64_t npy_rows(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::string head(4096, '\0');
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(in.gcount()));
+    const auto at = head.find("'shape':");
+    if (at == std::string::npos) return 1;
+    const auto open = head.find('(', at), close = head.find(')', at);
+    if (open == std::string::npos || close == std::string::npos) return 1;
+    const std::string dims = head.substr(open + 1, close - open - 1);
+    int parts = 0;
+    for (const auto& d : detail::split(dims, ','))
+      if (d.find_first_of("0123456789") != std::string::npos) ++parts;
+    return parts >= 2 ? std::atoll(dims.c_str()) : 1;
+  }
 
   // {"data": ID} | {"npy": BASE64} | {"image": BASE64} | {"csv": TEXT} -> a file path, and what to record.
   std::pair<fs::path, json> resolve_input(const json& in) {
     if (!in.is_object() || in.size() != 1)
       fail(400, "input must be one of {\"data\": SAMPLE_ID}, {\"npy\": BASE64}, {\"image\": BASE64} or {\"csv\": TEXT}, got " +
                     in.dump().substr(0, 200) + ".");
-    const auto& [kind, value] = *in.items().begin();
-    if (!value.is_string()) fail(400, "input." + kind + " must be a string.");
-    const std::string v = value.get<std::string>();
+    const std::string kind = in.begin().key();
+    if (!in.begin().value().is_string()) fail(400, "input." + kind + " must be a string.");
+    const std::string v = in.begin().value().get<std::string>();
     if (kind == "data") {
       const fs::path p = data_.resolve(v);
       const std::string k = data_kind(v);
-      if (k == "npy") check_rows(read_npy(p.string()), "the sample '" + v + "'");
+      if (k == "npy") check_rows_count(npy_rows(p), "the sample '" + v + "'");
       return {p, {{"data", v}}};
     }
     if (kind != "npy" && kind != "image" && kind != "csv")
@@ -544,6 +564,12 @@ class Server {
                       std::to_string(steps ? o_.max_steps : o_.max_samples) + " (--max-" +
                       (steps ? "steps" : "samples") + ").");
     }
+  }
+
+  fs::path model_file(const std::string& id) const {
+    const fs::path p = models_.resolve(id);
+    if (!is_model_file(id)) fail(400, "the model '" + id + "' is not a model file (.pt, .pth, .ts, .onnx).");
+    return p;
   }
 
   // Fields that name files on the CLI name samples under --data here.
@@ -595,7 +621,7 @@ class Server {
     if (!body.contains("input")) fail(400, "the explain request needs \"input\".");
     const json input = body["input"];
     body.erase("input");
-    const fs::path model = models_.resolve(model_id);
+    const fs::path model = model_file(model_id);
     body["model"] = model.string();
     body["input"] = "";
     auto job = std::make_shared<Job>();
@@ -628,7 +654,7 @@ class Server {
     if (body.contains("out")) fail(400, "the evaluate request: \"out\" is chosen by the server; drop it.");
     const std::string model_id = take_string(body, "model", "the evaluate request");
     const std::string data_id = take_string(body, "data", "the evaluate request");
-    const fs::path model = models_.resolve(model_id), data = data_.resolve(data_id, /*allow_directory=*/true);
+    const fs::path model = model_file(model_id), data = data_.resolve(data_id, /*allow_directory=*/true);
     json files = {{"data", path_hash(data)}};
     body["model"] = model.string();
     body["data"] = data.string();
@@ -726,6 +752,9 @@ class Server {
       } catch (const std::exception& e) {
         state = "error";
         error = one_line(e.what());
+      } catch (...) {
+        state = "error";
+        error = "an unknown error stopped the job.";
       }
       std::lock_guard<std::mutex> lock(mu_);
       job->state = state;
@@ -871,6 +900,9 @@ class Server {
       } catch (const c10::Error& e) {
         status = 400;
         message = one_line(e.what_without_backtrace());
+      } catch (const json::exception& e) {
+        status = 400;  // a field of the wrong JSON type somewhere below the job's own checks
+        message = one_line(e.what());
       } catch (const std::exception& e) {
         message = one_line(e.what());
       }
@@ -922,8 +954,7 @@ class Server {
     });
     svr.Get(R"(/api/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
       const std::string id = req.matches[1];
-      const fs::path p = models_.resolve(id);
-      if (!is_model_file(id)) fail(404, "'" + id + "' is not a model file (.pt, .pth, .ts, .onnx).");
+      const fs::path p = model_file(id);
       const std::string hash = file_hash(p);
       {
         std::lock_guard<std::mutex> lock(info_mu_);
@@ -934,10 +965,9 @@ class Server {
           return send_json(res, j);
         }
       }
-      at::set_num_threads(threads_per_worker_);
       InfoJob job;
       job.model = p.string();
-      json j = candela::run(job);
+      json j = with_model_slot([&] { return candela::run(job); });
       j["model"] = id;
       std::lock_guard<std::mutex> lock(info_mu_);
       info_[hash] = j;
@@ -984,12 +1014,11 @@ class Server {
       if (!body.contains("input")) fail(400, "the predict request needs \"input\".");
       const json input = body["input"];
       body.erase("input");
-      body["model"] = models_.resolve(model_id).string();
+      body["model"] = model_file(model_id).string();
       body["input"] = resolve_input(input).first.string();
       PredictJob job = job_from_json<PredictJob>(body, "the predict request");
       if (job.top_k > 1000) fail(422, "top_k is over this server's limit of 1000.");
-      at::set_num_threads(threads_per_worker_);
-      json out = candela::run(job);
+      json out = with_model_slot([&] { return candela::run(job); });
       out["model"] = model_id;
       send_json(res, out);
     });
@@ -1125,6 +1154,18 @@ class Server {
     }
   }
 
+  // Runs `f` (a model call in an HTTP thread) once one of `workers` slots is free.
+  template <class F>
+  json with_model_slot(F f) {
+    model_slots_.acquire();
+    struct Release {
+      std::counting_semaphore<256>& s;
+      ~Release() { s.release(); }
+    } release{model_slots_};
+    at::set_num_threads(threads_per_worker_);
+    return f();
+  }
+
   void add_cors(httplib::Response& res) const {
     if (o_.cors.empty()) return;
     res.set_header("Access-Control-Allow-Origin", o_.cors);
@@ -1187,6 +1228,7 @@ class Server {
 
   std::mutex hash_mu_;
   std::map<std::string, std::pair<std::string, std::string>> hashes_;  // path -> (size:mtime, sha256)
+  std::counting_semaphore<256> model_slots_{1};  // predict and info run the model in the HTTP thread: `workers` at once
   std::mutex info_mu_;
   std::map<std::string, json> info_;  // model hash -> info
 };
