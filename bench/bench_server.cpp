@@ -7,7 +7,7 @@
 //      memory; with 1 worker and with W workers;
 //   3. cached results: p50/p99 of fetching a finished result's values and of a cache-hit POST.
 //
-//   build/bin/bench_server [--threads N] [--repeats R] [--clients C] [--seconds S] [--workers W]
+//   build/bin/bench_server [--threads N] [--repeats R] [--clients C] [--seconds S] [--workers W] [--parts 123]
 //
 // Every request differs from the others by the heatmap's opacity (alpha), which changes the key
 // but not the explanation, so no request of parts 1 and 2 is a cache hit.
@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -144,7 +145,9 @@ double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
 int main(int argc, char** argv) {
   Args a = parse_args(argc, argv, 7);
   int clients = 64, seconds = 60, workers = 2;
+  std::string parts = "123";
   for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--parts") && i + 1 < argc) parts = argv[++i];
     if (!std::strcmp(argv[i], "--clients") && i + 1 < argc) clients = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--workers") && i + 1 < argc) workers = std::max(1, std::atoi(argv[++i]));
@@ -161,7 +164,7 @@ int main(int argc, char** argv) {
               a.repeats, clients, seconds);
 
   // ---- 1. overhead per request -------------------------------------------------------------
-  {
+  if (parts.find('1') != std::string::npos) {
     Server server(root, a.threads, 1, 64);
     auto c = server.client();
     std::printf("\n1. one request: library run(ExplainJob) vs HTTP (POST + event stream + values), medians\n");
@@ -173,19 +176,26 @@ int main(int argc, char** argv) {
       job.method = method;
       if (method == "grad_cam") job.layers = {"layer4"};
       if (method == "integrated_gradients") job.options = {{"n_steps", 32}};
-      std::vector<double> lib, http;
+      std::vector<double> lib, http, lib_method, http_method;
       for (int r = -1; r < a.repeats; ++r) {  // r = -1: warm-up, not counted
         auto t = Clock::now();
         ExplainResult res = run(job);
         const double tl = since(t);
         t = Clock::now();
-        const int status = explain_over_http(c, request(method));
+        std::string key;
+        const int status = explain_over_http(c, request(method), &key);
         const double th = since(t);
         if (status != 202) std::printf("  HTTP request failed: %d\n", status);
-        if (r >= 0) lib.push_back(tl), http.push_back(th);
+        if (r < 0) continue;
+        lib.push_back(tl);
+        http.push_back(th);
+        // The method's own time (attribution.json's wall_seconds) in each process.
+        lib_method.push_back(res.attribution.wall_seconds);
+        http_method.push_back(json::parse(c.Get(("/api/results/" + key).c_str())->body)["wall_seconds"].get<double>());
       }
       const double l = median(lib), h = median(http);
-      std::printf("%-22s %10.3f %10.3f %+9.1f%%\n", method.c_str(), l, h, 100.0 * (h - l) / l);
+      std::printf("%-22s %10.3f %10.3f %+9.1f%%   (method alone: library %.3f s, server %.3f s)\n", method.c_str(), l,
+                  h, 100.0 * (h - l) / l, median(lib_method), median(http_method));
     }
   }
 
@@ -196,10 +206,17 @@ int main(int argc, char** argv) {
               "p50 s", "p99 s", "peak MB");
   double one_worker = 0;
   for (int w : {1, workers}) {
+    if (parts.find('2') == std::string::npos) break;
     if (w == workers && workers == 1 && one_worker > 0) break;
     Server server(root, a.threads, w, 64);
     std::atomic<int64_t> n429{0}, errors{0};
     std::mutex mu;
+    std::map<std::string, int> reasons;  // what the errors were
+    auto error = [&](const std::string& why) {
+      ++errors;
+      std::lock_guard<std::mutex> lock(mu);
+      ++reasons[why];
+    };
     std::vector<double> latency;
     std::vector<std::string> accepted;
     const auto t0 = Clock::now();
@@ -212,7 +229,7 @@ int main(int argc, char** argv) {
           const auto t = Clock::now();
           auto r = c.Post("/api/explain", body.dump(), "application/json");
           if (!r) {
-            ++errors;
+            error("POST: " + httplib::to_string(r.error()));
             continue;
           }
           if (r->status == 429) {
@@ -221,7 +238,7 @@ int main(int argc, char** argv) {
             continue;
           }
           if (r->status != 202) {
-            ++errors;
+            error("POST status " + std::to_string(r->status) + ": " + r->body.substr(0, 120));
             continue;
           }
           const std::string id = json::parse(r->body)["id"];
@@ -230,12 +247,13 @@ int main(int argc, char** argv) {
             accepted.push_back(id);
           }
           std::string events;
-          c.Get(("/api/jobs/" + id + "/events").c_str(), [&](const char* d, size_t n) {
+          auto e = c.Get(("/api/jobs/" + id + "/events").c_str(), [&](const char* d, size_t n) {
             events.append(d, n);
             return true;
           });
           if (events.find("event: done\n") == std::string::npos) {
-            ++errors;
+            error("events: " + (e ? "status " + std::to_string(e->status) : httplib::to_string(e.error())) + " " +
+                  events.substr(0, 60));
             continue;
           }
           std::lock_guard<std::mutex> lock(mu);
@@ -258,11 +276,12 @@ int main(int argc, char** argv) {
                 server.peak_mb());
     if (w != 1) std::printf("   (%.2fx one worker)", rate / one_worker);
     std::printf("\n");
+    for (const auto& [why, n] : reasons) std::printf("    error x%d: %s\n", n, why.c_str());
     if (workers == 1) break;
   }
 
   // ---- 3. cached results -------------------------------------------------------------------
-  {
+  if (parts.find('3') != std::string::npos) {
     Server server(root, a.threads, 1, 64);
     auto c = server.client();
     const json body = request("grad_cam");

@@ -10,7 +10,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fcntl.h>
 #include <httplib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -41,6 +43,7 @@
 #include "candela/io/file.h"
 #include "candela/io/image.h"
 #include "candela/io/npy.h"
+#include "candela/render/export.h"
 
 namespace candela {
 
@@ -385,15 +388,54 @@ class Server {
   fs::path record_path(const std::string& id) const { return results_ / "jobs" / (id + ".json"); }
   fs::path result_dir(const std::string& key) const { return results_ / "r" / key; }
 
-  // Called with mu_ held.
+  // Called with mu_ held. Written to a temporary file and renamed, without fsync: a record must
+  // survive the server's death (kill -9: the kernel keeps the data), and a job's state changes
+  // too often to pay a disk flush each time (about 5 ms on an ordinary disk). After a power cut
+  // a record may be lost or empty; recover() skips it, and the results themselves are flushed.
   void persist(const Job& job) {
     try {
       json j = job.to_json();
       j.erase("eta_seconds");
-      write_file_atomic(record_path(job.id).string(), j.dump(2) + "\n");
+      write_unsynced(record_path(job.id), j.dump(2) + "\n");
     } catch (const std::exception& e) {
       std::cerr << "candela serve: cannot save the record of job " << job.id << ": " << one_line(e.what()) << "\n";
     }
+  }
+
+  static void write_unsynced(const fs::path& path, const std::string& bytes) {
+    const fs::path tmp = path.string() + ".tmp" + random_hex(4);
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      if (!out.flush()) {
+        std::error_code ec;
+        fs::remove(tmp, ec);
+        throw IoError("cannot write '" + tmp.string() + "'.");
+      }
+    }
+    fs::rename(tmp, path);
+  }
+
+  // A result folder: every file written, then all flushed to disk (one journal commit covers
+  // them, instead of one per file), the folder too, then renamed into place by the caller.
+  static void write_synced_folder(const fs::path& dir, const std::vector<Artifact>& files) {
+    fs::create_directories(dir);
+    for (const auto& a : files) {
+      if (a.name.empty() || a.name.find('/') != std::string::npos || a.name[0] == '.')
+        throw InternalError("an artifact name that is not a plain file name: '" + a.name + "'.");
+      std::ofstream out(dir / a.name, std::ios::binary | std::ios::trunc);
+      out.write(a.bytes.data(), static_cast<std::streamsize>(a.bytes.size()));
+      if (!out.flush()) throw IoError("cannot write '" + (dir / a.name).string() + "'.");
+    }
+    for (const auto& a : files) sync_path(dir / a.name, O_RDONLY);
+    sync_path(dir, O_RDONLY | O_DIRECTORY);
+  }
+  static void sync_path(const fs::path& p, int flags) {
+    const int fd = ::open(p.c_str(), flags);
+    if (fd < 0) throw IoError("cannot open '" + p.string() + "' to flush it.");
+    const bool ok = ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok) throw IoError("cannot flush '" + p.string() + "' to disk.");
   }
 
   // After a restart (or a kill -9): every record back in memory; what was queued or running is
@@ -787,17 +829,20 @@ class Server {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::string> names;
     try {
+      std::vector<Artifact> files;
       if (job.kind == "explain") {
-        ExplainResult r = candela::run(job.explain, control);
-        for (const auto& a : r.artifacts) names.push_back(a.name);
-        write_artifacts(tmp.string(), r.artifacts);
+        files = candela::run(job.explain, control).artifacts;
       } else {
         EvaluateJob e = job.evaluate;
-        e.out = tmp.string();
+        e.out = (tmp.string() + ".evaluate");  // evaluate writes its own files (and journal)
         candela::run(e, control);
-        for (const auto& f : fs::directory_iterator(tmp)) names.push_back(f.path().filename().string());
-        std::sort(names.begin(), names.end());
+        for (const auto& f : fs::directory_iterator(e.out))
+          files.push_back({f.path().filename().string(), "", slurp(f.path())});
+        std::error_code ec;
+        fs::remove_all(e.out, ec);
+        std::sort(files.begin(), files.end(), [](const Artifact& a, const Artifact& b) { return a.name < b.name; });
       }
+      for (const auto& a : files) names.push_back(a.name);
       const json meta = {{"key", job.key},
                          {"kind", job.kind},
                          {"model", job.model},
@@ -806,9 +851,11 @@ class Server {
                          {"files", names},
                          {"created", now_seconds()},
                          {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
-      write_file_atomic((tmp / "meta.json").string(), meta.dump(2) + "\n");
+      files.push_back({"meta.json", "application/json", meta.dump(2) + "\n"});
+      write_synced_folder(tmp, files);
       std::error_code ec;
       fs::rename(tmp, result_dir(job.key), ec);
+      if (!ec) sync_path(results_ / "r", O_RDONLY | O_DIRECTORY);
       if (ec) {
         // The same result committed by another job meanwhile: keep that one.
         if (!fs::exists(result_dir(job.key) / "meta.json")) throw IoError("cannot store the result: " + ec.message());
@@ -817,6 +864,7 @@ class Server {
     } catch (...) {
       std::error_code ec;
       fs::remove_all(tmp, ec);
+      fs::remove_all(tmp.string() + ".evaluate", ec);
       throw;
     }
   }
