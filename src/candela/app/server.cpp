@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <httplib.h>
 #include <unistd.h>
 
@@ -352,8 +353,15 @@ class Server {
     recover();
   }
 
+  // cpp-httplib 0.11 listens with a backlog of 5 (compiled into Debian's library): past five
+  // connections arriving at once, the kernel drops the handshake's last packet and clients see
+  // failed reads. listen() again on the bound socket raises it.
+  struct HttpServer : httplib::Server {
+    void raise_backlog() { ::listen(svr_sock_, SOMAXCONN); }
+  };
+
   void run() {
-    httplib::Server svr;
+    HttpServer svr;
     svr.new_task_queue = [n = std::max(4, o_.http_threads)] { return new httplib::ThreadPool(n); };
     // Base64 makes an upload 4/3 larger; the JSON around it is small. Past this, httplib answers 413.
     svr.set_payload_max_length(static_cast<size_t>(o_.max_upload_bytes / 3 * 4 + (1 << 20)));
@@ -365,6 +373,7 @@ class Server {
     } else if (!svr.bind_to_port(o_.host, port)) {
       throw IoError("cannot listen on " + o_.host + ":" + std::to_string(port) + " (in use, or not an address of this machine).");
     }
+    svr.raise_backlog();
     at::set_num_threads(threads_per_worker_);
     for (int i = 0; i < o_.workers; ++i) workers_.emplace_back([this] { work(); });
     std::thread watcher([this, &svr] {
