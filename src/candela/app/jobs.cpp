@@ -277,7 +277,9 @@ nlohmann::json run(const PredictJob& job, const RunControl& control) {
   LoadedInput input = load_input(job.input, model.input_spec());
   infer_layout_from(model, input.batch, control);
   at::NoGradGuard no_grad;
-  at::Tensor y = model.forward_inference(input.batch).to(at::kCPU, at::kFloat);
+  // The plain forward: the model was just loaded, and forward_inference would first build its
+  // frozen graph for this one call.
+  at::Tensor y = model.forward(input.batch).to(at::kCPU, at::kFloat);
   CANDELA_CHECK(y.dim() == 2, "predict needs a model with outputs [N, classes], got ", y.sizes().vec().size(),
                 " dimensions.");
   const std::string kind = model.output_kind();
