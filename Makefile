@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?=
 export CCACHE_SLOPPINESS = pch_defines,time_macros,include_file_mtime,include_file_ctime
 
-.PHONY: all deps build test demo bench clean sanitize
+.PHONY: all deps build test demo serve bench clean sanitize
 
 all: build
 
@@ -24,6 +24,10 @@ test: build
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)
+
+# The HTTP API on the test fixtures (models and samples), http://127.0.0.1:8080/ (docs/api.md).
+serve: build
+	$(BUILD)/bin/candela serve --models $(BUILD)/fixtures --data $(BUILD)/fixtures --results $(BUILD)/serve-results
 
 bench: build
 	$(BUILD)/bin/bench_gradient

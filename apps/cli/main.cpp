@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "candela/app/server.h"
 #include "candela/candela.h"
 
 namespace {
@@ -446,6 +447,38 @@ int main(int argc, char** argv) {
   add_budget_flags(audit_cmd, aa.job.budget);
   add_spec_flags(audit_cmd, aa.job.spec);
 
+  // serve
+  ServerOptions so;
+  auto* serve_cmd = app.add_subcommand("serve", "Serve the engine over HTTP: a JSON API with jobs, progress and stored results.");
+  serve_cmd->footer(
+      "Examples:\n"
+      "  candela serve --models models/ --data samples/\n"
+      "  candela serve --models models/ --port 0 --workers 2 --results /var/lib/candela\n"
+      "  candela serve --models models/ --host 0.0.0.0 --token \"$(cat token.txt)\" --cors https://ui.example.org\n"
+      "Prints its URL on one line. Binds 127.0.0.1 unless --host is given; any other address needs --token.\n"
+      "See docs/api.md for the endpoints.");
+  serve_cmd->add_option("--models", so.models, "Folder of model files (.pt, .onnx) with their sidecars")->required();
+  serve_cmd->add_option("--data", so.data, "Folder of samples (images, .npy, .csv) requests may name");
+  serve_cmd->add_option("--results", so.results, "Result store and job records (kept across restarts)");
+  serve_cmd->add_option("--static", so.static_dir, "Folder of web UI files served at / (default: installed web UI, else an API index)");
+  serve_cmd->add_option("--host", so.host, "Address to bind (any other than loopback needs --token)");
+  serve_cmd->add_option("--port", so.port, "Port (0: an ephemeral one, printed)")->check(CLI::Range(0, 65535));
+  serve_cmd->add_option("--token", so.token, "Require 'Authorization: Bearer TOKEN' on every /api call");
+  serve_cmd->add_option("--cors", so.cors, "Allow this origin to call the API from a browser (default: no CORS)");
+  serve_cmd->add_option("--workers", so.workers, "Jobs run at once; --threads is split between them")->check(CLI::Range(1, 256));
+  serve_cmd->add_option("--queue", so.queue, "Jobs waiting beyond the running ones; more get 429")->check(CLI::Range(0, 1000000));
+  serve_cmd->add_option("--http-threads", so.http_threads, "Connections served at once (event streams hold one each)")
+      ->check(CLI::Range(4, 4096));
+  serve_cmd->add_option("--max-upload", so.max_upload_bytes, "Largest uploaded input in bytes (413 past it)")
+      ->check(CLI::PositiveNumber);
+  serve_cmd->add_option("--max-steps", so.max_steps, "Largest n_steps/max_steps a request may ask (422 past it)")
+      ->check(CLI::PositiveNumber);
+  serve_cmd->add_option("--max-samples", so.max_samples, "Largest n_samples/nt_samples/... a request may ask (422 past it)")
+      ->check(CLI::PositiveNumber);
+  serve_cmd->add_option("--max-rows", so.max_rows, "Most input rows per request (422 past it)")->check(CLI::PositiveNumber);
+  serve_cmd->add_option("--max-eval-samples", so.max_eval_samples, "Most samples one evaluation may use")
+      ->check(CLI::PositiveNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -469,6 +502,12 @@ int main(int argc, char** argv) {
     if (*evaluate_cmd) return run_evaluate(va);
     if (*metrics_cmd) return run_metrics(metrics_json);
     if (*audit_cmd) return run_audit(aa);
+    if (*serve_cmd) {
+      so.threads = threads;
+      so.stop = g_interrupt;  // Ctrl-C, SIGTERM: stop, recording unfinished jobs as interrupted
+      serve(so);
+      return 0;
+    }
   } catch (const candela::InternalError& e) {
     std::cerr << "candela: internal error (this is a bug in Candela; please report it with the command that "
                  "caused it): "

@@ -122,6 +122,56 @@ TEST(Jobs, CancelledBeforeTheFirstBatchWritesNothing) {
   EXPECT_FALSE(std::filesystem::exists(dir / "out"));
 }
 
+TEST(Jobs, ValidateRefusesWhatRunRefusesWithoutLoadingTheModel) {
+  ExplainJob job;
+  job.model = "/nonexistent/model.pt";  // never opened: validate() loads nothing
+  job.input = "/nonexistent/input.npy";
+  job.method = "integrated_gradients";
+  EXPECT_NO_THROW(validate(job));
+  job.options = {{"n_steps", -3}};
+  const std::string steps = error_of([&] { validate(job); });
+  EXPECT_CONTAINS(steps, "n_steps must be at least 1");
+  EXPECT_EQ(steps, error_of([&] { run(job); }));  // the same message as the run
+  job.options = nlohmann::json::object();
+  job.method = "saliency";
+  job.layers = {"features.2"};
+  EXPECT_CONTAINS(error_of([&] { validate(job); }), "saliency takes no layer");
+  job.layers.clear();
+  job.method = "integrated_gradient";
+  EXPECT_CONTAINS(error_of([&] { validate(job); }), "Did you mean 'integrated_gradients'");
+
+  EvaluateJob e;
+  e.methods = {"saliency"};
+  e.metrics = {"sparseness"};
+  EXPECT_NO_THROW(validate(e));
+  e.metrics = {"sparsenes"};
+  EXPECT_CONTAINS(error_of([&] { validate(e); }), "sparseness");
+}
+
+TEST(Jobs, PredictGivesTheTopClassesBestFirst) {
+  PredictJob job;
+  job.model = fixture("digits_cnn.pt");
+  job.input = fixture("digits_test.npy");
+  job.top_k = 3;
+  const nlohmann::json p = run(job);
+  EXPECT_EQ(p["output_kind"], "logits");
+  EXPECT_EQ(p["classes"], 10);
+  const at::Tensor x = read_npy(fixture("digits_test.npy"));
+  ASSERT_EQ(p["samples"].size(), static_cast<size_t>(x.size(0)));
+  Model model = Model::load(fixture("digits_cnn.pt"));
+  const at::Tensor probs = model.forward(x).softmax(1);
+  for (size_t i = 0; i < p["samples"].size(); ++i) {
+    const auto& top = p["samples"][i]["top"];
+    ASSERT_EQ(top.size(), 3u);
+    EXPECT_EQ(top[0]["class"].get<int64_t>(), probs[static_cast<int64_t>(i)].argmax().item<int64_t>());
+    EXPECT_NEAR(top[0]["score"].get<double>(), probs[static_cast<int64_t>(i)].max().item<double>(), 1e-5);
+    EXPECT_GE(top[0]["score"].get<double>(), top[1]["score"].get<double>());
+    EXPECT_GE(top[1]["score"].get<double>(), top[2]["score"].get<double>());
+  }
+  job.top_k = 0;
+  EXPECT_CONTAINS(error_of([&] { run(job); }), "top_k must be >= 1");
+}
+
 TEST(Jobs, InfoListsLayersWithShapes) {
   InfoJob job;
   job.model = fixture("digits_cnn.pt");

@@ -112,6 +112,9 @@ struct ExplainResult {
   std::vector<std::string> files;   // the paths written (empty when job.out is empty)
 };
 ExplainResult run(const ExplainJob& job, const RunControl& control = {});
+// run()'s checks that need no model and no input (method, options, layers, baseline, heatmap
+// options): a server refuses a bad request with them before queueing it. Throws as run() does.
+void validate(const ExplainJob& job);
 
 // `candela evaluate`: methods scored by metrics over a data set, resumable from its journal.
 struct EvaluateJob {
@@ -144,6 +147,8 @@ struct EvaluateJob {
 };
 // Returns results.json's content; writes results.csv, results.json and summary.md into job.out.
 nlohmann::json run(const EvaluateJob& job, const RunControl& control = {});
+// run()'s checks that need no model and no data.
+void validate(const EvaluateJob& job);
 
 // `candela audit`: looks for a shortcut, a small region most explanations rely on.
 struct AuditJob {
@@ -187,6 +192,22 @@ struct InfoJob {
 };
 // {"model", "input", "output_kind", "classes", "output_shape", "layers": [{name, type, output_shape, calls}]}.
 nlohmann::json run(const InfoJob& job, const RunControl& control = {});
+
+// The model's top-k classes for each input row (a server's quick look before explaining).
+struct PredictJob {
+  std::string model, input;
+  int64_t top_k = 5;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx).");
+    v("input", input, "An image, or a .npy/.csv array [N, ...].");
+    v("top_k", top_k, "How many classes to return per row, best first.");
+    spec.visit(v);
+  }
+};
+// {"output_kind", "classes", "samples": [{"top": [{"class", "score", "name"?}]}]}; scores are
+// softmax probabilities for logits, the outputs as they are otherwise.
+nlohmann::json run(const PredictJob& job, const RunControl& control = {});
 
 // A job from JSON: the fields visit() lists, types checked, unknown keys refused with a
 // suggestion; `what` names the request in errors ("the explain request"). And back.

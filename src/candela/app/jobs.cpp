@@ -133,9 +133,19 @@ nlohmann::json named_key_value_options(const std::vector<std::string>& pairs, bo
 
 // ---- explain -------------------------------------------------------------------------------
 
-ExplainResult run(const ExplainJob& job, const RunControl& control) {
+namespace {
+
+// What an explain job needs before the model loads, checked: the explainer with its options,
+// the heatmap's options and the baseline. Cheap: loads no model and no input (a .npy baseline
+// or background file is read).
+struct PreparedExplain {
+  std::unique_ptr<Explainer> explainer;
+  HeatmapOptions heatmap;
+  Baseline baseline;
+};
+
+PreparedExplain prepare(const ExplainJob& job) {
   const std::string& method = job.method;
-  // Validate everything cheap before loading anything heavy.
   const MethodInfo& info = Registry::builtin().get(method);
   CANDELA_CHECK(job.options.is_object(), "the options of ", method, " must be a JSON object, got ", job.options.dump(),
                 ".");
@@ -169,7 +179,18 @@ ExplainResult run(const ExplainJob& job, const RunControl& control) {
                 " does not use background data; drop --background.");
   Baseline baseline = !job.background.empty() ? Baseline::distribution(load_input(job.background, InputSpec{}).batch)
                                               : Baseline::parse(baseline_given ? job.baseline : "zeros");
+  return {std::move(explainer), heatmap, std::move(baseline)};
+}
 
+}  // namespace
+
+void validate(const ExplainJob& job) { prepare(job); }
+
+ExplainResult run(const ExplainJob& job, const RunControl& control) {
+  // Validate everything cheap before loading anything heavy.
+  PreparedExplain p = prepare(job);
+  auto& explainer = p.explainer;
+  const HeatmapOptions& heatmap = p.heatmap;
   Model model = load_model(job.model, job.spec);
   if (job.device != "cpu") model.to(job.device);
   LoadedInput input = load_input(job.input, model.input_spec());
@@ -179,7 +200,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control) {
   ExplainRequest req;
   req.inputs = input.batch.to(c10::Device(model.device()));
   req.target = Target::parse(job.target, model.class_names());
-  req.baseline = baseline;
+  req.baseline = p.baseline;
   if (!job.features.empty())
     req.feature_mask = make_feature_mask(job.features, input.batch, model.input_spec(), input.display);
   req.eval = eval_options(job.budget, control);
@@ -193,7 +214,9 @@ ExplainResult run(const ExplainJob& job, const RunControl& control) {
 
 // ---- evaluate, audit, info -----------------------------------------------------------------
 
-nlohmann::json run(const EvaluateJob& job, const RunControl& control) {
+namespace {
+
+EvaluateConfig evaluate_config(const EvaluateJob& job, const RunControl& control) {
   EvaluateConfig c;
   c.methods = job.methods;
   c.metrics = job.metrics;
@@ -210,6 +233,15 @@ nlohmann::json run(const EvaluateJob& job, const RunControl& control) {
   c.progress = control.evaluate_progress;
   c.validate();
   CANDELA_CHECK(job.max_samples >= 0, "--max-samples must be >= 0 (0 = all), got ", job.max_samples, ".");
+  return c;
+}
+
+}  // namespace
+
+void validate(const EvaluateJob& job) { evaluate_config(job, {}); }
+
+nlohmann::json run(const EvaluateJob& job, const RunControl& control) {
+  EvaluateConfig c = evaluate_config(job, control);
   Model model = load_model(job.model, job.spec);
   Dataset data = load_dataset(job.data, job.labels, job.masks, model.input_spec(), job.max_samples);
   infer_layout_from(model, data.inputs, control);
@@ -237,6 +269,36 @@ nlohmann::json run(const AuditJob& job, const RunControl& control) {
   nlohmann::json r = audit_shortcuts(model, data, c);
   if (!job.out.empty()) write_artifacts(job.out, {render_json("audit.json", r)});
   return r;
+}
+
+nlohmann::json run(const PredictJob& job, const RunControl& control) {
+  CANDELA_CHECK(job.top_k >= 1, "top_k must be >= 1, got ", job.top_k, ".");
+  Model model = load_model(job.model, job.spec);
+  LoadedInput input = load_input(job.input, model.input_spec());
+  infer_layout_from(model, input.batch, control);
+  at::NoGradGuard no_grad;
+  // The plain forward: the model was just loaded, and forward_inference would first build its
+  // frozen graph for this one call.
+  at::Tensor y = model.forward(input.batch).to(at::kCPU, at::kFloat);
+  CANDELA_CHECK(y.dim() == 2, "predict needs a model with outputs [N, classes], got ", y.sizes().vec().size(),
+                " dimensions.");
+  const std::string kind = model.output_kind();
+  at::Tensor p = kind == "logits" ? y.softmax(1) : y;
+  const int64_t k = std::min<int64_t>(job.top_k, y.size(1));
+  auto [values, indices] = p.topk(k, 1);
+  const auto& names = model.class_names();
+  nlohmann::json samples = nlohmann::json::array();
+  for (int64_t i = 0; i < y.size(0); ++i) {
+    nlohmann::json top = nlohmann::json::array();
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t c = indices[i][j].item<int64_t>();
+      nlohmann::json e = {{"class", c}, {"score", values[i][j].item<double>()}};
+      if (c < static_cast<int64_t>(names.size())) e["name"] = names[c];
+      top.push_back(e);
+    }
+    samples.push_back({{"top", top}});
+  }
+  return {{"output_kind", kind}, {"classes", y.size(1)}, {"samples", samples}};
 }
 
 nlohmann::json run(const InfoJob& job, const RunControl&) {
