@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -33,9 +34,18 @@ struct Args {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int repeats = 3;
 };
-inline Args parse_args(int argc, char** argv, int default_repeats = 3) {
+// `usage`: what --help prints (the benchmark's flags and an example); every benchmark answers --help
+// without running.
+inline Args parse_args(int argc, char** argv, int default_repeats = 3, const char* usage = nullptr) {
   Args a;
   a.repeats = default_repeats;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      if (usage) std::printf("%s", usage);
+      else std::printf("usage: %s [--threads N] [--repeats R]\n\nexample:\n  %s --threads 2 --repeats 3\n", argv[0], argv[0]);
+      std::exit(0);
+    }
+  }
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) a.threads = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) a.repeats = std::max(1, std::atoi(argv[++i]));
