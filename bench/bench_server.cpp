@@ -209,10 +209,12 @@ int main(int argc, char** argv) {
   }
 
   // ---- 2. load -----------------------------------------------------------------------------
-  std::printf("\n2. %d clients posting grad_cam explains for %d s (each waits for its job, then posts again)\n",
-              clients, seconds);
-  std::printf("%-8s %8s %8s %8s %8s %10s %8s %8s %9s\n", "workers", "done", "429", "errors", "lost", "jobs/s",
-              "p50 s", "p99 s", "peak MB");
+  if (parts.find('2') != std::string::npos) {
+    std::printf("\n2. %d clients posting grad_cam explains for %d s (each waits for its job, then posts again)\n",
+                clients, seconds);
+    std::printf("%-8s %8s %8s %8s %8s %10s %8s %8s %9s\n", "workers", "done", "429", "errors", "lost", "jobs/s",
+                "p50 s", "p99 s", "peak MB");
+  }
   double one_worker = 0;
   for (int w : {1, workers}) {
     if (parts.find('2') == std::string::npos) break;
