@@ -201,6 +201,23 @@ class _Cluster:
             self.cluster.close()
 
 
+def _run_shards(label, client, n_workers, threads_per_worker, todo, progress, task):
+    """Submits task(i, threads) -> (function, *args) for every shard in `todo` (retried twice on a
+    lost worker) and waits for all, showing progress; closes a cluster it started."""
+    from distributed import as_completed
+    cluster = _Cluster(client, n_workers, threads_per_worker)
+    try:
+        threads = threads_per_worker if cluster.cluster is not None else 1
+        futures = [cluster.client.submit(*task(i, threads), key=f"candela-{label}-{i}-{time.time()}", retries=2)
+                   for i in todo]
+        for done, f in enumerate(as_completed(futures), 1):
+            f.result()
+            if progress:
+                print(f"\r{label}: {done}/{len(todo)} shards", end="\n" if done == len(todo) else "", flush=True)
+    finally:
+        cluster.close()
+
+
 def _manifest(out, settings):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "manifest.json")
@@ -244,7 +261,6 @@ def explain_dataset(model, data, method, out, client=None, labels=None, shard_si
     """Explains every sample of ``data`` with ``method`` on a Dask cluster; returns the summary
     dict (shards, rows, skipped, seconds). ``labels``: None (top-1), one class, or per-sample
     classes (array or .npy path). ``options``: the method's options (as ``candela.explain``)."""
-    from distributed import as_completed
     out = os.path.abspath(os.fspath(out))
     shards = _csv_shards(plan_shards(data, shard_size), model, shard_size)
     targets = _targets_for(labels, shards)
@@ -259,20 +275,8 @@ def explain_dataset(model, data, method, out, client=None, labels=None, shard_si
     todo = [i for i in range(len(shards)) if not os.path.exists(_shard_name(out, i) + ".json")]
     start = time.perf_counter()
     if todo:
-        cluster = _Cluster(client, n_workers, threads_per_worker)
-        try:
-            threads = threads_per_worker if cluster.cluster is not None else 1
-            futures = [cluster.client.submit(_explain_shard, ref, shards[i], i, out, method, targets[i], kwargs,
-                                             threads, key=f"candela-shard-{settings['model'][-12:]}-{i}-{time.time()}",
-                                             retries=2)
-                       for i in todo]
-            for done, f in enumerate(as_completed(futures), 1):
-                f.result()
-                if progress:
-                    print(f"\rexplain_dataset: {done}/{len(todo)} shards", end="\n" if done == len(todo) else "",
-                          flush=True)
-        finally:
-            cluster.close()
+        _run_shards("explain_dataset", client, n_workers, threads_per_worker, todo, progress,
+                    lambda i, threads: (_explain_shard, ref, shards[i], i, out, method, targets[i], kwargs, threads))
     return {"shards": len(shards), "explained": len(todo), "skipped": len(shards) - len(todo),
             "seconds": time.perf_counter() - start, "out": out}
 
@@ -312,7 +316,6 @@ def evaluate_dataset(model, data, methods, metrics, out, client=None, labels=Non
                      threads_per_worker=1, method_options=None, metric_options=None, progress=True):
     """``methods`` scored by ``metrics`` over ``data`` on a Dask cluster, resumable like
     :func:`explain_dataset`; returns {method: {metric: mean score}} over every sample."""
-    from distributed import as_completed
     out = os.path.abspath(os.fspath(out))
     shards = _csv_shards(plan_shards(data, shard_size), model, shard_size)
     targets = _targets_for(labels, shards)
@@ -325,19 +328,9 @@ def evaluate_dataset(model, data, methods, metrics, out, client=None, labels=Non
     _manifest(out, settings)
     todo = [i for i in range(len(shards)) if not os.path.exists(_shard_name(out, i) + ".json")]
     if todo:
-        cluster = _Cluster(client, n_workers, threads_per_worker)
-        try:
-            threads = threads_per_worker if cluster.cluster is not None else 1
-            futures = [cluster.client.submit(_evaluate_shard, ref, shards[i], i, out, list(methods), list(metrics),
-                                             targets[i], method_options, metric_options, threads, retries=2,
-                                             key=f"candela-eval-{i}-{time.time()}") for i in todo]
-            for done, f in enumerate(as_completed(futures), 1):
-                f.result()
-                if progress:
-                    print(f"\revaluate_dataset: {done}/{len(todo)} shards", end="\n" if done == len(todo) else "",
-                          flush=True)
-        finally:
-            cluster.close()
+        _run_shards("evaluate_dataset", client, n_workers, threads_per_worker, todo, progress,
+                    lambda i, threads: (_evaluate_shard, ref, shards[i], i, out, list(methods), list(metrics),
+                                        targets[i], method_options, metric_options, threads))
     table = {}
     for i in range(len(shards)):
         with open(_shard_name(out, i) + ".json") as f:
