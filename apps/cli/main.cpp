@@ -454,7 +454,8 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  candela serve --models models/ --data samples/\n"
       "  candela serve --models models/ --port 0 --workers 2 --results /var/lib/candela\n"
-      "  candela serve --models models/ --host 0.0.0.0 --token \"$(cat token.txt)\" --cors https://ui.example.org\n"
+      "  CANDELA_TOKEN=\"$(cat token.txt)\" candela serve --models models/ --host 0.0.0.0 --cors https://ui.example.org\n"
+      "(--token T works too, but a command line is visible to every user in `ps`.)\n"
       "Prints its URL on one line. Binds 127.0.0.1 unless --host is given; any other address needs --token.\n"
       "See docs/api.md for the endpoints.");
   serve_cmd->add_option("--models", so.models, "Folder of model files (.pt, .onnx) with their sidecars")->required();
@@ -463,7 +464,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--static", so.static_dir, "Folder of web UI files served at / (default: installed web UI, else an API index)");
   serve_cmd->add_option("--host", so.host, "Address to bind (any other than loopback needs --token)");
   serve_cmd->add_option("--port", so.port, "Port (0: an ephemeral one, printed)")->check(CLI::Range(0, 65535));
-  serve_cmd->add_option("--token", so.token, "Require 'Authorization: Bearer TOKEN' on every /api call");
+  serve_cmd->add_option("--token", so.token, "Require 'Authorization: Bearer TOKEN' on every /api call")
+      ->envname("CANDELA_TOKEN");  // from the environment, the token stays out of `ps`
   serve_cmd->add_option("--cors", so.cors, "Allow this origin to call the API from a browser (default: no CORS)");
   serve_cmd->add_option("--workers", so.workers, "Jobs run at once; --threads is split between them")->check(CLI::Range(1, 256));
   serve_cmd->add_option("--queue", so.queue, "Jobs waiting beyond the running ones; more get 429")->check(CLI::Range(0, 1000000));

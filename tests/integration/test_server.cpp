@@ -589,6 +589,22 @@ TEST(Server, TokenIsRequiredWhenSet) {
   EXPECT_EQ(json::parse(ok->body).size(), 3u);
 }
 
+// The token from CANDELA_TOKEN (kept out of `ps`): the same protection as --token.
+TEST(Server, TokenFromTheEnvironment) {
+  Site site;
+  setenv("CANDELA_TOKEN", "env-token-42", 1);
+  ServerProcess server(site, {});
+  unsetenv("CANDELA_TOKEN");
+  auto anonymous = server.client();
+  auto r = anonymous.Get("/api/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  auto right = server.client("env-token-42");
+  auto ok = right.Get("/api/models");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+}
+
 // kill -9 mid-job, then a restart on the same store: the finished result is served as it was,
 // the job that was running is reported interrupted, and no half-written result is left.
 TEST(Server, SurvivesKill9) {
