@@ -4,7 +4,8 @@
 // Both methods optimise with Adam in DiCE's min-max normalised space z = (x - min) / (max - min)
 // (min, max: the background's, or a constraint's range) and project every step onto the
 // constraints: immutable features fixed, ranges, monotone directions (a feature may only rise, or
-// only fall); after optimising, one-hot groups take their arg-max and integer features are rounded.
+// only fall); after optimising, one-hot groups take their arg-max and integer features are rounded
+// (a feature left at the query's value keeps it, integer or not).
 // The target is a class t; its margin m_t(x) = f_t(x) - max_{k != t} f_k(x) on the logits (for a
 // binary model with two logits exactly DiCE's log(p / (1 - p)); generalised to multiclass).
 //
@@ -21,6 +22,10 @@
 //                    0 for K = 1)
 //     regularisation = sum_k sum_groups (sum_{f in group} c_kf - 1)^2       (one-hot groups)
 //   Stops after min_iter once every counterfactual has m_t > 0 and the loss moved < loss_diff_thres.
+//   Then DiCE's post-hoc sparsity (posthoc_sparsity_param 0.1): feature by feature, a change smaller
+//   than that quantile of the background's |x_f - median_f| is undone where the counterfactual keeps
+//   the target class (DiCE's "linear" variant walks back in steps; here the change is undone whole
+//   or kept). Not applied to Wachter.
 // - Wachter, Mittelstadt & Russell 2017 (alibi's Counterfactual defaults: target_proba 1.0, tol 0.05,
 //   lam_init 0.1, max_lam_steps 10, max_iter 1000 per lambda, early_stop 50, learning_rate_init 0.1):
 //     loss = lambda (p_t(c) - target_proba)^2 + sum_f |c_f - x_f| / mad_f
@@ -55,6 +60,7 @@ struct CounterfactualOptions {
   double learning_rate = 0.05;
   int64_t min_iter = 500, max_iter = 5000;
   double loss_diff_thres = 1e-5;
+  double posthoc_sparsity_param = 0.1;  // DiCE: quantile below which a change is undone if still valid
   // Wachter
   double target_proba = 1.0, tol = 0.05, lam_init = 0.1;
   int64_t max_lam_steps = 10, wachter_max_iter = 1000, early_stop = 50;
@@ -70,6 +76,8 @@ struct CounterfactualOptions {
     v("min_iter", min_iter, "DiCE: iterations before convergence is checked.");
     v("max_iter", max_iter, "DiCE: most iterations.");
     v("loss_diff_thres", loss_diff_thres, "DiCE: loss change that counts as converged.");
+    v("posthoc_sparsity_param", posthoc_sparsity_param,
+      "DiCE: changes smaller than this quantile of |x - median| are undone where the class stays (0: off).");
     v("target_proba", target_proba, "Wachter: probability of the target class to reach.");
     v("tol", tol, "Wachter: |p_t - target_proba| that counts as reached.");
     v("lam_init", lam_init, "Wachter: first weight of the prediction loss.");

@@ -4,7 +4,9 @@
 // - Robust accuracy by eps (a curve): a row counts as robust at eps when its label is predicted on
 //   the clean input and no attack at any budget eps' <= eps on the curve flipped it. An adversarial
 //   example found within eps' is also one within eps, so the curve never rises, and at eps = 0 it
-//   is the clean accuracy. (DeepFool has no budget: its curve counts the rows whose DeepFool
+//   is the clean accuracy. Each budget runs the configured attack with alpha scaled like eps
+//   (alpha * eps' / eps): a fixed alpha could not reach the edge of a larger ball in `steps`
+//   steps, and at eps' = eps it is the attack asked for. (DeepFool has no budget: its curve counts the rows whose DeepFool
 //   perturbation is larger than eps, in L2 or L-inf as the norm option says.)
 // - Minimal flipping eps per row: a binary search on PGD's eps over [0, search_max] with
 //   search_steps halvings, each PGD run with alpha = 2.5 eps / steps (Madry et al. 2018) from no

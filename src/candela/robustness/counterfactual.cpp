@@ -23,6 +23,8 @@ void CounterfactualOptions::validate() const {
   CANDELA_CHECK(min_iter >= 0 && max_iter >= 1 && min_iter <= max_iter, "need 0 <= min_iter <= max_iter and max_iter >= 1, got ",
                 min_iter, " and ", max_iter, ".");
   CANDELA_CHECK(loss_diff_thres >= 0, "loss_diff_thres must be >= 0.");
+  CANDELA_CHECK(posthoc_sparsity_param >= 0 && posthoc_sparsity_param < 1, "posthoc_sparsity_param must be in [0, 1), got ",
+                posthoc_sparsity_param, ".");
   CANDELA_CHECK(target_proba > 0 && target_proba <= 1 && tol >= 0 && tol < 1, "need target_proba in (0, 1] and tol in [0, 1).");
   CANDELA_CHECK(lam_init > 0 && max_lam_steps >= 1 && wachter_max_iter >= 1 && early_stop >= 1,
                 "need lam_init > 0, max_lam_steps >= 1, wachter_max_iter >= 1, early_stop >= 1.");
@@ -299,21 +301,38 @@ CounterfactualResult counterfactuals(const Model& model, const at::Tensor& input
   for (int64_t i : c.integer) raw.select(2, i).round_();
   for (int64_t i : c.immutable) raw.select(2, i).copy_(x.select(1, i).unsqueeze(1).expand({n, k}));
 
+  auto predict_all = [&](const at::Tensor& cf) {
+    at::Tensor pred = at::empty({n, k}, at::kLong);
+    ev.forward(
+        "counterfactual predictions", n * k,
+        [&](int64_t b, int64_t e) { return Rows{cf.reshape({n * k, f}).slice(0, b, e), at::arange(b, e, at::kLong), {}}; },
+        [&](int64_t b, int64_t e, const Rows&, const at::Tensor& out) { pred.view({-1}).slice(0, b, e).copy_(out.argmax(1).cpu()); });
+    return pred;
+  };
+  // DiCE's post-hoc sparsity: undo small changes, one feature at a time, where the class stays.
+  if (o.method == "dice" && o.posthoc_sparsity_param > 0) {
+    const at::Tensor spread = (bg - median_rows(bg)).abs();
+    const at::Tensor q = at::quantile(spread, o.posthoc_sparsity_param, 0);
+    std::vector<bool> categorical(f, false);
+    for (const auto& g : c.categorical)
+      for (int64_t i : g) categorical[i] = true;
+    for (int64_t j = 0; j < f; ++j) {
+      if (categorical[j]) continue;
+      const at::Tensor col = raw.select(2, j);
+      const at::Tensor xj = x.select(1, j).unsqueeze(1).expand({n, k});
+      const at::Tensor small = (col - xj).abs().le(q[j]) & col.ne(xj);
+      if (!small.any().item<bool>()) continue;
+      at::Tensor trial = raw.clone();
+      trial.select(2, j).copy_(at::where(small, xj, col));
+      const at::Tensor keep = small & predict_all(trial.to(at::kFloat)).eq(t_all.unsqueeze(1));
+      raw.select(2, j).copy_(at::where(keep, xj, col));
+    }
+  }
+
   CounterfactualResult r;
   r.counterfactuals = raw.to(at::kFloat);
   r.targets = t_all;
-  {
-    at::NoGradGuard no_grad;
-    r.predictions = at::empty({n, k}, at::kLong);
-    ev.forward(
-        "counterfactual predictions", n * k,
-        [&](int64_t b, int64_t e) {
-          return Rows{r.counterfactuals.reshape({n * k, f}).slice(0, b, e), at::arange(b, e, at::kLong), {}};
-        },
-        [&](int64_t b, int64_t e, const Rows&, const at::Tensor& out) {
-          r.predictions.view({-1}).slice(0, b, e).copy_(out.argmax(1).cpu());
-        });
-  }
+  r.predictions = predict_all(r.counterfactuals);
   r.valid = r.predictions.eq(t_all.unsqueeze(1));
 
   // Quality per row (Mothilal et al. 2020), on what is returned (after rounding).

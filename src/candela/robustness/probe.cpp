@@ -109,6 +109,7 @@ RobustnessResult probe_robustness(const Model& model, const at::Tensor& inputs, 
     } else if (e > 0) {
       AttackOptions at_e = att;
       at_e.eps = e;
+      at_e.alpha = att.eps > 0 ? att.alpha * e / att.eps : att.alpha;  // the configured attack's alpha / eps
       const at::Tensor adv = adversarial_attack(ev, x, r.labels, at_e);
       robust = robust & predict(ev, adv, "robust accuracy curve").eq(r.labels);
     }
