@@ -7,6 +7,7 @@
 
 #include "candela/core/batching.h"
 #include "candela/core/model.h"
+#include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 
 namespace candela {
@@ -173,6 +174,8 @@ at::Tensor adversarial_attack(Evaluator& evaluator, const at::Tensor& inputs, co
   const int64_t n = inputs.size(0);
   CANDELA_CHECK(labels.dim() == 1 && labels.size(0) == n, "the attack needs one label per input (", n, "), got shape ",
                 detail::shape_str(labels.sizes()), ".");
+  // Eval mode and weights that require grad (LibTorch's fast input-gradient path), undone on exit.
+  detail::ModelGuard guard(evaluator.model());
   const PixelSpace space = PixelSpace::of(evaluator.model(), o.clamp);
   const at::Tensor x = space.to_pixels(inputs.detach().to(at::kFloat));
   const at::Tensor y = labels.to(at::kLong);

@@ -9,6 +9,7 @@
 
 #include "candela/core/model.h"
 #include "candela/core/options.h"
+#include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/detail/text.h"
 
@@ -206,6 +207,7 @@ CounterfactualResult counterfactuals(const Model& model, const at::Tensor& input
   }
   const at::Tensor t_all = target.to(at::kLong);
 
+  detail::ModelGuard guard(model);
   Evaluator ev(model, eval);
   int64_t rows_evaluated = 0, iterations_total = 0;
   at::Tensor z_out = at::empty({n, k, f}, at::kDouble);

@@ -10,6 +10,7 @@
 #include "candela/core/options.h"
 #include "candela/core/registry.h"
 #include "candela/core/target.h"
+#include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 
 namespace candela {
@@ -75,6 +76,7 @@ RobustnessResult probe_robustness(const Model& model, const at::Tensor& inputs, 
   const int64_t n = x.size(0);
   const PixelSpace space = PixelSpace::of(model, att.clamp);
   const bool l2 = att.is_l2() || (att.attack == "deepfool" && options.norm == "l2");
+  detail::ModelGuard guard(model);
   Evaluator ev(model, eval);
 
   RobustnessResult r;
