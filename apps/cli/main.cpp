@@ -216,6 +216,56 @@ int run_audit(MethodArgs<AuditJob>& a) {
   return 0;
 }
 
+struct RobustnessArgs {
+  RobustnessJob job;
+  bool quiet = false;
+};
+
+int run_robustness(RobustnessArgs& a) {
+  ProgressBar bar(!a.quiet);
+  RunControl control = cli_control();
+  control.progress = bar.callback();
+  RobustnessJobResult r = run(a.job, control);
+  bar.finish();
+  if (!a.quiet) {
+    const nlohmann::json& rep = r.result.report;
+    const nlohmann::json& s = rep["summary"];
+    std::cout << rep["attack"]["attack"].get<std::string>() << " eps " << rep["attack"]["eps"].get<double>()
+              << ": clean accuracy " << s["clean_accuracy"].get<double>() << ", robust accuracy "
+              << s["robust_accuracy"].get<double>() << " (" << s["samples"].get<int64_t>() << " samples)\n";
+    std::cout << "robust accuracy by eps:";
+    for (const auto& p : rep["curve"])
+      std::cout << "  " << p["eps"].get<double>() << ": " << p["robust_accuracy"].get<double>();
+    std::cout << "\n";
+    if (s.contains("min_eps_median") && !s["min_eps_median"].is_null())
+      std::cout << "median minimal flipping eps (" << s["min_eps_norm"].get<std::string>()
+                << "): " << s["min_eps_median"].get<double>() << "\n";
+    for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+  }
+  return 0;
+}
+
+struct CounterfactualArgs {
+  CounterfactualJob job;
+  bool quiet = false;
+};
+
+int run_counterfactual(CounterfactualArgs& a) {
+  ProgressBar bar(!a.quiet);
+  RunControl control = cli_control();
+  control.progress = bar.callback();
+  CounterfactualJobResult r = run(a.job, control);
+  bar.finish();
+  if (!a.quiet) {
+    const nlohmann::json& s = r.result.report["summary"];
+    std::cout << a.job.options.method << ": " << s["rows"].get<int64_t>() << " rows x " << s["count"].get<int64_t>()
+              << " counterfactuals; validity " << s["validity"].get<double>() << ", proximity "
+              << s["proximity"].get<double>() << ", sparsity " << s["sparsity"].get<double>() << "\n";
+    for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+  }
+  return 0;
+}
+
 int run_methods(bool json) {
   const auto& reg = Registry::builtin();
   if (json) {
@@ -481,6 +531,55 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-eval-samples", so.max_eval_samples, "Most samples one evaluation may use")
       ->check(CLI::PositiveNumber);
 
+  // robustness
+  RobustnessArgs ra;
+  auto* robust_cmd = app.add_subcommand("robustness", "Adversarial probes: FGSM, PGD, DeepFool; robust accuracy by eps, "
+                                                      "minimal flipping eps, explanation fragility.");
+  robust_cmd->footer(
+      "Examples:\n"
+      "  candela robustness --model digits_cnn.pt --data digits_test.npy --attack pgd --eps 0.03 --out rob/\n"
+      "  candela robustness --model digits_cnn.pt --data x.npy --labels y.npy --attack fgsm --eps 0.1 --out rob/\n"
+      "  candela robustness --model resnet18.pt --data images/ --attack deepfool --search-steps 0 --out rob/\n"
+      "eps and alpha are in pixel units of the spec's range (normalisation happens inside, as torchattacks).\n"
+      "Writes adversarial.npy (same shape as the data, clamped to the input range), perturbation.npy,\n"
+      "robustness.json (per sample and per data set) and, for images, perturbation_<i>.png next to\n"
+      "attribution_<i>.png and attribution_perturbed_<i>.png.");
+  robust_cmd->add_option("--model", ra.job.model, "TorchScript (.pt) or ONNX (.onnx) model file")->required();
+  robust_cmd->add_option("--data", ra.job.data, "Samples: a .npy/.csv array [N, ...] or a folder of images")->required();
+  robust_cmd->add_option("--labels", ra.job.labels, ".npy of true classes (default: the model's top-1)");
+  robust_cmd->add_option("--out", ra.job.out, "Output folder")->required();
+  add_flags(robust_cmd, ra.job.options);
+  robust_cmd->get_option("--eps-curve")->delimiter(',');
+  robust_cmd->add_option("--max-samples", ra.job.max_samples, "Use only the first N samples")->check(CLI::NonNegativeNumber);
+  robust_cmd->add_flag("--quiet", ra.quiet, "No progress bar or summary");
+  add_budget_flags(robust_cmd, ra.job.budget);
+  add_spec_flags(robust_cmd, ra.job.spec);
+
+  // counterfactual
+  CounterfactualArgs ca;
+  auto* cf_cmd = app.add_subcommand("counterfactual", "Counterfactuals for tabular rows: the closest changes that reach "
+                                                      "another class (DiCE, Wachter), under feature constraints.");
+  cf_cmd->footer(
+      "Examples:\n"
+      "  candela counterfactual --model mlp.pt --input rows.csv --background train.csv --target opposite --out cf/\n"
+      "  candela counterfactual --model mlp.pt --input rows.csv --background train.csv --target 1 \\\n"
+      "      --constraints c.json --count 4 --method dice --out cf/\n"
+      "Constraints JSON (features by name or index):\n"
+      "  {\"immutable\": [\"age\"], \"ranges\": {\"income\": [0, 100000]}, \"integer\": [\"children\"],\n"
+      "   \"categorical\": [[\"color_red\", \"color_green\"]], \"monotone\": {\"education\": \"increase\"}}\n"
+      "Writes counterfactuals.csv (each query row, then its counterfactuals) and counterfactuals.json\n"
+      "(validity, proximity, sparsity, diversity per row).");
+  cf_cmd->add_option("--model", ca.job.model, "TorchScript (.pt) or ONNX (.onnx) model file")->required();
+  cf_cmd->add_option("--input", ca.job.input, "Rows: .csv (a header names the features) or .npy [N, F]")->required();
+  cf_cmd->add_option("--background", ca.job.background, "Training rows (.csv or .npy): ranges and MADs")->required();
+  cf_cmd->add_option("--target", ca.job.target, "Class to reach: an index, a class name, or opposite (binary)");
+  cf_cmd->add_option("--constraints", ca.job.constraints, "JSON file of feature constraints");
+  cf_cmd->add_option("--out", ca.job.out, "Output folder")->required();
+  add_flags(cf_cmd, ca.job.options);
+  cf_cmd->add_flag("--quiet", ca.quiet, "No progress bar or summary");
+  add_budget_flags(cf_cmd, ca.job.budget);
+  add_spec_flags(cf_cmd, ca.job.spec);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -510,6 +609,8 @@ int main(int argc, char** argv) {
       serve(so);
       return 0;
     }
+    if (*robust_cmd) return run_robustness(ra);
+    if (*cf_cmd) return run_counterfactual(ca);
   } catch (const candela::InternalError& e) {
     std::cerr << "candela: internal error (this is a bug in Candela; please report it with the command that "
                  "caused it): "

@@ -68,3 +68,6 @@
 #include "candela/render/colormap.h"
 #include "candela/render/export.h"
 #include "candela/render/heatmap.h"
+#include "candela/robustness/attacks.h"
+#include "candela/robustness/counterfactual.h"
+#include "candela/robustness/probe.h"

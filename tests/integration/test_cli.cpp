@@ -11,7 +11,9 @@
 #include <functional>
 #include <thread>
 #include <filesystem>
+#include <cmath>
 #include <fstream>
+#include <iomanip>
 #include <sstream>
 
 #include "candela/io/npy.h"
@@ -546,4 +548,112 @@ TEST(Cli, EvaluateRefusesToResumeAFolderWithOtherSettings) {
   auto r = cli(base + " --methods input_x_gradient");
   expect_one_clear_line(r, "other settings");
   EXPECT_TRUE(fs::exists(dir / "eval/results.csv")) << "the finished results stay";
+}
+
+// ---- robustness and counterfactual (issue 19) -------------------------------------------------
+
+TEST(Cli, RobustnessMinimalFormWritesAdversarialAndReport) {
+  TempDir dir;
+  const at::Tensor x = read_npy(fixture("digits_test.npy"));
+  auto r = cli("robustness --quiet --model " + fixture("digits_cnn.pt") + " --data " + fixture("digits_test.npy") +
+               " --attack fgsm --eps 0.1 --search-steps 4 --out " + dir.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const at::Tensor adv = read_npy(dir / "adversarial.npy");
+  ASSERT_EQ(adv.sizes(), x.sizes());
+  EXPECT_GE(adv.min().item<double>(), 0.0);
+  EXPECT_LE(adv.max().item<double>(), 1.0);
+  EXPECT_LE((adv - x).abs().max().item<double>(), 0.1 + 1e-6);
+  EXPECT_EQ(read_npy(dir / "perturbation.npy").sizes(), x.sizes());
+  auto j = nlohmann::json::parse(slurp(dir / "robustness.json"));
+  EXPECT_EQ(j["attack"]["attack"], "fgsm");
+  EXPECT_DOUBLE_EQ(j["attack"]["eps"].get<double>(), 0.1);
+  EXPECT_EQ(j["labels"], "top1");
+  EXPECT_DOUBLE_EQ(j["summary"]["clean_accuracy"].get<double>(), 1.0) << "labels default to the model's top-1";
+  ASSERT_EQ(j["samples"].size(), 16u);
+  for (const char* key : {"label", "adversarial_prediction", "flipped", "linf", "l2", "min_eps"})
+    EXPECT_TRUE(j["samples"][0].contains(key)) << key;
+  ASSERT_EQ(j["curve"].size(), 5u);
+  EXPECT_DOUBLE_EQ(j["curve"][0]["robust_accuracy"].get<double>(), 1.0);
+  EXPECT_TRUE(j["fragility"].is_object());
+  EXPECT_TRUE(fs::exists(dir / "perturbation_0.png"));
+  EXPECT_TRUE(fs::exists(dir / "attribution_0.png"));
+
+  // PGD with labels, a fixed start, alpha and steps from flags.
+  TempDir dir2;
+  r = cli("robustness --quiet --model " + fixture("digits_cnn.pt") + " --data " + fixture("digits_test.npy") +
+          " --labels " + fixture("digits_test_labels.npy") +
+          " --attack pgd --eps 0.05 --alpha 0.01 --steps 7 --random-start false --eps-curve 0,0.05 --search-steps 0 "
+          "--fragility-method '' --out " + dir2.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(slurp(dir2 / "robustness.json"));
+  EXPECT_EQ(j["attack"]["steps"], 7);
+  EXPECT_EQ(j["attack"]["random_start"], false);
+  EXPECT_EQ(j["labels"], "given");
+  EXPECT_EQ(j["curve"].size(), 2u);
+  EXPECT_TRUE(j["fragility"].is_null());
+  EXPECT_FALSE(j["samples"][0].contains("min_eps"));
+}
+
+TEST(Cli, RobustnessRefusesAnUnknownAttackInOneLine) {
+  TempDir dir;
+  auto r = cli("robustness --model " + fixture("digits_cnn.pt") + " --data " + fixture("digits_test.npy") +
+               " --attack cw --out " + dir.path());
+  expect_one_clear_line(r, "attack must be fgsm, pgd, pgdl2 or deepfool");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_FALSE(fs::exists(dir / "robustness.json"));
+}
+
+TEST(Cli, CounterfactualMinimalFormWritesCsvAndJson) {
+  TempDir dir;
+  const at::Tensor x = read_npy(fixture("breast_cancer_test.npy")).slice(0, 0, 3);
+  const auto names = nlohmann::json::parse(slurp(fixture("breast_cancer_mlp.json")))["feature_names"];
+  {
+    std::ofstream csv(dir / "rows.csv");
+    for (size_t j = 0; j < names.size(); ++j) csv << (j ? "," : "") << names[j].get<std::string>();
+    csv << "\n" << std::setprecision(9);
+    for (int64_t i = 0; i < 3; ++i) {
+      for (int64_t j = 0; j < x.size(1); ++j) csv << (j ? "," : "") << x[i][j].item<double>();
+      csv << "\n";
+    }
+    std::ofstream c(dir / "c.json");
+    c << R"({"immutable": ["mean radius", "mean texture"], "integer": ["mean area"],
+            "monotone": {"worst radius": "increase"}})";
+  }
+  const std::string out = dir / "cf";
+  auto r = cli("counterfactual --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " + (dir / "rows.csv") +
+               " --background " + fixture("breast_cancer_train.npy") + " --target opposite --constraints " +
+               (dir / "c.json") + " --count 2 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string csv = slurp(out + "/counterfactuals.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + 3 * (1 + 2)) << "a header, then each query and its 2 rows";
+  EXPECT_EQ(csv.rfind("row,kind,mean radius,", 0), 0u);
+  auto j = nlohmann::json::parse(slurp(out + "/counterfactuals.json"));
+  EXPECT_EQ(j["method"], "dice");
+  ASSERT_EQ(j["rows"].size(), 3u);
+  for (const auto& row : j["rows"]) {
+    for (const char* key : {"validity", "proximity", "sparsity", "diversity", "count_diversity", "target", "query"})
+      EXPECT_TRUE(row.contains(key)) << key;
+    EXPECT_DOUBLE_EQ(row["validity"].get<double>(), 1.0);
+    ASSERT_EQ(row["counterfactuals"].size(), 2u);
+    for (const auto& cf : row["counterfactuals"]) {
+      EXPECT_FALSE(cf["changes"].contains("mean radius")) << "immutable";
+      EXPECT_FALSE(cf["changes"].contains("mean texture")) << "immutable";
+      if (cf["changes"].contains("mean area")) {
+        const double area = cf["changes"]["mean area"][1].get<double>();
+        EXPECT_EQ(area, std::round(area)) << "integer";
+      }
+      if (cf["changes"].contains("worst radius"))
+        EXPECT_GE(cf["changes"]["worst radius"][1].get<double>(), cf["changes"]["worst radius"][0].get<double>());
+    }
+  }
+  // A multiclass target by name; an unknown feature in the constraints is one clear line.
+  {
+    std::ofstream c(dir / "bad.json");
+    c << R"({"immutable": ["mean radus"]})";
+  }
+  r = cli("counterfactual --model " + fixture("breast_cancer_mlp.pt") + " --input " + (dir / "rows.csv") +
+          " --background " + fixture("breast_cancer_train.npy") + " --target benign --constraints " + (dir / "bad.json") +
+          " --out " + (dir / "cf2"));
+  expect_one_clear_line(r, "unknown feature 'mean radus'");
+  EXPECT_FALSE(fs::exists(dir / "cf2"));
 }

@@ -314,3 +314,28 @@ TEST(Metrics, DeclaredOnceWithTheirFacts) {
   EXPECT_THROW(r.create("toy", {{"scale", -1.0}}), InvalidArgument);
   EXPECT_THROW(r.add<ToyMetric>(), InternalError) << "a second metric with the same name";
 }
+
+TEST(Jobs, RobustnessAndCounterfactualJobsFromJson) {
+  auto rj = job_from_json<RobustnessJob>({{"model", "m.pt"}, {"data", "x.npy"}, {"attack", "pgdl2"}, {"eps", 0.5},
+                                          {"random_start", false}, {"eps_curve", {0, 0.25, 0.5}}, {"search_steps", 0}},
+                                         "the robustness request");
+  EXPECT_EQ(rj.options.attack.attack, "pgdl2");
+  EXPECT_EQ(rj.options.attack.eps, 0.5);
+  EXPECT_FALSE(rj.options.attack.random_start);
+  EXPECT_EQ(rj.options.eps_curve, (std::vector<double>{0, 0.25, 0.5}));
+  EXPECT_EQ(job_to_json(job_from_json<RobustnessJob>(job_to_json(rj), "x")), job_to_json(rj));
+  EXPECT_CONTAINS(error_of([] { job_from_json<RobustnessJob>({{"attack", "cw"}}, "the robustness request"); }),
+                  "must be one of fgsm, pgd, pgdl2, deepfool");
+  const auto schema = job_schema<CounterfactualJob>();
+  EXPECT_EQ(schema["proximity_weight"]["default"], 0.5);  // DiCE's defaults
+  EXPECT_EQ(schema["diversity_weight"]["default"], 1.0);
+  EXPECT_EQ(schema["learning_rate"]["default"], 0.05);
+  EXPECT_EQ(schema["target"]["default"], "opposite");
+  EXPECT_CONTAINS(error_of([] {
+                    CounterfactualJob j;
+                    j.model = "m.pt";
+                    j.input = "x.csv";
+                    run(j);
+                  }),
+                  "--background");
+}

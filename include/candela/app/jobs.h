@@ -29,6 +29,8 @@
 #include "candela/core/progress.h"
 #include "candela/render/export.h"
 #include "candela/render/heatmap.h"
+#include "candela/robustness/counterfactual.h"
+#include "candela/robustness/probe.h"
 
 namespace candela {
 
@@ -180,6 +182,58 @@ struct AuditJob {
 };
 // Returns audit.json's content (and writes it into job.out when given).
 nlohmann::json run(const AuditJob& job, const RunControl& control = {});
+
+// `candela robustness`: an adversarial probe of a data set (candela/robustness/probe.h).
+struct RobustnessJob {
+  std::string model, data, labels, out;
+  RobustnessOptions options;
+  int64_t max_samples = 0;
+  Budget budget;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx).");
+    v("data", data, "Samples: a .npy/.csv array [N, ...] in the model's input space, or a folder of images.");
+    v("labels", labels, ".npy of true classes (default: the model's top-1).");
+    v("out", out, "Output folder; empty: return the files without writing them.");
+    options.visit(v);
+    v("max_samples", max_samples, "Use only the first N samples (0: all).");
+    budget.visit(v);
+    spec.visit(v);
+  }
+};
+struct RobustnessJobResult {
+  RobustnessResult result;
+  std::vector<Artifact> artifacts;  // adversarial.npy, perturbation.npy, robustness.json, heatmaps
+  std::vector<std::string> files;
+};
+RobustnessJobResult run(const RobustnessJob& job, const RunControl& control = {});
+
+// `candela counterfactual`: counterfactual rows for tabular inputs (candela/robustness/counterfactual.h).
+struct CounterfactualJob {
+  std::string model, input, background, out;
+  std::string target = "opposite";  // a class index or name; "opposite": the other class of a binary model
+  std::string constraints;           // a JSON file of feature constraints
+  CounterfactualOptions options;
+  Budget budget;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx) of a tabular classifier.");
+    v("input", input, "Rows to explain: .csv (a header names the features) or .npy [N, F].");
+    v("background", background, "Training rows (.csv or .npy): feature ranges and MADs.");
+    v("out", out, "Output folder; empty: return the files without writing them.");
+    v("target", target, "Class the counterfactuals should reach: an index, a class name, or opposite (binary).");
+    v("constraints", constraints, "JSON file of feature constraints (immutable, ranges, integer, categorical, monotone).");
+    options.visit(v);
+    budget.visit(v);
+    spec.visit(v);
+  }
+};
+struct CounterfactualJobResult {
+  CounterfactualResult result;
+  std::vector<Artifact> artifacts;  // counterfactuals.csv, counterfactuals.json
+  std::vector<std::string> files;
+};
+CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& control = {});
 
 // `candela info`: a model's input, output and layers.
 struct InfoJob {

@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <iomanip>
+#include <sstream>
+
 
 #include "candela/core/baseline.h"
 #include "candela/core/error.h"
@@ -9,6 +12,7 @@
 #include "candela/core/model.h"
 #include "candela/core/registry.h"
 #include "candela/core/target.h"
+#include "candela/detail/tensor_util.h"
 #include "candela/detail/text.h"
 #include "candela/eval/evaluate.h"
 #include "candela/eval/metrics.h"
@@ -16,6 +20,8 @@
 #include "candela/io/file.h"
 #include "candela/io/input.h"
 #include "candela/methods/perturbation/feature_mask.h"
+#include "candela/robustness/counterfactual.h"
+#include "candela/robustness/probe.h"
 
 namespace candela {
 namespace {
@@ -299,6 +305,156 @@ nlohmann::json run(const PredictJob& job, const RunControl& control) {
     samples.push_back({{"top", top}});
   }
   return {{"output_kind", kind}, {"classes", y.size(1)}, {"samples", samples}};
+}
+
+// ---- robustness --------------------------------------------------------------------------
+
+RobustnessJobResult run(const RobustnessJob& job, const RunControl& control) {
+  job.options.validate();
+  CANDELA_CHECK(job.max_samples >= 0, "--max-samples must be >= 0 (0 = all), got ", job.max_samples, ".");
+  Model model = load_model(job.model, job.spec);
+  Dataset data = load_dataset(job.data, job.labels, "", model.input_spec(), job.max_samples);
+  infer_layout_from(model, data.inputs, control);
+  RobustnessJobResult out;
+  out.result = probe_robustness(model, data.inputs, data.labels, job.options, eval_options(job.budget, control));
+  const RobustnessResult& r = out.result;
+  nlohmann::json report = r.report;
+  report["model"] = job.model;
+  report["data"] = job.data;
+  std::vector<Artifact>& a = out.artifacts;
+  a.push_back(render_npy("adversarial.npy", r.adversarial.reshape(data.inputs.sizes())));
+  a.push_back(render_npy("perturbation.npy", r.perturbation.reshape(data.inputs.sizes())));
+  // For images, the perturbation as a heatmap next to the attribution map of the same row.
+  nlohmann::json maps = nlohmann::json::array();
+  const InputSpec& spec = model.input_spec();
+  if (spec.is_image()) {
+    const int64_t n = std::min<int64_t>(job.options.max_maps, r.perturbation.size(0));
+    auto chw = [&](const at::Tensor& t) { return spec.layout == "NHWC" ? t.permute({2, 0, 1}) : t; };
+    HeatmapOptions signed_map;
+    signed_map.sign = "signed";
+    HeatmapOptions abs_map;
+    abs_map.sign = "absolute";
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string s = "_" + std::to_string(i) + ".png";
+      nlohmann::json m = {{"index", i}, {"perturbation", "perturbation" + s}};
+      a.push_back(render_png_raw("perturbation" + s, chw(r.perturbation[i]), signed_map));
+      if (r.attribution.defined()) {
+        a.push_back(render_png_raw("attribution" + s, chw(r.attribution[i]), abs_map));
+        a.push_back(render_png_raw("attribution_perturbed" + s, chw(r.attribution_perturbed[i]), abs_map));
+        m["attribution"] = "attribution" + s;
+        m["attribution_perturbed"] = "attribution_perturbed" + s;
+      }
+      maps.push_back(m);
+    }
+  }
+  report["maps"] = maps;
+  a.push_back(render_json("robustness.json", report));
+  if (!job.out.empty()) out.files = write_artifacts(job.out, a);
+  return out;
+}
+
+// ---- counterfactual ------------------------------------------------------------------------
+
+CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& control) {
+  job.options.validate();
+  CANDELA_CHECK(!job.background.empty(), "counterfactuals need --background rows (.csv or .npy, e.g. the training "
+                                         "set): they give each feature's range and MAD.");
+  nlohmann::json constraints_json = nlohmann::json::object();
+  if (!job.constraints.empty()) {
+    const std::string text = read_file(job.constraints, 16 << 20);
+    try {
+      constraints_json = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      throw ParseError(str_cat(job.constraints, " is not valid JSON (", e.what(), "); see `candela counterfactual --help`."));
+    }
+  }
+  Model model = load_model(job.model, job.spec);
+  LoadedInput input = load_input(job.input, model.input_spec());
+  LoadedInput bg = load_input(job.background, model.input_spec());
+  CANDELA_CHECK(input.batch.dim() == 2, "counterfactuals are for tabular rows [N, F]; ", job.input, " has shape ",
+                detail::shape_str(input.batch.sizes()), ".");
+  const int64_t f = input.batch.size(1);
+  std::vector<std::string> names = input.feature_names;
+  if (names.empty()) names = model.feature_names();
+  if (names.empty()) names = bg.feature_names;
+  if (static_cast<int64_t>(names.size()) != f) {
+    names.clear();
+    for (int64_t i = 0; i < f; ++i) names.push_back("x" + std::to_string(i));
+  }
+  const FeatureConstraints constraints = FeatureConstraints::from_json(constraints_json, names, f);
+
+  // The target class of every row.
+  at::Tensor logits;
+  {
+    at::NoGradGuard no_grad;
+    logits = model.forward(input.batch.to(at::kFloat));
+  }
+  CANDELA_CHECK(logits.dim() == 2, "counterfactuals need a classifier with outputs [N, C], got ",
+                detail::shape_str(logits.sizes()), ".");
+  const at::Tensor pred = logits.argmax(1);
+  const int64_t classes = logits.size(1);
+  at::Tensor target;
+  if (job.target == "opposite") {
+    CANDELA_CHECK(classes == 2, "--target opposite is for binary models; this one has ", classes,
+                  " classes: give a class index or name.");
+    target = 1 - pred;
+  } else {
+    const auto& cn = model.class_names();
+    long long idx = -1;
+    auto it = std::find(cn.begin(), cn.end(), job.target);
+    if (it != cn.end()) idx = it - cn.begin();
+    else CANDELA_CHECK(detail::parse_int64(job.target, idx), "--target must be a class index, a class name or opposite; got '",
+                       job.target, "'.", did_you_mean(job.target, cn));
+    CANDELA_CHECK(idx >= 0 && idx < classes, "--target ", idx, " is out of range: the model has ", classes, " classes.");
+    target = at::full({input.batch.size(0)}, static_cast<int64_t>(idx), at::kLong);
+  }
+  CounterfactualJobResult out;
+  out.result = counterfactuals(model, input.batch, bg.batch, target, constraints, job.options, eval_options(job.budget, control));
+  const CounterfactualResult& r = out.result;
+
+  // counterfactuals.csv: each row's query, then its counterfactuals.
+  std::vector<std::vector<std::string>> csv;
+  std::vector<std::string> header = {"row", "kind"};
+  header.insert(header.end(), names.begin(), names.end());
+  header.insert(header.end(), {"prediction", "target", "valid"});
+  csv.push_back(header);
+  auto num = [](double v) {
+    std::ostringstream o;
+    o << std::setprecision(9) << v;
+    return o.str();
+  };
+  const int64_t n = input.batch.size(0), k = job.options.count;
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<std::string> q = {std::to_string(i), "query"};
+    for (int64_t j = 0; j < f; ++j) q.push_back(num(input.batch[i][j].item<double>()));
+    q.insert(q.end(), {std::to_string(pred[i].item<int64_t>()), std::to_string(target[i].item<int64_t>()), ""});
+    csv.push_back(q);
+    for (int64_t c = 0; c < k; ++c) {
+      std::vector<std::string> row = {std::to_string(i), "counterfactual_" + std::to_string(c)};
+      for (int64_t j = 0; j < f; ++j) row.push_back(num(r.counterfactuals[i][c][j].item<double>()));
+      row.insert(row.end(), {std::to_string(r.predictions[i][c].item<int64_t>()), std::to_string(target[i].item<int64_t>()),
+                             r.valid[i][c].item<bool>() ? "true" : "false"});
+      csv.push_back(row);
+    }
+  }
+  nlohmann::json report = r.report;
+  report["model"] = job.model;
+  report["input"] = job.input;
+  report["feature_names"] = names;
+  // Changes named by feature, and each row's query and prediction.
+  for (auto& row : report["rows"]) {
+    const int64_t i = row["index"].get<int64_t>();
+    row["prediction"] = pred[i].item<int64_t>();
+    row["query"] = detail::tensor_to_json(input.batch[i]);
+    for (auto& cf : row["counterfactuals"]) {
+      nlohmann::json named = nlohmann::json::object();
+      for (const auto& [j, change] : cf["changes"].items()) named[names[std::stoll(j)]] = change;
+      cf["changes"] = named;
+    }
+  }
+  out.artifacts = {render_csv("counterfactuals.csv", csv), render_json("counterfactuals.json", report)};
+  if (!job.out.empty()) out.files = write_artifacts(job.out, out.artifacts);
+  return out;
 }
 
 nlohmann::json run(const InfoJob& job, const RunControl&) {
