@@ -245,18 +245,19 @@ def test_the_gil_is_released_while_the_engine_runs(digits):
             time.sleep(0.001)
     t = threading.Thread(target=tick)
     t.start()
+    calls = []
     try:
         time.sleep(0.05)
-        start = time.perf_counter()
-        candela.explain(digits, x, "integrated_gradients", target=3, n_steps=3000)
-        end = time.perf_counter()
+        while sum(b - a for a, b in calls) < 0.3:  # calls until 0.3 s were spent inside the engine
+            start = time.perf_counter()
+            candela.explain(digits, x, "integrated_gradients", target=3, n_steps=3000)
+            calls.append((start, time.perf_counter()))
     finally:
         stop.set()
         t.join()
-    inside = [s for s in ticks if start < s < end]
-    # Held GIL: the thread cannot tick while the call runs. Released: about one tick per ms.
-    assert end - start > 0.05
-    assert len(inside) >= 10, (len(inside), end - start)
+    inside = [s for s in ticks if any(a < s < b for a, b in calls)]
+    # Held GIL: the thread cannot tick while a call runs. Released: about one tick per ms.
+    assert len(inside) >= 10, (len(inside), calls)
 
 
 def test_progress_reaches_python(digits, digits_x):
@@ -345,3 +346,19 @@ def test_plot_draws_the_values(digits, digits_x):
     mlp = torch.jit.load(fixture("breast_cancer_mlp.pt"))
     fig = candela.explain(mlp, rows, "saliency", target=1).plot()
     assert len(fig.axes[0].patches) == 20  # the 20 largest of 30 features
+
+
+def test_robustness_and_counterfactual_jobs_from_python(tmp_path):
+    x = np.load(fixture("digits_test.npy"))
+    r = candela.run_job("robustness", model=fixture("digits_cnn.pt"), data=fixture("digits_test.npy"),
+                        attack="fgsm", eps=0.1, out=str(tmp_path / "rob"))
+    assert r["attack"]["attack"] == "fgsm" and len(r["samples"]) == len(x)
+    adv = np.load(tmp_path / "rob" / "adversarial.npy")
+    assert adv.shape == x.shape and np.abs(adv - x).max() <= 0.1 + 1e-6  # pixel units: the spec is 0..1, mean 0, std 1
+    np.save(tmp_path / "rows.npy", np.load(fixture("breast_cancer_test.npy"))[:2])
+    c = candela.run_job("counterfactual", model=fixture("breast_cancer_mlp.pt"), input=str(tmp_path / "rows.npy"),
+                        background=fixture("breast_cancer_train.npy"), target="opposite", count=2,
+                        out=str(tmp_path / "cf"))
+    assert c["method"] == "dice" and os.path.exists(tmp_path / "cf" / "counterfactuals.csv")
+    with pytest.raises(ValueError, match="unknown job"):
+        candela.run_job("anchors", model=fixture("breast_cancer_mlp.pt"))
