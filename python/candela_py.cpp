@@ -174,7 +174,19 @@ std::string run_job(const std::string& kind, const std::string& body) {
     out["files"] = r.files;
     return out.dump();
   }
-  throw InvalidArgument("unknown job '" + kind + "': explain, evaluate, audit or info.");
+  if (kind == "robustness") {
+    RobustnessJobResult r = run(job_from_json<RobustnessJob>(j, "the robustness job"));
+    json out = r.result.report;
+    out["files"] = r.files;
+    return out.dump();
+  }
+  if (kind == "counterfactual") {
+    CounterfactualJobResult r = run(job_from_json<CounterfactualJob>(j, "the counterfactual job"));
+    json out = r.result.report;
+    out["files"] = r.files;
+    return out.dump();
+  }
+  throw InvalidArgument("unknown job '" + kind + "': explain, evaluate, audit, info, robustness or counterfactual.");
 }
 
 }  // namespace
