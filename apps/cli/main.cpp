@@ -216,17 +216,29 @@ int run_audit(MethodArgs<AuditJob>& a) {
   return 0;
 }
 
-struct RobustnessArgs {
-  RobustnessJob job;
+// A job whose flags are its fields, and --quiet.
+template <class Job>
+struct JobArgs {
+  Job job;
   bool quiet = false;
 };
 
-int run_robustness(RobustnessArgs& a) {
+// Runs the job with a progress bar (unless --quiet), Ctrl-C cancelling it.
+template <class Job>
+auto run_with_progress(JobArgs<Job>& a) {
   ProgressBar bar(!a.quiet);
   RunControl control = cli_control();
   control.progress = bar.callback();
-  RobustnessJobResult r = run(a.job, control);
+  auto r = run(a.job, control);
   bar.finish();
+  return r;
+}
+
+using RobustnessArgs = JobArgs<RobustnessJob>;
+using CounterfactualArgs = JobArgs<CounterfactualJob>;
+
+int run_robustness(RobustnessArgs& a) {
+  RobustnessJobResult r = run_with_progress(a);
   if (!a.quiet) {
     const nlohmann::json& rep = r.result.report;
     const nlohmann::json& s = rep["summary"];
@@ -245,17 +257,8 @@ int run_robustness(RobustnessArgs& a) {
   return 0;
 }
 
-struct CounterfactualArgs {
-  CounterfactualJob job;
-  bool quiet = false;
-};
-
 int run_counterfactual(CounterfactualArgs& a) {
-  ProgressBar bar(!a.quiet);
-  RunControl control = cli_control();
-  control.progress = bar.callback();
-  CounterfactualJobResult r = run(a.job, control);
-  bar.finish();
+  CounterfactualJobResult r = run_with_progress(a);
   if (!a.quiet) {
     const nlohmann::json& s = r.result.report["summary"];
     std::cout << a.job.options.method << ": " << s["rows"].get<int64_t>() << " rows x " << s["count"].get<int64_t>()
