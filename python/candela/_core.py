@@ -13,8 +13,10 @@ from . import _candela
 
 __all__ = ["explain", "evaluate", "Explanation", "methods", "method_info", "metrics_list", "metric_info", "run_job"]
 
-# Methods whose tensor baseline is a set of reference samples (a distribution), as in Captum.
-_DISTRIBUTION_BASELINES = {"gradient_shap", "expected_gradients", "deep_lift_shap", "kernel_shap", "lime"}
+# Methods whose tensor baseline is a set of reference samples (a distribution), as in Captum; for the
+# others (KernelShap and Lime included, as in Captum) a tensor is one baseline, per sample or broadcast.
+# shap-style background data: baselines="dist:FILE.npy".
+_DISTRIBUTION_BASELINES = {"gradient_shap", "expected_gradients", "deep_lift_shap"}
 
 _methods = None
 _metrics = None

@@ -362,3 +362,14 @@ def test_robustness_and_counterfactual_jobs_from_python(tmp_path):
     assert c["method"] == "dice" and os.path.exists(tmp_path / "cf" / "counterfactuals.csv")
     with pytest.raises(ValueError, match="unknown job"):
         candela.run_job("anchors", model=fixture("breast_cancer_mlp.pt"))
+
+
+def test_kernel_shap_takes_captums_per_sample_baselines(digits, digits_x):
+    """Captum's KernelShap baselines are one baseline per sample: at baselines = inputs nothing changes,
+    so every Shapley value is zero (a background distribution would mix the two rows instead)."""
+    mask = torch.from_numpy(quadrants())
+    a = attr.KernelShap(digits).attribute(digits_x, baselines=digits_x, target=3, feature_mask=mask, n_samples=16)
+    assert a.abs().max() < 1e-6
+    b = attr.KernelShap(digits).attribute(digits_x, baselines=digits_x.flip(0), target=3, feature_mask=mask,
+                                          n_samples=16)
+    assert b.abs().max() > 1e-4  # the test can fail: other baselines do move the output
