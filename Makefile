@@ -22,12 +22,18 @@ build: deps $(BUILD)/build.ninja
 test: build
 	cd $(BUILD) && OMP_WAIT_POLICY=PASSIVE ctest -j $(JOBS) --output-on-failure --timeout 900
 
-demo: build
+demo: build $(BUILD)/demo/manifest.json
 	@bash scripts/demo.sh $(BUILD)
 
-# The HTTP API on the test fixtures (models and samples), http://127.0.0.1:8080/ (docs/api.md).
-serve: build
-	$(BUILD)/bin/candela serve --models $(BUILD)/fixtures --data $(BUILD)/fixtures --results $(BUILD)/serve-results
+# The demo's shapes CNN, its pictures and the breast-cancer MLP (seeded, about a minute).
+$(BUILD)/demo/manifest.json: scripts/make_demo.py
+	/usr/bin/python3 scripts/make_demo.py --fixtures $(BUILD)/fixtures --out $(BUILD)/demo
+
+# The web UI and the HTTP API on the demo's models and data: http://127.0.0.1:8080/
+# (docs/api.md, docs/web.md). PORT=0 picks a free port.
+PORT ?= 8080
+serve: build $(BUILD)/demo/manifest.json
+	$(BUILD)/bin/candela serve --models $(BUILD)/demo/models --data $(BUILD)/demo/data --results $(BUILD)/serve-results --port $(PORT)
 
 bench: build
 	$(BUILD)/bin/bench_gradient

@@ -24,6 +24,20 @@ for d in 0 1 2; do
   cp "$fix/digit_$d.png" "$out.tmp/digit_$d/input.png"
 done
 
+# The shapes CNN (build/demo, scripts/make_demo.py): one picture of each class.
+shape_methods=(saliency integrated_gradients grad_cam guided_grad_cam)
+shapes=()
+if [ -f "$build/demo/manifest.json" ]; then
+  for c in circle square triangle cross; do
+    img=$(ls "$build/demo/data/shapes/$c"/*.png | head -1)
+    shapes+=("$c")
+    for m in "${shape_methods[@]}"; do
+      "$cli" explain --quiet --model "$build/demo/models/shapes_cnn.pt" --input "$img" --method "$m" --out "$out.tmp/shape_$c/$m"
+    done
+    cp "$img" "$out.tmp/shape_$c/input.png"
+  done
+fi
+
 {
   echo '<!doctype html><meta charset="utf-8"><title>Candela demo</title>'
   echo '<style>body{font-family:sans-serif;margin:2em}td{text-align:center;padding:6px;font-size:13px}img{width:160px;image-rendering:pixelated}</style>'
@@ -38,8 +52,22 @@ done
     echo '</tr>'
   done
   echo '</table>'
+  if [ ${#shapes[@]} -gt 0 ]; then
+    echo '<h2>A shapes CNN: the evidence sits on the shape, not on the textured background</h2><table><tr><th>input</th>'
+    for m in "${shape_methods[@]}"; do echo "<th>$m</th>"; done
+    echo '</tr>'
+    for c in "${shapes[@]}"; do
+      echo "<tr><td><img src=\"shape_$c/input.png\"><br>$c</td>"
+      for m in "${shape_methods[@]}"; do echo "<td><img src=\"shape_$c/$m/heatmap.png\"></td>"; done
+      echo '</tr>'
+    done
+    echo '</table>'
+  fi
 } > "$out.tmp/index.html"
 rm -rf "$out" && mv "$out.tmp" "$out"
 
 echo "Demo done. Open $out/index.html to see 3 digits x ${#methods[@]} methods side by side."
 echo "Each $out/digit_N/METHOD/ folder holds attributions.npy, attribution.json, heatmap.png and heatmap_raw.png."
+echo
+echo "The interactive web UI on the demo's shapes CNN, its pictures and the breast-cancer MLP:"
+echo "  make serve      (then open http://127.0.0.1:8080/)"

@@ -11,7 +11,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libonnx-dev libprotobuf-dev libonnx-testdata python3-onnx
   libgtest-dev libgmock-dev libbenchmark-dev
-  pybind11-dev python3-dev python3-distributed python3-matplotlib
+  pybind11-dev python3-dev python3-distributed python3-matplotlib python3-pil
 )
 
 missing=()
@@ -20,6 +20,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+
+# The web UI: node and npm (any packaging: Debian's or NodeSource's, which bundles npm) and
+# Debian's chromium for its tests (playwright-core drives it; no browser downloads).
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -312,6 +312,13 @@ TEST(Server, ListsModelsDataMethodsAndMetrics) {
   auto thumb = c.Get("/api/data/digit_0.png/thumbnail.png");
   ASSERT_TRUE(thumb && thumb->status == 200);
   EXPECT_EQ(thumb->body.substr(1, 3), "PNG");
+  // The sample's own bytes (the web UI draws and edits them), and nothing outside --data.
+  auto file = c.Get("/api/data/breast_cancer_test.npy/file");
+  ASSERT_TRUE(file && file->status == 200);
+  std::ifstream npy(site.data + "/breast_cancer_test.npy", std::ios::binary);
+  EXPECT_EQ(file->body, std::string(std::istreambuf_iterator<char>(npy), {}));
+  EXPECT_EQ(info["class_names"].size(), 10u);
+  EXPECT_EQ(body_of(c.Get("/api/models/breast_cancer_mlp.pt"))["feature_names"][0], "mean radius");
 
   const json predict = body_of(post(c, "/api/predict", {{"model", "digits_cnn.pt"}, {"input", {{"data", "digit_0.png"}}}, {"top_k", 3}}));
   ASSERT_TRUE(predict.contains("samples")) << predict.dump();
@@ -320,9 +327,12 @@ TEST(Server, ListsModelsDataMethodsAndMetrics) {
   EXPECT_GE(p0, p1);
   EXPECT_LE(p0, 1.0);
 
+  // "/" is the web UI when one is built (web/dist), else a page listing the API; /api lists it.
   auto index = c.Get("/");
   ASSERT_TRUE(index && index->status == 200);
-  EXPECT_NE(index->body.find("/api/explain"), std::string::npos);
+  EXPECT_TRUE(index->body.find("/api/explain") != std::string::npos || index->body.find("<div id=\"app\">") != std::string::npos)
+      << index->body.substr(0, 300);
+  EXPECT_NE(body_of(c.Get("/api")).dump().find("/api/explain"), std::string::npos);
 }
 
 // Progress events while the job runs, rising, and `done` last. The job waits in the queue behind
@@ -535,7 +545,8 @@ TEST(Server, RefusesPathsOutsideItsFolders) {
   // In URLs, raw and percent-encoded.
   for (const std::string path : std::vector<std::string>{"/api/models/../../etc/passwd", "/api/models/%2e%2e/%2e%2e/etc/passwd",
                                  "/api/models/..%2F..%2Fetc%2Fpasswd", "/api/models/outside.pt",
-                                 "/api/data/%2e%2e%2fmodels%2fdigits_cnn.pt", "/api/data/outside.png"}) {
+                                 "/api/data/%2e%2e%2fmodels%2fdigits_cnn.pt", "/api/data/outside.png",
+                                 "/api/data/../models/digits_cnn.pt/file", "/api/data/outside.png/file"}) {
     auto g = c.Get(path.c_str());
     ASSERT_TRUE(g) << path;
     EXPECT_TRUE(g->status == 400 || g->status == 404) << path << ": " << g->status << " " << g->body;
@@ -691,4 +702,31 @@ TEST(Server, BadRequestsAre400WithTheClisMessage) {
   EXPECT_NE(json::parse(r->body)["error"].get<std::string>().find("Did you mean 'target'"), std::string::npos) << r->body;
   // The server never left a job behind for a refused request.
   EXPECT_EQ(body_of(c.Get("/api/jobs")).size(), 0u);
+}
+
+// Evaluate takes an input as explain does (the web UI's checks on one edited sample): the same
+// bytes uploaded or named under --data give the same numbers.
+TEST(Server, EvaluatesAnUploadedInputLikeTheSameSample) {
+  Site site;
+  ServerProcess server(site);
+  auto c = server.client();
+  const std::string rows = slurp(fixture("breast_cancer_test.npy"));
+  json summaries;
+  for (const json& data : {json("breast_cancer_test.npy"), json{{"npy", base64(rows)}}}) {
+    json request = {{"model", "breast_cancer_mlp.pt"}, {"data", data}, {"methods", {"saliency"}},
+                    {"metrics", {"sparseness", "deletion"}}, {"max_samples", 4}};
+    auto r = post(c, "/api/evaluate", request);
+    ASSERT_TRUE(r);
+    ASSERT_TRUE(r->status == 200 || r->status == 202) << r->body;
+    const json job = wait_job(c, json::parse(r->body)["id"], finished);
+    ASSERT_EQ(job["state"], "done") << job.dump();
+    const json result = body_of(c.Get(("/api/results/" + job["result"].get<std::string>()).c_str()));
+    summaries.push_back(result["summary"]);
+  }
+  EXPECT_EQ(summaries[0]["sparseness"]["methods"]["saliency"]["n"], 4);
+  EXPECT_EQ(summaries[0].dump(), summaries[1].dump());
+  auto bad = post(c, "/api/evaluate", {{"model", "breast_cancer_mlp.pt"}, {"data", {{"npy", "not base64!"}}}, {"methods", {"saliency"}},
+                                       {"metrics", {"sparseness"}}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
 }

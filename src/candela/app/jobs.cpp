@@ -461,7 +461,8 @@ nlohmann::json run(const InfoJob& job, const RunControl&) {
   Model model = load_model(job.model, job.spec);
   const auto& spec = model.input_spec();
   nlohmann::json out = {{"model", job.model}, {"input", spec.to_json()}, {"output_kind", model.output_kind()},
-                        {"classes", model.class_names().size()}};
+                        {"classes", model.class_names().size()}, {"class_names", model.class_names()}};
+  if (!model.feature_names().empty()) out["feature_names"] = model.feature_names();
   std::vector<int64_t> out_shape;
   out["layers"] = nlohmann::json::array();
   if (!spec.shape.empty()) {

@@ -704,8 +704,16 @@ class Server {
     const json request = body;
     if (body.contains("out")) fail(400, "the evaluate request: \"out\" is chosen by the server; drop it.");
     const std::string model_id = take_string(body, "model", "the evaluate request");
-    const std::string data_id = take_string(body, "data", "the evaluate request");
-    const fs::path model = model_file(model_id), data = data_.resolve(data_id, /*allow_directory=*/true);
+    // "data" names a sample (a file or a folder) under --data, or is an input as explain takes it
+    // ({"npy": BASE64}, {"image": BASE64}, {"csv": TEXT}): the web UI's checks on one sample.
+    fs::path data;
+    if (body.contains("data") && body["data"].is_object()) {
+      data = resolve_input(body["data"]).first;
+      body.erase("data");
+    } else {
+      data = data_.resolve(take_string(body, "data", "the evaluate request"), /*allow_directory=*/true);
+    }
+    const fs::path model = model_file(model_id);
     json files = {{"data", path_hash(data)}};
     body["model"] = model.string();
     body["data"] = data.string();
@@ -1046,6 +1054,13 @@ class Server {
       const at::Tensor img = load_image(p.string(), 3, 96, 96);  // [3, 96, 96] in [0, 1]
       const at::Tensor u8 = (img * 255).round().clamp(0, 255).to(at::kByte).permute({1, 2, 0}).contiguous();
       res.set_content(encode_png(u8), "image/png");
+    });
+    // The sample's file itself, for a client that draws it or edits it (the web UI's what-if).
+    svr.Get(R"(/api/data/(.+)/file)", [this](const httplib::Request& req, httplib::Response& res) {
+      const std::string id = req.matches[1];
+      const fs::path p = data_.resolve(id);
+      if (data_kind(id).empty()) fail(404, "'" + id + "' is not a sample (image, .npy, .csv or .txt).");
+      res.set_content(slurp(p), media_type(p.filename().string()));
     });
     svr.Get(R"(/api/data/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
       const std::string id = req.matches[1];
