@@ -300,6 +300,11 @@ TEST(Server, ListsModelsDataMethodsAndMetrics) {
 
   const json methods = body_of(c.Get("/api/methods"));
   EXPECT_EQ(methods.dump(), Registry::builtin().to_json().dump());
+  // A browser's Accept-Encoding gets gzip, not brotli (httplib's quality 11 takes seconds).
+  auto enc = c.Get("/api/methods", {{"Accept-Encoding", "gzip, deflate, br"}});
+  ASSERT_TRUE(enc && enc->status == 200);
+  EXPECT_EQ(enc->get_header_value("Content-Encoding"), "gzip");
+  EXPECT_EQ(json::parse(enc->body).dump(), methods.dump());
   const json metrics = body_of(c.Get("/api/metrics"));
   EXPECT_FALSE(metrics.empty());
 

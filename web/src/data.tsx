@@ -41,7 +41,7 @@ export function ModelPicker() {
   );
 }
 
-interface Item { ref: string; label: string; thumb?: string; pixels?: ImageData; truth?: number; pred?: number }
+interface Item { ref: string; label: string; thumb?: string; pixels?: ImageData; truth?: number; pred?: number; fits?: boolean }
 
 /** The samples of one data entry (an image, or the rows of an .npy / .csv). */
 async function itemsOf(e: DataEntry, all: DataEntry[], info: ModelInfo | undefined, model: string): Promise<Item[]> {
@@ -50,10 +50,7 @@ async function itemsOf(e: DataEntry, all: DataEntry[], info: ModelInfo | undefin
     const parts = e.id.split("/");
     const folder = parts.length > 1 ? parts[parts.length - 2] : "";
     const truth = names.indexOf(folder);
-    let pred: number | undefined;
-    if (info && info.input.layout !== "NC")
-      try { pred = (await api.predict(model, { data: e.id }, 1)).samples[0].top[0].class; } catch { /* not this model's input */ }
-    return [{ ref: `d:${e.id}`, label: parts[parts.length - 1], thumb: e.thumbnail, truth: truth >= 0 ? truth : undefined, pred }];
+    return [{ ref: `d:${e.id}`, label: parts[parts.length - 1], thumb: e.thumbnail, truth: truth >= 0 ? truth : undefined }];
   }
   let rows: number;
   let pixels: (i: number) => ImageData | undefined = () => undefined;
@@ -71,13 +68,19 @@ async function itemsOf(e: DataEntry, all: DataEntry[], info: ModelInfo | undefin
   let truths: Float32Array | undefined;
   const lab = labelsFor(e.id, all);
   if (lab) truths = parseNpy(await fileOf(lab)).data;
-  let preds: number[] = [];
-  try {
-    if (fits) preds = (await api.predict(model, { data: e.id }, 1)).samples.map((s) => s.top[0].class);
-  } catch { /* not this model's input */ }
   return Array.from({ length: rows }, (_, i) => ({
-    ref: `d:${e.id}#${i}`, label: `row ${i}`, pixels: pixels(i), truth: truths ? truths[i] : undefined, pred: preds[i],
+    ref: `d:${e.id}#${i}`, label: `row ${i}`, pixels: pixels(i), truth: truths ? truths[i] : undefined, fits,
   }));
+}
+
+/** The model's top-1 for the items of one entry (after they are shown): one call per image, one
+ *  per array file whose rows are this model's input. */
+async function predictionsOf(e: DataEntry, items: Item[], info: ModelInfo | undefined, model: string): Promise<(number | undefined)[]> {
+  try {
+    if (e.kind === "image" && info && info.input.layout !== "NC") return [(await api.predict(model, { data: e.id }, 1)).samples[0].top[0].class];
+    if (items[0]?.fits) return (await api.predict(model, { data: e.id }, 1)).samples.map((s) => s.top[0].class);
+  } catch { /* not this model's input */ }
+  return [];
 }
 
 function Thumb({ it }: { it: Item }) {
@@ -97,15 +100,23 @@ export function DataView() {
   const [msg, setMsg] = useState("");
   const entries = (data ?? []).filter(isInputFile);
   useEffect(() => {
-    if (!data || !model) return;
+    if (!data || !model || !info) return;
     let live = true;
     setItems({});
     (async () => {
+      // First every entry's samples, then the predictions, so the list shows at once.
+      const shown: [DataEntry, Item[]][] = [];
       for (const e of entries.slice(0, 40)) {
         try {
           const its = await itemsOf(e, data, info, model);
+          shown.push([e, its]);
           if (live) setItems((o) => ({ ...o, [e.id]: its }));
         } catch (x) { /* unreadable sample: listed without rows */ }
+      }
+      for (const [e, its] of shown) {
+        const preds = await predictionsOf(e, its, info, model);
+        if (!live) return;
+        if (preds.length) setItems((o) => ({ ...o, [e.id]: its.map((it, i) => ({ ...it, pred: preds[i] })) }));
       }
     })();
     return () => { live = false; };

@@ -1,5 +1,5 @@
 import { render } from "preact";
-import { url, set, announcement } from "./state";
+import { url, set, flush, announcement } from "./state";
 import { DataView } from "./data";
 import { ExplainView } from "./explain";
 import { EvaluateView } from "./evaluate";
@@ -20,7 +20,7 @@ function App() {
                onClick={(e) => { e.preventDefault(); set({ view: v }); }}>{label}</a>
           ))}
         </nav>
-        <button type="button" class="link" onClick={() => { navigator.clipboard?.writeText(location.href).catch(() => {}); set({}); }}
+        <button type="button" class="link" onClick={() => { flush(); navigator.clipboard?.writeText(location.href).catch(() => {}); }}
                 title="Copy a link that reproduces this view">Copy permalink</button>
       </header>
       <div class="sr-only" role="status" aria-live="polite" data-testid="announcer">{announcement.value}</div>

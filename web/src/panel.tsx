@@ -1,6 +1,6 @@
 // One heatmap: input / heatmap / overlay / top-k% mask, drawn on a canvas; colorbar; the raw value
 // under the pointer; PNG and raw-value export.
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { CellState } from "./cells";
 import type { Look } from "./explain";
 import { reportScale, sharedScale } from "./explain";
@@ -20,7 +20,9 @@ export function HeatmapPanel({ id, st, look, input, label }: { id: string; st: C
   const [hover, setHover] = useState("");
   const w = SIZE, h = Math.max(1, Math.round((SIZE * map.h) / map.w));
 
-  useEffect(() => {
+  // Drawn before the browser paints the frame (a layout effect), so a slider moves the pixels in
+  // the same frame.
+  useLayoutEffect(() => {
     performance.mark(`paint-start-${id}`);
     const c = cv.current!;
     c.width = w; c.height = h;

@@ -29,11 +29,17 @@ export function serialize(s: Record<string, string>): string {
 }
 
 /** Sets some keys; the URL follows (replaceState for tweaks, a history entry for a new view). */
+let pending: ReturnType<typeof setTimeout> | undefined;
+/** Writes the current state into the address bar now (before copying the link). */
+export function flush() { clearTimeout(pending); history.replaceState(null, "", serialize(url.value)); }
 export function set(patch: Record<string, string>) {
   const next = { ...url.value, ...patch };
   const h = serialize(next);
+  clearTimeout(pending);
   if (patch.view && patch.view !== url.value.view) history.pushState(null, "", h);
-  else history.replaceState(null, "", h);
+  // Tweaks (a slider dragged) reach the address bar once they settle: browsers throttle
+  // history updates, and the view itself follows the signal at once.
+  else pending = setTimeout(() => history.replaceState(null, "", serialize(url.value)), 120);
   url.value = next;
 }
 

@@ -16,9 +16,19 @@ export function TrustPanel({ spec, st, method, sample, others, info }: { spec: C
   const delta = (a.convergence_delta as number[] | undefined)?.[0];
   const change = (a.output_change as number[] | undefined)?.[0];
   const warnings = (a.warnings as string[] | undefined) ?? [];
+  // The body is built when first opened: a grid of many results stays light to re-render.
+  const [open, setOpen] = useState(false);
   return (
-    <details class="trust" data-testid="trust">
+    <details class="trust" data-testid="trust" onToggle={(e) => setOpen(open || (e.currentTarget as HTMLDetailsElement).open)}>
       <summary>Can I trust this?{warnings.length ? ` (${warnings.length} warning${warnings.length > 1 ? "s" : ""})` : ""}</summary>
+      {open && <TrustBody spec={spec} st={st} method={method} sample={sample} others={others} info={info} delta={delta} change={change} warnings={warnings} />}
+    </details>
+  );
+}
+
+function TrustBody({ spec, st, method, sample, others, info, delta, change, warnings }: { spec: CellSpec; st: CellState; method: MethodInfo; sample: Sample; others: MethodInfo[]; info?: ModelInfo; delta?: number; change?: number; warnings: string[] }) {
+  return (
+    <>
       <p data-testid="completeness">
         {delta !== undefined
           ? <>Completeness: Σ attribution − (f(x) − f(baseline)) = <b>{delta.toPrecision(3)}</b>{change ? <> ({((100 * Math.abs(delta)) / Math.abs(change)).toFixed(2)}% of the change {change.toPrecision(4)})</> : null}</>
@@ -28,7 +38,7 @@ export function TrustPanel({ spec, st, method, sample, others, info }: { spec: C
       <Randomisation spec={spec} sample={sample} />
       <Agreement spec={spec} st={st} others={others} />
       <Curves spec={spec} st={st} sample={sample} info={info} />
-    </details>
+    </>
   );
 }
 

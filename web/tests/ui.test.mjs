@@ -1,5 +1,5 @@
 // The web UI in Debian's chromium against a real `candela serve` (node --test; see server.mjs).
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import { createRequire } from "node:module";
@@ -8,6 +8,11 @@ import { startServer, startBrowser, newPage, pixels } from "./server.mjs";
 let server, browser;
 before(async () => { server = await startServer(); browser = await startBrowser(); });
 after(async () => { await browser?.close(); server?.stop(); });
+// A failed test must not leave a long job in the server's one worker for the next ones.
+afterEach(async () => {
+  for (const j of await (await fetch(`${server.url}api/jobs`)).json())
+    if (j.state === "queued" || j.state === "running") await fetch(`${server.url}api/jobs/${j.id}`, { method: "DELETE" });
+});
 
 const explainUrl = (q) => `${server.url}#/explain?${q}`;
 const DIGIT = "model=digits_cnn.pt&sample=d:digit_0.png";
@@ -136,11 +141,11 @@ test("a permalink opened in a fresh browser context reproduces the view", async 
 
 test("a costly method shows rising progress and cancel stops it", async () => {
   const page = await newPage(browser, server.url);
-  // SmoothGrad over 4096-step IG, one path point per model call: minutes of work, cancelled early.
-  const opts = encodeURIComponent(JSON.stringify({ noise_tunnel: { base_method: "integrated_gradients", nt_samples: 64, nt_samples_batch_size: 1,
-                                                                   base_options: { n_steps: 4096, internal_batch_size: 1 } } }));
-  await page.goto(explainUrl(`model=patterns/model.pt&sample=d:patterns/x_test.npy%231&methods=noise_tunnel&opts=${opts}`));
-  const cellSel = '[data-testid^="cell-noise_tunnel-"]';
+  // Shapley value sampling over 1024 pixels, 64 permutations, one coalition per model call:
+  // 65,472 model calls (a minute or more), cancelled early.
+  const opts = encodeURIComponent(JSON.stringify({ shapley_value_sampling: { n_samples: 64, perturbations_per_eval: 1 } }));
+  await page.goto(explainUrl(`model=patterns/model.pt&sample=d:patterns/x_test.npy%231&methods=shapley_value_sampling&opts=${opts}`));
+  const cellSel = '[data-testid^="cell-shapley_value_sampling-"]';
   await page.waitForSelector(`${cellSel}[data-status="idle"]`, { timeout: 30000 });
   await page.click('[data-testid="run"]');
   const value = () => page.$eval(`${cellSel} progress`, (p) => p.value);

@@ -927,6 +927,22 @@ class Server {
 
   // ---- routes --------------------------------------------------------------------------------
 
+  // httplib compresses with brotli at quality 11 whenever a client accepts "br" (every browser
+  // does): 1.6 s for the web UI's 590 KB script and 40 ms for a 6 KB JSON answer on this 2-core
+  // machine. Without "br" it uses gzip (zlib's default level: 40 ms and 5 ms).
+  static void drop_brotli(httplib::Request& req) {
+    auto it = req.headers.find("Accept-Encoding");
+    if (it == req.headers.end()) return;
+    std::string kept;
+    std::stringstream in(it->second);
+    for (std::string token; std::getline(in, token, ',');) {
+      const auto b = token.find_first_not_of(' ');
+      if (b == std::string::npos || token.compare(b, 2, "br") == 0) continue;
+      kept += (kept.empty() ? "" : ", ") + token.substr(b);
+    }
+    it->second = kept;
+  }
+
   static void send_json(httplib::Response& res, const json& j, int status = 200) {
     res.status = status;
     res.set_content(j.dump(), "application/json");
@@ -934,6 +950,7 @@ class Server {
 
   void routes(httplib::Server& svr) {
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      drop_brotli(const_cast<httplib::Request&>(req));  // the server's own request object, not const
       if (req.path.rfind("/api", 0) != 0 || o_.token.empty()) return httplib::Server::HandlerResponse::Unhandled;
       if (req.method == "OPTIONS" && !o_.cors.empty()) return httplib::Server::HandlerResponse::Unhandled;
       const std::string given = req.get_header_value("Authorization");
