@@ -10,7 +10,7 @@ import { cell, CellSpec, isCheap, run, cancel, CellState, hash } from "./cells";
 import { Chart, barsOption } from "./charts";
 import { arrayImage, toCanvas, Mode, Sign } from "./render";
 import { HeatmapPanel } from "./panel";
-import { TabularPanel, WhatIfTable } from "./tabular";
+import { TabularPanel, WhatIfTable, SurrogateRules } from "./tabular";
 import { TrustPanel } from "./trust";
 import { toBase64 } from "./npy";
 
@@ -70,7 +70,8 @@ export function ExplainView() {
           </div>
         </div>
       </div>
-      <Controls look={look} />
+      {s?.kind === "tabular" && u.sample.startsWith("d:") && u.sample.includes("#") && <SurrogateRules model={u.model} dataId={u.sample.slice(2).split("#")[0]} />}
+      {s?.kind !== "tabular" && <Controls look={look} />}
       {s && chosen.length > 0 && targets.length > 0 && (
         <div class="grid" role="grid" aria-label="Explanations: one row per target class, one column per method" data-testid="grid"
              style={{ gridTemplateColumns: `repeat(${chosen.length}, minmax(210px, 1fr))` }}>

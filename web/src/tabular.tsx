@@ -1,7 +1,7 @@
 // Tabular results: SHAP-style waterfall (default) and force plot, a sortable table with the
 // feature values; the what-if table edits a row and the prediction follows.
 import { useMemo, useState } from "preact/hooks";
-import type { ModelInfo } from "./api";
+import { api, ModelInfo } from "./api";
 import type { CellState } from "./cells";
 import { Chart, waterfallOption, forceOption } from "./charts";
 import { Sample, arrayInput } from "./samples";
@@ -87,5 +87,36 @@ export function WhatIfTable({ sample, info, onChange }: { sample: Sample; info?:
         </tbody></table>
       </div>
     </details>
+  );
+}
+
+/** The global surrogate tree (`surrogate_tree`) fitted on the whole table this row comes from: its
+ *  if-then rules with coverage and fidelity, and the tree's overall fidelity to the model. */
+export function SurrogateRules({ model, dataId }: { model: string; dataId: string }) {
+  const [st, setSt] = useState<{ status: string; extra?: any; error?: string }>({ status: "idle" });
+  const go = async () => {
+    setSt({ status: "running" });
+    try {
+      let j = await api.explain({ model, input: { data: dataId }, method: "surrogate_tree" });
+      while (j.state === "queued" || j.state === "running") { await new Promise((r) => setTimeout(r, 200)); j = await api.job(j.id); }
+      if (j.state !== "done") throw new Error(j.error ?? j.state);
+      const a: any = await api.result(j.result ?? j.key);
+      setSt({ status: "done", extra: a.extra });
+    } catch (e: any) { setSt({ status: "error", error: String(e.message ?? e) }); }
+  };
+  const rules = (st.extra?.rules ?? []) as { rule: string; coverage: number; fidelity: number; samples: number }[];
+  return (
+    <div class="card" data-testid="surrogate">
+      <h3>Global surrogate rules</h3>
+      <button type="button" onClick={go} disabled={st.status === "running"}>Fit a surrogate tree on {dataId}</button>
+      {st.status === "running" && <span class="muted"> fitting…</span>}
+      {st.error && <p class="error" role="alert">{st.error}</p>}
+      {st.extra && <>
+        <p>The tree agrees with the model on <b>{(100 * st.extra.fidelity).toFixed(1)}%</b> of the rows (depth {st.extra.depth}, {st.extra.leaves} leaves).</p>
+        <table data-testid="rules"><thead><tr><th scope="col">rule</th><th scope="col">coverage</th><th scope="col">fidelity</th><th scope="col">rows</th></tr></thead>
+          <tbody>{rules.slice().sort((a, b) => b.coverage - a.coverage).map((r) => (
+            <tr><td>{r.rule}</td><td>{(100 * r.coverage).toFixed(1)}%</td><td>{(100 * r.fidelity).toFixed(1)}%</td><td>{r.samples}</td></tr>))}</tbody></table>
+      </>}
+    </div>
   );
 }

@@ -114,6 +114,10 @@ test("what-if: erasing a region or editing a feature changes the prediction", as
   // The cheap method re-explains the edited row: 30 features in the sortable table, named.
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="feature-table"] tbody tr').length === 30, null, { timeout: 30000 });
   assert.match(await page.textContent('[data-testid="feature-table"]'), /mean radius/);
+  // The global surrogate tree of the table: rules with coverage and fidelity.
+  await page.click('[data-testid="surrogate"] button');
+  await page.waitForSelector('[data-testid="rules"] tbody tr', { timeout: 60000 });
+  assert.match(await page.textContent('[data-testid="rules"]'), /^rule.*if .* then (malignant|benign)/);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
