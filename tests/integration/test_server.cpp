@@ -735,3 +735,25 @@ TEST(Server, EvaluatesAnUploadedInputLikeTheSameSample) {
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400) << bad->body;
 }
+
+// The shortcut audit as a job: audit.json is the result, as `candela audit` writes it.
+TEST(Server, AuditsAFolderOfImages) {
+  Site site;
+  fs::create_directories(site.data + "/digits");
+  for (const char* f : {"digit_0.png", "digit_1.png", "digit_2.png"}) fs::copy_file(fixture(f), site.data + "/digits/" + f);
+  ServerProcess server(site);
+  auto c = server.client();
+  auto r = post(c, "/api/audit", {{"model", "digits_cnn.pt"}, {"data", "digits"}, {"method", "saliency"}, {"clusters", 2}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const json job = wait_job(c, json::parse(r->body)["id"], finished);
+  ASSERT_EQ(job["state"], "done") << job.dump();
+  const json audit = body_of(c.Get(("/api/results/" + job["result"].get<std::string>()).c_str()));
+  EXPECT_EQ(audit["method"], "saliency") << audit.dump();
+  EXPECT_EQ(audit["sample_shares"].size(), 3u);
+  EXPECT_TRUE(audit["suspected"].is_boolean());
+  for (const char* k : {"x0", "x1", "y0", "y1"}) EXPECT_TRUE(audit["window"].contains(k)) << audit.dump();
+  auto bad = post(c, "/api/audit", {{"model", "digits_cnn.pt"}, {"data", "../models"}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+}

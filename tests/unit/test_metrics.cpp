@@ -361,6 +361,25 @@ TEST(Evaluate, ResumingAnInterruptedRunGivesTheSameResults) {
   EXPECT_THROW(evaluate(m, data, other, dir / "whole"), InvalidArgument);
 }
 
+// The summary's mean deletion curve: its area (RISE's trapezoid) is the mean of the samples'
+// areas, since both are linear; it starts at the clean prediction and every point is a probability.
+TEST(Evaluate, MeanDeletionCurveIsTheMeanOfTheSamplesCurves) {
+  Model m = Model::load(fixture("digits_cnn.pt"));
+  TempDir dir;
+  const nlohmann::json r = evaluate(m, digits(5), small_config(), dir / "run");
+  for (const char* method : {"saliency", "input_x_gradient"}) {
+    const auto& d = r["summary"]["deletion"]["methods"][method];
+    ASSERT_TRUE(d.contains("curve")) << d.dump();
+    const std::vector<double> curve = d["curve"];
+    ASSERT_GE(curve.size(), 3u);
+    double area = 0;
+    for (size_t t = 1; t < curve.size(); ++t) area += (curve[t] + curve[t - 1]) / 2;
+    EXPECT_NEAR(area / static_cast<double>(curve.size() - 1), d["mean"].get<double>(), 1e-9);
+    for (double p : curve) EXPECT_TRUE(p >= 0 && p <= 1) << p;
+  }
+  EXPECT_FALSE(r["summary"]["sparseness"]["methods"]["saliency"].contains("curve")) << "only metrics with curves";
+}
+
 TEST(Evaluate, BadInputGetsClearErrors) {
   Model m = Model::load(fixture("digits_cnn.pt"));
   TempDir dir;

@@ -63,6 +63,7 @@ export const api = {
     postJson<{ samples: { top: Top[] }[]; output_kind: string }>("/api/predict", { model, input, top_k }),
   explain: (req: Record<string, unknown>) => postJson<Job>("/api/explain", req),
   evaluate: (req: Record<string, unknown>) => postJson<Job>("/api/evaluate", req),
+  audit: (req: Record<string, unknown>) => postJson<Job>("/api/audit", req),
   job: (id: string) => getJson<Job>(`/api/jobs/${id}`),
   jobs: () => getJson<Job[]>("/api/jobs"),
   cancel: (id: string) => del(`/api/jobs/${id}`),

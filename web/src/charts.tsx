@@ -22,7 +22,14 @@ export function Chart({ option, height = 200, label, testid }: { option: ChartOp
   useEffect(() => {
     chart.current?.setOption({ animation: false, aria: { enabled: true }, ...option }, true);
   }, [option]);
-  return <div ref={el} role="img" aria-label={label} data-testid={testid} style={{ height: `${height}px`, width: "100%" }} />;
+  // ECharts writes its own generated description on the chart's element (aria); ours, in words
+  // that name what matters, is the figure's caption for screen readers.
+  return (
+    <figure style={{ margin: 0 }} data-testid={testid}>
+      <div ref={el} style={{ height: `${height}px`, width: "100%" }} />
+      <figcaption class="sr-only">{label}</figcaption>
+    </figure>
+  );
 }
 
 /** Horizontal bars (top-k predictions, attributions). */

@@ -1,13 +1,16 @@
 // Evaluate: `candela evaluate` on a data set from the UI; method × metric table with 95%
 // intervals and ranks; best and worst samples per cell, a click away from the explain view.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { parseNpy, row } from "./npy";
+import { arrayImage, toCanvas } from "./render";
 import { api, Job } from "./api";
 import { url, set, announce } from "./state";
 import { useAsync, ModelPicker } from "./data";
 import { methodsP } from "./explain";
-import { isInputFile, labelsFor, masksFor } from "./samples";
+import { isInputFile, labelsFor, masksFor, fileOf } from "./samples";
+import { Chart, curveOption } from "./charts";
 
-interface Summary { [metric: string]: { higher_is_better: boolean; methods: Record<string, { mean: number; ci95: number[]; n: number; rank: number }> } }
+interface Summary { [metric: string]: { higher_is_better: boolean; methods: Record<string, { mean: number; ci95: number[]; n: number; rank: number; curve?: number[] }> } }
 
 export function EvaluateView() {
   const u = url.value;
@@ -73,6 +76,7 @@ export function EvaluateView() {
         {err && <p class="error" role="alert">{err}</p>}
       </div>
       {u.ev && <Results k={u.ev} />}
+      <Audit model={u.model} data={form.data} labels={form.labels} method={form.methods.includes("integrated_gradients") || !form.methods.length ? "integrated_gradients" : form.methods[0]} max={form.max} />
     </section>
   );
 }
@@ -111,7 +115,86 @@ function Results({ k }: { k: string }) {
           })}</tr>
         ))}</tbody>
       </table>
+      {metrics.filter((m) => methods.some((me) => res.summary[m].methods[me]?.curve)).map((m) => {
+        const series = methods.filter((me) => res.summary[m].methods[me]?.curve).map((me) => ({ name: me, values: res.summary[m].methods[me].curve! }));
+        return (
+          <div data-testid={`curve-${m}`}>
+            <h4>{m}: mean curve over the samples</h4>
+            <Chart option={curveOption(series, m === "insertion" ? "fraction inserted" : "fraction removed")} height={200}
+                   label={`${m} curves: ${series.map((x) => `${x.name} from ${x.values[0].toFixed(3)} to ${x.values[x.values.length - 1].toFixed(3)}`).join("; ")}`} />
+          </div>
+        );
+      })}
       <p><a href={`/api/results/${k}/files/results.csv`} download>results.csv</a> · <a href={`/api/results/${k}`} target="_blank" rel="noopener">results.json</a></p>
     </div>
   );
+}
+
+/** `candela audit`: the image region most explanations lean on, drawn on the samples that lean
+ *  on it most. */
+function Audit({ model, data, labels, method, max }: { model: string; data: string; labels: string; method: string; max: number }) {
+  const [st, setSt] = useState<{ status: string; fraction?: number; audit?: any; error?: string }>({ status: "idle" });
+  const go = async () => {
+    setSt({ status: "queued" });
+    try {
+      let j = await api.audit({ model, data, ...(labels ? { labels } : {}), method, max_samples: max });
+      while (j.state === "queued" || j.state === "running") {
+        setSt({ status: j.state, fraction: j.progress?.fraction });
+        await new Promise((r) => setTimeout(r, 250));
+        j = await api.job(j.id);
+      }
+      if (j.state !== "done") throw new Error(j.error ?? j.state);
+      const audit = await api.result(j.result ?? j.key);
+      setSt({ status: "done", audit });
+      announce(`audit: ${(audit as any).suspected ? "a suspected shortcut" : "no shortcut found"}`);
+    } catch (e: any) { setSt({ status: "error", error: String(e.message ?? e) }); }
+  };
+  return (
+    <div class="card" data-testid="audit" style={{ marginTop: ".6rem" }}>
+      <h3>Shortcut audit</h3>
+      <button type="button" onClick={go} disabled={!model || !data || st.status === "queued" || st.status === "running"}>
+        Audit {data || "the data"} with {method}</button>
+      {(st.status === "queued" || st.status === "running") && <progress max={1} value={st.fraction ?? 0} aria-label="audit progress" />}
+      {st.error && <p class="error" role="alert">{st.error}</p>}
+      {st.audit && <>
+        <p data-testid="audit-verdict"><b>{st.audit.suspected ? "⚠ Suspected shortcut" : "No shortcut found"}</b>: {st.audit.evidence}</p>
+        <AuditSamples data={data} audit={st.audit} />
+      </>}
+    </div>
+  );
+}
+
+function AuditSamples({ data, audit }: { data: string; audit: any }) {
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    let live = true;
+    (async () => {
+      if (!data.endsWith(".npy")) return;
+      const a = parseNpy(await fileOf(data));
+      const shares: number[] = audit.sample_shares ?? [];
+      const top = shares.map((v, i) => [v, i]).sort((x, y) => y[0] - x[0]).slice(0, 6);
+      const w = audit.window;
+      const nodes = top.map(([v, i]) => {
+        const c = toCanvas(arrayImage(row(a, i)));
+        const big = document.createElement("canvas");
+        const k = Math.max(1, Math.floor(128 / c.width));
+        big.width = c.width * k; big.height = c.height * k;
+        const ctx = big.getContext("2d")!;
+        ctx.imageSmoothingEnabled = false;
+        ctx.drawImage(c, 0, 0, big.width, big.height);
+        ctx.strokeStyle = "#e11d48"; ctx.lineWidth = 2;
+        ctx.strokeRect(w.x0 * k, w.y0 * k, (w.x1 - w.x0) * k, (w.y1 - w.y0) * k);
+        big.setAttribute("role", "img");
+        big.setAttribute("aria-label", `sample ${i}: ${(100 * v).toFixed(1)}% of the relevance in the flagged window`);
+        const fig = document.createElement("figure");
+        const cap = document.createElement("figcaption");
+        cap.textContent = `#${i}: ${(100 * v).toFixed(1)}%`;
+        fig.append(big, cap);
+        return fig;
+      });
+      if (live && box.current) box.current.replaceChildren(...nodes);
+    })();
+    return () => { live = false; };
+  }, [data, audit]);
+  return <div ref={box} class="row" data-testid="audit-samples" />;
 }

@@ -31,6 +31,9 @@ export async function startServer({ extraModels = [], extraData = [] } = {}) {
   for (const f of ["digit_0.png", "digit_1.png", "digit_2.png", "digits_test.npy", "digits_test_labels.npy", "breast_cancer_test.npy", "breast_cancer_test_labels.npy"])
     if (fs.existsSync(path.join(fixtures, f))) copy(path.join(fixtures, f), path.join(d, f));
   for (const f of ["x_test.npy", "y_test.npy", "masks_test.npy"]) copy(path.join(groundtruth, "patterns", f), path.join(d, "patterns", f));
+  // The shortcut set (a watermark the CNN leans on) for the audit.
+  for (const f of ["model.pt", "model.json"]) copy(path.join(groundtruth, "shortcut", f), path.join(m, "shortcut", f));
+  for (const f of ["x_test.npy", "y_test.npy"]) copy(path.join(groundtruth, "shortcut", f), path.join(d, "shortcut", f));
   const proc = spawn(bin, ["--threads", "2", "serve", "--models", m, "--data", d, "--results", path.join(dir, "results"), "--port", "0",
                            "--static", path.join(repo, "web/dist")], { stdio: ["ignore", "pipe", "pipe"] });
   let log = "";

@@ -177,6 +177,23 @@ test("the evaluate view shows the method × metric table for the ground-truth se
   const heads = await page.$$eval('[data-testid="evaluate-results"] thead th', (t) => t.map((e) => e.textContent));
   assert.ok(heads.some((h) => h.startsWith("pointing_game")) && heads.some((h) => h.startsWith("deletion")));
   assert.match(await page.textContent('[data-testid="evaluate-results"] tbody'), /rank 1/);
+  // Deletion's mean curves, one line per method, with a text alternative.
+  assert.match(await page.textContent('[data-testid="curve-deletion"] figcaption'), /saliency from \d\.\d+ to .*integrated_gradients from/);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("the audit finds the shortcut set's watermark and draws it on the samples", async () => {
+  const page = await newPage(browser, server.url);
+  await page.goto(`${server.url}#/evaluate?model=shortcut/model.pt`);
+  await page.waitForSelector('option[value="shortcut/x_test.npy"]', { state: "attached" });
+  await page.selectOption("section select >> nth=1", "shortcut/x_test.npy");
+  await page.fill('input[type=number]', "64");
+  await page.click('[data-testid="audit"] button');
+  await page.waitForSelector('[data-testid="audit-verdict"]', { timeout: 120000 });
+  assert.match(await page.textContent('[data-testid="audit-verdict"]'), /Suspected shortcut/);
+  await page.waitForSelector('[data-testid="audit-samples"] canvas');
+  assert.equal(await page.$$eval('[data-testid="audit-samples"] canvas', (c) => c.length), 6);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

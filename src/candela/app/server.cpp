@@ -313,6 +313,7 @@ struct Job {
   CancelToken cancel;
   ExplainJob explain;
   EvaluateJob evaluate;
+  AuditJob audit;
 
   json to_json() const {
     json j = {{"id", id},         {"kind", kind},     {"state", state},     {"key", key},
@@ -743,6 +744,40 @@ class Server {
     return job;
   }
 
+  // `candela audit` on a data set under --data: one job, its result audit.json.
+  std::shared_ptr<Job> audit_job(const httplib::Request& req) {
+    json body = parse_body(req);
+    const json request = body;
+    if (body.contains("out")) fail(400, "the audit request: \"out\" is chosen by the server; drop it.");
+    const std::string model_id = take_string(body, "model", "the audit request");
+    const fs::path model = model_file(model_id);
+    const fs::path data = data_.resolve(take_string(body, "data", "the audit request"), /*allow_directory=*/true);
+    json files = {{"data", path_hash(data)}};
+    body["model"] = model.string();
+    body["data"] = data.string();
+    if (body.contains("labels") && body["labels"].is_string() && !body["labels"].get<std::string>().empty()) {
+      const fs::path p = data_.resolve(body["labels"].get<std::string>());
+      files["labels"] = file_hash(p);
+      body["labels"] = p.string();
+    }
+    auto job = std::make_shared<Job>();
+    job->kind = "audit";
+    job->audit = job_from_json<AuditJob>(body, "the audit request");
+    AuditJob& a = job->audit;
+    check_limits(a.options, "options");
+    if (a.max_samples == 0) a.max_samples = o_.max_eval_samples;
+    if (a.max_samples > o_.max_eval_samples)
+      fail(422, "max_samples = " + std::to_string(a.max_samples) + " is over this server's limit of " +
+                    std::to_string(o_.max_eval_samples) + " (--max-eval-samples).");
+    json keyed = job_to_json(a);
+    for (const char* k : {"model", "data", "labels", "out"}) keyed.erase(k);
+    job->key = sha256(json{{"kind", "audit"}, {"model", file_hash(model)}, {"job", keyed}, {"files", files}}.dump());
+    job->model = model_id;
+    job->method = a.method;
+    job->request = request;
+    return job;
+  }
+
   // Cache hit, the same job already queued or running, 429, or queued.
   std::pair<int, json> submit(std::shared_ptr<Job> job) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -849,6 +884,10 @@ class Server {
       std::vector<Artifact> files;
       if (job.kind == "explain") {
         files = candela::run(job.explain, control).artifacts;
+      } else if (job.kind == "audit") {
+        AuditJob a = job.audit;
+        a.out.clear();
+        files.push_back({"audit.json", "application/json", candela::run(a, control).dump(2) + "\n"});
       } else {
         EvaluateJob e = job.evaluate;
         e.out = (tmp.string() + ".evaluate");  // evaluate writes its own files (and journal)
@@ -1014,7 +1053,7 @@ class Server {
 
     svr.Get("/api", [this](const httplib::Request&, httplib::Response& res) { send_json(res, index_json()); });
     svr.Get("/api/schema", [](const httplib::Request&, httplib::Response& res) {
-      send_json(res, {{"explain", job_schema<ExplainJob>()}, {"evaluate", job_schema<EvaluateJob>()},
+      send_json(res, {{"explain", job_schema<ExplainJob>()}, {"evaluate", job_schema<EvaluateJob>()}, {"audit", job_schema<AuditJob>()},
                       {"predict", job_schema<PredictJob>()}});
     });
     svr.Get("/api/methods", [](const httplib::Request&, httplib::Response& res) {
@@ -1119,6 +1158,10 @@ class Server {
       auto [status, j] = submit(evaluate_job(req));
       send_json(res, j, status);
     });
+    svr.Post("/api/audit", [this](const httplib::Request& req, httplib::Response& res) {
+      auto [status, j] = submit(audit_job(req));
+      send_json(res, j, status);
+    });
     svr.Get("/api/jobs", [this](const httplib::Request&, httplib::Response& res) {
       std::lock_guard<std::mutex> lock(mu_);
       std::vector<std::shared_ptr<Job>> all;
@@ -1193,7 +1236,8 @@ class Server {
     svr.Get(R"(/api/results/([0-9a-f]{64}))", [this](const httplib::Request& req, httplib::Response& res) {
       const std::string key = req.matches[1];
       const json meta = json::parse(slurp(result_file(key, "meta.json")));
-      const std::string name = meta.value("kind", "") == "evaluate" ? "results.json" : "attribution.json";
+      const std::string kind = meta.value("kind", "");
+      const std::string name = kind == "evaluate" ? "results.json" : kind == "audit" ? "audit.json" : "attribution.json";
       res.set_content(slurp(result_file(key, name)), "application/json");
     });
     svr.Get(R"(/api/results/([0-9a-f]{64})/meta)", [this](const httplib::Request& req, httplib::Response& res) {
@@ -1276,11 +1320,12 @@ class Server {
         {"POST /api/predict", "top-k classes for one input"},
         {"POST /api/explain", "queue an explanation: a job"},
         {"POST /api/evaluate", "queue an evaluation: a job"},
+        {"POST /api/audit", "queue a shortcut audit of a data set: a job"},
         {"GET /api/jobs", "recent jobs"},
         {"GET /api/jobs/{id}", "a job's state, progress, ETA, error"},
         {"GET /api/jobs/{id}/events", "server-sent events: progress, then done, error or cancelled"},
         {"DELETE /api/jobs/{id}", "cancel a job"},
-        {"GET /api/results/{key}", "attribution.json (explain) or results.json (evaluate)"},
+        {"GET /api/results/{key}", "attribution.json (explain), results.json (evaluate) or audit.json (audit)"},
         {"GET /api/results/{key}/values", "raw float32 little-endian, shape in X-Shape; ?format=npy"},
         {"GET /api/results/{key}/heatmap.png", "the heatmap over the input"},
         {"GET /api/results/{key}/files/{name}", "any file of the result (meta.json lists them)"},

@@ -72,6 +72,18 @@ std::array<double, 3> bootstrap_mean(const std::vector<double>& values, int64_t 
 
 namespace {
 
+// A metric's per-sample curves [[...], ...] as numbers; a missing value (null) is NaN.
+std::vector<std::vector<double>> curve_rows(const nlohmann::json& j) {
+  std::vector<std::vector<double>> rows;
+  for (const auto& r : j) {
+    std::vector<double> v;
+    if (r.is_array())
+      for (const auto& e : r) v.push_back(e.is_number() ? e.get<double>() : std::nan(""));
+    rows.push_back(std::move(v));
+  }
+  return rows;
+}
+
 using Clock = std::chrono::steady_clock;
 
 uint64_t fnv(const std::string& s, uint64_t h = 1469598103934665603ull) {
@@ -206,6 +218,9 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   }
   // The journal: one finished (chunk, method, metric) per line; a torn last line is ignored.
   std::map<std::string, std::vector<double>> done;
+  // Per-sample curves of the metrics that have them (deletion, insertion, ...): summed per
+  // (method, metric) for the mean curve in the summary.
+  std::map<std::string, std::vector<std::vector<double>>> curves;
   auto key = [](int64_t c, const std::string& m, const std::string& k) { return str_cat(c, "/", m, "/", k); };
   if (fs::exists(journal_file)) {
     std::ifstream in(journal_file);
@@ -216,6 +231,7 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
         std::vector<double> v;
         for (const auto& e : j.at("values")) v.push_back(e.is_null() ? std::nan("") : e.get<double>());
         done[key(j.at("chunk").get<int64_t>(), j.at("method"), j.at("metric"))] = v;
+        if (j.contains("curve")) curves[key(j.at("chunk").get<int64_t>(), j.at("method"), j.at("metric"))] = curve_rows(j["curve"]);
       } catch (const nlohmann::json::exception&) {
         // an interrupted write: that entry is simply computed again
       }
@@ -265,14 +281,17 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
           in.explainer = methods[mi].get();
           in.request = req;
           in.eval = req.eval;
-          const at::Tensor s = metrics[ki]->score(in).to(at::kCPU, at::kDouble).contiguous();
+          nlohmann::json details;
+          const at::Tensor s = metrics[ki]->score(in, &details).to(at::kCPU, at::kDouble).contiguous();
           std::vector<double> v(s.data_ptr<double>(), s.data_ptr<double>() + s.numel());
           nlohmann::json values = nlohmann::json::array();
           for (double d : v) values.push_back(std::isfinite(d) ? nlohmann::json(d) : nlohmann::json());
-          journal << nlohmann::json({{"chunk", c}, {"method", method}, {"metric", config.metrics[ki]},
-                                     {"values", values}})
-                         .dump()
-                  << "\n";
+          nlohmann::json line = {{"chunk", c}, {"method", method}, {"metric", config.metrics[ki]}, {"values", values}};
+          if (details.is_object() && details.contains("curve") && details["curve"].is_array()) {
+            line["curve"] = details["curve"];
+            curves[key(c, method, config.metrics[ki])] = curve_rows(details["curve"]);
+          }
+          journal << line.dump() << "\n";
           journal.flush();
           CANDELA_CHECK_T(IoError, journal.good(), "writing '", journal_file, "' failed (disk full?).");
           done[key(c, method, config.metrics[ki])] = v;
@@ -313,6 +332,25 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
       per[order[r].second]["rank"] = r + 1;
     }
     summary[metric] = {{"higher_is_better", metrics[ki]->higher_is_better()}, {"methods", per}, {"ranking", ranking}};
+    // The mean curve over the samples (deletion, insertion, region perturbation): points at
+    // evenly spaced fractions from 0 to 1, as the metric evaluated them.
+    for (const auto& method : config.methods) {
+      std::vector<double> sum;
+      int64_t rows = 0;
+      for (int64_t c = 0; c < chunks; ++c) {
+        auto it = curves.find(key(c, method, metric));
+        if (it == curves.end()) continue;
+        for (const auto& r : it->second) {
+          if (sum.empty()) sum.assign(r.size(), 0.0);
+          if (r.size() != sum.size()) continue;
+          for (size_t t = 0; t < r.size(); ++t) sum[t] += r[t];
+          ++rows;
+        }
+      }
+      if (rows == 0) continue;
+      for (double& t : sum) t /= static_cast<double>(rows);
+      summary[metric]["methods"][method]["curve"] = sum;
+    }
   }
   for (int64_t i = 0; i < n; ++i)
     for (const auto& method : config.methods)
