@@ -145,18 +145,14 @@ export function DataView() {
         {info && <span class="muted" data-testid="model-info">input {info.input.layout} [{info.input.shape.join("×")}], {info.classes} classes, output {info.output_kind}</span>}
       </div>
       <div class="row" style={{ margin: ".6rem 0" }}>
-        <label>Predicted class{" "}
-          <select value={f} onChange={(e) => set({ filter: (e.target as HTMLSelectElement).value })}>
-            <option value="">any</option>
-            {names.map((n, i) => <option value={String(i)}>{n}</option>)}
-          </select>
-        </label>
-        <label>True class{" "}
-          <select value={t} onChange={(e) => set({ truth: (e.target as HTMLSelectElement).value })}>
-            <option value="">any</option>
-            {names.map((n, i) => <option value={String(i)}>{n}</option>)}
-          </select>
-        </label>
+        {([["Predicted class", "filter"], ["True class", "truth"]] as const).map(([label, key]) => (
+          <label>{label}{" "}
+            <select value={url.value[key]} onChange={(e) => set({ [key]: (e.target as HTMLSelectElement).value })}>
+              <option value="">any</option>
+              {names.map((n, i) => <option value={String(i)}>{n}</option>)}
+            </select>
+          </label>
+        ))}
         <div class={`drop ${over ? "over" : ""}`} onDragOver={(e) => { e.preventDefault(); setOver(true); }}
              onDragLeave={() => setOver(false)} onDrop={(e) => { e.preventDefault(); setOver(false); upload(e.dataTransfer?.files ?? null); }}>
           Drop an image or .npy here, or{" "}
