@@ -139,7 +139,7 @@ RunControl cli_control() {
   return control;
 }
 
-int run_explain(MethodArgs<ExplainJob>& args) {
+int run_explain(MethodArgs<ExplainJob>& args, bool in_words) {
   const ExplainJob& job = args.resolved();
   ProgressBar bar(!args.quiet);
   RunControl control = cli_control();
@@ -156,6 +156,13 @@ int run_explain(MethodArgs<ExplainJob>& args) {
                 << a.convergence_delta.abs().max().item<double>();
     std::cout << "\n";
     for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+  }
+  if (in_words) {
+    const nlohmann::json meta = nlohmann::json::parse(read_file(job.out + "/attribution.json", 1 << 28));
+    for (const auto& sample : meta["summary"]) {
+      std::cout << "sample " << sample["sample"].get<int64_t>() << ":\n";
+      for (const auto& sentence : sample["sentences"]) std::cout << "  " << sentence["text"].get<std::string>() << "\n";
+    }
   }
   return 0;
 }
@@ -386,6 +393,7 @@ int main(int argc, char** argv) {
       "  candela explain --model mlp.pt --input rows.npy --method noise_tunnel --option nt_samples=20 \\\n"
       "      --option base_method=integrated_gradients --target 1 --out out/sg\n"
       "  candela explain --model resnet18.pt --input cat.png --method grad_cam --layer layer4 --out out/cam\n"
+      "  candela explain --model mlp.pt --input rows.npy --method integrated_gradients --explain-in-words --out out/ig\n"
       "  candela explain --model mlp.pt --input rows.csv --background train.csv --method kernel_shap --out out/shap\n"
       "  candela explain --model resnet18.pt --input cat.png --method lime --features slic:20 --out out/lime\n"
       "  candela explain --model resnet18.pt --input cat.png --method lrp --composite epsilon_gamma_box --out out/lrp\n"
@@ -413,6 +421,9 @@ int main(int argc, char** argv) {
   explain->add_option("--clip-percentile", ea.job.clip_percentile, "Clip the heatmap at this percentile of |value|");
   explain->add_option("--alpha", ea.job.alpha, "Overlay opacity in [0, 1]");
   explain->add_flag("--quiet", ea.quiet, "No progress bar or summary");
+  bool in_words = false;
+  explain->add_flag("--explain-in-words", in_words,
+                    "Print the explanation in words (also in attribution.json's \"summary\", each sentence with its numbers)");
   add_spec_flags(explain, ea.job.spec);
 
   // explain-dataset (handled before parsing, by the Python package; listed here for --help)
@@ -600,7 +611,7 @@ int main(int argc, char** argv) {
     // nothing by default) costs more than it saves: without it the first explanation is about
     // 50 ms faster (saliency on resnet18) and later ones no slower. CANDELA_JIT_PROFILING=1 keeps it.
     if (!std::getenv("CANDELA_JIT_PROFILING")) torch::jit::getProfilingMode() = false;
-    if (*explain) return run_explain(ea);
+    if (*explain) return run_explain(ea, in_words);
     if (*methods) return run_methods(methods_json);
     if (*info) return run_info(info_job, info_json);
     if (*evaluate_cmd) return run_evaluate(va);

@@ -68,6 +68,7 @@
 #include "candela/render/colormap.h"
 #include "candela/render/export.h"
 #include "candela/render/heatmap.h"
+#include "candela/render/words.h"
 #include "candela/robustness/attacks.h"
 #include "candela/robustness/counterfactual.h"
 #include "candela/robustness/probe.h"

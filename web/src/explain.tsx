@@ -270,6 +270,11 @@ function Cell(p: { spec: CellSpec; method: MethodInfo; targetName: string; look:
           ? <TabularPanel st={st} sample={p.sample} info={p.info} />
           : <HeatmapPanel id={`${p.spec.method}-${p.spec.target}`} st={st} look={p.look} input={p.inputCanvas} label={label} />
       )}
+      {st.status === "done" && st.attr?.summary?.[0] && (
+        <details data-testid="words"><summary>In words</summary>
+          <ul>{(st.attr.summary[0].sentences as { text: string; kind: string }[]).map((x) => <li class={x.kind === "warning" || x.text.startsWith("Caveat") ? "warn" : ""}>{x.text}</li>)}</ul>
+        </details>
+      )}
       {st.status === "done" && <TrustPanel spec={p.spec} st={st} method={p.method} sample={p.sample} others={p.others} info={p.info} />}
     </div>
   );

@@ -42,6 +42,8 @@ test("explain paints a heatmap on the canvas and the grid has a row per target",
   assert.equal(p.width, 192);
   assert.ok(p.colored > 100, `the overlay has colour (${p.colored} coloured pixels)`);
   assert.ok(p.distinct > 8, "the map is not one flat colour");
+  // The explanation in words, from attribution.json's summary.
+  assert.match(await page.textContent(`.cell:has(${mapSel("saliency")}) [data-testid="words"]`), /The model predicts class 2 with probability/);
   // A second target class adds a row: 2 methods × 2 targets.
   const second = await page.$$eval('[data-testid="targets"] button[aria-pressed="false"]', (b) => b[0].textContent);
   await page.click(`[data-testid="targets"] button:text-is("${second}")`);

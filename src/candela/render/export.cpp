@@ -1,4 +1,5 @@
 #include "candela/render/export.h"
+#include "candela/render/words.h"
 
 #include <ATen/ATen.h>
 
@@ -111,6 +112,11 @@ nlohmann::json explanation_json(const Attribution& attribution, const Model& mod
       meta["features"].push_back(rows);
     }
   }
+  // In words, from these numbers (candela/render/words.h).
+  const bool image = input.display.defined() && attribution.layer.empty() && (values.dim() == 4 || attribution.spatial_map);
+  const bool nhwc = image && !attribution.spatial_map && model.input_spec().layout == "NHWC";
+  meta["summary"] = explain_in_words(meta, nhwc ? values.permute({0, 3, 1, 2}) : values, image, model.class_names(),
+                                     model.output_kind());
   if (!heatmaps.empty()) {
     meta["heatmaps"] = nlohmann::json::array();
     for (const auto& suffix : heatmaps)

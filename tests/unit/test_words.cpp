@@ -1,0 +1,182 @@
+// Explanations in words (candela/render/words.h): every number, rank and direction a sentence
+// states is checked against the result it was made from, over the fixtures and several methods.
+#include <functional>
+#include <numeric>
+#include <regex>
+
+#include <gtest/gtest.h>
+
+#include "candela/app/jobs.h"
+#include "candela/io/npy.h"
+#include "candela/render/words.h"
+#include "test_util.h"
+
+namespace candela {
+namespace {
+
+using json = nlohmann::json;
+using testing::fixture;
+using testing::TempDir;
+
+struct Result {
+  json meta;
+  at::Tensor values, inputs;
+};
+
+bool ends_with(const std::string& s, const std::string& e) { return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0; }
+
+Result explain(const std::string& model, const std::string& input, const std::string& method, json options = json::object(),
+               const std::string& target = "top1") {
+  ExplainJob job;
+  job.model = fixture(model);
+  job.input = fixture(input);
+  job.method = method;
+  job.options = std::move(options);
+  job.target = target;
+  const ExplainResult r = run(job);
+  Result out;
+  for (const auto& a : r.artifacts)
+    if (a.name == "attribution.json") out.meta = json::parse(a.bytes);
+  out.values = r.attribution.values.detach().cpu().to(at::kDouble);
+  if (ends_with(input, ".npy")) out.inputs = read_npy(fixture(input)).to(at::kDouble);
+  return out;
+}
+
+
+// Every number written in the text is one of the sentence's values, written as words_number does.
+void numbers_come_from_values(const json& sentence) {
+  const std::string text = sentence["text"];
+  std::vector<std::string> allowed;
+  std::function<void(const json&)> collect = [&](const json& v) {
+    if (v.is_number()) {
+      allowed.push_back(words_number(v.get<double>()));
+      if (v.is_number_integer()) allowed.push_back(std::to_string(v.get<int64_t>()));
+    } else if (v.is_object() || v.is_array()) {
+      for (const auto& e : v) collect(e);
+    }
+  };
+  collect(sentence["values"]);
+  if (sentence["kind"] == "warning") return;  // the engine's own message, quoted whole
+  // Class labels say "class 3" and quote names; the numbers in names are the class's index.
+  static const std::regex number(R"((^|[^\w.'])(-?\d+(\.\d+)?(e[-+]\d+)?))");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), number); it != std::sregex_iterator(); ++it) {
+    const std::string n = (*it)[2];
+    EXPECT_NE(std::find(allowed.begin(), allowed.end(), n), allowed.end()) << "'" << n << "' in: " << text << "\nvalues: " << sentence["values"];
+  }
+}
+
+std::vector<double> softmax(const json& row) {
+  std::vector<double> p;
+  double m = -1e300, z = 0;
+  for (const auto& v : row) m = std::max(m, v.get<double>());
+  for (const auto& v : row) z += std::exp(v.get<double>() - m);
+  for (const auto& v : row) p.push_back(std::exp(v.get<double>() - m) / z);
+  return p;
+}
+
+// The sentences' values against the result: prediction and runner-up from the output, features
+// from the attributions and inputs, regions and concentration recomputed from the map.
+void check(const Result& r) {
+  ASSERT_TRUE(r.meta.contains("summary")) << r.meta.dump().substr(0, 300);
+  const json& summary = r.meta["summary"];
+  ASSERT_EQ(summary.size(), static_cast<size_t>(r.values.size(0)));
+  for (const auto& sample : summary) {
+    const int64_t i = sample["sample"];
+    const json& out = r.meta["output"][i];
+    const auto p = softmax(out);
+    std::vector<int64_t> order(p.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return out[a].get<double>() > out[b].get<double>(); });
+    int64_t features = 0;
+    ASSERT_FALSE(sample["sentences"].empty());
+    for (const auto& s : sample["sentences"]) {
+      numbers_come_from_values(s);
+      const json& v = s["values"];
+      const std::string kind = s["kind"];
+      if (kind == "prediction") {
+        EXPECT_EQ(v["class"], order[0]);
+        EXPECT_NEAR(v["probability"].get<double>(), p[order[0]], 1e-12);
+      } else if (kind == "runner_up") {
+        EXPECT_EQ(v["class"], order[1]);
+        EXPECT_NEAR(v["margin"].get<double>(), out[order[0]].get<double>() - out[order[1]].get<double>(), 1e-9);
+      } else if (kind == "feature") {
+        ++features;
+        const int64_t j = v["index"];
+        const double a = r.values[i][j].item<double>();
+        EXPECT_NEAR(v["attribution"].get<double>(), std::abs(a), 1e-6 * (1 + std::abs(a)));
+        EXPECT_EQ(v["direction"], a > 0 ? "raised" : "lowered");
+        EXPECT_NEAR(v["value"].get<double>(), r.inputs[i][j].item<double>(), 1e-5 * (1 + std::abs(r.inputs[i][j].item<double>())));
+        // Its rank: how many features have a larger |attribution|.
+        const int64_t larger = (r.values[i].abs() > std::abs(a) * (1 + 1e-12)).sum().item<int64_t>();
+        EXPECT_EQ(v["rank"].get<int64_t>(), larger + 1) << s["text"];
+      } else if (kind == "region") {
+        at::Tensor m = r.values[i];
+        if (m.dim() == 3) m = m.sum(0);
+        m = v["sign"] == "positive" ? m.clamp_min(0) : (-m).clamp_min(0);
+        const int64_t h = m.size(0), w = m.size(1), row = v["row"], col = v["col"];
+        const double cell = m.slice(0, row * h / 3, (row + 1) * h / 3).slice(1, col * w / 3, (col + 1) * w / 3).sum().item<double>();
+        EXPECT_NEAR(v["percent"].get<double>(), 100 * cell / m.sum().item<double>(), 1e-9);
+        for (int64_t rr = 0; rr < 3; ++rr)
+          for (int64_t cc = 0; cc < 3; ++cc)
+            EXPECT_LE(m.slice(0, rr * h / 3, (rr + 1) * h / 3).slice(1, cc * w / 3, (cc + 1) * w / 3).sum().item<double>(), cell + 1e-12)
+                << "the named part holds the most";
+        EXPECT_EQ(v["region"], words_region(row, col));
+      } else if (kind == "completeness") {
+        EXPECT_NEAR(v["delta"].get<double>(), r.meta["convergence_delta"][i].get<double>(), 1e-12);
+        EXPECT_EQ(v["caveat"].get<bool>(), v["percent"].get<double>() > 5);
+      }
+    }
+    if (r.meta.contains("features")) EXPECT_GE(features, 1);
+  }
+}
+
+TEST(Words, EveryNumberMatchesTheResultOverFixturesAndMethods) {
+  check(explain("breast_cancer_mlp.pt", "breast_cancer_test.npy", "integrated_gradients", {{"n_steps", 16}}));
+  check(explain("breast_cancer_mlp.pt", "breast_cancer_test.npy", "saliency", json::object(), "0"));
+  check(explain("breast_cancer_mlp.pt", "breast_cancer_test.npy", "input_x_gradient"));
+  check(explain("digits_cnn.pt", "digits_test.npy", "integrated_gradients", {{"n_steps", 16}}));
+  check(explain("digits_cnn.pt", "digit_0.png", "saliency"));
+  check(explain("digits_cnn.pt", "digits_test.npy", "grad_cam"));
+  check(explain("digits_cnn.pt", "digits_test.npy", "input_x_gradient", json::object(), "3"));
+}
+
+// A linear model's input x gradient with inputs of ones is its weight row: the summary names the
+// features of largest |weight| in order, with the weight's sign as the direction.
+TEST(Words, LinearModelNamesItsLargestWeightsInOrder) {
+  const at::Tensor w = read_npy(fixture("linear_weight.npy")).to(at::kDouble);
+  TempDir dir;
+  const std::string ones = dir / "ones.npy";
+  write_npy(ones, at::ones({1, w.size(1)}));
+  ExplainJob job;
+  job.model = fixture("linear.pt");
+  job.input = ones;
+  job.method = "input_x_gradient";
+  job.target = "1";
+  json meta;
+  for (const auto& a : run(job).artifacts)
+    if (a.name == "attribution.json") meta = json::parse(a.bytes);
+  const at::Tensor row = w[1].abs();
+  const at::Tensor order = std::get<1>(row.sort(0, /*descending=*/true));
+  int64_t rank = 0;
+  for (const auto& s : meta["summary"][0]["sentences"]) {
+    if (s["kind"] != "feature") continue;
+    const int64_t j = s["values"]["index"];
+    EXPECT_EQ(j, order[rank].item<int64_t>()) << s["text"];
+    EXPECT_EQ(s["values"]["direction"], w[1][j].item<double>() > 0 ? "raised" : "lowered");
+    EXPECT_NE(s["text"].get<std::string>().find("score of 'b'"), std::string::npos) << s["text"];
+    ++rank;
+  }
+  EXPECT_EQ(rank, std::min<int64_t>(3, w.size(1)));
+}
+
+TEST(Words, NumbersAndRegionsAreWrittenOneWay) {
+  EXPECT_EQ(words_number(0.123456), "0.123");
+  EXPECT_EQ(words_number(25.3), "25.3");
+  EXPECT_EQ(words_number(-1234.5), "-1.23e+03");
+  EXPECT_EQ(words_region(0, 0), "top left");
+  EXPECT_EQ(words_region(1, 1), "centre");
+  EXPECT_EQ(words_region(2, 1), "bottom centre");
+}
+
+}  // namespace
+}  // namespace candela
