@@ -1,0 +1,244 @@
+// The jobs of "what has the network learned": `candela visualize` (and `candela tcav`).
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "candela/app/jobs.h"
+#include "candela/core/error.h"
+#include "candela/core/model.h"
+#include "candela/detail/tensor_util.h"
+#include "candela/detail/text.h"
+#include "candela/io/dataset.h"
+#include "candela/io/image.h"
+#include "candela/io/input.h"
+
+namespace candela {
+namespace {
+
+Model load_job_model(const std::string& path, const SpecOverrides& spec) {
+  Model model = Model::load(path);
+  spec.apply(model);
+  return model;
+}
+
+// [C, H, W] in [0, 1] -> PNG (grey for one channel, RGB for three).
+Artifact image_png(std::string name, const at::Tensor& chw) {
+  at::Tensor u8 = (chw.detach().to(at::kFloat).clamp(0, 1) * 255.0).round().to(at::kByte);
+  if (u8.size(0) == 1) return {std::move(name), "image/png", encode_png(u8[0].contiguous())};
+  CANDELA_CHECK(u8.size(0) == 3, "cannot draw an image with ", u8.size(0), " channels as PNG (1 or 3 only).");
+  return {std::move(name), "image/png", encode_png(u8.permute({1, 2, 0}).contiguous())};
+}
+
+// Images [N, C, H, W] in a grid of `columns`, 2-pixel white gaps.
+at::Tensor grid(const at::Tensor& images, int64_t columns) {
+  const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3), gap = 2;
+  columns = std::max<int64_t>(1, std::min(columns, n));
+  const int64_t rows = (n + columns - 1) / columns;
+  at::Tensor out = at::ones({c, rows * h + (rows - 1) * gap, columns * w + (columns - 1) * gap}, images.options());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = i / columns, col = i % columns;
+    out.narrow(1, r * (h + gap), h).narrow(2, col * (w + gap), w).copy_(images[i]);
+  }
+  return out;
+}
+
+int64_t channels_of(const Model& model, const std::string& layer) {
+  for (const auto& l : model.layers())
+    if (l.name == layer) {
+      CANDELA_CHECK(l.output_shape.size() >= 2, "layer ", layer, " has no channels (output shape ",
+                    detail::shape_str(l.output_shape), ").");
+      return l.output_shape[1];
+    }
+  std::vector<std::string> names;
+  for (const auto& l : model.layers()) names.push_back(l.name);
+  throw InvalidArgument(detail::str_cat("unknown layer '", layer, "'.", did_you_mean(layer, names),
+                                        " `candela info MODEL` lists the layers."));
+}
+
+}  // namespace
+
+VisualizeResult run(const VisualizeJob& job, const RunControl& control) {
+  job.options.validate();
+  CANDELA_CHECK(!job.channels.empty() || !job.objective.empty() || job.atlas,
+                "nothing to visualise: give --channel C (with --layer), --objective TEXT or --atlas (with --layer).");
+  CANDELA_CHECK(job.layer.empty() == false || (job.channels.empty() && !job.atlas),
+                "--channel and --atlas need --layer (a layer name from `candela info MODEL`).");
+  CANDELA_CHECK(job.atlas_channels >= 0, "--atlas-channels must be >= 0 (0: all), got ", job.atlas_channels, ".");
+  CANDELA_CHECK(job.top_k >= 1, "--top-k must be >= 1, got ", job.top_k, ".");
+  CANDELA_CHECK(job.atlas_batch >= 1, "--atlas-batch must be >= 1, got ", job.atlas_batch, ".");
+  for (int64_t c : job.channels) CANDELA_CHECK(c >= 0, "--channel must be >= 0, got ", c, ".");
+  Objective free_objective;
+  if (!job.objective.empty()) free_objective = Objective::parse(job.objective);
+  Model model = load_job_model(job.model, job.spec);
+  if (!job.layer.empty() && (!job.channels.empty() || job.atlas)) {
+    const int64_t n = channels_of(model, job.layer);
+    for (int64_t c : job.channels)
+      CANDELA_CHECK(c < n, "--channel ", c, " is out of range: layer ", job.layer, " has ", n, " channels (0..", n - 1,
+                    ").");
+  }
+
+  VisualizeResult out;
+  nlohmann::json results = nlohmann::json::array();
+  double wall = 0;
+  int64_t evaluations = 0;
+  auto add = [&](const std::string& name, const Objective& obj, const FeatureVisualization& fv) {
+    // A batch of images side by side.
+    out.artifacts.push_back(image_png(name + ".png", grid(fv.images, fv.images.size(0))));
+    nlohmann::json r = {{"name", name},
+                        {"objective", obj.to_string()},
+                        {"file", name + ".png"},
+                        {"curve", fv.objective},
+                        {"final", fv.objective.back()},
+                        {"wall_seconds", fv.wall_seconds}};
+    if (obj.terms.size() > 1) {
+      nlohmann::json terms = nlohmann::json::array();
+      for (size_t i = 0; i < obj.terms.size(); ++i)
+        terms.push_back({{"term", Objective{{obj.terms[i]}}.to_string()}, {"curve", fv.terms[i]}});
+      r["terms"] = terms;
+    }
+    results.push_back(r);
+    wall += fv.wall_seconds;
+    evaluations += fv.model_evaluations;
+  };
+  // Dataset examples next to each channel's image.
+  at::Tensor data, display;
+  std::vector<std::string> ids;
+  if (!job.data.empty()) {
+    CANDELA_CHECK(!job.channels.empty(), "--data gives dataset examples for each --channel; give --channel C.");
+    Dataset d = load_dataset(job.data, "", "", model.input_spec(), 0);
+    data = d.inputs;
+    ids = d.ids;
+    CANDELA_CHECK(model.input_spec().is_image(), "dataset examples need an image model (give --input-shape C,H,W).");
+    display = to_display(data, model.input_spec());
+  }
+  nlohmann::json examples = nlohmann::json::object();
+  for (int64_t c : job.channels) {
+    if (!data.defined()) continue;
+    const std::string stem = "channel_" + std::to_string(c) + "_examples";
+    std::vector<at::Tensor> crops;
+    nlohmann::json list = nlohmann::json::array();
+    for (const DatasetExample& e : dataset_examples(model, job.layer, c, data, job.top_k)) {
+      at::Tensor crop = display[e.index].narrow(1, e.top, e.bottom - e.top).narrow(2, e.left, e.right - e.left);
+      crops.push_back(at::upsample_bilinear2d(crop.unsqueeze(0), {64, 64}, /*align_corners=*/false));
+      list.push_back({{"index", e.index},
+                      {"id", e.index < static_cast<int64_t>(ids.size()) ? ids[e.index] : std::to_string(e.index)},
+                      {"activation", e.activation},
+                      {"peak", e.peak},
+                      {"position", {e.y, e.x}},
+                      {"receptive_field", {{"top", e.top}, {"left", e.left}, {"bottom", e.bottom}, {"right", e.right}}}});
+    }
+    out.artifacts.push_back(image_png(stem + ".png", grid(at::cat(crops).clamp(0, 1), static_cast<int64_t>(crops.size()))));
+    examples[std::to_string(c)] = {{"file", stem + ".png"}, {"examples", list}};
+  }
+  for (int64_t c : job.channels) {
+    ObjectiveTerm t;
+    t.kind = "channel";
+    t.layer = job.layer;
+    t.channel = c;
+    Objective obj{{t}};
+    add("channel_" + std::to_string(c), obj, visualize(model, obj, job.options, control.progress, control.cancel));
+  }
+  if (!free_objective.terms.empty())
+    add("objective", free_objective, visualize(model, free_objective, job.options, control.progress, control.cancel));
+
+  nlohmann::json report = {{"model", job.model}, {"layer", job.layer}, {"options", options_to_json(job.options)}};
+  if (job.atlas) {
+    int64_t n = channels_of(model, job.layer);
+    if (job.atlas_channels > 0) n = std::min(n, job.atlas_channels);
+    std::vector<at::Tensor> images;
+    nlohmann::json curves = nlohmann::json::array();
+    for (int64_t first = 0; first < n; first += job.atlas_batch) {
+      const int64_t k = std::min(job.atlas_batch, n - first);
+      Objective obj;
+      for (int64_t i = 0; i < k; ++i) {
+        ObjectiveTerm t;
+        t.kind = "channel";
+        t.layer = job.layer;
+        t.channel = first + i;
+        t.batch = i;  // image i maximises channel first + i
+        obj.terms.push_back(t);
+      }
+      FeatureVisualizationOptions o = job.options;
+      o.batch = k;
+      o.seed = job.options.seed + first;
+      FeatureVisualization fv = visualize(model, obj, o, control.progress, control.cancel);
+      images.push_back(fv.images);
+      for (int64_t i = 0; i < k; ++i)
+        curves.push_back({{"channel", first + i}, {"curve", fv.terms[static_cast<size_t>(i)]}});
+      wall += fv.wall_seconds;
+      evaluations += fv.model_evaluations;
+    }
+    at::Tensor all = at::cat(images);
+    const int64_t columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
+    out.artifacts.push_back(image_png("atlas.png", grid(all, columns)));
+    report["atlas"] = {{"file", "atlas.png"}, {"channels", n}, {"columns", columns}, {"curves", curves}};
+  }
+  // The minimal form's contract: with one objective, `objective` is its curve (the quantity maximised).
+  if (results.size() == 1) report["objective"] = results[0]["curve"];
+  report["results"] = results;
+  if (!examples.empty()) {
+    report["dataset_examples"] = examples;
+    report["data"] = job.data;
+  }
+  report["wall_seconds"] = wall;
+  report["model_evaluations"] = evaluations;
+  out.report = report;
+  out.artifacts.push_back(render_json("visualization.json", report));
+  if (!job.out.empty()) out.files = write_artifacts(job.out, out.artifacts);
+  return out;
+}
+
+// ---- tcav ----------------------------------------------------------------------------------
+
+nlohmann::json run(const TcavJob& job, const RunControl& control) {
+  job.options.validate();
+  CANDELA_CHECK(!job.layer.empty(), "tcav needs --layer (a layer name from `candela info MODEL`).");
+  CANDELA_CHECK(!job.input.empty(), "tcav needs --input: samples of the target class (a folder of images or a .npy).");
+  CANDELA_CHECK(!job.target.empty(), "tcav needs --target: the class whose sensitivity is tested (index or name).");
+  CANDELA_CHECK(!job.concepts.empty(), "tcav needs at least one --concept NAME=FOLDER.");
+  CANDELA_CHECK(job.randoms.size() >= 3, "tcav needs at least 3 --random sets (folders or .npy files), got ",
+                job.randoms.size(), ".");
+  CANDELA_CHECK(job.max_samples >= 0, "--max-samples must be >= 0 (0: all), got ", job.max_samples, ".");
+  std::vector<std::pair<std::string, std::string>> concepts;
+  for (const auto& c : job.concepts) {
+    const auto eq = c.find('=');
+    CANDELA_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < c.size(), "--concept takes NAME=PATH, got '", c,
+                  "' (e.g. --concept stripes=concepts/stripes/).");
+    concepts.emplace_back(c.substr(0, eq), c.substr(eq + 1));
+  }
+  Model model = load_job_model(job.model, job.spec);
+  int64_t target = -1;
+  {
+    long long t = 0;
+    if (detail::parse_int64(job.target, t)) {
+      target = t;
+    } else {
+      const auto& names = model.class_names();
+      const auto it = std::find(names.begin(), names.end(), job.target);
+      CANDELA_CHECK(it != names.end(), "--target '", job.target, "' is neither a class index nor a class name of the model.",
+                    did_you_mean(job.target, names));
+      target = it - names.begin();
+    }
+  }
+  auto load = [&](const std::string& path) {
+    Dataset d = load_dataset(path, "", "", model.input_spec(), job.max_samples);
+    return d.inputs;
+  };
+  at::Tensor inputs = load(job.input);
+  std::vector<ConceptSet> concept_sets, random_sets;
+  for (const auto& [name, path] : concepts) concept_sets.push_back({name, load(path)});
+  for (size_t i = 0; i < job.randoms.size(); ++i)
+    random_sets.push_back({"random_" + std::to_string(i), load(job.randoms[i])});
+  ActivationCache cache(job.cache == "none" ? "" : job.cache.empty() ? ActivationCache::default_dir() : job.cache);
+  nlohmann::json report = tcav(model, job.layer, inputs, target, concept_sets, random_sets, job.options, cache,
+                               control.progress, control.cancel);
+  report["model"] = job.model;
+  report["input"] = job.input;
+  if (target < static_cast<int64_t>(model.class_names().size())) report["target_name"] = model.class_names()[target];
+  for (size_t i = 0; i < concepts.size(); ++i) report["concepts"][i]["path"] = concepts[i].second;
+  report["random"]["paths"] = job.randoms;
+  if (!job.out.empty()) write_artifacts(job.out, {render_json("tcav.json", report)});
+  return report;
+}
+
+}  // namespace candela
