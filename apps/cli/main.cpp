@@ -304,6 +304,20 @@ int run_tcav(TcavArgs& a) {
   return 0;
 }
 
+using CraftArgs = JobArgs<CraftJob>;
+
+int run_craft(CraftArgs& a) {
+  CraftJobResult r = run_with_progress(a);
+  if (!a.quiet) {
+    std::cout << r.report["patches"].get<int64_t>() << " patches, NMF relative error " << std::setprecision(3)
+              << r.report["nmf_relative_error"].get<double>() << "; concepts by importance (total Sobol index):\n";
+    for (const auto& c : r.report["concepts"])
+      std::cout << "  " << c["file"].get<std::string>() << "  " << c["importance"].get<double>() << "\n";
+    for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+  }
+  return 0;
+}
+
 int run_methods(bool json) {
   const auto& reg = Registry::builtin();
   if (json) {
@@ -674,6 +688,25 @@ int main(int argc, char** argv) {
   tcav_cmd->add_flag("--quiet", tc.quiet, "No progress bar or summary");
   add_spec_flags(tcav_cmd, tc.job.spec);
 
+  // craft
+  CraftArgs cr;
+  auto* craft_cmd = app.add_subcommand("craft", "CRAFT: concepts found automatically in a class's images (NMF of patch "
+                                                 "activations), ranked by importance (Sobol indices).");
+  craft_cmd->footer(
+      "Example:\n"
+      "  candela craft --model resnet18.pt --layer layer4 --input rabbits/ --target 330 --number-of-concepts 10 --out craft/\n"
+      "Writes craft.json (each concept's importance and its top patches) and concept_K.png (K = 0 most important),\n"
+      "the patches with the largest coefficient for that concept. The layer must follow a ReLU.");
+  craft_cmd->add_option("--model", cr.job.model, "TorchScript (.pt) or ONNX (.onnx) model file")->required();
+  craft_cmd->add_option("--layer", cr.job.layer, "Layer after a ReLU (see `candela info`)")->required();
+  craft_cmd->add_option("--input", cr.job.input, "Images of the class: a folder or a .npy [N, C, H, W]")->required();
+  craft_cmd->add_option("--target", cr.job.target, "The class: an index or a class name")->required();
+  craft_cmd->add_option("--out", cr.job.out, "Output folder")->required();
+  craft_cmd->add_option("--top-patches", cr.job.top_patches, "Patches shown per concept");
+  add_flags(craft_cmd, cr.job.options);
+  craft_cmd->add_flag("--quiet", cr.quiet, "No progress bar or summary");
+  add_spec_flags(craft_cmd, cr.job.spec);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -707,6 +740,7 @@ int main(int argc, char** argv) {
     if (*cf_cmd) return run_counterfactual(ca);
     if (*vis_cmd) return run_visualize(vz);
     if (*tcav_cmd) return run_tcav(tc);
+    if (*craft_cmd) return run_craft(cr);
   } catch (const candela::InternalError& e) {
     std::cerr << "candela: internal error (this is a bug in Candela; please report it with the command that "
                  "caused it): "

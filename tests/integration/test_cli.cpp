@@ -745,3 +745,23 @@ TEST(Cli, TcavWritesScoresPValuesAndVerdicts) {
   expect_one_clear_line(r, "--concept takes NAME=PATH");
   EXPECT_FALSE(fs::exists(dir / "bad"));
 }
+
+TEST(Cli, CraftWritesConceptsByImportance) {
+  TempDir dir;
+  auto r = cli("craft --quiet --model " + fixture("digits_cnn.pt") + " --layer features.3 --input " +
+               fixture("digits_test.npy") + " --target 3 --number-of-concepts 3 --patch-size 4 --nb-design 8 " +
+               "--top-patches 5 --out " + dir.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(dir / "craft.json"));
+  ASSERT_EQ(j["concepts"].size(), 3u);
+  EXPECT_EQ(j["patches"], 64);
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_TRUE(fs::exists(dir / ("concept_" + std::to_string(k) + ".png")));
+    EXPECT_EQ(j["concepts"][k]["top_patches"].size(), 5u);
+  }
+  EXPECT_GE(j["concepts"][0]["importance"].get<double>(), j["concepts"][2]["importance"].get<double>());
+  r = cli("craft --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + fixture("digits_test.npy") +
+          " --target 3 --patch-size 4 --out " + (dir / "bad"));
+  expect_one_clear_line(r, "non-negative activations");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}

@@ -27,6 +27,7 @@
 #include "candela/core/batching.h"
 #include "candela/core/options.h"
 #include "candela/core/progress.h"
+#include "candela/methods/concept/craft.h"
 #include "candela/methods/concept/tcav.h"
 #include "candela/methods/visualization/feature_visualization.h"
 #include "candela/render/export.h"
@@ -298,6 +299,31 @@ struct TcavJob {
 };
 // Returns tcav.json's content (and writes it into job.out when given).
 nlohmann::json run(const TcavJob& job, const RunControl& control = {});
+
+// `candela craft`: concepts discovered in the images of one class (methods/concept/craft.h).
+struct CraftJob {
+  std::string model, layer, input, out;
+  std::string target;      // a class index or name
+  int64_t top_patches = 10;  // patches shown per concept
+  CraftOptions options;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx) taking NCHW images.");
+    v("layer", layer, "Layer after a ReLU where concepts are factorised, as `candela info` names it.");
+    v("input", input, "Images of the class: a folder of images or a .npy [N, C, H, W].");
+    v("target", target, "The class: an index or a class name.");
+    v("out", out, "Output folder for craft.json and concept_K.png; empty: return the files without writing them.");
+    v("top_patches", top_patches, "Patches shown per concept (those with the largest coefficient).");
+    options.visit(v);
+    spec.visit(v);
+  }
+};
+struct CraftJobResult {
+  nlohmann::json report;            // craft.json
+  std::vector<Artifact> artifacts;  // craft.json, concept_K.png
+  std::vector<std::string> files;
+};
+CraftJobResult run(const CraftJob& job, const RunControl& control = {});
 
 // `candela info`: a model's input, output and layers.
 struct InfoJob {

@@ -55,6 +55,20 @@ int64_t channels_of(const Model& model, const std::string& layer) {
                                         " `candela info MODEL` lists the layers."));
 }
 
+// A class index or one of the model's class names.
+int64_t class_index(const Model& model, const std::string& text) {
+  long long t = 0;
+  if (detail::parse_int64(text, t)) {
+    CANDELA_CHECK(t >= 0, "--target must be a class index >= 0 or a class name, got ", text, ".");
+    return t;
+  }
+  const auto& names = model.class_names();
+  const auto it = std::find(names.begin(), names.end(), text);
+  CANDELA_CHECK(it != names.end(), "--target '", text, "' is neither a class index nor a class name of the model.",
+                did_you_mean(text, names));
+  return it - names.begin();
+}
+
 }  // namespace
 
 VisualizeResult run(const VisualizeJob& job, const RunControl& control) {
@@ -207,19 +221,7 @@ nlohmann::json run(const TcavJob& job, const RunControl& control) {
     concepts.emplace_back(c.substr(0, eq), c.substr(eq + 1));
   }
   Model model = load_job_model(job.model, job.spec);
-  int64_t target = -1;
-  {
-    long long t = 0;
-    if (detail::parse_int64(job.target, t)) {
-      target = t;
-    } else {
-      const auto& names = model.class_names();
-      const auto it = std::find(names.begin(), names.end(), job.target);
-      CANDELA_CHECK(it != names.end(), "--target '", job.target, "' is neither a class index nor a class name of the model.",
-                    did_you_mean(job.target, names));
-      target = it - names.begin();
-    }
-  }
+  const int64_t target = class_index(model, job.target);
   auto load = [&](const std::string& path) {
     Dataset d = load_dataset(path, "", "", model.input_spec(), job.max_samples);
     return d.inputs;
@@ -239,6 +241,61 @@ nlohmann::json run(const TcavJob& job, const RunControl& control) {
   report["random"]["paths"] = job.randoms;
   if (!job.out.empty()) write_artifacts(job.out, {render_json("tcav.json", report)});
   return report;
+}
+
+// ---- craft ---------------------------------------------------------------------------------
+
+CraftJobResult run(const CraftJob& job, const RunControl& control) {
+  job.options.validate();
+  CANDELA_CHECK(!job.layer.empty(), "craft needs --layer (after a ReLU; see `candela info MODEL`).");
+  CANDELA_CHECK(!job.input.empty(), "craft needs --input: images of the class (a folder or a .npy).");
+  CANDELA_CHECK(!job.target.empty(), "craft needs --target: the class (index or name).");
+  CANDELA_CHECK(job.top_patches >= 1, "--top-patches must be >= 1, got ", job.top_patches, ".");
+  Model model = load_job_model(job.model, job.spec);
+  const int64_t target = class_index(model, job.target);
+  Dataset d = load_dataset(job.input, "", "", model.input_spec(), 0);
+  {
+    InputSpec s = model.input_spec();
+    const std::string note = infer_layout(s, d.inputs);
+    if (!note.empty()) {
+      model.set_input_spec(s);
+      if (control.note) control.note(note);
+    }
+  }
+  CraftResult r = craft(model, job.layer, d.inputs, target, job.options, control.progress, control.cancel);
+  CraftJobResult out;
+  const InputSpec& spec = model.input_spec();
+  // Concepts by importance, most important first.
+  at::Tensor order = std::get<1>(r.importances.sort(0, /*descending=*/true));
+  nlohmann::json concepts = nlohmann::json::array();
+  for (int64_t j = 0; j < order.size(0); ++j) {
+    const int64_t k = order[j].item<int64_t>();
+    const int64_t shown = std::min(job.top_patches, r.u.size(0));
+    at::Tensor top = std::get<1>(r.u.select(1, k).topk(shown));
+    at::Tensor patches = r.patches.index_select(0, top);
+    at::Tensor display = spec.is_image() ? to_display(patches, spec) : patches;
+    const std::string file = "concept_" + std::to_string(j) + ".png";
+    out.artifacts.push_back(image_png(file, grid(display.clamp(0, 1), shown)));
+    std::vector<int64_t> idx(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + shown);
+    concepts.push_back({{"rank", j},
+                        {"concept", k},
+                        {"importance", r.importances[k].item<double>()},
+                        {"file", file},
+                        {"top_patches", idx}});
+  }
+  out.report = {{"model", job.model},
+                {"layer", job.layer},
+                {"input", job.input},
+                {"target", target},
+                {"images", d.inputs.size(0)},
+                {"patches", r.patches.size(0)},
+                {"nmf_relative_error", r.nmf_relative_error},
+                {"options", options_to_json(job.options)},
+                {"importance", "total Sobol indices (Jansen's estimator), averaged over the images"},
+                {"concepts", concepts}};
+  out.artifacts.push_back(render_json("craft.json", out.report));
+  if (!job.out.empty()) out.files = write_artifacts(job.out, out.artifacts);
+  return out;
 }
 
 }  // namespace candela

@@ -403,7 +403,8 @@ at::Tensor scale(const at::Tensor& image, double s) {
   // np.ceil on float64 products, as Lucent's _roundup.
   const int64_t sh = static_cast<int64_t>(std::ceil(s * static_cast<double>(h)));
   const int64_t sw = static_cast<int64_t>(std::ceil(s * static_cast<double>(w)));
-  at::Tensor up = at::upsample_bilinear2d(image, {sh, sw}, /*align_corners=*/true);
+  // The same size with align_corners samples every pixel at its centre: the identity.
+  at::Tensor up = sh == h && sw == w ? image : at::upsample_bilinear2d(image, {sh, sw}, /*align_corners=*/true);
   const int64_t pad_x = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((static_cast<double>(w - sw)) / 2.0)));
   const int64_t pad_y = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((static_cast<double>(h - sh)) / 2.0)));
   // F.pad(x, [pad_y, pad_x] * 2): width gets (pad_y, pad_x), height (pad_y, pad_x).
@@ -411,6 +412,8 @@ at::Tensor scale(const at::Tensor& image, double s) {
 }
 
 at::Tensor rotate(const at::Tensor& image, double degrees) {
+  // 0 degrees samples every pixel at its own centre: the identity (5 of Lucent's 26 angles are 0).
+  if (degrees == 0.0) return image;
   const int64_t n = image.size(0), h = image.size(2), w = image.size(3);
   const double th = degrees * M_PI / 180.0, a = std::cos(th), b = std::sin(th);
   const double cx = (static_cast<double>(w) - 1) / 2, cy = (static_cast<double>(h) - 1) / 2;
