@@ -157,7 +157,7 @@ TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
 }
 
 TEST(Cli, EveryCommandHasHelpWithAnExample) {
-  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit"}) {
+  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "visualize", "tcav", "craft"}) {
     auto r = cli(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
