@@ -38,6 +38,7 @@
 #include "candela/methods/cam/score_cam.h"
 #include "candela/methods/cam/xgrad_cam.h"
 #include "candela/methods/concept/craft.h"
+#include "candela/methods/concept/crp.h"
 #include "candela/methods/concept/tcav.h"
 #include "candela/methods/gradient/gradient_shap.h"
 #include "candela/methods/gradient/input_x_gradient.h"
