@@ -304,6 +304,22 @@ int run_tcav(TcavArgs& a) {
   return 0;
 }
 
+using CrpArgs = JobArgs<CrpJob>;
+
+int run_crp(CrpArgs& a) {
+  nlohmann::json r = run_with_progress(a);
+  if (!a.quiet) {
+    for (const auto& s : r["samples"]) {
+      std::cout << "target " << s["target"].get<int64_t>() << ":";
+      for (const auto& c : s["channels"])
+        std::cout << "  channel " << c["channel"].get<int64_t>() << " " << c["relevance"].get<double>();
+      std::cout << "\n";
+    }
+    if (!a.job.out.empty()) std::cout << "wrote " << a.job.out << "/crp.json and the heatmaps\n";
+  }
+  return 0;
+}
+
 using CraftArgs = JobArgs<CraftJob>;
 
 int run_craft(CraftArgs& a) {
@@ -688,6 +704,30 @@ int main(int argc, char** argv) {
   tcav_cmd->add_flag("--quiet", tc.quiet, "No progress bar or summary");
   add_spec_flags(tcav_cmd, tc.job.spec);
 
+  // crp
+  CrpArgs cp;
+  auto* crp_cmd = app.add_subcommand("crp", "Concept relevance propagation: how much each channel of a layer contributes "
+                                             "to the LRP explanation, and where (conditional heatmaps).");
+  crp_cmd->footer(
+      "Examples:\n"
+      "  candela crp --model resnet18.pt --layer layer3 --input cat.png --out crp/\n"
+      "  candela crp --model resnet18.pt --layer layer3 --input cat.png --channel 12 --channel 40 \\\n"
+      "      --data images/ --top-k 8 --composite epsilon_gamma_box --out crp/\n"
+      "Writes crp.json (every channel's relevance per sample; the channels drawn; with --data the samples\n"
+      "where each --channel is most relevant), channel_C.png (the heatmap conditioned on channel C) and lrp.png.");
+  crp_cmd->add_option("--model", cp.job.model, "TorchScript model file (.pt)")->required();
+  crp_cmd->add_option("--layer", cp.job.layer, "Layer whose channels condition the heatmaps")->required();
+  crp_cmd->add_option("--input", cp.job.input, "An image or a .npy [N, ...]")->required();
+  crp_cmd->add_option("--target", cp.job.target, "Class: top1, an index or a class name");
+  crp_cmd->add_option("--channel", cp.job.channels, "Channel to draw (repeatable; default: the most relevant)");
+  crp_cmd->add_option("--top-channels", cp.job.top_channels, "Without --channel: this many most relevant channels");
+  crp_cmd->add_option("--data", cp.job.data, "Reference samples for each --channel: a folder of images or a .npy");
+  crp_cmd->add_option("--top-k", cp.job.top_k, "Reference samples per channel");
+  crp_cmd->add_option("--out", cp.job.out, "Output folder")->required();
+  add_flags(crp_cmd, cp.job.lrp);
+  crp_cmd->add_flag("--quiet", cp.quiet, "No progress bar or summary");
+  add_spec_flags(crp_cmd, cp.job.spec);
+
   // craft
   CraftArgs cr;
   auto* craft_cmd = app.add_subcommand("craft", "CRAFT: concepts found automatically in a class's images (NMF of patch "
@@ -741,6 +781,7 @@ int main(int argc, char** argv) {
     if (*vis_cmd) return run_visualize(vz);
     if (*tcav_cmd) return run_tcav(tc);
     if (*craft_cmd) return run_craft(cr);
+    if (*crp_cmd) return run_crp(cp);
   } catch (const candela::InternalError& e) {
     std::cerr << "candela: internal error (this is a bug in Candela; please report it with the command that "
                  "caused it): "

@@ -382,6 +382,9 @@ def test_visualize_tcav_and_craft_jobs_from_python(tmp_path):
     c = candela.run_job("craft", model=fixture("digits_cnn.pt"), layer="features.3", input=fixture("digits_test.npy"),
                         target="3", number_of_concepts=2, patch_size=4, nb_design=8, out=str(tmp_path / "craft"))
     assert len(c["concepts"]) == 2 and os.path.exists(tmp_path / "craft" / "concept_0.png")
+    p = candela.run_job("crp", model=fixture("digits_cnn.pt"), layer="features.2", input=fixture("digit_0.png"),
+                        channels=[1], out=str(tmp_path / "crp"))
+    assert len(p["samples"][0]["channel_relevance"]) == 16 and os.path.exists(tmp_path / "crp" / "channel_1.png")
 
 def test_kernel_shap_takes_captums_per_sample_baselines(digits, digits_x):
     """Captum's KernelShap baselines are one baseline per sample: at baselines = inputs nothing changes,

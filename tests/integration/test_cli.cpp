@@ -157,7 +157,7 @@ TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
 }
 
 TEST(Cli, EveryCommandHasHelpWithAnExample) {
-  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "visualize", "tcav", "craft"}) {
+  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "visualize", "tcav", "craft", "crp"}) {
     auto r = cli(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
@@ -763,5 +763,25 @@ TEST(Cli, CraftWritesConceptsByImportance) {
   r = cli("craft --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + fixture("digits_test.npy") +
           " --target 3 --patch-size 4 --out " + (dir / "bad"));
   expect_one_clear_line(r, "non-negative activations");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
+TEST(Cli, CrpWritesChannelRelevancesHeatmapsAndReferenceSamples) {
+  TempDir dir;
+  auto r = cli("crp --quiet --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " +
+               fixture("digit_0.png") + " --channel 3 --channel 7 --data " + fixture("digits_test.npy") +
+               " --top-k 3 --out " + dir.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(dir / "crp.json"));
+  ASSERT_EQ(j["samples"].size(), 1u);
+  EXPECT_EQ(j["samples"][0]["channel_relevance"].size(), 16u);
+  EXPECT_EQ(j["samples"][0]["channels"].size(), 2u);
+  EXPECT_TRUE(fs::exists(dir / "channel_3.png"));
+  EXPECT_TRUE(fs::exists(dir / "channel_7.png"));
+  EXPECT_TRUE(fs::exists(dir / "lrp.png"));
+  EXPECT_EQ(j["reference_samples"]["7"].size(), 3u);
+  r = cli("crp --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + fixture("digit_0.png") +
+          " --channel 16 --out " + (dir / "bad"));
+  expect_one_clear_line(r, "--channel 16 is out of range");
   EXPECT_FALSE(fs::exists(dir / "bad"));
 }

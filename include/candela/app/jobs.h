@@ -28,6 +28,7 @@
 #include "candela/core/options.h"
 #include "candela/core/progress.h"
 #include "candela/methods/concept/craft.h"
+#include "candela/methods/concept/crp.h"
 #include "candela/methods/concept/tcav.h"
 #include "candela/methods/visualization/feature_visualization.h"
 #include "candela/render/export.h"
@@ -324,6 +325,33 @@ struct CraftJobResult {
   std::vector<std::string> files;
 };
 CraftJobResult run(const CraftJob& job, const RunControl& control = {});
+
+// `candela crp`: concept relevance propagation at one layer (methods/concept/crp.h).
+struct CrpJob {
+  std::string model, layer, input, out;
+  std::string target = "top1";     // top1, a class index or a class name
+  std::vector<int64_t> channels;   // conditional heatmaps for these; empty: the most relevant top_channels
+  int64_t top_channels = 6;
+  std::string data;                // reference samples: a folder of images or a .npy
+  int64_t top_k = 8;               // reference samples per channel
+  LrpOptions lrp;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "TorchScript model file (.pt).");
+    v("layer", layer, "Layer whose channels condition the heatmaps, as `candela info` names it.");
+    v("input", input, "An image or a .npy [N, ...] to explain.");
+    v("out", out, "Output folder; empty: do not write.");
+    v("target", target, "Class: top1, an index or a class name.");
+    v("channels", channels, "Channels of the layer to draw conditional heatmaps for (default: the most relevant).");
+    v("top_channels", top_channels, "Without --channel: heatmaps of this many most relevant channels per sample.");
+    v("data", data, "Reference samples: the --top-k samples of this folder/.npy where each channel is most relevant.");
+    v("top_k", top_k, "Reference samples per channel.");
+    lrp.visit(v);
+    spec.visit(v);
+  }
+};
+// Returns crp.json's content; writes crp.json and channel_C[_i].png heatmaps into job.out.
+nlohmann::json run(const CrpJob& job, const RunControl& control = {});
 
 // `candela info`: a model's input, output and layers.
 struct InfoJob {

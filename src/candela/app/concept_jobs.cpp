@@ -298,4 +298,93 @@ CraftJobResult run(const CraftJob& job, const RunControl& control) {
   return out;
 }
 
+// ---- crp -----------------------------------------------------------------------------------
+
+nlohmann::json run(const CrpJob& job, const RunControl& control) {
+  job.lrp.validate();
+  CANDELA_CHECK(!job.layer.empty(), "crp needs --layer (see `candela info MODEL`).");
+  CANDELA_CHECK(!job.input.empty(), "crp needs --input: an image or a .npy.");
+  CANDELA_CHECK(job.top_channels >= 1 && job.top_k >= 1, "--top-channels and --top-k must be >= 1.");
+  Model model = load_job_model(job.model, job.spec);
+  LoadedInput in = load_input(job.input, model.input_spec());
+  const int64_t n = in.batch.size(0);
+  auto targets_for = [&](const at::Tensor& x) {
+    if (job.target == "top1") {
+      at::NoGradGuard no_grad;
+      return model.forward(x).argmax(1);
+    }
+    return at::full({x.size(0)}, class_index(model, job.target), at::kLong);
+  };
+  at::Tensor targets = targets_for(in.batch);
+  // Channel relevances first, then the heatmaps of the channels asked for (or the most relevant).
+  CrpResult all = crp(model, job.layer, {}, in.batch, targets, job.lrp);
+  const int64_t c = all.channel_relevance.size(1);
+  for (int64_t ch : job.channels)
+    CANDELA_CHECK(ch >= 0 && ch < c, "--channel ", ch, " is out of range: layer ", job.layer, " has ", c, " channels.");
+  std::vector<Artifact> artifacts;
+  nlohmann::json samples = nlohmann::json::array();
+  HeatmapOptions heat;
+  heat.sign = "signed";
+  const bool image = model.input_spec().is_image() && in.batch.dim() == 4;
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<int64_t> chans = job.channels;
+    if (chans.empty()) {
+      at::Tensor top = std::get<1>(all.channel_relevance[i].topk(std::min(job.top_channels, c)));
+      chans.assign(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + top.size(0));
+    }
+    CrpResult r = crp(model, job.layer, chans, in.batch.narrow(0, i, 1), targets.narrow(0, i, 1), job.lrp);
+    nlohmann::json entries = nlohmann::json::array();
+    const std::string suffix = n > 1 ? "_" + std::to_string(i) : "";
+    for (size_t k = 0; k < chans.size(); ++k) {
+      nlohmann::json e = {{"channel", chans[k]},
+                          {"relevance", all.channel_relevance[i][chans[k]].item<double>()},
+                          {"heatmap_sum", r.heatmaps[0][static_cast<int64_t>(k)].sum().item<double>()}};
+      if (image) {
+        at::Tensor map = r.heatmaps[0][static_cast<int64_t>(k)];
+        if (model.input_spec().layout == "NHWC") map = map.permute({2, 0, 1});
+        const std::string file = "channel_" + std::to_string(chans[k]) + suffix + ".png";
+        artifacts.push_back(render_png_raw(file, map, heat));
+        e["file"] = file;
+      }
+      entries.push_back(e);
+    }
+    if (image) {
+      at::Tensor map = model.input_spec().layout == "NHWC" ? r.lrp[0].permute({2, 0, 1}) : r.lrp[0];
+      artifacts.push_back(render_png_raw("lrp" + suffix + ".png", map, heat));
+    }
+    samples.push_back({{"target", targets[i].item<int64_t>()},
+                       {"channel_relevance", detail::tensor_to_json(all.channel_relevance[i])},
+                       {"lrp_sum", r.lrp.sum().item<double>()},
+                       {"channels", entries}});
+    if (control.progress) control.progress({"crp", i + 1, n});
+  }
+  nlohmann::json report = {{"model", job.model},
+                           {"layer", job.layer},
+                           {"input", job.input},
+                           {"lrp", options_to_json(job.lrp)},
+                           {"samples", samples}};
+  if (!job.data.empty()) {
+    CANDELA_CHECK(!job.channels.empty(), "--data finds reference samples for each --channel; give --channel C.");
+    Dataset d = load_dataset(job.data, "", "", model.input_spec(), 0);
+    at::Tensor dt = targets_for(d.inputs);
+    nlohmann::json refs = nlohmann::json::object();
+    for (int64_t ch : job.channels) {
+      auto [idx, values] = crp_reference_samples(model, job.layer, ch, d.inputs, dt, job.top_k, job.lrp);
+      nlohmann::json list = nlohmann::json::array();
+      for (int64_t j = 0; j < idx.size(0); ++j) {
+        const int64_t row = idx[j].item<int64_t>();
+        list.push_back({{"index", row},
+                        {"id", row < static_cast<int64_t>(d.ids.size()) ? d.ids[row] : std::to_string(row)},
+                        {"relevance", values[j].item<double>()}});
+      }
+      refs[std::to_string(ch)] = list;
+    }
+    report["reference_samples"] = refs;
+    report["data"] = job.data;
+  }
+  artifacts.push_back(render_json("crp.json", report));
+  if (!job.out.empty()) write_artifacts(job.out, artifacts);
+  return report;
+}
+
 }  // namespace candela
