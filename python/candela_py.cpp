@@ -161,7 +161,8 @@ py::dict score_metric(PyModel& pm, const std::string& metric, const std::string&
   return out;
 }
 
-// The app layer's jobs from JSON (the server's request bodies): explain, evaluate, audit, info.
+// The app layer's jobs from JSON (the server's request bodies): explain, evaluate, audit, info, robustness,
+// counterfactual, visualize, tcav, crp, craft.
 std::string run_job(const std::string& kind, const std::string& body) {
   const json j = json::parse(body);
   py::gil_scoped_release nogil;
@@ -186,7 +187,22 @@ std::string run_job(const std::string& kind, const std::string& body) {
     out["files"] = r.files;
     return out.dump();
   }
-  throw InvalidArgument("unknown job '" + kind + "': explain, evaluate, audit, info, robustness or counterfactual.");
+  if (kind == "visualize") {
+    VisualizeResult r = run(job_from_json<VisualizeJob>(j, "the visualize job"));
+    json out = r.report;
+    out["files"] = r.files;
+    return out.dump();
+  }
+  if (kind == "tcav") return run(job_from_json<TcavJob>(j, "the tcav job")).dump();
+  if (kind == "crp") return run(job_from_json<CrpJob>(j, "the crp job")).dump();
+  if (kind == "craft") {
+    CraftJobResult r = run(job_from_json<CraftJob>(j, "the craft job"));
+    json out = r.report;
+    out["files"] = r.files;
+    return out.dump();
+  }
+  throw InvalidArgument("unknown job '" + kind +
+                        "': explain, evaluate, audit, info, robustness, counterfactual, visualize, tcav, crp or craft.");
 }
 
 }  // namespace

@@ -8,7 +8,7 @@ packages=(
   libtorch-dev python3-torch python3-torchvision python3-numpy python3-sklearn python3-pytest
   libopenblas0-openmp
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-ml-dev libopencv-contrib-dev
-  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libboost-dev
   libonnx-dev libprotobuf-dev libonnx-testdata python3-onnx
   libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev python3-distributed python3-matplotlib python3-pil

@@ -276,6 +276,71 @@ int run_counterfactual(CounterfactualArgs& a) {
   return 0;
 }
 
+using VisualizeArgs = JobArgs<VisualizeJob>;
+
+int run_visualize(VisualizeArgs& a) {
+  VisualizeResult r = run_with_progress(a);
+  if (!a.quiet) {
+    for (const auto& res : r.report["results"])
+      std::cout << res["objective"].get<std::string>() << ": " << res["final"].get<double>() << " after "
+                << res["curve"].size() << " steps\n";
+    if (r.report.contains("atlas"))
+      std::cout << "atlas of " << r.report["atlas"]["channels"].get<int64_t>() << " channels\n";
+    std::cout << r.report["model_evaluations"].get<int64_t>() << " forward+backward passes in " << std::fixed
+              << std::setprecision(2) << r.report["wall_seconds"].get<double>() << " s\n";
+    for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+  }
+  return 0;
+}
+
+using TcavArgs = JobArgs<TcavJob>;
+
+int run_tcav(TcavArgs& a) {
+  nlohmann::json r = run_with_progress(a);
+  if (!a.quiet) {
+    std::cout << "TCAV of target " << r["target"].get<int64_t>() << " at " << r["layer"].get<std::string>() << " ("
+              << r["random_sets"].get<int64_t>() << " random sets; random sign_count "
+              << r["random"]["sign_count"]["mean"].get<double>() << ")\n";
+    for (const auto& c : r["concepts"])
+      std::cout << "  " << c["name"].get<std::string>() << ": sign_count " << c["sign_count"]["mean"].get<double>()
+                << ", magnitude " << c["magnitude"]["mean"].get<double>() << ", CAV accuracy "
+                << c["cav_accuracy"]["mean"].get<double>() << ", p " << c["p_value_bonferroni"].get<double>()
+                << " (Bonferroni): " << c["verdict"].get<std::string>() << "\n";
+    if (!a.job.out.empty()) std::cout << "wrote " << a.job.out << "/tcav.json\n";
+  }
+  return 0;
+}
+
+using CrpArgs = JobArgs<CrpJob>;
+
+int run_crp(CrpArgs& a) {
+  nlohmann::json r = run_with_progress(a);
+  if (!a.quiet) {
+    for (const auto& s : r["samples"]) {
+      std::cout << "target " << s["target"].get<int64_t>() << ":";
+      for (const auto& c : s["channels"])
+        std::cout << "  channel " << c["channel"].get<int64_t>() << " " << c["relevance"].get<double>();
+      std::cout << "\n";
+    }
+    if (!a.job.out.empty()) std::cout << "wrote " << a.job.out << "/crp.json and the heatmaps\n";
+  }
+  return 0;
+}
+
+using CraftArgs = JobArgs<CraftJob>;
+
+int run_craft(CraftArgs& a) {
+  CraftJobResult r = run_with_progress(a);
+  if (!a.quiet) {
+    std::cout << r.report["patches"].get<int64_t>() << " patches, NMF relative error " << std::setprecision(3)
+              << r.report["nmf_relative_error"].get<double>() << "; concepts by importance (total Sobol index):\n";
+    for (const auto& c : r.report["concepts"])
+      std::cout << "  " << c["file"].get<std::string>() << "  " << c["importance"].get<double>() << "\n";
+    for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+  }
+  return 0;
+}
+
 int run_methods(bool json) {
   const auto& reg = Registry::builtin();
   if (json) {
@@ -594,6 +659,105 @@ int main(int argc, char** argv) {
   add_budget_flags(cf_cmd, ca.job.budget);
   add_spec_flags(cf_cmd, ca.job.spec);
 
+  // visualize
+  VisualizeArgs vz;
+  auto* vis_cmd = app.add_subcommand("visualize", "Feature visualisation: images that maximise a channel, a neuron, a "
+                                                  "layer (DeepDream), a class or any sum of these (Lucent's optvis).");
+  vis_cmd->footer(
+      "Examples:\n"
+      "  candela visualize --model resnet18.pt --layer layer3 --channel 12 --out vis/\n"
+      "  candela visualize --model resnet18.pt --objective 'channel(layer4,7) - 0.5*channel(layer4,3)' --out vis/\n"
+      "  candela visualize --model resnet18.pt --objective 'channel(layer3,5) + 100*diversity(layer2)' --batch 4 --out vis/\n"
+      "  candela visualize --model resnet18.pt --layer layer2 --atlas --atlas-channels 64 --steps 256 --out atlas/\n"
+      "  candela visualize --model resnet18.pt --layer layer3 --channel 12 --data images/ --top-k 9 --out vis/\n"
+      "Objective kinds: neuron(LAYER,C[,X,Y]) channel(LAYER,C) deepdream(LAYER) class(C) diversity(LAYER);\n"
+      "WEIGHT*KIND(...) scales a term, + and - combine terms, KIND(...)[B] applies to image B of the batch.\n"
+      "Writes channel_C.png per --channel (and channel_C_examples.png: the --data samples that excite it\n"
+      "most, cropped to the receptive field), objective.png, atlas.png, and visualization.json whose\n"
+      "`objective` array (with one objective) is the quantity maximised at each step.");
+  vis_cmd->add_option("--model", vz.job.model, "TorchScript (.pt) or ONNX (.onnx) model taking images")->required();
+  vis_cmd->add_option("--layer", vz.job.layer, "Layer whose channels to visualise (see `candela info`)");
+  vis_cmd->add_option("--channel", vz.job.channels, "Channel of --layer to visualise (repeatable): channel_C.png");
+  vis_cmd->add_option("--objective", vz.job.objective, "Objective text (see below): objective.png");
+  vis_cmd->add_flag("--atlas", vz.job.atlas, "Visualise every channel of --layer in one grid: atlas.png");
+  vis_cmd->add_option("--atlas-channels", vz.job.atlas_channels, "Atlas of the first N channels only (0: all)");
+  vis_cmd->add_option("--atlas-batch", vz.job.atlas_batch, "Atlas channels optimised together, one image each");
+  vis_cmd->add_option("--data", vz.job.data, "Dataset examples: top-k samples of this folder/.npy per --channel, cropped");
+  vis_cmd->add_option("--top-k", vz.job.top_k, "Dataset examples per channel");
+  vis_cmd->add_option("--out", vz.job.out, "Output folder")->required();
+  add_flags(vis_cmd, vz.job.options);
+  vis_cmd->add_flag("--quiet", vz.quiet, "No progress bar or summary");
+  add_spec_flags(vis_cmd, vz.job.spec);
+
+  // tcav
+  TcavArgs tc;
+  auto* tcav_cmd = app.add_subcommand("tcav", "TCAV: how much a concept (a set of example images) drives a class, "
+                                               "tested against random concepts.");
+  tcav_cmd->footer(
+      "Example:\n"
+      "  candela tcav --model resnet18.pt --layer layer3 --input zebras/ --target 340 \\\n"
+      "      --concept striped=concepts/striped/ --concept dotted=concepts/dotted/ \\\n"
+      "      --random random/0/ --random random/1/ --random random/2/ ... --out tcav/\n"
+      "Writes tcav.json: per concept sign_count and magnitude over the random sets, the CAV accuracies,\n"
+      "p-values (Bonferroni-corrected) and a verdict. Activations and CAVs are cached by content\n"
+      "(--cache FOLDER, default ~/.cache/candela/tcav; --cache none turns it off).");
+  tcav_cmd->add_option("--model", tc.job.model, "TorchScript (.pt) or ONNX (.onnx) model file")->required();
+  tcav_cmd->add_option("--layer", tc.job.layer, "Layer of the CAVs (see `candela info`)")->required();
+  tcav_cmd->add_option("--input", tc.job.input, "Inputs of the target class: a folder of images or a .npy")->required();
+  tcav_cmd->add_option("--target", tc.job.target, "Class whose sensitivity is tested: an index or a class name")->required();
+  tcav_cmd->add_option("--concept", tc.job.concepts, "NAME=PATH, PATH a folder of images or a .npy (repeatable)")->required();
+  tcav_cmd->add_option("--random", tc.job.randoms, "A random set: a folder or a .npy (repeat, at least 3)")->required();
+  tcav_cmd->add_option("--out", tc.job.out, "Output folder")->required();
+  tcav_cmd->add_option("--cache", tc.job.cache, "Cache folder for activations and CAVs (none: off)");
+  tcav_cmd->add_option("--max-samples", tc.job.max_samples, "Use only the first N samples of each set")
+      ->check(CLI::NonNegativeNumber);
+  add_flags(tcav_cmd, tc.job.options);
+  tcav_cmd->add_flag("--quiet", tc.quiet, "No progress bar or summary");
+  add_spec_flags(tcav_cmd, tc.job.spec);
+
+  // crp
+  CrpArgs cp;
+  auto* crp_cmd = app.add_subcommand("crp", "Concept relevance propagation: how much each channel of a layer contributes "
+                                             "to the LRP explanation, and where (conditional heatmaps).");
+  crp_cmd->footer(
+      "Examples:\n"
+      "  candela crp --model resnet18.pt --layer layer3 --input cat.png --out crp/\n"
+      "  candela crp --model resnet18.pt --layer layer3 --input cat.png --channel 12 --channel 40 \\\n"
+      "      --data images/ --top-k 8 --composite epsilon_gamma_box --out crp/\n"
+      "Writes crp.json (every channel's relevance per sample; the channels drawn; with --data the samples\n"
+      "where each --channel is most relevant), channel_C.png (the heatmap conditioned on channel C) and lrp.png.");
+  crp_cmd->add_option("--model", cp.job.model, "TorchScript model file (.pt)")->required();
+  crp_cmd->add_option("--layer", cp.job.layer, "Layer whose channels condition the heatmaps")->required();
+  crp_cmd->add_option("--input", cp.job.input, "An image or a .npy [N, ...]")->required();
+  crp_cmd->add_option("--target", cp.job.target, "Class: top1, an index or a class name");
+  crp_cmd->add_option("--channel", cp.job.channels, "Channel to draw (repeatable; default: the most relevant)");
+  crp_cmd->add_option("--top-channels", cp.job.top_channels, "Without --channel: this many most relevant channels");
+  crp_cmd->add_option("--data", cp.job.data, "Reference samples for each --channel: a folder of images or a .npy");
+  crp_cmd->add_option("--top-k", cp.job.top_k, "Reference samples per channel");
+  crp_cmd->add_option("--out", cp.job.out, "Output folder")->required();
+  add_flags(crp_cmd, cp.job.lrp);
+  crp_cmd->add_flag("--quiet", cp.quiet, "No progress bar or summary");
+  add_spec_flags(crp_cmd, cp.job.spec);
+
+  // craft
+  CraftArgs cr;
+  auto* craft_cmd = app.add_subcommand("craft", "CRAFT: concepts found automatically in a class's images (NMF of patch "
+                                                 "activations), ranked by importance (Sobol indices).");
+  craft_cmd->footer(
+      "Example:\n"
+      "  candela craft --model resnet18.pt --layer layer4 --input rabbits/ --target 330 --number-of-concepts 10 --out craft/\n"
+      "Writes craft.json (each concept's importance and its top patches) and concept_K.png (K = 0 most important),\n"
+      "the patches with the largest coefficient for that concept. The layer must follow a ReLU.");
+  craft_cmd->add_option("--model", cr.job.model, "TorchScript (.pt) or ONNX (.onnx) model file")->required();
+  craft_cmd->add_option("--layer", cr.job.layer, "Layer after a ReLU (see `candela info`)")->required();
+  craft_cmd->add_option("--input", cr.job.input, "Images of the class: a folder or a .npy [N, C, H, W]")->required();
+  craft_cmd->add_option("--target", cr.job.target, "The class: an index or a class name")->required();
+  craft_cmd->add_option("--out", cr.job.out, "Output folder")->required();
+  craft_cmd->add_option("--top-patches", cr.job.top_patches, "Patches shown per concept");
+  add_flags(craft_cmd, cr.job.options);
+  craft_cmd->add_flag("--quiet", cr.quiet, "No progress bar or summary");
+  add_spec_flags(craft_cmd, cr.job.spec);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -625,6 +789,10 @@ int main(int argc, char** argv) {
     }
     if (*robust_cmd) return run_robustness(ra);
     if (*cf_cmd) return run_counterfactual(ca);
+    if (*vis_cmd) return run_visualize(vz);
+    if (*tcav_cmd) return run_tcav(tc);
+    if (*craft_cmd) return run_craft(cr);
+    if (*crp_cmd) return run_crp(cp);
   } catch (const candela::InternalError& e) {
     std::cerr << "candela: internal error (this is a bug in Candela; please report it with the command that "
                  "caused it): "

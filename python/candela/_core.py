@@ -318,7 +318,8 @@ def predict(model, inputs):
 
 # ------------------------------------------------------------------------------------------- jobs
 def run_job(kind, **fields):
-    """Runs one of the CLI's jobs (explain, evaluate, audit, info, robustness, counterfactual) from its
+    """Runs one of the CLI's jobs (explain, evaluate, audit, info, robustness, counterfactual, visualize,
+    tcav, crp, craft) from its
     fields (the CLI's flags with underscores; a job's `options` as a dict), as the server's
     request bodies name them; returns its JSON result as a dict. Paths, not tensors."""
     return json.loads(_candela.run_job(kind, json.dumps(_jsonable(fields))))

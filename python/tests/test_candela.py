@@ -364,6 +364,28 @@ def test_robustness_and_counterfactual_jobs_from_python(tmp_path):
         candela.run_job("anchors", model=fixture("breast_cancer_mlp.pt"))
 
 
+
+def test_visualize_tcav_and_craft_jobs_from_python(tmp_path):
+    v = candela.run_job("visualize", model=fixture("digits_cnn.pt"), layer="features.2", channels=[3], size=8,
+                        steps=8, transforms="none", out=str(tmp_path / "vis"))
+    assert len(v["objective"]) == 8 and os.path.exists(tmp_path / "vis" / "channel_3.png")
+    x = np.load(fixture("digits_test.npy"))
+    np.save(tmp_path / "concept.npy", x[:8])
+    randoms = []
+    for i in range(3):
+        randoms.append(str(tmp_path / ("r%d.npy" % i)))
+        np.save(randoms[-1], np.random.default_rng(i).random((8, 1, 8, 8), dtype=np.float32))
+    t = candela.run_job("tcav", model=fixture("digits_cnn.pt"), layer="features.3", input=fixture("digits_test.npy"),
+                        target="3", concepts=["digits=" + str(tmp_path / "concept.npy")], randoms=randoms,
+                        cache="none", out=str(tmp_path / "tcav"))
+    assert t["concepts"][0]["name"] == "digits" and 0 <= t["concepts"][0]["p_value"] <= 1
+    c = candela.run_job("craft", model=fixture("digits_cnn.pt"), layer="features.3", input=fixture("digits_test.npy"),
+                        target="3", number_of_concepts=2, patch_size=4, nb_design=8, out=str(tmp_path / "craft"))
+    assert len(c["concepts"]) == 2 and os.path.exists(tmp_path / "craft" / "concept_0.png")
+    p = candela.run_job("crp", model=fixture("digits_cnn.pt"), layer="features.2", input=fixture("digit_0.png"),
+                        channels=[1], out=str(tmp_path / "crp"))
+    assert len(p["samples"][0]["channel_relevance"]) == 16 and os.path.exists(tmp_path / "crp" / "channel_1.png")
+
 def test_kernel_shap_takes_captums_per_sample_baselines(digits, digits_x):
     """Captum's KernelShap baselines are one baseline per sample: at baselines = inputs nothing changes,
     so every Shapley value is zero (a background distribution would mix the two rows instead)."""

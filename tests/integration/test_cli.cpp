@@ -16,6 +16,8 @@
 #include <iomanip>
 #include <sstream>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "candela/io/npy.h"
 #include "test_util.h"
 
@@ -155,7 +157,7 @@ TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
 }
 
 TEST(Cli, EveryCommandHasHelpWithAnExample) {
-  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit"}) {
+  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "visualize", "tcav", "craft", "crp"}) {
     auto r = cli(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
@@ -656,4 +658,130 @@ TEST(Cli, CounterfactualMinimalFormWritesCsvAndJson) {
           " --out " + (dir / "cf2"));
   expect_one_clear_line(r, "unknown feature 'mean radus'");
   EXPECT_FALSE(fs::exists(dir / "cf2"));
+}
+
+TEST(Cli, VisualizeMinimalFormWritesTheChannelImageAndItsCurve) {
+  TempDir dir;
+  const std::string out = dir / "vis";
+  auto r = cli("visualize --quiet --model " + fixture("digits_cnn.pt") +
+               " --layer features.2 --channel 3 --size 8 --steps 24 --transforms none --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/channel_3.png"));
+  auto j = nlohmann::json::parse(slurp(out + "/visualization.json"));
+  ASSERT_EQ(j["objective"].size(), 24u);
+  EXPECT_GT(j["objective"][23].get<double>(), j["objective"][0].get<double>()) << "the channel's activation rises";
+  EXPECT_EQ(j["results"][0]["objective"], "channel(features.2,3)");
+  EXPECT_EQ(j["options"]["steps"], 24);
+  EXPECT_FALSE(j.contains("dataset_examples"));
+
+  // Dataset examples next to the image.
+  r = cli("visualize --quiet --model " + fixture("digits_cnn.pt") + " --layer features.2 --channel 3 --size 8 --steps 2 --transforms none "
+          "--data " + fixture("digits_test.npy") + " --top-k 4 --out " + out + "2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(slurp(out + "2/visualization.json"));
+  ASSERT_EQ(j["dataset_examples"]["3"]["examples"].size(), 4u);
+  EXPECT_GE(j["dataset_examples"]["3"]["examples"][0]["activation"].get<double>(),
+            j["dataset_examples"]["3"]["examples"][3]["activation"].get<double>());
+  EXPECT_TRUE(fs::exists(out + "2/channel_3_examples.png"));
+
+  // An atlas of the first 4 channels and a free objective in one call.
+  TempDir dir2;
+  r = cli("visualize --quiet --model " + fixture("digits_cnn.pt") +
+          " --layer features.2 --atlas --atlas-channels 4 --atlas-batch 2 --objective 'class(3) - 0.5*class(5)'"
+          " --size 8 --steps 4 --transforms none --out " + dir2.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir2 / "atlas.png"));
+  EXPECT_TRUE(fs::exists(dir2 / "objective.png"));
+  j = nlohmann::json::parse(slurp(dir2 / "visualization.json"));
+  EXPECT_EQ(j["atlas"]["channels"], 4);
+  EXPECT_EQ(j["atlas"]["curves"].size(), 4u);
+  EXPECT_EQ(j["results"][0]["terms"].size(), 2u);
+}
+
+TEST(Cli, VisualizeRefusesABadChannelInOneLine) {
+  TempDir dir;
+  auto r = cli("visualize --model " + fixture("digits_cnn.pt") + " --layer features.2 --channel 99 --size 8 --out " +
+               (dir / "vis"));
+  expect_one_clear_line(r, "--channel 99 is out of range");
+  EXPECT_FALSE(fs::exists(dir / "vis"));
+  r = cli("visualize --model " + fixture("digits_cnn.pt") + " --objective 'chanel(features.2,1)' --out " + (dir / "vis"));
+  expect_one_clear_line(r, "Did you mean 'channel'");
+  EXPECT_FALSE(fs::exists(dir / "vis"));
+}
+
+TEST(Cli, TcavWritesScoresPValuesAndVerdicts) {
+  TempDir dir;
+  const at::Tensor x = read_npy(fixture("digits_test.npy"));
+  write_npy(dir / "concept.npy", x.slice(0, 0, 8));
+  write_npy(dir / "input.npy", x.slice(0, 8, 16));
+  std::string randoms;
+  for (int i = 0; i < 3; ++i) {
+    write_npy(dir / ("random" + std::to_string(i) + ".npy"), at::rand({8, 1, 8, 8}, at::detail::createCPUGenerator(i)));
+    randoms += " --random " + (dir / ("random" + std::to_string(i) + ".npy"));
+  }
+  auto r = cli("tcav --quiet --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + (dir / "input.npy") +
+               " --target 3 --concept digits=" + (dir / "concept.npy") + randoms + " --cache " + (dir / "cache") +
+               " --out " + (dir / "out"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(dir / "out/tcav.json"));
+  ASSERT_EQ(j["concepts"].size(), 1u);
+  const auto& c = j["concepts"][0];
+  EXPECT_EQ(c["name"], "digits");
+  EXPECT_EQ(c["sign_count"]["values"].size(), 3u);
+  for (const char* key : {"p_value", "p_value_bonferroni", "p_value_student", "significant", "verdict", "cav_accuracy"})
+    EXPECT_TRUE(c.contains(key)) << key;
+  EXPECT_EQ(j["cache"]["activation_hits"], 0);
+  // The same run again: every activation comes from the cache.
+  r = cli("tcav --quiet --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + (dir / "input.npy") +
+          " --target 3 --concept digits=" + (dir / "concept.npy") + randoms + " --cache " + (dir / "cache") + " --out " +
+          (dir / "out2"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j2 = nlohmann::json::parse(slurp(dir / "out2/tcav.json"));
+  EXPECT_EQ(j2["cache"]["activation_hits"], 4);
+  EXPECT_EQ(j2["concepts"][0]["sign_count"], j["concepts"][0]["sign_count"]);
+
+  r = cli("tcav --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + (dir / "input.npy") +
+          " --target 3 --concept " + (dir / "concept.npy") + randoms + " --out " + (dir / "bad"));
+  expect_one_clear_line(r, "--concept takes NAME=PATH");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
+TEST(Cli, CraftWritesConceptsByImportance) {
+  TempDir dir;
+  auto r = cli("craft --quiet --model " + fixture("digits_cnn.pt") + " --layer features.3 --input " +
+               fixture("digits_test.npy") + " --target 3 --number-of-concepts 3 --patch-size 4 --nb-design 8 " +
+               "--top-patches 5 --out " + dir.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(dir / "craft.json"));
+  ASSERT_EQ(j["concepts"].size(), 3u);
+  EXPECT_EQ(j["patches"], 64);
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_TRUE(fs::exists(dir / ("concept_" + std::to_string(k) + ".png")));
+    EXPECT_EQ(j["concepts"][k]["top_patches"].size(), 5u);
+  }
+  EXPECT_GE(j["concepts"][0]["importance"].get<double>(), j["concepts"][2]["importance"].get<double>());
+  r = cli("craft --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + fixture("digits_test.npy") +
+          " --target 3 --patch-size 4 --out " + (dir / "bad"));
+  expect_one_clear_line(r, "non-negative activations");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
+TEST(Cli, CrpWritesChannelRelevancesHeatmapsAndReferenceSamples) {
+  TempDir dir;
+  auto r = cli("crp --quiet --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " +
+               fixture("digit_0.png") + " --channel 3 --channel 7 --data " + fixture("digits_test.npy") +
+               " --top-k 3 --out " + dir.path());
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(dir / "crp.json"));
+  ASSERT_EQ(j["samples"].size(), 1u);
+  EXPECT_EQ(j["samples"][0]["channel_relevance"].size(), 16u);
+  EXPECT_EQ(j["samples"][0]["channels"].size(), 2u);
+  EXPECT_TRUE(fs::exists(dir / "channel_3.png"));
+  EXPECT_TRUE(fs::exists(dir / "channel_7.png"));
+  EXPECT_TRUE(fs::exists(dir / "lrp.png"));
+  EXPECT_EQ(j["reference_samples"]["7"].size(), 3u);
+  r = cli("crp --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + fixture("digit_0.png") +
+          " --channel 16 --out " + (dir / "bad"));
+  expect_one_clear_line(r, "--channel 16 is out of range");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
 }

@@ -27,6 +27,10 @@
 #include "candela/core/batching.h"
 #include "candela/core/options.h"
 #include "candela/core/progress.h"
+#include "candela/methods/concept/craft.h"
+#include "candela/methods/concept/crp.h"
+#include "candela/methods/concept/tcav.h"
+#include "candela/methods/visualization/feature_visualization.h"
 #include "candela/render/export.h"
 #include "candela/render/heatmap.h"
 #include "candela/robustness/counterfactual.h"
@@ -234,6 +238,120 @@ struct CounterfactualJobResult {
   std::vector<std::string> files;
 };
 CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& control = {});
+
+// `candela visualize`: feature visualisation (methods/visualization/feature_visualization.h).
+// Each --channel C of --layer gives channel_C.png; --objective TEXT gives objective.png; --atlas
+// gives atlas.png, one image per channel of the layer. visualization.json holds every curve.
+struct VisualizeJob {
+  std::string model, layer, objective, out;
+  std::vector<int64_t> channels;
+  bool atlas = false;
+  int64_t atlas_channels = 0;  // the first N channels of the layer; 0: all
+  int64_t atlas_batch = 8;     // channels optimised together in the atlas, one image each
+  std::string data;            // dataset examples: a folder of images or a .npy
+  int64_t top_k = 9;           // dataset examples per channel
+  FeatureVisualizationOptions options;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx) taking images.");
+    v("layer", layer, "Layer whose channels to visualise, as `candela info` names it.");
+    v("channels", channels, "Channels of the layer to visualise, one image file each (channel_C.png).");
+    v("objective", objective, "An objective, e.g. channel(layer4,12) - 0.5*channel(layer4,3) (objective.png).");
+    v("out", out, "Output folder; empty: return the files without writing them.");
+    v("atlas", atlas, "A channel atlas of the layer: every channel's image in one grid (atlas.png).");
+    v("atlas_channels", atlas_channels, "Atlas of the first N channels only (0: all).");
+    v("atlas_batch", atlas_batch, "Atlas channels optimised together, one image each.");
+    v("data", data, "Dataset examples: the top-k samples of this folder/.npy for each --channel, with crops.");
+    v("top_k", top_k, "Dataset examples per channel.");
+    options.visit(v);
+    spec.visit(v);
+  }
+};
+struct VisualizeResult {
+  nlohmann::json report;            // visualization.json
+  std::vector<Artifact> artifacts;  // PNGs and visualization.json
+  std::vector<std::string> files;
+};
+VisualizeResult run(const VisualizeJob& job, const RunControl& control = {});
+
+// `candela tcav`: concept sensitivity of a class at a layer (methods/concept/tcav.h).
+struct TcavJob {
+  std::string model, layer, input, out;
+  std::string target;                  // a class index or name
+  std::vector<std::string> concepts;   // NAME=PATH (a folder of images or a .npy)
+  std::vector<std::string> randoms;    // PATH, one per random set
+  std::string cache;                   // activation/CAV cache folder; empty: the default; "none": off
+  int64_t max_samples = 0;             // per set (0: all)
+  TcavOptions options;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx).");
+    v("layer", layer, "Layer whose activations the CAVs live in, as `candela info` names it.");
+    v("input", input, "Inputs of the target class: a folder of images or a .npy [N, ...].");
+    v("target", target, "The class whose sensitivity is tested: an index or a class name.");
+    v("concepts", concepts, "Concepts as NAME=PATH, PATH a folder of images or a .npy of inputs.");
+    v("randoms", randoms, "Random example sets (folders or .npy files), at least 3.");
+    v("out", out, "Output folder for tcav.json; empty: do not write it.");
+    v("cache", cache, "Cache folder for activations and CAVs (default: the user cache; none: off).");
+    v("max_samples", max_samples, "Use only the first N samples of each set (0: all).");
+    options.visit(v);
+    spec.visit(v);
+  }
+};
+// Returns tcav.json's content (and writes it into job.out when given).
+nlohmann::json run(const TcavJob& job, const RunControl& control = {});
+
+// `candela craft`: concepts discovered in the images of one class (methods/concept/craft.h).
+struct CraftJob {
+  std::string model, layer, input, out;
+  std::string target;      // a class index or name
+  int64_t top_patches = 10;  // patches shown per concept
+  CraftOptions options;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "Model file (.pt or .onnx) taking NCHW images.");
+    v("layer", layer, "Layer after a ReLU where concepts are factorised, as `candela info` names it.");
+    v("input", input, "Images of the class: a folder of images or a .npy [N, C, H, W].");
+    v("target", target, "The class: an index or a class name.");
+    v("out", out, "Output folder for craft.json and concept_K.png; empty: return the files without writing them.");
+    v("top_patches", top_patches, "Patches shown per concept (those with the largest coefficient).");
+    options.visit(v);
+    spec.visit(v);
+  }
+};
+struct CraftJobResult {
+  nlohmann::json report;            // craft.json
+  std::vector<Artifact> artifacts;  // craft.json, concept_K.png
+  std::vector<std::string> files;
+};
+CraftJobResult run(const CraftJob& job, const RunControl& control = {});
+
+// `candela crp`: concept relevance propagation at one layer (methods/concept/crp.h).
+struct CrpJob {
+  std::string model, layer, input, out;
+  std::string target = "top1";     // top1, a class index or a class name
+  std::vector<int64_t> channels;   // conditional heatmaps for these; empty: the most relevant top_channels
+  int64_t top_channels = 6;
+  std::string data;                // reference samples: a folder of images or a .npy
+  int64_t top_k = 8;               // reference samples per channel
+  LrpOptions lrp;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "TorchScript model file (.pt).");
+    v("layer", layer, "Layer whose channels condition the heatmaps, as `candela info` names it.");
+    v("input", input, "An image or a .npy [N, ...] to explain.");
+    v("out", out, "Output folder; empty: do not write.");
+    v("target", target, "Class: top1, an index or a class name.");
+    v("channels", channels, "Channels of the layer to draw conditional heatmaps for (default: the most relevant).");
+    v("top_channels", top_channels, "Without --channel: heatmaps of this many most relevant channels per sample.");
+    v("data", data, "Reference samples: the --top-k samples of this folder/.npy where each channel is most relevant.");
+    v("top_k", top_k, "Reference samples per channel.");
+    lrp.visit(v);
+    spec.visit(v);
+  }
+};
+// Returns crp.json's content; writes crp.json and channel_C[_i].png heatmaps into job.out.
+nlohmann::json run(const CrpJob& job, const RunControl& control = {});
 
 // `candela info`: a model's input, output and layers.
 struct InfoJob {

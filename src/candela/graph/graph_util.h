@@ -3,6 +3,7 @@
 
 #include <torch/script.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -31,5 +32,12 @@ struct LayerOutputs {
   std::vector<torch::jit::Value*> tensors;          // every top-level tensor value, in order
 };
 LayerOutputs layer_outputs(torch::jit::Graph& graph);
+
+// A candela::tap(slot) after `layer`'s output in an inlined graph (a rule graph's, before its
+// rewrite; the rewrite passes it through as a structural op). Errors name the layer as LayerTaps does.
+void insert_tap(torch::jit::Graph& graph, const std::string& layer, int64_t slot);
+// Runs `call` with a tap context of `slots` slots on this thread and returns what the taps
+// recorded (each the tensor flowing into the tap, in the autograd graph).
+std::vector<at::Tensor> record_taps(size_t slots, const std::function<void()>& call);
 
 }  // namespace candela::detail

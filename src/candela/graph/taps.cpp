@@ -82,6 +82,33 @@ class LayerTaps::Prefix {
   int64_t batch = 0;
 };
 
+namespace detail {
+
+void insert_tap(Graph& g, const std::string& layer, int64_t slot) {
+  auto lo = layer_outputs(g);
+  CANDELA_CHECK(!lo.nested_only.count(layer), "layer '", layer,
+                "' runs only inside a branch or loop of forward(); choose the module that encloses it.");
+  CANDELA_CHECK(lo.value.count(layer), "unknown layer '", layer, "'.", did_you_mean(layer, lo.order),
+                " Run `candela info MODEL` for the layer names (a BatchNorm after a convolution is folded into it).");
+  Value* v = lo.value.at(layer);
+  CANDELA_CHECK(is_tensor(v), "layer '", layer, "' returns a ", v->type()->str(), ", not a tensor.");
+  torch::jit::WithInsertPoint guard(v->node()->next());
+  Value* slot_value = g.insertConstant(slot);
+  Value* out = g.insert(c10::Symbol::fromQualString("candela::tap"), {v, slot_value});
+  out->setType(v->type());
+  v->replaceAllUsesAfterNodeWith(out->node(), out);
+}
+
+std::vector<at::Tensor> record_taps(size_t slots, const std::function<void()>& call) {
+  TapContext ctx;
+  ctx.recorded.resize(slots);
+  ContextScope scope(&ctx);
+  call();
+  return ctx.recorded;
+}
+
+}  // namespace detail
+
 struct LayerTaps::Impl {
   torch::jit::Module module;
   std::shared_ptr<Graph> graph;

@@ -23,6 +23,7 @@
 
 #include "candela/core/method.h"
 #include "candela/methods/propagation/lrp_rules.h"
+#include "candela/methods/propagation/rule_graph.h"
 
 namespace candela {
 
@@ -55,6 +56,11 @@ struct LrpOptions {
   }
   void validate() const;
 };
+
+struct InputSpec;
+// The rule graph settings lrp uses for these options (z-box bounds from the spec when not given);
+// `defaults`, when given, receives the rule parameters every composite entry starts from.
+RuleSettings lrp_rule_settings(const LrpOptions& options, const InputSpec& spec, LrpRule* defaults = nullptr);
 
 class Lrp : public Method<Lrp, LrpOptions> {
  public:

@@ -31,6 +31,7 @@ struct RuleSettings {
   Composite composite;       // kLrp
   double deeplift_eps = 1e-10;  // kDeepLift: below this |x - x_ref| the rule falls back to the gradient
   bool reveal_cancel = false;   // kDeepLift: RevealCancel on layer + activation pairs, Rescale elsewhere
+  std::string tap_layer;        // non-empty: forward_tapped() also returns this layer's output (CRP)
   std::string key() const;
 };
 
@@ -48,6 +49,9 @@ class RuleGraph {
   // The model's output, computed by the rule graph; its backward applies the rules. For
   // DeepLIFT, x is [inputs; references] (2N rows).
   at::Tensor forward(const at::Tensor& x) const;
+  // With settings.tap_layer: the output and that layer's output, whose gradient is the relevance
+  // reaching the layer (the rules' backward carries relevance itself).
+  std::pair<at::Tensor, at::Tensor> forward_tapped(const at::Tensor& x) const;
   // Every rewritten node: {"path", "type", "op", "rule"}, in graph order.
   const nlohmann::json& assignments() const;
 

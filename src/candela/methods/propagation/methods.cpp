@@ -233,18 +233,17 @@ void warn_if_box_misses_inputs(Attribution& a, const Composite& composite, const
 }
 }  // namespace
 
-Attribution Lrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
+RuleSettings lrp_rule_settings(const LrpOptions& options, const InputSpec& spec, LrpRule* defaults_out) {
   LrpRule defaults;
-  defaults.epsilon = options_.epsilon;
-  defaults.stabilizer = options_.stabilizer;
-  defaults.gamma = options_.gamma;
-  defaults.alpha = options_.alpha;
-  defaults.beta = options_.beta;
-  defaults.low = options_.low;
-  defaults.high = options_.high;
+  defaults.epsilon = options.epsilon;
+  defaults.stabilizer = options.stabilizer;
+  defaults.gamma = options.gamma;
+  defaults.alpha = options.alpha;
+  defaults.beta = options.beta;
+  defaults.low = options.low;
+  defaults.high = options.high;
   if (defaults.low.empty()) {
     // z-box bounds from the input spec: the pixel range, normalised channel by channel.
-    const InputSpec& spec = ev.model().input_spec();
     const size_t c = std::max(spec.mean.size(), spec.std.size());
     if (c == 0) {
       defaults.low = {spec.range_min};
@@ -260,13 +259,20 @@ Attribution Lrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
   }
   RuleSettings settings;
   settings.method = RuleMethod::kLrp;
-  if (!options_.rule.empty()) {
+  if (!options.rule.empty()) {
     LrpRule r = defaults;
-    r.name = options_.rule;
+    r.name = options.rule;
     settings.composite = Composite::uniform(r);
   } else {
-    settings.composite = resolve_composite(options_.composite, defaults);
+    settings.composite = resolve_composite(options.composite, defaults);
   }
+  if (defaults_out) *defaults_out = defaults;
+  return settings;
+}
+
+Attribution Lrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
+  LrpRule defaults;
+  RuleSettings settings = lrp_rule_settings(options_, ev.model().input_spec(), &defaults);
   auto graph = RuleGraph::of(ev.model(), settings);
   const bool score = options_.output_relevance == "score";
   auto p = propagate(ev, "lrp", req.inputs, req.target, graph, score);

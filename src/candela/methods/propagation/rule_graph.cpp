@@ -32,7 +32,7 @@ using torch::jit::Value;
 
 std::string RuleSettings::key() const {
   return str_cat("rules:", static_cast<int>(method), ":", deeplift_eps, ":", reveal_cancel, ":",
-                 composite.to_json().dump());
+                 composite.to_json().dump(), tap_layer.empty() ? "" : ":tap:" + tap_layer);
 }
 
 // ---- the op table ----------------------------------------------------------------------
@@ -72,7 +72,7 @@ const OpRow* find_op(const std::string& kind) {
           "aten::index_select", "aten::view_as", "aten::reshape_as", "aten::flip", "aten::roll", "aten::squeeze_",
           "aten::detach", "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
           "prim::TupleIndex", "aten::__getitem__", "prim::ConstantChunk", "aten::movedim", "aten::unflatten",
-          "aten::pixel_shuffle", "aten::channel_shuffle", "aten::zero_pad2d"})
+          "aten::pixel_shuffle", "aten::channel_shuffle", "aten::zero_pad2d", "candela::tap"})
       t[k] = {C::kStructural};
     return t;
   }();
@@ -499,6 +499,8 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
   CANDELA_CHECK_T(UnsupportedModel, graph->inputs().size() == 2, mname,
                   ": forward() must take one input tensor, it takes ", graph->inputs().size() - 1, ".");
 
+  if (!settings.tap_layer.empty()) detail::insert_tap(*graph, settings.tap_layer, 0);
+
   // Module definition order, for the first-layer entries of composites.
   std::map<std::string, size_t> order;
   for (const auto& item : model.module()->named_modules()) order.emplace(item.name, order.size());
@@ -535,6 +537,13 @@ at::Tensor RuleGraph::forward(const at::Tensor& x) const {
   CANDELA_CHECK_T(UnsupportedModel, result.isTensor(), "the model returned a ", result.tagKind(),
                   ", not a tensor. Candela explains one output tensor.");
   return result.toTensor();
+}
+
+std::pair<at::Tensor, at::Tensor> RuleGraph::forward_tapped(const at::Tensor& x) const {
+  at::Tensor out;
+  std::vector<at::Tensor> recorded = detail::record_taps(1, [&] { out = forward(x); });
+  CANDELA_ASSERT(recorded[0].defined(), "the rule graph's tap recorded nothing: was it built with tap_layer?");
+  return {out, recorded[0]};
 }
 
 const nlohmann::json& RuleGraph::assignments() const { return impl_->assignments; }
