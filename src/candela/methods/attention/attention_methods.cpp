@@ -2,6 +2,7 @@
 // attention maps through layer taps) around the arithmetic of attention_graph.cpp.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include "candela/core/error.h"
 #include "candela/core/model.h"
@@ -40,6 +41,9 @@ AttentionMaps read_attention(Evaluator& ev, const std::vector<std::string>& give
   std::vector<at::Tensor> outs;
   std::vector<std::vector<at::Tensor>> maps(k), grads(k);
   ev.batched(method, n, Evaluator::Automatic{.with_grad = target != nullptr}, [&](int64_t b, int64_t e) {
+    // The JIT's profiled optimisation would switch kernels after the first runs, and the
+    // gradients at the attention maps would change in the last bits from one call to the next.
+    torch::jit::GraphOptimizerEnabledGuard same_graph_every_run(false);
     at::AutoGradMode grad_mode(target != nullptr);
     auto run = taps->forward(x.slice(0, b, e), {}, /*track=*/target != nullptr);
     for (int64_t i = 0; i < k; ++i) {
