@@ -263,7 +263,7 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
       } else {
         record("softmax_gradient");
       }
-    } else if (kind == "aten::linear") {
+    } else if (kind == "aten::linear" || kind == "aten::_convolution" || kind.rfind("aten::conv", 0) == 0) {
       CANDELA_CHECK_T(UnsupportedModel, !on(node->input(1)), "attn_lrp: ", where,
                       " has a weight computed from the input; no rule covers that.");
       after("candela::lrp_epsilon", nullptr);
