@@ -160,6 +160,14 @@ const std::set<std::string>& linear_ops() {
       "aten::max_pool3d", "aten::adaptive_max_pool2d"};
   return s;
 }
+// Ops whose outputs carry no relevance (shapes, comparisons, indices): the path stops there.
+const std::set<std::string>& no_relevance_ops() {
+  static const std::set<std::string> s = {"aten::size", "aten::tensor", "prim::NumToTensor", "aten::Int",
+                                          "aten::_shape_as_tensor", "aten::eq", "aten::ne", "aten::lt", "aten::gt",
+                                          "aten::le", "aten::ge", "aten::argmax", "aten::argmin", "aten::dim",
+                                          "aten::numel", "aten::scalar_tensor", "aten::sign"};
+  return s;
+}
 // Ops that compute a normalisation statistic (a decomposed LayerNorm's variance and std).
 const std::set<std::string>& statistic_ops() {
   static const std::set<std::string> s = {"aten::pow", "aten::sqrt", "aten::rsqrt", "aten::var", "aten::std",
@@ -196,6 +204,8 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
   }
   nlohmann::json rules = nlohmann::json::array();
   auto on = [&](const Value* v) { return path.count(v) > 0; };
+  // A linear layer split in two by an exporter (ONNX MatMul + Add): the epsilon rule goes after the Add.
+  std::unordered_set<const Node*> bias_adds;
   for (Node* node : nodes) {
     const std::string kind = node->kind().toQualString();
     if (kind == "candela::tap") continue;
@@ -206,6 +216,7 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
     bool tensor_out = false;
     for (auto* o : node->outputs()) tensor_out |= carries_tensor(o);
     if (!tensor_out) continue;  // x.size(0): no relevance flows there
+    if (no_relevance_ops().count(kind)) continue;  // its outputs stay off the path
     const std::string where = str_cat(kind, module_path(node).empty() ? "" : " at '" + module_path(node) + "'");
     CANDELA_CHECK_T(UnsupportedModel, node->blocks().empty(), "attn_lrp: the relevance path runs through control "
                     "flow (", where, "); trace the model (torch.jit.trace) so the branch taken is fixed.");
@@ -243,6 +254,14 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
     if (identity_ops().count(kind)) {
       after("candela::lrp_identity", node->input(0));
       record("identity");
+    } else if (kind == "aten::erf") {
+      // An Erf-based GELU, x * 0.5 * (1 + erf(x / sqrt(2))) (ONNX exports before opset 20): its gate
+      // held constant is exactly the identity rule for GELU.
+      torch::jit::WithInsertPoint guard(node->next());
+      Value* d = g.insert(sym("aten::detach"), {node->output()});
+      d->setType(node->output()->type());
+      node->output()->replaceAllUsesAfterNodeWith(d->node(), d);
+      record("identity (erf gelu gate held constant)");
     } else if (kind == "aten::layer_norm") {
       torch::jit::WithInsertPoint guard(node);
       Value* out = g.insert(sym("candela::lrp_layer_norm"),
@@ -279,6 +298,18 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
       } else if (kind == "aten::addmm") {
         after("candela::lrp_epsilon", nullptr);
         record("epsilon");
+      } else if (kind == "aten::matmul" && !on(node->input(1))) {
+        // x W with a constant W: a linear layer (its bias, if any, is the Add that follows).
+        const auto& uses = node->output()->uses();
+        const Node* u = uses.size() == 1 ? uses[0].user : nullptr;
+        if (u && u->kind() == sym("aten::add") && u->inputs().size() >= 2 &&
+            !on(u->input(uses[0].offset == 0 ? 1 : 0))) {
+          bias_adds.insert(u);
+          record("epsilon (with the following bias add)");
+        } else {
+          after("candela::lrp_epsilon", nullptr);
+          record("epsilon");
+        }
       } else {
         record(kind == "aten::mul" && statistic_ops().count(kind) && only_feeds_divisor(node->output())
                    ? "statistic" : "linear");
@@ -295,6 +326,9 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
       } else {
         record("linear");
       }
+    } else if (bias_adds.count(node)) {
+      after("candela::lrp_epsilon", nullptr);
+      record("epsilon");
     } else if (statistic_ops().count(kind) && only_feeds_divisor(node->output())) {
       record("statistic");  // its only use is a divisor held constant: no relevance reaches it
     } else if (linear_ops().count(kind)) {
