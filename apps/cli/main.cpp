@@ -156,6 +156,10 @@ int run_explain(MethodArgs<ExplainJob>& args, bool in_words) {
                 << a.convergence_delta.abs().max().item<double>();
     std::cout << "\n";
     for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+    // Token models: the highlighted text, when a terminal shows colours.
+    if (isatty(STDOUT_FILENO))
+      for (const auto& art : r.artifacts)
+        if (art.name == "tokens.json") std::cout << render_tokens_ansi(nlohmann::json::parse(art.bytes));
   }
   if (in_words) {
     const nlohmann::json meta = nlohmann::json::parse(read_file(job.out + "/attribution.json", 1 << 28));
@@ -462,9 +466,14 @@ int main(int argc, char** argv) {
       "  candela explain --model mlp.pt --input rows.csv --background train.csv --method kernel_shap --out out/shap\n"
       "  candela explain --model resnet18.pt --input cat.png --method lime --features slic:20 --out out/lime\n"
       "  candela explain --model resnet18.pt --input cat.png --method lrp --composite epsilon_gamma_box --out out/lrp\n"
-      "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png.");
+      "  candela explain --model text_bert.pt --input \"the movie was great\" --method layer_integrated_gradients \\\n"
+      "      --layer tok --aggregate word --out out/text\n"
+      "  candela explain --model text_bert.pt --input lines.txt --method attention_rollout --out out/rollout\n"
+      "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png; for token models\n"
+      "(layout NL: text, a .txt of lines or ids .npy) tokens.json and tokens.html (highlighted text).");
   explain->add_option("--model", ea.job.model, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
-  explain->add_option("--input", ea.job.input, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]")->required();
+  explain->add_option("--input", ea.job.input, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]; for a token "
+                      "model also text or a .txt file of lines")->required();
   explain->add_option("--method", ea.job.method, "Attribution method (see `candela methods`)")->required();
   explain->add_option("--target", ea.job.target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2)");
   explain->add_option("--option", ea.options, "Method option KEY=VALUE (repeatable)");
@@ -485,6 +494,10 @@ int main(int argc, char** argv) {
   explain->add_option("--colormap", ea.job.colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray");
   explain->add_option("--clip-percentile", ea.job.clip_percentile, "Clip the heatmap at this percentile of |value|");
   explain->add_option("--alpha", ea.job.alpha, "Overlay opacity in [0, 1]");
+  explain->add_option("--token-reduction", ea.job.token_reduction,
+                      "Token models: embedding attribution [N, L, D] -> [N, L] by sum (Captum) or l2 (inseq)");
+  explain->add_option("--aggregate", ea.job.aggregate, "Token models: token (default) or word (WordPiece pieces merged)");
+  explain->add_option("--word-reduction", ea.job.word_reduction, "With --aggregate word: sum (default), mean or max");
   explain->add_flag("--quiet", ea.quiet, "No progress bar or summary");
   bool in_words = false;
   explain->add_flag("--explain-in-words", in_words,

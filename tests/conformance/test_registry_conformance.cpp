@@ -1,5 +1,6 @@
 // One suite over every registered method (Captum's test_config idea): adding a method to the
-// registry adds it here. Each property holds for every method, on the digits CNN fixture.
+// registry adds it here. Each property holds for every method, on the digits CNN fixture (the
+// attention family, which needs attention maps, on the BERT-like text fixture).
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -17,6 +18,7 @@ namespace {
 nlohmann::json fast_options(const std::string& name) {
   const auto& schema = Registry::builtin().get(name).schema;
   nlohmann::json o = nlohmann::json::object();
+  if (Registry::builtin().get(name).family == "attention") return o;  // attention layers are found
   // Layer methods explain the second convolution; neuron methods one of its units.
   if (schema.contains("layers") && schema["layers"]["default"].empty()) o["layers"] = {"features.2"};
   if (schema.contains("neuron_selector")) o["neuron_selector"] = {3, 2, 2};
@@ -38,6 +40,12 @@ class Conformance : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     info_ = &Registry::builtin().get(GetParam());
+    if (info_->family == "attention") {
+      model_ = Model::load(fixture("text_bert.pt"));
+      inputs_ = read_npy(fixture("text_test_ids.npy")).slice(0, 0, 3).to(at::kFloat).contiguous();
+      target_ = 1;
+      return;
+    }
     inputs_ = read_npy(fixture("digits_test.npy")).slice(0, 0, 3).contiguous();
     reference_set_ = read_npy(fixture("digits_test.npy")).slice(0, 8, 12).contiguous();
   }
@@ -49,7 +57,7 @@ class Conformance : public ::testing::TestWithParam<std::string> {
   ExplainRequest request(const at::Tensor& x) const {
     ExplainRequest r;
     r.inputs = x;
-    r.target = Target::index(3);
+    r.target = Target::index(target_);
     if (info_->name == "gradient_shap" || info_->name == "expected_gradients" || info_->name == "lime" ||
         info_->name == "deep_lift_shap")
       r.baseline = Baseline::distribution(reference_set_);
@@ -70,6 +78,7 @@ class Conformance : public ::testing::TestWithParam<std::string> {
   const MethodInfo* info_ = nullptr;
   Model model_ = Model::load(fixture("digits_cnn.pt"));
   at::Tensor inputs_, reference_set_;
+  int64_t target_ = 3;
 };
 
 // Float32 convolutions round differently at different batch sizes; Grad-CAM++'s g^2 / g^3
@@ -92,7 +101,7 @@ TEST_P(Conformance, ShapeOutputAndMetadata) {
   }
   EXPECT_TRUE(at::isfinite(a.values).all().item<bool>());
   EXPECT_EQ(a.output.size(0), 3);
-  if (info_->uses_target) EXPECT_EQ(a.targets, (std::vector<int64_t>{3, 3, 3}));
+  if (info_->uses_target) EXPECT_EQ(a.targets, (std::vector<int64_t>{target_, target_, target_}));
   EXPECT_GT(a.model_evaluations, 0);
   // (A global surrogate fitted to these 3 rows cannot split; it is tested on data sets.)
   if (info_->family != "global")

@@ -66,6 +66,7 @@ TEST(Cli, ExplainsAnImageWithEveryMethod) {
   TempDir dir;
   for (const auto& info : Registry::builtin().methods()) {
     const std::string& name = info.name;
+    if (info.family == "attention") continue;  // needs attention maps: Cli.ExplainsTextWithTokenOutputs
     std::string out = dir / name;
     std::string extra;
     if (info.schema.contains("layers")) extra += " --layer features.2";
@@ -783,5 +784,48 @@ TEST(Cli, CrpWritesChannelRelevancesHeatmapsAndReferenceSamples) {
   r = cli("crp --model " + fixture("digits_cnn.pt") + " --layer features.2 --input " + fixture("digit_0.png") +
           " --channel 16 --out " + (dir / "bad"));
   expect_one_clear_line(r, "--channel 16 is out of range");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
+TEST(Cli, ExplainsTextWithTokenOutputs) {
+  TempDir dir;
+  // Text through the model's WordPiece vocabulary, relevance at the token embedding, pieces merged.
+  auto r = cli("explain --quiet --model " + fixture("text_bert.pt") +
+               " --input \"An unbelievable movie, really GREAT\" --method attn_lrp --layer tok --aggregate word "
+               "--word-reduction mean --token-reduction l2 --out " + (dir / "lrp"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (std::string f : {"attributions.npy", "attributions_embedding.npy", "attribution.json", "tokens.json", "tokens.html"})
+    EXPECT_TRUE(fs::exists(dir / ("lrp/" + f))) << f;
+  EXPECT_EQ(read_npy(dir / "lrp/attributions.npy").sizes(), (at::IntArrayRef{1, 16}));
+  EXPECT_EQ(read_npy(dir / "lrp/attributions_embedding.npy").sizes(), (at::IntArrayRef{1, 16, 32}));
+  auto meta = nlohmann::json::parse(slurp(dir / "lrp/attribution.json"));
+  EXPECT_EQ(meta["extra"]["token_reduction"], "l2");
+  EXPECT_EQ(meta["extra"]["word_reduction"], "mean");
+  EXPECT_EQ(meta["target_names"][0], "positive");
+  auto tokens = nlohmann::json::parse(slurp(dir / "lrp/tokens.json"));
+  ASSERT_EQ(tokens.size(), 1u);
+  EXPECT_EQ(tokens[0]["tokens"][2]["token"], "un");
+  EXPECT_EQ(tokens[0]["tokens"][3]["token"], "##believ");
+  std::vector<std::string> words;
+  for (const auto& w : tokens[0]["words"]) words.push_back(w["word"]);
+  EXPECT_EQ(words, (std::vector<std::string>{"an", "unbelievable", "movie", ",", "really", "great"}));
+  EXPECT_NE(slurp(dir / "lrp/tokens.html").find("unbelievable"), std::string::npos);
+  // A file of lines with an attention method; token ids with a perturbation method.
+  r = cli("explain --quiet --model " + fixture("text_bert.pt") + " --input " + fixture("text_test_lines.txt") +
+          " --method attention_rollout --out " + (dir / "rollout"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_npy(dir / "rollout/attributions.npy").sizes(), (at::IntArrayRef{64, 16}));
+  r = cli("explain --quiet --model " + fixture("text_bert.pt") + " --input " + fixture("text_test_ids.npy") +
+          " --method feature_ablation --out " + (dir / "ablation"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  // Input gradients of token ids are refused with the fix; so are bad text options.
+  r = cli("explain --quiet --model " + fixture("text_bert.pt") + " --input \"great\" --method saliency --out " +
+          (dir / "bad"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--layer"), std::string::npos) << r.err;
+  r = cli("explain --quiet --model " + fixture("text_bert.pt") + " --input \"great\" --method attention_rollout "
+          "--aggregate sentence --out " + (dir / "bad"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--aggregate"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "bad"));
 }

@@ -88,10 +88,14 @@ struct ExplainJob {
   Budget budget;
   std::string sign = HeatmapOptions{}.sign, colormap = HeatmapOptions{}.colormap;
   double clip_percentile = HeatmapOptions{}.clip_percentile, alpha = HeatmapOptions{}.alpha;
+  // Token models (layout NL): how an embedding-layer attribution [N, L, D] becomes one value per
+  // token, and whether WordPiece pieces are merged into words.
+  std::string token_reduction = "sum", aggregate = "token", word_reduction = "sum";
   SpecOverrides spec;
   template <class V> void visit(V& v) {
     v("model", model, "TorchScript (.pt) or ONNX (.onnx) model file; a sidecar .json may describe its input.");
-    v("input", input, "An image (PNG, JPEG, ...), or a .npy/.csv array [N, ...].");
+    v("input", input, "An image (PNG, JPEG, ...), or a .npy/.csv array [N, ...]; for a token model (layout NL) also "
+                      "text, or a .txt file with one text per line.");
     v("method", method, "Attribution method (see `candela methods`).");
     v("out", out, "Output folder; empty: return the files without writing them.");
     v("target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2).");
@@ -108,6 +112,10 @@ struct ExplainJob {
     v("colormap", colormap, "Heatmap colormap: bwr, coolwarm, inferno, viridis, jet, gray; empty: by sign.");
     v("clip_percentile", clip_percentile, "Clip the heatmap at this percentile of |value|.");
     v("alpha", alpha, "Overlay opacity in [0, 1].");
+    v("token_reduction", token_reduction, "Token models: reduce an embedding attribution [N, L, D] to [N, L] by sum "
+                                          "(signed, Captum's choice) or l2 (the norm, inseq's).");
+    v("aggregate", aggregate, "Token models: report per token, or per word (WordPiece pieces merged).");
+    v("word_reduction", word_reduction, "With aggregate=word: how pieces combine: sum, mean or max.");
     spec.visit(v);
   }
 };

@@ -73,6 +73,9 @@ class Model {
   const std::string& name() const;    // file stem or given name
   const std::string& source() const;  // path it was loaded from, or ""
   std::string output_kind() const;    // "logits" (default), "probabilities", "regression"
+  // The sidecar's "tokenizer" (text/tokenizer.h's TokenizerConfig as JSON, its vocab path made
+  // relative to the working folder), or null when the model names none.
+  const nlohmann::json& tokenizer() const;
 
   // Runs one forward pass on a zero sample of the input spec's shape and reports every
   // submodule's output shape, in execution order: the layers `--layer` can tap. A module

@@ -74,6 +74,7 @@ void register_layer_methods(Registry& registry);
 void register_perturbation_methods(Registry& registry);  // calls the two below
 void register_shapley_methods(Registry& registry);
 void register_lime_methods(Registry& registry);
+void register_attention_methods(Registry& registry);  // attention rollout, gradient rollout, attention flow
 void register_propagation_methods(Registry& registry);  // guided backprop, deconvolution, DeepLIFT, LRP
 
 }  // namespace candela

@@ -8,11 +8,16 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "candela/core/model.h"
+
+namespace torch::jit {
+struct Graph;
+}
 
 namespace candela {
 
@@ -21,10 +26,15 @@ class LayerTaps {
   // Taps after each named layer (dotted module path, as `candela info` lists them). An unknown
   // name is an error suggesting the closest ones; so is a module that forward() never calls,
   // one that runs only inside a branch or loop, and one whose output is not a tensor.
-  LayerTaps(const Model& model, std::vector<std::string> layers);
-  // The same, compiled once per model and list of layers and then reused: the JIT optimises a
-  // new graph over its first runs, which would otherwise be paid by every explanation.
-  static std::shared_ptr<const LayerTaps> of(const Model& model, const std::vector<std::string>& layers);
+  // `rewrite`, when given, edits the tapped graph before it is compiled (a rule method swapping
+  // ops for ones with modified backward passes; the taps are its candela::tap nodes).
+  using GraphRewrite = std::function<void(torch::jit::Graph&)>;
+  LayerTaps(const Model& model, std::vector<std::string> layers, const GraphRewrite& rewrite = {});
+  // The same, compiled once per model and list of layers (and rewrite, named by `rewrite_key`)
+  // and then reused: the JIT optimises a new graph over its first runs, which would otherwise be
+  // paid by every explanation.
+  static std::shared_ptr<const LayerTaps> of(const Model& model, const std::vector<std::string>& layers,
+                                             const std::string& rewrite_key = "", const GraphRewrite& rewrite = {});
   ~LayerTaps();
   LayerTaps(const LayerTaps&) = delete;
   LayerTaps& operator=(const LayerTaps&) = delete;
@@ -36,8 +46,11 @@ class LayerTaps {
     std::vector<at::Tensor> activations;  // each tapped layer's output, in the autograd graph
   };
   // One forward pass. A defined `replace[i]` is used instead of layer i's output (its batch
-  // must match the input's); gradients flow into it when it requires grad.
-  Run forward(const at::Tensor& x, const std::vector<at::Tensor>& replace = {}) const;
+  // must match the input's); gradients flow into it when it requires grad. With `track` (and
+  // grad mode on), a tapped output that does not require grad becomes a leaf that does, so the
+  // gradient with respect to every tapped layer exists even when nothing before it requires
+  // grad (token-id inputs, frozen weights); later taps stay connected to earlier ones.
+  Run forward(const at::Tensor& x, const std::vector<at::Tensor>& replace = {}, bool track = false) const;
 
   // Suffix execution at the first tapped layer: run_prefix computes everything before the
   // cut once, run_suffix re-runs only what comes after it, for a batch of replacement

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "candela/core/model.h"
+#include "candela/text/tokenizer.h"
 
 namespace candela {
 
@@ -13,6 +14,7 @@ struct LoadedInput {
   at::Tensor batch;    // [N, ...] float32, in the model's input space (normalised)
   at::Tensor display;  // [N, C, H, W] in [0, 1] for image layouts, else undefined
   std::vector<std::string> feature_names;  // tabular inputs: from a CSV header, else empty
+  std::vector<Encoding> tokens;            // token inputs (layout NL): one per sample, else empty
 };
 
 // An image file (resized to the spec, scaled to its range, normalised with its mean/std,

@@ -22,6 +22,7 @@
 #include "candela/methods/perturbation/feature_mask.h"
 #include "candela/robustness/counterfactual.h"
 #include "candela/robustness/probe.h"
+#include "candela/text/tokens.h"
 
 namespace candela {
 namespace {
@@ -179,6 +180,7 @@ PreparedExplain prepare(const ExplainJob& job) {
   heatmap.clip_percentile = job.clip_percentile;
   heatmap.alpha = job.alpha;
   heatmap.validate();
+  validate_token_options(job.token_reduction, job.aggregate, job.word_reduction);
   CANDELA_CHECK(job.background.empty() || !baseline_given,
                 "give either --baseline or --background (a data set: the baseline distribution), not both.");
   CANDELA_CHECK(job.background.empty() || explainer->uses_baseline(), method,
@@ -199,7 +201,9 @@ ExplainResult run(const ExplainJob& job, const RunControl& control) {
   const HeatmapOptions& heatmap = p.heatmap;
   Model model = load_model(job.model, job.spec);
   if (job.device != "cpu") model.to(job.device);
-  LoadedInput input = load_input(job.input, model.input_spec());
+  const bool token_model = model.input_spec().layout == "NL";
+  LoadedInput input =
+      token_model ? load_token_input(job.input, model) : load_input(job.input, model.input_spec());
   infer_layout_from(model, input.batch, control);
   if (!input.display.defined() && model.input_spec().is_image()) input.display = to_display(input.batch, model.input_spec());
   if (!job.feature_names.empty()) input.feature_names = read_names(job.feature_names);
@@ -213,7 +217,34 @@ ExplainResult run(const ExplainJob& job, const RunControl& control) {
 
   ExplainResult result;
   result.attribution = explainer->explain(model, req);
-  result.artifacts = render_explanation(result.attribution, model, input, heatmap);
+  if (token_model) {
+    // Token results: one value per token ([N, L, D] at an embedding is reduced, and the method's
+    // own values kept in attributions_embedding.npy), then per-token JSON and highlighted text.
+    Attribution& a = result.attribution;
+    const int64_t n = req.inputs.size(0), l = req.inputs.size(1);
+    at::Tensor embedding;
+    if (a.values.dim() >= 3 && a.values.size(0) == n && a.values.size(1) == l) {
+      embedding = a.values;
+      a.values = reduce_embedding(a.values, job.token_reduction);
+      a.extra["token_reduction"] = job.token_reduction;
+    }
+    const bool per_token = a.values.dim() == 2 && a.values.size(1) == l && !a.spatial_map;
+    nlohmann::json tokens;
+    if (per_token) {
+      tokens = token_json(a.values, input.tokens, job.aggregate, job.word_reduction);
+      a.extra["aggregate"] = job.aggregate;
+      if (job.aggregate == "word") a.extra["word_reduction"] = job.word_reduction;
+    }
+    result.artifacts = render_explanation(a, model, input, heatmap);
+    if (embedding.defined()) result.artifacts.push_back(render_npy("attributions_embedding.npy", embedding.detach().cpu()));
+    if (per_token) {
+      result.artifacts.push_back(render_json("tokens.json", tokens));
+      result.artifacts.push_back(Artifact{"tokens.html", "text/html",
+                                          render_tokens_html(tokens, a.method + " on " + model.name())});
+    }
+  } else {
+    result.artifacts = render_explanation(result.attribution, model, input, heatmap);
+  }
   if (!job.out.empty()) result.files = write_artifacts(job.out, result.artifacts);
   return result;
 }

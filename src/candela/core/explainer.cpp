@@ -8,6 +8,7 @@
 
 #include "candela/core/error.h"
 #include "candela/core/model.h"
+#include "candela/core/registry.h"
 #include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 
@@ -112,6 +113,17 @@ void check_result(Attribution& a) {
 
 Attribution Explainer::explain(const Model& model, const ExplainRequest& request) const {
   check_inputs(model, request.inputs);
+  if (model.input_spec().layout == "NL" && Registry::builtin().contains(name())) {
+    // Token ids are indices, not a point in a space: there is no gradient with respect to them.
+    // Rule methods that read relevance at a layer (attn_lrp with layers) need no input gradient.
+    const std::string& family = Registry::builtin().get(name()).family;
+    const nlohmann::json opts = options();
+    const bool at_layer = opts.contains("layers") && opts["layers"].is_array() && !opts["layers"].empty();
+    CANDELA_CHECK((family != "gradient" && family != "propagation") || at_layer, name(),
+                  " needs the gradient with respect to the input, and token ids (layout NL) have none. Explain the "
+                  "embedding layer instead: layer_integrated_gradients or layer_gradient_x_activation with --layer "
+                  "EMBEDDING (`candela info MODEL` lists the layers), or a perturbation method over tokens.");
+  }
   if (request.target.kind() == Target::Kind::kIndices) request.target.classes(at::empty({request.inputs.size(0)}));
   detail::ModelGuard guard(model);
   const auto start = std::chrono::steady_clock::now();

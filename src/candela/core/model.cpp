@@ -18,6 +18,7 @@
 #include "candela/detail/sidecar.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/graph/graph_util.h"
+#include "candela/text/tokenizer.h"
 
 namespace candela {
 
@@ -104,6 +105,7 @@ struct Model::Impl {
   InputSpec spec;
   std::vector<std::string> classes, features;
   std::string name, source, output_kind = "logits", device = "cpu";
+  nlohmann::json tokenizer;
 
   std::mutex cache_mutex;
   std::map<std::string, std::shared_ptr<void>> cache;
@@ -153,6 +155,7 @@ Sidecar parse_sidecar(const std::string& text, const std::string& src) {
     if (j.contains("classes")) m.classes = j.at("classes").get<std::vector<std::string>>();
     if (j.contains("feature_names")) m.features = j.at("feature_names").get<std::vector<std::string>>();
     if (j.contains("output")) m.output_kind = j.at("output").get<std::string>();
+    if (j.contains("tokenizer")) m.tokenizer = j.at("tokenizer");
   } catch (const nlohmann::json::exception& e) {
     throw ParseError(str_cat(src, ": ", e.what(),
                              ". Expected {\"input\": {...}, \"classes\": [strings], \"feature_names\": [strings], "
@@ -202,6 +205,9 @@ Model Model::load(const std::string& path) {
     m.impl_->classes = std::move(side.classes);
     m.impl_->features = std::move(side.features);
     m.impl_->output_kind = std::move(side.output_kind);
+    if (!side.tokenizer.is_null())
+      m.impl_->tokenizer =
+          TokenizerConfig::from_json(side.tokenizer, sidecar.parent_path().string(), sidecar.string()).to_json();
   }
   return m;
 }
@@ -229,7 +235,7 @@ at::Tensor Model::forward(const at::Tensor& batch) const {
   at::Tensor out;
   try {
     if (impl_->module) {
-      auto result = impl_->module->forward({batch});
+      auto result = impl_->module->forward({detail::model_input(batch, impl_->spec.layout == "NL")});
       CANDELA_CHECK_T(UnsupportedModel, result.isTensor(), "the model returned a ", result.tagKind(),
                       ", not a tensor. Candela explains one output tensor: wrap the model so forward() "
                       "returns the tensor to explain.");
@@ -311,7 +317,7 @@ at::Tensor Model::forward_inference(const at::Tensor& batch) const {
   }
   at::Tensor out;
   try {
-    auto result = inf->module->forward({batch});
+    auto result = inf->module->forward({detail::model_input(batch, impl_->spec.layout == "NL")});
     if (result.isTensor()) out = result.toTensor();
   } catch (const std::exception&) {
     out = at::Tensor();
@@ -342,6 +348,7 @@ void Model::set_class_names(std::vector<std::string> names) { impl_->classes = s
 const std::vector<std::string>& Model::feature_names() const { return impl_->features; }
 const std::string& Model::name() const { return impl_->name; }
 const std::string& Model::source() const { return impl_->source; }
+const nlohmann::json& Model::tokenizer() const { return impl_->tokenizer; }
 std::string Model::output_kind() const { return impl_->output_kind; }
 torch::jit::Module* Model::module() const { return impl_->module ? &*impl_->module : nullptr; }
 std::string Model::device() const { return impl_->device; }
@@ -382,7 +389,8 @@ void Model::Impl::probe() {
     std::vector<int64_t> shape = {1};
     shape.insert(shape.end(), spec.shape.begin(), spec.shape.end());
     torch::NoGradGuard no_grad;
-    auto out = fn({module->_ivalue(), at::zeros(shape, at::TensorOptions().device(c10::Device(device)))});
+    auto out = fn({module->_ivalue(), detail::model_input(at::zeros(shape, at::TensorOptions().device(c10::Device(device))),
+                                                          spec.layout == "NL")});
     auto elems = out.toTupleRef().elements();
     std::map<torch::jit::Value*, at::Tensor> by_value;
     std::set<const void*> storages;

@@ -12,6 +12,7 @@ const Registry& Registry::builtin() {
     register_layer_methods(r);
     register_perturbation_methods(r);
     register_propagation_methods(r);
+    register_attention_methods(r);
     return r;
   }();
   return registry;

@@ -69,4 +69,9 @@ at::Generator seeded_generator(uint64_t seed, uint64_t stream) {
 
 at::Tensor sum_per_sample(const at::Tensor& t) { return t.reshape({t.size(0), -1}).sum(1); }
 
+at::Tensor model_input(const at::Tensor& x, bool token_ids) {
+  if (!token_ids || !x.defined() || !x.is_floating_point()) return x;
+  return x.detach().round().to(at::kLong);
+}
+
 }  // namespace candela::detail

@@ -27,6 +27,7 @@ namespace {
 struct TapContext {
   std::vector<at::Tensor> recorded;
   const std::vector<at::Tensor>* replace = nullptr;
+  bool track = false;  // LayerTaps::forward's `track`
 };
 thread_local TapContext* current_context = nullptr;
 
@@ -51,6 +52,8 @@ at::Tensor tap(const at::Tensor& x, int64_t slot) {
     CANDELA_CHECK_T(ShapeMismatch, recorded.sizes() == x.sizes(), "the replacement for a tapped layer has shape ",
                     shape_str(recorded.sizes()), " but the layer's output has shape ", shape_str(x.sizes()), ".");
   }
+  if (ctx->track && !recorded.requires_grad() && at::GradMode::is_enabled())
+    recorded = recorded.detach().requires_grad_(true);
   ctx->recorded[slot] = recorded;
   return recorded.clone();
 }
@@ -114,6 +117,7 @@ struct LayerTaps::Impl {
   std::shared_ptr<Graph> graph;
   std::unique_ptr<torch::jit::GraphFunction> fn;
   size_t count = 0;
+  bool token_ids = false;  // the model takes int64 token ids (layout NL): see detail::model_input
 
   // Suffix execution at layer 0.
   std::string cut_problem;
@@ -122,12 +126,13 @@ struct LayerTaps::Impl {
   void build_cut(Node* cut_node, Value* cut_value);
 };
 
-LayerTaps::LayerTaps(const Model& model, std::vector<std::string> layers)
+LayerTaps::LayerTaps(const Model& model, std::vector<std::string> layers, const GraphRewrite& rewrite)
     : impl_(std::make_unique<Impl>()), layers_(std::move(layers)) {
   CANDELA_CHECK(!layers_.empty(), "give at least one layer to tap (see `candela info` for the names).");
   CANDELA_CHECK_T(UnsupportedModel, model.module() != nullptr,
                   "layer taps need a TorchScript model; this model is a plain function.");
   impl_->module = *model.module();
+  impl_->token_ids = model.input_spec().layout == "NL";
   impl_->graph = detail::inlined_forward(impl_->module);
   Graph& g = *impl_->graph;
   auto lo = detail::layer_outputs(g);
@@ -160,27 +165,31 @@ LayerTaps::LayerTaps(const Model& model, std::vector<std::string> layers)
     if (slot == 0) first_tap = out->node();
   }
   impl_->count = layers_.size();
+  if (rewrite) rewrite(g);
   impl_->fn = std::make_unique<torch::jit::GraphFunction>("candela_tapped", impl_->graph, nullptr);
   impl_->build_cut(first_tap, first_tap->output());
 }
 
 LayerTaps::~LayerTaps() = default;
 
-std::shared_ptr<const LayerTaps> LayerTaps::of(const Model& model, const std::vector<std::string>& layers) {
+std::shared_ptr<const LayerTaps> LayerTaps::of(const Model& model, const std::vector<std::string>& layers,
+                                               const std::string& rewrite_key, const GraphRewrite& rewrite) {
   std::string key = "taps";
   for (const auto& l : layers) key += "\n" + l;
-  return std::static_pointer_cast<const LayerTaps>(
-      model.cached(key, [&] { return std::static_pointer_cast<void>(std::make_shared<LayerTaps>(model, layers)); }));
+  if (rewrite) key += "\nrewrite:" + rewrite_key;
+  return std::static_pointer_cast<const LayerTaps>(model.cached(
+      key, [&] { return std::static_pointer_cast<void>(std::make_shared<LayerTaps>(model, layers, rewrite)); }));
 }
 
-LayerTaps::Run LayerTaps::forward(const at::Tensor& x, const std::vector<at::Tensor>& replace) const {
+LayerTaps::Run LayerTaps::forward(const at::Tensor& x, const std::vector<at::Tensor>& replace, bool track) const {
   TapContext ctx;
   ctx.recorded.resize(impl_->count);
   ctx.replace = &replace;
+  ctx.track = track;
   ContextScope scope(&ctx);
   Run run;
   try {
-    auto result = (*impl_->fn)({impl_->module._ivalue(), x});
+    auto result = (*impl_->fn)({impl_->module._ivalue(), detail::model_input(x, impl_->token_ids)});
     CANDELA_CHECK_T(UnsupportedModel, result.isTensor(), "the model returned a ", result.tagKind(), ", not a tensor.");
     run.output = result.toTensor();
   } catch (const Error&) {
@@ -300,7 +309,7 @@ std::shared_ptr<const LayerTaps::Prefix> LayerTaps::run_prefix(const at::Tensor&
   TapContext ctx;  // the taps in the prefix record nothing that is used; keep them quiet
   ctx.recorded.resize(impl_->count);
   ContextScope scope(&ctx);
-  auto out = (*impl_->prefix_fn)({impl_->module._ivalue(), x});
+  auto out = (*impl_->prefix_fn)({impl_->module._ivalue(), detail::model_input(x, impl_->token_ids)});
   auto prefix = std::make_shared<Prefix>();
   prefix->batch = x.size(0);
   const auto& elems = out.toTupleRef().elements();

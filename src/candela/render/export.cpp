@@ -90,7 +90,7 @@ nlohmann::json explanation_json(const Attribution& attribution, const Model& mod
     meta["target_names"] = names;
   }
   // Tabular rows: every feature with its value and attribution, largest |attribution| first.
-  if (!input.display.defined() && !attribution.spatial_map && attribution.layer.empty() && values.dim() == 2 &&
+  if (!input.display.defined() && input.tokens.empty() && !attribution.spatial_map && attribution.layer.empty() && values.dim() == 2 &&
       input.batch.defined() && input.batch.sizes() == values.sizes()) {
     std::vector<std::string> names = !input.feature_names.empty() ? input.feature_names : model.feature_names();
     const int64_t n = values.size(0), f = values.size(1);

@@ -1,4 +1,5 @@
 #include "candela/core/registry.h"
+#include "candela/methods/propagation/attn_lrp.h"
 #include "candela/methods/propagation/deconvolution.h"
 #include "candela/methods/propagation/deep_lift.h"
 #include "candela/methods/propagation/guided_backprop.h"
@@ -14,6 +15,7 @@ void register_propagation_methods(Registry& r) {
   r.add<DeepLift>();
   r.add<DeepLiftShap>();
   r.add<Lrp>();
+  r.add<AttnLrp>();
 }
 
 }  // namespace candela

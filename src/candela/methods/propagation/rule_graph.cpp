@@ -474,6 +474,7 @@ struct RuleGraph::Impl {
   torch::jit::Module frozen;
   std::shared_ptr<Graph> graph;
   std::unique_ptr<torch::jit::GraphFunction> fn;
+  bool token_ids = false;  // see detail::model_input
   nlohmann::json assignments = nlohmann::json::array();
 };
 
@@ -483,6 +484,7 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
   const char* mname = detail::method_name(method);
   CANDELA_CHECK_T(UnsupportedModel, model.module() != nullptr, mname,
                   " rewrites the model's graph: it needs a TorchScript model, not a plain function.");
+  impl_->token_ids = model.input_spec().layout == "NL";
   torch::jit::Module copy = model.module()->clone();
   copy.eval();
   try {
@@ -527,7 +529,7 @@ std::shared_ptr<const RuleGraph> RuleGraph::of(const Model& model, const RuleSet
 at::Tensor RuleGraph::forward(const at::Tensor& x) const {
   c10::IValue result;
   try {
-    result = (*impl_->fn)({impl_->frozen._ivalue(), x});
+    result = (*impl_->fn)({impl_->frozen._ivalue(), detail::model_input(x, impl_->token_ids)});
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

@@ -1,0 +1,383 @@
+// Token inputs (WordPiece, token outputs) and the attention-graph methods: closed forms,
+// independent re-derivations, the fixture's reference numbers (tests/fixtures/make_text_fixtures.py)
+// and its planted ground truth.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <functional>
+#include <queue>
+
+#include "candela/detail/tensor_util.h"
+#include "candela/io/npy.h"
+#include "test_util.h"
+
+using namespace candela;
+using candela::testing::fixture;
+
+namespace {
+
+WordPieceTokenizer small_tokenizer() {
+  return WordPieceTokenizer({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "movie", "un", "##believ", "##able", "great",
+                             ",", "!", "a", "##b"});
+}
+
+nlohmann::json reference() {
+  std::ifstream in(fixture("text_reference.json"));
+  return nlohmann::json::parse(in);
+}
+
+at::Tensor json_tensor(const nlohmann::json& j) {
+  // Nested lists of numbers -> a double tensor (shape from the nesting).
+  std::vector<int64_t> shape;
+  const nlohmann::json* p = &j;
+  while (p->is_array()) {
+    shape.push_back(static_cast<int64_t>(p->size()));
+    p = &(*p)[0];
+  }
+  std::vector<double> flat;
+  std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& x) {
+    if (x.is_array()) {
+      for (const auto& e : x) walk(e);
+    } else {
+      flat.push_back(x.get<double>());
+    }
+  };
+  walk(j);
+  return at::tensor(flat, at::kDouble).view(shape);
+}
+
+at::Tensor random_attention(int64_t n, int64_t h, int64_t l, uint64_t seed) {
+  auto gen = candela::detail::seeded_generator(seed, 0);
+  return at::softmax(at::randn({n, h, l, l}, gen, at::TensorOptions().dtype(at::kDouble)) * 2.0, -1);
+}
+
+// Edmonds-Karp on a dense capacity matrix: the reference for attention flow (a different
+// algorithm from the library's Dinic).
+double edmonds_karp(std::vector<std::vector<double>> cap, int s, int t) {
+  const int n = static_cast<int>(cap.size());
+  double flow = 0;
+  for (;;) {
+    std::vector<int> parent(n, -1);
+    parent[s] = s;
+    std::queue<int> q;
+    q.push(s);
+    while (!q.empty() && parent[t] < 0) {
+      int u = q.front();
+      q.pop();
+      for (int v = 0; v < n; ++v)
+        if (parent[v] < 0 && cap[u][v] > 1e-15) {
+          parent[v] = u;
+          q.push(v);
+        }
+    }
+    if (parent[t] < 0) return flow;
+    double f = 1e300;
+    for (int v = t; v != s; v = parent[v]) f = std::min(f, cap[parent[v]][v]);
+    for (int v = t; v != s; v = parent[v]) {
+      cap[parent[v]][v] -= f;
+      cap[v][parent[v]] += f;
+    }
+    flow += f;
+  }
+}
+
+at::Tensor test_ids(int64_t count) {
+  return read_npy(fixture("text_test_ids.npy")).slice(0, 0, count).to(at::kFloat).contiguous();
+}
+
+}  // namespace
+
+// ---- tokenizer -------------------------------------------------------------------------------
+
+TEST(WordPiece, BasicPassLowercasesAndSplitsPunctuation) {
+  auto t = small_tokenizer();
+  EXPECT_EQ(t.basic_tokenize("The MOVIE, unbelievable!"),
+            (std::vector<std::string>{"the", "movie", ",", "unbelievable", "!"}));
+  EXPECT_EQ(t.basic_tokenize("  a\tb\n"), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(WordPiece, GreedyLongestMatchFirstWithContinuations) {
+  auto t = small_tokenizer();
+  EXPECT_EQ(t.wordpiece("unbelievable"), (std::vector<std::string>{"un", "##believ", "##able"}));
+  EXPECT_EQ(t.wordpiece("ab"), (std::vector<std::string>{"a", "##b"}));
+  EXPECT_EQ(t.wordpiece("abc"), (std::vector<std::string>{"[UNK]"})) << "no split: the whole word is unknown";
+  EXPECT_EQ(t.wordpiece(std::string(101, 'a')), (std::vector<std::string>{"[UNK]"}));
+}
+
+TEST(WordPiece, EncodeAddsSpecialsPadsAndDecodeMergesPieces) {
+  auto t = small_tokenizer();
+  Encoding e = t.encode("The unbelievable movie!", 9);
+  EXPECT_EQ(e.tokens, (std::vector<std::string>{"[CLS]", "the", "un", "##believ", "##able", "movie", "!", "[SEP]",
+                                                "[PAD]"}));
+  EXPECT_EQ(e.ids, (std::vector<int64_t>{2, 4, 6, 7, 8, 5, 11, 3, 0}));
+  EXPECT_EQ(e.word_of_token, (std::vector<int64_t>{-1, 0, 1, 1, 1, 2, 3, -1, -1}));
+  Encoding d = t.decode(e.ids);
+  EXPECT_EQ(d.tokens, e.tokens);
+  EXPECT_EQ(d.words, (std::vector<std::string>{"the", "unbelievable", "movie", "!"}));
+  EXPECT_EQ(d.word_of_token, e.word_of_token);
+  EXPECT_THROW(t.encode("the movie the movie the movie the movie", 6), InvalidArgument);
+  EXPECT_THROW(t.decode({2, 99}), InvalidArgument);
+  EXPECT_THROW(WordPieceTokenizer({"[PAD]", "a"}), ParseError);
+}
+
+TEST(TokenInput, TextAndIdsGiveTheSameBatchAndTokens) {
+  Model model = Model::load(fixture("text_bert.pt"));
+  ASSERT_EQ(model.input_spec().layout, "NL");
+  ASSERT_FALSE(model.tokenizer().is_null());
+  // The fixture's text lines tokenise to its ids.
+  LoadedInput from_text = load_token_input(fixture("text_test_lines.txt"), model);
+  LoadedInput from_ids = load_token_input(fixture("text_test_ids.npy"), model);
+  ASSERT_EQ(from_text.batch.sizes(), from_ids.batch.sizes());
+  EXPECT_TRUE(at::equal(from_text.batch, from_ids.batch));
+  ASSERT_EQ(from_text.tokens.size(), 64u);
+  EXPECT_EQ(from_text.tokens[5].tokens, from_ids.tokens[5].tokens);
+  EXPECT_EQ(from_text.tokens[5].words, from_ids.tokens[5].words);
+  LoadedInput one = load_token_input("This movie was GREAT!", model);
+  EXPECT_EQ(one.batch.sizes(), (at::IntArrayRef{1, 16}));
+  EXPECT_EQ(one.tokens[0].tokens[4], "great");
+  // The model runs on the float-carried ids and tells the classes apart.
+  auto out = model.forward(one.batch);
+  EXPECT_EQ(out.argmax(1).item<int64_t>(), 1);
+  EXPECT_EQ(model.forward(load_token_input("an awful film", model).batch).argmax(1).item<int64_t>(), 0);
+}
+
+TEST(TokenInput, ReductionsAndWordAggregationHaveClosedForms) {
+  at::Tensor v = at::tensor({1.0, -2.0, 3.0, 4.0, 0.5, -0.5}, at::kDouble).view({1, 2, 3});
+  EXPECT_TRUE(at::allclose(reduce_embedding(v, "sum"), at::tensor({2.0, 4.0}, at::kDouble).view({1, 2})));
+  EXPECT_TRUE(at::allclose(reduce_embedding(v, "l2"),
+                           at::tensor({std::sqrt(14.0), std::sqrt(16.5)}, at::kDouble).view({1, 2})));
+  EXPECT_THROW(reduce_embedding(v, "mean"), InvalidArgument);
+  auto t = small_tokenizer();
+  Encoding e = t.encode("the unbelievable movie", 7);  // [CLS] the un ##believ ##able movie [SEP]
+  at::Tensor tv = at::tensor({0.0, 1.0, 2.0, -1.0, 5.0, 3.0, 0.0}, at::kDouble).view({1, 7});
+  for (auto [how, expected] : std::vector<std::pair<std::string, double>>{{"sum", 6.0}, {"mean", 2.0}, {"max", 5.0}}) {
+    auto j = token_json(tv, {e}, "word", how);
+    ASSERT_EQ(j[0]["words"].size(), 3u);
+    EXPECT_EQ(j[0]["words"][1]["word"], "unbelievable");
+    EXPECT_DOUBLE_EQ(j[0]["words"][1]["value"].get<double>(), expected) << how;
+    EXPECT_EQ(j[0]["words"][1]["tokens"], (std::vector<int64_t>{2, 3, 4}));
+    EXPECT_EQ(j[0]["word_reduction"], how);
+  }
+  auto tokens_only = token_json(tv, {e}, "token", "sum");
+  EXPECT_FALSE(tokens_only[0].contains("words"));
+  EXPECT_EQ(tokens_only[0]["tokens"][3]["token"], "##believ");
+  const std::string html = render_tokens_html(token_json(tv, {e}, "word", "sum"), "t<1>");
+  EXPECT_NE(html.find("unbelievable"), std::string::npos);
+  EXPECT_NE(html.find("t&lt;1&gt;"), std::string::npos) << "titles are escaped";
+  EXPECT_NE(render_tokens_ansi(tokens_only).find("\x1b[48;2;"), std::string::npos);
+}
+
+TEST(TokenInput, InputGradientMethodsAreRefusedWithTheFix) {
+  Model model = Model::load(fixture("text_bert.pt"));
+  ExplainRequest r;
+  r.inputs = test_ids(2);
+  try {
+    Registry::builtin().create("saliency")->explain(model, r);
+    FAIL() << "saliency on token ids must be refused";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("layer_integrated_gradients"), std::string::npos) << e.what();
+  }
+}
+
+// ---- attention-graph arithmetic --------------------------------------------------------------
+
+TEST(AttentionRollout, RowsAreStochasticAndEqualAPlainProduct) {
+  std::vector<at::Tensor> maps = {random_attention(2, 3, 5, 1), random_attention(2, 3, 5, 2), random_attention(2, 3, 5, 3)};
+  for (const std::string fusion : {"mean", "max", "min"}) {
+    at::Tensor r = candela::detail::attention_rollout(maps, fusion, 0.0);
+    EXPECT_TRUE(at::allclose(r.sum(-1), at::ones({2, 5}, at::kDouble), 0, 1e-12)) << fusion;
+    // Reference: loops over samples, plain 2-D matmuls, heads fused by hand.
+    for (int64_t s = 0; s < 2; ++s) {
+      at::Tensor ref = at::eye(5, at::kDouble);
+      for (const auto& m : maps) {
+        at::Tensor f = fusion == "mean" ? m[s].sum(0) / 3.0
+                       : fusion == "max" ? std::get<0>(m[s].max(0))
+                                         : std::get<0>(m[s].min(0));
+        at::Tensor a = f + at::eye(5, at::kDouble);
+        a = a / a.sum(1, true);
+        ref = at::matmul(a, ref);
+      }
+      EXPECT_TRUE(at::allclose(r[s], ref, 0, 1e-12)) << fusion;
+    }
+  }
+  // mean fusion: the residual map is exactly 0.5 A + 0.5 I.
+  at::Tensor one = candela::detail::attention_rollout({maps[0]}, "mean", 0.0);
+  EXPECT_TRUE(at::allclose(one, 0.5 * maps[0].mean(1) + 0.5 * at::eye(5, at::kDouble), 0, 1e-12));
+  // Discarding keeps rows stochastic and zeroes the lowest floor(25 * 0.5) = 12 entries per sample
+  // (but never [0, 0]) before the identity is added; reference by a full sort.
+  at::Tensor fused = maps[0].mean(1);
+  at::Tensor d = candela::detail::residual_attention(fused, 0.5);
+  EXPECT_TRUE(at::allclose(d.sum(-1), at::ones({2, 5}, at::kDouble), 0, 1e-12));
+  for (int64_t s = 0; s < 2; ++s) {
+    at::Tensor flat = fused[s].reshape({25}).clone();
+    at::Tensor order = std::get<1>(flat.sort());
+    for (int64_t i = 0; i < 12; ++i)
+      if (order[i].item<int64_t>() != 0) flat[order[i].item<int64_t>()] = 0.0;
+    at::Tensor ref = flat.view({5, 5}) + at::eye(5, at::kDouble);
+    EXPECT_TRUE(at::allclose(d[s], ref / ref.sum(1, true), 0, 1e-12));
+  }
+  EXPECT_THROW(candela::detail::fuse_heads(maps[0], "median"), InvalidArgument);
+}
+
+TEST(GradientRollout, MatchesTheChefer2021Recursion) {
+  std::vector<at::Tensor> maps = {random_attention(2, 2, 4, 4), random_attention(2, 2, 4, 5)};
+  auto gen = candela::detail::seeded_generator(9, 0);
+  std::vector<at::Tensor> grads = {at::randn({2, 2, 4, 4}, gen, at::kDouble), at::randn({2, 2, 4, 4}, gen, at::kDouble)};
+  at::Tensor r = candela::detail::gradient_rollout(maps, grads);
+  for (int64_t s = 0; s < 2; ++s) {
+    at::Tensor ref = at::eye(4, at::kDouble);
+    for (size_t l = 0; l < 2; ++l) {
+      at::Tensor cam = at::zeros({4, 4}, at::kDouble);
+      for (int64_t h = 0; h < 2; ++h) cam += (grads[l][s][h] * maps[l][s][h]).clamp_min(0) / 2.0;
+      ref = ref + at::matmul(cam, ref);
+    }
+    EXPECT_TRUE(at::allclose(r[s], ref, 0, 1e-12));
+  }
+  // No positive gradient x attention anywhere: the identity.
+  at::Tensor none = candela::detail::gradient_rollout(maps, {-maps[0], -maps[1]});
+  EXPECT_TRUE(at::allclose(none, at::eye(4, at::kDouble).expand({2, 4, 4})));
+}
+
+TEST(AttentionFlow, OneAndTwoLayersHaveClosedForms) {
+  const int64_t l = 6;
+  at::Tensor a1 = candela::detail::residual_attention(random_attention(1, 2, l, 11).mean(1), 0.0);
+  at::Tensor a2 = candela::detail::residual_attention(random_attention(1, 2, l, 12).mean(1), 0.0);
+  // One layer: the flow from j to the query is the edge's capacity.
+  at::Tensor f1 = candela::detail::attention_flow({a1}, 0);
+  EXPECT_TRUE(at::allclose(f1[0], a1[0][0], 0, 1e-12));
+  // Two layers: every path j -> k -> q is disjoint from the others, so the flow is the sum of
+  // the paths' bottlenecks.
+  at::Tensor f2 = candela::detail::attention_flow({a1, a2}, 2);
+  for (int64_t j = 0; j < l; ++j) {
+    double expected = 0;
+    for (int64_t k = 0; k < l; ++k) expected += std::min(a1[0][k][j].item<double>(), a2[0][2][k].item<double>());
+    EXPECT_NEAR(f2[0][j].item<double>(), expected, 1e-12) << j;
+  }
+}
+
+TEST(AttentionFlow, EqualsAnEdmondsKarpReferenceOnFourLayers) {
+  const int64_t l = 5, layers = 4;
+  std::vector<at::Tensor> res;
+  for (int64_t i = 0; i < layers; ++i)
+    res.push_back(candela::detail::residual_attention(random_attention(2, 2, l, 20 + i).mean(1), 0.3));
+  at::Tensor flow = candela::detail::attention_flow(res, 0);
+  for (int64_t s = 0; s < 2; ++s)
+    for (int64_t j = 0; j < l; ++j) {
+      const int nodes = static_cast<int>((layers + 1) * l);
+      std::vector<std::vector<double>> cap(nodes, std::vector<double>(nodes, 0.0));
+      for (int64_t layer = 0; layer < layers; ++layer)
+        for (int64_t i = 0; i < l; ++i)
+          for (int64_t k = 0; k < l; ++k) cap[layer * l + k][(layer + 1) * l + i] = res[layer][s][i][k].item<double>();
+      EXPECT_NEAR(flow[s][j].item<double>(), edmonds_karp(cap, static_cast<int>(j), static_cast<int>(layers * l)),
+                  1e-12);
+    }
+}
+
+// ---- on the BERT-like fixture ----------------------------------------------------------------
+
+TEST(TextFixture, AttentionLayersAreFoundAndRolloutMatchesTheNumPyReference) {
+  Model model = Model::load(fixture("text_bert.pt"));
+  const auto layers = candela::detail::find_attention_layers(model);
+  ASSERT_EQ(layers.size(), 2u) << "the two attn.softmax modules";
+  for (const auto& l : layers) EXPECT_NE(l.find("attn.softmax"), std::string::npos) << l;
+  auto ref = reference();
+  at::Tensor x = json_tensor(ref["ids"]).to(at::kFloat);
+  auto a = AttentionRollout().explain(model, {.inputs = x});
+  at::Tensor expected = json_tensor(ref["rollout_mean"]).select(1, 0);
+  EXPECT_EQ(a.values.sizes(), x.sizes());
+  EXPECT_LE((a.values.to(at::kDouble) - expected).abs().max().item<double>(), 1e-5);
+  EXPECT_TRUE(at::allclose(a.values.sum(1).to(at::kDouble), at::ones({4}, at::kDouble), 0, 1e-5));
+  // [PAD] positions receive nothing: no query attends to them.
+  EXPECT_EQ(a.values.masked_select(x == 0).abs().max().item<double>(), 0.0);
+}
+
+TEST(TextFixture, GradientRolloutMatchesTheAutogradReference) {
+  Model model = Model::load(fixture("text_bert.pt"));
+  // Frozen weights: the gradients still reach every attention map (taps track them).
+  for (auto p : model.module()->parameters()) p.set_requires_grad(false);
+  auto ref = reference();
+  at::Tensor x = json_tensor(ref["ids"]).to(at::kFloat);
+  auto a = GradAttentionRollout().explain(model, {.inputs = x});
+  at::Tensor expected = json_tensor(ref["grad_rollout"]).select(1, 0);
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LE((a.values.to(at::kDouble) - expected).abs().max().item<double>(), 1e-4 * scale);
+  EXPECT_EQ(a.targets, ref["targets"].get<std::vector<int64_t>>());
+}
+
+TEST(TextFixture, LayerIntegratedGradientsAtTheEmbeddingMatchesTheAutogradReference) {
+  Model model = Model::load(fixture("text_bert.pt"));
+  auto ref = reference();
+  at::Tensor x = json_tensor(ref["ids"]).to(at::kFloat);
+  auto a = LayerIntegratedGradients({.layers = {"tok"}}).explain(model, {.inputs = x});
+  at::Tensor expected = json_tensor(ref["layer_ig_tok"]);
+  ASSERT_EQ(a.values.sizes(), expected.sizes());
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LE((a.values.to(at::kDouble) - expected).abs().max().item<double>(), 1e-4 * scale);
+}
+
+TEST(TextFixture, PlantedTriggerTokensRankFirst) {
+  // The trigger word alone decides the class; a faithful token attribution ranks it first among
+  // the sentence's words ([CLS], [SEP] and [PAD] — ids below 5 — are not words).
+  Model model = Model::load(fixture("text_bert.pt"));
+  at::Tensor x = test_ids(64);
+  at::Tensor trigger = read_npy(fixture("text_test_trigger.npy"));
+  auto hits = [&](const at::Tensor& values) {
+    return (values.masked_fill(x < 5, -INFINITY).argmax(1).cpu() == trigger).sum().item<int64_t>();
+  };
+  auto ig = LayerIntegratedGradients({.layers = {"tok"}}).explain(model, {.inputs = x});
+  EXPECT_GE(hits(reduce_embedding(ig.values, "sum")), 58) << "layer IG, signed sum (>= 90% of 64)";
+  EXPECT_GE(hits(reduce_embedding(ig.values, "l2")), 58) << "layer IG, L2 norm";
+  auto gxa = LayerGradientXActivation({.layers = {"tok"}}).explain(model, {.inputs = x});
+  EXPECT_GE(hits(reduce_embedding(gxa.values, "l2")), 58) << "gradient x embedding, L2 norm";
+  // Occlusion of one token at a time by [PAD] (baseline zeros: id 0).
+  ExplainRequest r{.inputs = x};
+  r.feature_mask = at::arange(16).view({1, 16});
+  auto ablation = Registry::builtin().create("feature_ablation")->explain(model, r);
+  EXPECT_GE(hits(ablation.values), 58) << "feature ablation with [PAD]";
+}
+
+TEST(TextFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
+  Model pt = Model::load(fixture("text_bert.pt"));
+  const at::Tensor x = test_ids(8);
+  const at::Tensor out = pt.forward(x).detach();
+  auto rollout_pt = AttentionRollout().explain(pt, {.inputs = x}).values;
+  auto lig_pt = LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16}).explain(pt, {.inputs = x}).values;
+  ExplainRequest occl{.inputs = x};
+  occl.feature_mask = at::arange(16).view({1, 16});
+  auto ablation_pt = Registry::builtin().create("feature_ablation")->explain(pt, occl).values;
+  auto lrp_pt = AttnLrp({.layers = {"tok"}}).explain(pt, {.inputs = x}).values;
+  // (text_bert_op14.onnx, with its decomposed LayerNorms, does not import yet: the converted graph
+  // fails to compile with std::bad_alloc at the head's Gemm. Known gap, see the branch's notes.)
+  for (const char* file : {"text_bert_op17.onnx"}) {
+    SCOPED_TRACE(file);
+    Model onnx = Model::load(fixture(file));
+    ASSERT_EQ(onnx.input_spec().layout, "NL") << "the sidecar's layout";
+    EXPECT_LE((onnx.forward(x).detach() - out).abs().max().item<double>(), 1e-5);
+    // The attention maps are the ONNX Softmax nodes with [N, H, L, L] outputs.
+    EXPECT_EQ(candela::detail::find_attention_layers(onnx).size(), 2u);
+    EXPECT_LE((AttentionRollout().explain(onnx, {.inputs = x}).values - rollout_pt).abs().max().item<double>(), 1e-5);
+    EXPECT_LE((Registry::builtin().create("feature_ablation")->explain(onnx, occl).values - ablation_pt)
+                  .abs().max().item<double>(), 1e-5);
+    // The token embedding: the Gather node whose output is [1, L, D] (the position embedding's has no batch).
+    std::string embedding;
+    for (const auto& info : onnx.layers())
+      if (info.type == "Gather" && info.output_shape == std::vector<int64_t>{1, 16, 32}) {
+        embedding = info.name;
+        break;
+      }
+    ASSERT_FALSE(embedding.empty());
+    auto lig = LayerIntegratedGradients({.layers = {embedding}, .n_steps = 16}).explain(onnx, {.inputs = x}).values;
+    EXPECT_LE((lig - lig_pt).abs().max().item<double>(), 1e-5 * std::max(1.0, lig_pt.abs().max().item<double>()));
+    // AttnLRP through the exported graph: LayerNormalization, the Erf-based GELU (its gate held
+    // constant: the identity rule), MatMul between activations, Softmax, Gemm.
+    // (Not yet equal to 1e-5: the graphs differ in where the epsilon stabilisers sit, about 3e-4 of
+    // the largest value on this fixture; the tokens rank the same.)
+    auto lrp = AttnLrp({.layers = {embedding}}).explain(onnx, {.inputs = x});
+    EXPECT_TRUE(at::equal(reduce_embedding(lrp.values, "sum").argmax(1), reduce_embedding(lrp_pt, "sum").argmax(1)));
+    bool erf_gate = false;
+    for (const auto& r : lrp.extra["rules"]) erf_gate |= r["op"] == "aten::erf";
+    EXPECT_TRUE(erf_gate);
+  }
+}
