@@ -31,24 +31,36 @@ std::string fmt4(double v) {
 
 // Cyclic coordinate descent on the centred problem, with the Gram matrix g = Zc'Zc / N and
 // c = Zc'yc / N: a_j <- S(c_j - sum_{k != j} g_jk a_k, alpha) / g_jj, keeping q = g a up to date.
-// Stops when no coefficient moves by more than tol (scaled by sqrt(g_jj) and the response's std).
+// glmnet's active-set iteration: a sweep over every coordinate, then sweeps over the non-zero ones
+// until they settle, then a full sweep again; done when a full sweep moves no coefficient's
+// contribution |d a_j| sqrt(g_jj) by more than tol.
 void coordinate_descent(const double* g, const double* c, int64_t k, double alpha, double* a, double* q, double tol,
                         int64_t max_iter) {
+  auto update = [&](int64_t j) {
+    const double gjj = g[j * k + j];
+    if (gjj <= 0) return 0.0;
+    const double rho = c[j] - q[j] + gjj * a[j];
+    const double updated = rho > alpha ? (rho - alpha) / gjj : rho < -alpha ? (rho + alpha) / gjj : 0.0;
+    const double d = updated - a[j];
+    if (d == 0) return 0.0;
+    a[j] = updated;
+    const double* col = g + j * k;  // g is symmetric: row j is column j
+    for (int64_t i = 0; i < k; ++i) q[i] += col[i] * d;
+    return std::abs(d) * std::sqrt(gjj);
+  };
+  std::vector<int64_t> active;
   for (int64_t it = 0; it < max_iter; ++it) {
     double moved = 0;
-    for (int64_t j = 0; j < k; ++j) {
-      const double gjj = g[j * k + j];
-      if (gjj <= 0) continue;
-      const double rho = c[j] - q[j] + gjj * a[j];
-      const double updated = rho > alpha ? (rho - alpha) / gjj : rho < -alpha ? (rho + alpha) / gjj : 0.0;
-      const double d = updated - a[j];
-      if (d == 0) continue;
-      a[j] = updated;
-      const double* col = g + j * k;  // g is symmetric: row j is column j
-      for (int64_t i = 0; i < k; ++i) q[i] += col[i] * d;
-      moved = std::max(moved, std::abs(d) * std::sqrt(gjj));
-    }
+    for (int64_t j = 0; j < k; ++j) moved = std::max(moved, update(j));
     if (moved <= tol) return;
+    active.clear();
+    for (int64_t j = 0; j < k; ++j)
+      if (a[j] != 0) active.push_back(j);
+    for (int64_t inner = 0; inner < max_iter; ++inner) {
+      double m = 0;
+      for (int64_t j : active) m = std::max(m, update(j));
+      if (m <= tol) break;
+    }
   }
 }
 
@@ -305,7 +317,7 @@ Attribution RuleFit::attribute(Evaluator& ev, const ExplainRequest& req) const {
   double intercept = y.mean().item<double>(), alpha = o.alpha;
   nlohmann::json cv_report = nullptr;
   const double scale = std::max(y.std(/*unbiased=*/false).item<double>(), 1e-300);
-  const double tol = 1e-6 * scale;
+  const double tol = 1e-4 * scale;  // on the fitted values' scale, as sklearn's tol = 1e-4
   if (k_all > 0 && !constant) {
     const at::Tensor zz = z.t().matmul(z), zy = z.t().matmul(y), sz = z.sum(0);
     const double sy = y.sum().item<double>();
@@ -332,7 +344,7 @@ Attribution RuleFit::attribute(Evaluator& ev, const ExplainRequest& req) const {
         at::Tensor a = at::zeros({k_all}, kF64), q = at::zeros({k_all}, kF64);
         for (size_t p = 0; p < path.size(); ++p) {
           coordinate_descent(tr.g.data_ptr<double>(), tr.c.data_ptr<double>(), k_all, path[p], a.data_ptr<double>(),
-                             q.data_ptr<double>(), tol, 10000);
+                             q.data_ptr<double>(), tol, 1000);
           const at::Tensor pred = (zt - tr.mean_z).matmul(a) + tr.mean_y;
           mse[p] += (pred - yt).pow(2).sum().item<double>() / n;
         }
@@ -344,11 +356,11 @@ Attribution RuleFit::attribute(Evaluator& ev, const ExplainRequest& req) const {
       at::Tensor q = at::zeros({k_all}, kF64);
       for (size_t p = 0; p <= best; ++p)
         coordinate_descent(full.g.data_ptr<double>(), full.c.data_ptr<double>(), k_all, path[p],
-                           coef.data_ptr<double>(), q.data_ptr<double>(), tol, 10000);
+                           coef.data_ptr<double>(), q.data_ptr<double>(), tol, 1000);
     } else {
       at::Tensor q = at::zeros({k_all}, kF64);
       coordinate_descent(full.g.data_ptr<double>(), full.c.data_ptr<double>(), k_all, alpha, coef.data_ptr<double>(),
-                         q.data_ptr<double>(), tol, 10000);
+                         q.data_ptr<double>(), tol, 1000);
     }
     intercept = full.mean_y - (full.mean_z * coef).sum().item<double>();
   }
