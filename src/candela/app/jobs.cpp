@@ -428,6 +428,10 @@ CounterfactualJobResult run_image_counterfactual(const CounterfactualJob& job, c
 
 CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& control) {
   job.options.validate();
+  // CSV rows are tabular: say what is missing before loading anything (an .npy may hold images).
+  const bool csv_rows = job.input.size() >= 4 && job.input.compare(job.input.size() - 4, 4, ".csv") == 0;
+  CANDELA_CHECK(!job.background.empty() || !csv_rows, "counterfactuals of tabular rows need --background rows (.csv or "
+                ".npy, e.g. the training set): they give each feature's range and MAD.");
   nlohmann::json constraints_json = nlohmann::json::object();
   if (!job.constraints.empty()) {
     const std::string text = read_file(job.constraints, 16 << 20);
