@@ -272,6 +272,13 @@ int run_counterfactual(CounterfactualArgs& a) {
   CounterfactualJobResult r = run_with_progress(a);
   if (!a.quiet) {
     const nlohmann::json& s = r.result.report["summary"];
+    if (!s.contains("count")) {  // images
+      std::cout << "image counterfactuals: " << s["rows"].get<int64_t>() << " images; validity "
+                << s["validity"].get<double>() << ", mean |change| per pixel " << s["proximity_l1"].get<double>()
+                << ", sparsity " << s["sparsity"].get<double>() << "\n";
+      for (const auto& f : r.files) std::cout << "  wrote " << f << "\n";
+      return 0;
+    }
     std::cout << a.job.options.method << ": " << s["rows"].get<int64_t>() << " rows x " << s["count"].get<int64_t>()
               << " counterfactuals; validity " << s["validity"].get<double>() << ", proximity "
               << s["proximity"].get<double>() << ", sparsity " << s["sparsity"].get<double>() << "\n";
@@ -649,8 +656,9 @@ int main(int argc, char** argv) {
 
   // counterfactual
   CounterfactualArgs ca;
-  auto* cf_cmd = app.add_subcommand("counterfactual", "Counterfactuals for tabular rows: the closest changes that reach "
-                                                      "another class (DiCE, Wachter), under feature constraints.");
+  auto* cf_cmd = app.add_subcommand("counterfactual", "Counterfactuals: for tabular rows the closest changes that reach "
+                                                      "another class (DiCE, Wachter) under feature constraints; for "
+                                                      "images a sparse pixel change within the input range.");
   cf_cmd->footer(
       "Examples:\n"
       "  candela counterfactual --model mlp.pt --input rows.csv --background train.csv --target opposite --out cf/\n"
@@ -659,11 +667,14 @@ int main(int argc, char** argv) {
       "Constraints JSON (features by name or index):\n"
       "  {\"immutable\": [\"age\"], \"ranges\": {\"income\": [0, 100000]}, \"integer\": [\"children\"],\n"
       "   \"categorical\": [[\"color_red\", \"color_green\"]], \"monotone\": {\"education\": \"increase\"}}\n"
+      "  candela counterfactual --model digits_cnn.pt --input digits.npy --target 3 --out cf/\n"
       "Writes counterfactuals.csv (each query row, then its counterfactuals) and counterfactuals.json\n"
-      "(validity, proximity, sparsity, diversity per row).");
+      "(validity, proximity, sparsity, diversity per row). For an image model (no --background): the\n"
+      "proximal-gradient L1 search (--image-learning-rate, --l1-weight, --kappa, --wachter-max-iter,\n"
+      "--early-stop), writing counterfactuals.npy, change.npy, change_<i>.png and counterfactuals.json.");
   cf_cmd->add_option("--model", ca.job.model, "TorchScript (.pt) or ONNX (.onnx) model file")->required();
-  cf_cmd->add_option("--input", ca.job.input, "Rows: .csv (a header names the features) or .npy [N, F]")->required();
-  cf_cmd->add_option("--background", ca.job.background, "Training rows (.csv or .npy): ranges and MADs")->required();
+  cf_cmd->add_option("--input", ca.job.input, "Rows: .csv (a header names the features) or .npy [N, F]; or images")->required();
+  cf_cmd->add_option("--background", ca.job.background, "Training rows (.csv or .npy): ranges and MADs (tabular only)");
   cf_cmd->add_option("--target", ca.job.target, "Class to reach: an index, a class name, or opposite (binary)");
   cf_cmd->add_option("--constraints", ca.job.constraints, "JSON file of feature constraints");
   cf_cmd->add_option("--out", ca.job.out, "Output folder")->required();

@@ -829,3 +829,44 @@ TEST(Cli, ExplainsTextWithTokenOutputs) {
   EXPECT_NE(r.err.find("--aggregate"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "bad"));
 }
+
+TEST(Cli, CounterfactualOfImagesWritesChangeWithinRange) {
+  TempDir dir;
+  const std::string out = dir / "cf";
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 3).contiguous();
+  write_npy(dir / "digits3.npy", x);
+  auto r = cli("counterfactual --quiet --model " + fixture("digits_cnn.pt") + " --input " + (dir / "digits3.npy") +
+          " --target 3 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const at::Tensor cf = read_npy(out + "/counterfactuals.npy");
+  EXPECT_EQ(cf.sizes(), x.sizes());
+  EXPECT_GE(cf.min().item<double>(), 0.0);
+  EXPECT_LE(cf.max().item<double>(), 1.0);
+  auto j = nlohmann::json::parse(slurp(out + "/counterfactuals.json"));
+  ASSERT_EQ(j["rows"].size(), 3u);
+  for (const auto& row : j["rows"]) {
+    EXPECT_TRUE(row["valid"].get<bool>()) << row.dump();
+    for (const char* key : {"proximity_l1", "proximity_l2", "sparsity", "min", "max"}) EXPECT_TRUE(row.contains(key)) << key;
+  }
+  EXPECT_TRUE(fs::exists(out + "/change_0.png"));
+  EXPECT_TRUE(fs::exists(out + "/change.npy"));
+}
+
+TEST(Cli, AnchorsThroughExplainWithBackgroundRows) {
+  TempDir dir;
+  write_npy(dir / "rows.npy", read_npy(fixture("breast_cancer_test.npy")).slice(0, 0, 1).contiguous());
+  auto r = cli("explain --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " + (dir / "rows.npy") +
+               " --method anchors --background " + fixture("breast_cancer_train.npy") + " --out " + (dir / "a"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(slurp(dir / "a/attribution.json"));
+  const auto& an = j["extra"]["anchors"][0];
+  EXPECT_FALSE(an["rule"].get<std::string>().empty());
+  EXPECT_GT(an["model_calls"].get<int64_t>(), 0);
+  for (const char* key : {"precision", "coverage", "conditions", "partial", "examples", "success"})
+    EXPECT_TRUE(an.contains(key)) << key;
+  // Without training rows: one clear line naming the fix, and no files.
+  r = cli("explain --model " + fixture("breast_cancer_mlp.pt") + " --input " + (dir / "rows.npy") +
+          " --method anchors --out " + (dir / "b"));
+  expect_one_clear_line(r, "--background");
+  EXPECT_FALSE(fs::exists(dir / "b"));
+}

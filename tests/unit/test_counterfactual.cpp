@@ -184,3 +184,33 @@ TEST(Counterfactual, OptionsAreCheckedAndMulticlassTargetsWork) {
   CounterfactualResult r = counterfactuals(model, x, bg, at::full({2}, 2, at::kLong), {}, o, fixed_batches());
   EXPECT_TRUE(r.predictions.eq(2).all().item<bool>()) << r.counterfactuals;
 }
+
+TEST(Counterfactual, ImageCounterfactualFlipsTheDigitsCnnWithinRangeAndSparsely) {
+  // The digits CNN (8x8, pixel range [0, 1]): every image reaches its target class (the class
+  // after its top-1, a different one), every pixel stays in [0, 1], and the L1 step leaves pixels
+  // untouched.
+  Model model = Model::load(fixture("digits_cnn.pt"));
+  const at::Tensor x = read_npy(fixture("digits_test.npy")).slice(0, 0, 4).to(at::kFloat).contiguous();
+  at::Tensor top;
+  {
+    at::NoGradGuard g;
+    top = model.forward(x).argmax(1);
+  }
+  const at::Tensor target = (top + 1) % 10;
+  ImageCounterfactualResult r = image_counterfactuals(model, x, target, {}, fixed_batches());
+  EXPECT_TRUE(r.valid.all().item<bool>()) << r.report.dump();
+  EXPECT_TRUE(at::equal(r.predictions, target));
+  EXPECT_GE(r.counterfactuals.min().item<float>(), 0.0f);
+  EXPECT_LE(r.counterfactuals.max().item<float>(), 1.0f);
+  EXPECT_EQ(r.counterfactuals.sizes(), x.sizes());
+  EXPECT_TRUE(at::allclose(r.change, r.counterfactuals - x, 1e-6, 1e-6));
+  for (const auto& row : r.report["rows"]) {
+    EXPECT_GT(row["sparsity"].get<double>(), 0.0) << row.dump();  // some pixels never move
+    EXPECT_GT(row["proximity_l1"].get<double>(), 0.0);
+  }
+  // A larger L1 weight changes fewer pixels in total (or as few).
+  ImageCounterfactualOptions sparse;
+  sparse.l1_weight = 0.1;
+  ImageCounterfactualResult s = image_counterfactuals(model, x, target, sparse, fixed_batches());
+  EXPECT_LE(s.change.ne(0).sum().item<int64_t>(), r.change.ne(0).sum().item<int64_t>());
+}

@@ -65,6 +65,8 @@ struct CounterfactualOptions {
   double target_proba = 1.0, tol = 0.05, lam_init = 0.1;
   int64_t max_lam_steps = 10, wachter_max_iter = 1000, early_stop = 50;
   double wachter_learning_rate = 0.1;
+  // Images (image_counterfactuals)
+  double image_learning_rate = 0.01, l1_weight = 0.01, kappa = 0.1;
 
   template <class V> void visit(V& v) {
     v("method", method, "Counterfactual method: dice (gradient, diverse) or wachter.", {"dice", "wachter"});
@@ -82,9 +84,13 @@ struct CounterfactualOptions {
     v("tol", tol, "Wachter: |p_t - target_proba| that counts as reached.");
     v("lam_init", lam_init, "Wachter: first weight of the prediction loss.");
     v("max_lam_steps", max_lam_steps, "Wachter: lambda updates.");
-    v("wachter_max_iter", wachter_max_iter, "Wachter: Adam iterations per lambda.");
-    v("early_stop", early_stop, "Wachter: iterations with every row valid that end a lambda step.");
+    v("wachter_max_iter", wachter_max_iter, "Wachter: Adam iterations per lambda (images: the most steps).");
+    v("early_stop", early_stop, "Wachter: iterations with every row valid that end a lambda step (images: steps "
+      "after the first valid point).");
     v("wachter_learning_rate", wachter_learning_rate, "Wachter: Adam's learning rate.");
+    v("image_learning_rate", image_learning_rate, "Images: proximal-gradient step in pixel units.");
+    v("l1_weight", l1_weight, "Images: weight of the L1 penalty on the pixel change (sparsity).");
+    v("kappa", kappa, "Images: target-logit margin over the best other class that counts as reached.");
   }
   void validate() const;
 };
@@ -115,6 +121,30 @@ struct CounterfactualResult {
 CounterfactualResult counterfactuals(const Model& model, const at::Tensor& inputs, const at::Tensor& background,
                                      const at::Tensor& target, const FeatureConstraints& constraints,
                                      const CounterfactualOptions& options, const EvalOptions& eval = {});
+
+// Image counterfactuals: a minimal, sparse change within the pixel range that moves each image to
+// the target class. Wachter et al.'s objective with an L1 distance, minimised by proximal gradient
+// (ISTA, so untouched pixels stay exactly untouched) in pixel space (the spec's range before its
+// normalisation, as the adversarial probes), every step clipped to the range:
+//   delta <- clip(x + soft_threshold(delta - lr * grad, lr * l1_weight)) - x,
+//   grad of relu(kappa - m_t(x + delta)) (hinge on the target's logit margin, kappa = `kappa`),
+// the closest valid point (smallest L1) kept; stops after `max_iter` steps or `early_stop` steps
+// after the first valid one. Quality per image: validity, proximity (mean |delta| per pixel, and
+// the L2 norm), sparsity (share of pixel values left unchanged), range (min and max of the result).
+struct ImageCounterfactualOptions {
+  double learning_rate = 0.01;  // per step, in pixel units
+  double l1_weight = 0.01;      // beta: the L1 penalty on the change
+  double kappa = 0.1;           // margin of the target logit over the best other that counts as reached
+  int64_t max_iter = 1000, early_stop = 100;
+};
+struct ImageCounterfactualResult {
+  at::Tensor counterfactuals;  // like the inputs (model input space)
+  at::Tensor change;           // pixel-space change, like the inputs
+  at::Tensor valid, predictions, targets;
+  nlohmann::json report;
+};
+ImageCounterfactualResult image_counterfactuals(const Model& model, const at::Tensor& inputs, const at::Tensor& target,
+                                                const ImageCounterfactualOptions& options, const EvalOptions& eval = {});
 
 namespace detail {
 // DiCE's loss terms per row for counterfactuals z [N, K, F] of rows xz [N, F] (normalised space),

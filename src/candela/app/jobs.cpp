@@ -386,10 +386,83 @@ RobustnessJobResult run(const RobustnessJob& job, const RunControl& control) {
 
 // ---- counterfactual ------------------------------------------------------------------------
 
+namespace {
+
+// The target class of every row: an index, a class name, or "opposite" (binary models).
+at::Tensor counterfactual_targets(const CounterfactualJob& job, const Model& model, const at::Tensor& logits) {
+  CANDELA_CHECK(logits.dim() == 2, "counterfactuals need a classifier with outputs [N, C], got ",
+                detail::shape_str(logits.sizes()), ".");
+  const at::Tensor pred = logits.argmax(1);
+  const int64_t classes = logits.size(1);
+  if (job.target == "opposite") {
+    CANDELA_CHECK(classes == 2, "--target opposite is for binary models; this one has ", classes,
+                  " classes: give a class index or name.");
+    return 1 - pred;
+  }
+  const auto& cn = model.class_names();
+  long long idx = -1;
+  auto it = std::find(cn.begin(), cn.end(), job.target);
+  if (it != cn.end()) idx = it - cn.begin();
+  else CANDELA_CHECK(detail::parse_int64(job.target, idx), "--target must be a class index, a class name or opposite; got '",
+                     job.target, "'.", did_you_mean(job.target, cn));
+  CANDELA_CHECK(idx >= 0 && idx < classes, "--target ", idx, " is out of range: the model has ", classes, " classes.");
+  return at::full({logits.size(0)}, static_cast<int64_t>(idx), at::kLong);
+}
+
+// Images: a sparse pixel change within the spec's range (image_counterfactuals); no background.
+CounterfactualJobResult run_image_counterfactual(const CounterfactualJob& job, const Model& model,
+                                                 const LoadedInput& input, const RunControl& control) {
+  at::Tensor logits;
+  {
+    at::NoGradGuard no_grad;
+    logits = model.forward(input.batch.to(at::kFloat));
+  }
+  const at::Tensor target = counterfactual_targets(job, model, logits), pred = logits.argmax(1);
+  ImageCounterfactualOptions o;
+  o.learning_rate = job.options.image_learning_rate;
+  o.l1_weight = job.options.l1_weight;
+  o.kappa = job.options.kappa;
+  o.max_iter = job.options.wachter_max_iter;
+  o.early_stop = job.options.early_stop;
+  const ImageCounterfactualResult r =
+      image_counterfactuals(model, input.batch, target, o, eval_options(job.budget, control));
+  CounterfactualJobResult out;
+  out.result.counterfactuals = r.counterfactuals;
+  out.result.valid = r.valid;
+  out.result.predictions = r.predictions;
+  out.result.targets = r.targets;
+  nlohmann::json report = r.report;
+  report["model"] = job.model;
+  report["input"] = job.input;
+  for (auto& row : report["rows"]) row["query_prediction"] = pred[row["index"].get<int64_t>()].item<int64_t>();
+  const InputSpec& spec = model.input_spec();
+  auto chw = [&](const at::Tensor& t) { return spec.layout == "NHWC" ? t.permute({2, 0, 1}) : t; };
+  HeatmapOptions signed_map;
+  signed_map.sign = "signed";
+  std::vector<Artifact>& a = out.artifacts;
+  a.push_back(render_npy("counterfactuals.npy", r.counterfactuals));
+  a.push_back(render_npy("change.npy", r.change));
+  nlohmann::json maps = nlohmann::json::array();
+  for (int64_t i = 0; i < std::min<int64_t>(r.change.size(0), 16); ++i) {
+    const std::string name = "change_" + std::to_string(i) + ".png";
+    a.push_back(render_png_raw(name, chw(r.change[i]), signed_map));
+    maps.push_back({{"index", i}, {"change", name}});
+  }
+  report["maps"] = maps;
+  a.push_back(render_json("counterfactuals.json", report));
+  out.result.report = std::move(report);
+  if (!job.out.empty()) out.files = write_artifacts(job.out, out.artifacts);
+  return out;
+}
+
+}  // namespace
+
 CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& control) {
   job.options.validate();
-  CANDELA_CHECK(!job.background.empty(), "counterfactuals need --background rows (.csv or .npy, e.g. the training "
-                                         "set): they give each feature's range and MAD.");
+  // CSV rows are tabular: say what is missing before loading anything (an .npy may hold images).
+  const bool csv_rows = job.input.size() >= 4 && job.input.compare(job.input.size() - 4, 4, ".csv") == 0;
+  CANDELA_CHECK(!job.background.empty() || !csv_rows, "counterfactuals of tabular rows need --background rows (.csv or "
+                ".npy, e.g. the training set): they give each feature's range and MAD.");
   nlohmann::json constraints_json = nlohmann::json::object();
   if (!job.constraints.empty()) {
     const std::string text = read_file(job.constraints, 16 << 20);
@@ -401,6 +474,9 @@ CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& cont
   }
   Model model = load_model(job.model, job.spec);
   LoadedInput input = load_input(job.input, model.input_spec());
+  if (model.input_spec().is_image() && input.batch.dim() >= 3) return run_image_counterfactual(job, model, input, control);
+  CANDELA_CHECK(!job.background.empty(), "counterfactuals of tabular rows need --background rows (.csv or .npy, e.g. "
+                "the training set): they give each feature's range and MAD.");
   LoadedInput bg = load_input(job.background, model.input_spec());
   CANDELA_CHECK(input.batch.dim() == 2, "counterfactuals are for tabular rows [N, F]; ", job.input, " has shape ",
                 detail::shape_str(input.batch.sizes()), ".");
@@ -420,25 +496,7 @@ CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& cont
     at::NoGradGuard no_grad;
     logits = model.forward(input.batch.to(at::kFloat));
   }
-  CANDELA_CHECK(logits.dim() == 2, "counterfactuals need a classifier with outputs [N, C], got ",
-                detail::shape_str(logits.sizes()), ".");
-  const at::Tensor pred = logits.argmax(1);
-  const int64_t classes = logits.size(1);
-  at::Tensor target;
-  if (job.target == "opposite") {
-    CANDELA_CHECK(classes == 2, "--target opposite is for binary models; this one has ", classes,
-                  " classes: give a class index or name.");
-    target = 1 - pred;
-  } else {
-    const auto& cn = model.class_names();
-    long long idx = -1;
-    auto it = std::find(cn.begin(), cn.end(), job.target);
-    if (it != cn.end()) idx = it - cn.begin();
-    else CANDELA_CHECK(detail::parse_int64(job.target, idx), "--target must be a class index, a class name or opposite; got '",
-                       job.target, "'.", did_you_mean(job.target, cn));
-    CANDELA_CHECK(idx >= 0 && idx < classes, "--target ", idx, " is out of range: the model has ", classes, " classes.");
-    target = at::full({input.batch.size(0)}, static_cast<int64_t>(idx), at::kLong);
-  }
+  const at::Tensor target = counterfactual_targets(job, model, logits), pred = logits.argmax(1);
   CounterfactualJobResult out;
   out.result = counterfactuals(model, input.batch, bg.batch, target, constraints, job.options, eval_options(job.budget, control));
   const CounterfactualResult& r = out.result;

@@ -12,6 +12,7 @@
 #include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/detail/text.h"
+#include "candela/robustness/attacks.h"
 
 namespace candela {
 
@@ -387,6 +388,107 @@ CounterfactualResult counterfactuals(const Model& model, const at::Tensor& input
                 {"validity", validity.mean().item<double>()},
                 {"proximity", proximity.mean().item<double>()},
                 {"sparsity", sparsity.mean().item<double>()}}},
+              {"rows", rows},
+              {"model_rows_evaluated", rows_evaluated},
+              {"iterations", iterations_total},
+              {"wall_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
+  return r;
+}
+
+ImageCounterfactualResult image_counterfactuals(const Model& model, const at::Tensor& inputs, const at::Tensor& target,
+                                                const ImageCounterfactualOptions& o, const EvalOptions& eval) {
+  CANDELA_CHECK(o.learning_rate > 0 && o.l1_weight >= 0 && o.max_iter >= 1 && o.early_stop >= 1,
+                "image counterfactuals need learning_rate > 0, l1_weight >= 0, max_iter >= 1 and early_stop >= 1.");
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t n = inputs.size(0);
+  CANDELA_CHECK(target.dim() == 1 && target.size(0) == n, "one target class per image is needed.");
+  const PixelSpace px = PixelSpace::of(model, "range");
+  const at::Tensor x = px.to_pixels(inputs.detach().to(at::kFloat));
+  const at::Tensor t_all = target.to(at::kLong);
+  detail::ModelGuard guard(model);
+  Evaluator ev(model, eval);
+  at::Tensor best = x.clone();
+  at::Tensor found = at::zeros({n}, at::kBool);
+  int64_t rows_evaluated = 0, iterations_total = 0;
+  const int64_t per_batch = std::max<int64_t>(1, ev.batch_size(true));
+  ev.batched(
+      "image counterfactuals", n, per_batch,
+      [&](int64_t b, int64_t e) {
+        const int64_t m = e - b;
+        const at::Tensor xb = x.slice(0, b, e), tb = t_all.slice(0, b, e);
+        at::Tensor delta = at::zeros_like(xb);
+        at::Tensor best_l1 = at::full({m}, INFINITY, at::kDouble);
+        at::Tensor best_b = xb.clone();
+        at::Tensor since_valid = at::full({m}, -1, at::kLong);
+        at::AutoGradMode grad_mode(true);
+        for (int64_t it = 0; it < o.max_iter; ++it) {
+          if (ev.options().cancel.cancelled()) throw Cancelled("the counterfactual search was cancelled.");
+          at::Tensor dv = delta.detach().requires_grad_(true);
+          const at::Tensor logits = model.forward(px.to_model(xb + dv));
+          CANDELA_CHECK(logits.dim() == 2 && logits.size(1) >= 2, "counterfactuals need a classifier with outputs "
+                        "[N, C], got ", detail::shape_str(logits.sizes()), ".");
+          rows_evaluated += m;
+          const at::Tensor margin = detail::target_margin(logits.to(at::kDouble), tb);
+          // Keep the closest valid point seen (the one just evaluated).
+          const at::Tensor l1 = detail::sum_per_sample(dv.detach().abs()).to(at::kDouble);
+          const at::Tensor ok = margin.detach() > 0;
+          const at::Tensor better = ok & (l1 < best_l1);
+          best_b = at::where(detail::per_row(better, xb), (xb + dv.detach()), best_b);
+          best_l1 = at::where(better, l1, best_l1);
+          since_valid = at::where(ok & since_valid.lt(0), at::zeros_like(since_valid), since_valid);
+          if (since_valid.ge(0).all().item<bool>() && since_valid.min().item<int64_t>() >= o.early_stop) break;
+          since_valid = at::where(since_valid.ge(0), since_valid + 1, since_valid);
+          const at::Tensor loss = at::relu(o.kappa - margin).sum();
+          const at::Tensor g = torch::autograd::grad({loss}, {dv}, {}, false, false, /*allow_unused=*/true)[0];
+          at::Tensor step = g.defined() ? delta - o.learning_rate * g.detach() : delta;
+          const double thr = o.learning_rate * o.l1_weight;
+          step = at::sign(step) * at::clamp_min(step.abs() - thr, 0.0);  // soft threshold: the L1 proximal step
+          delta = px.clipped(xb + step) - xb;
+          ++iterations_total;
+        }
+        best.slice(0, b, e).copy_(best_b);
+        found.slice(0, b, e).copy_(best_l1.isfinite());
+      },
+      /*evaluations=*/false);
+
+  ImageCounterfactualResult r;
+  r.counterfactuals = px.to_model(best);
+  r.change = best - x;
+  r.targets = t_all;
+  at::Tensor pred = at::empty({n}, at::kLong);
+  ev.forward(
+      "counterfactual predictions", n,
+      [&](int64_t b, int64_t e) { return Rows{r.counterfactuals.slice(0, b, e), at::arange(b, e, at::kLong), {}}; },
+      [&](int64_t b, int64_t e, const Rows&, const at::Tensor& out) { pred.slice(0, b, e).copy_(out.argmax(1).cpu()); });
+  r.predictions = pred;
+  r.valid = pred.eq(t_all);
+  const int64_t per = inputs.numel() / std::max<int64_t>(n, 1);
+  const at::Tensor ch = r.change.reshape({n, per}).to(at::kDouble);
+  nlohmann::json rows = nlohmann::json::array();
+  for (int64_t i = 0; i < n; ++i) {
+    rows.push_back({{"index", i},
+                    {"target", t_all[i].item<int64_t>()},
+                    {"prediction", pred[i].item<int64_t>()},
+                    {"valid", r.valid[i].item<bool>()},
+                    {"found", found[i].item<bool>()},
+                    {"proximity_l1", ch[i].abs().mean().item<double>()},
+                    {"proximity_l2", ch[i].norm().item<double>()},
+                    {"sparsity", 1.0 - ch[i].ne(0).to(at::kDouble).mean().item<double>()},
+                    {"changed_values", ch[i].ne(0).sum().item<int64_t>()},
+                    {"min", best[i].min().item<double>()},
+                    {"max", best[i].max().item<double>()}});
+  }
+  const at::Tensor validity = r.valid.to(at::kDouble);
+  r.report = {{"method", "wachter_l1_image"},
+              {"options",
+               {{"learning_rate", o.learning_rate}, {"l1_weight", o.l1_weight}, {"kappa", o.kappa},
+                {"max_iter", o.max_iter}, {"early_stop", o.early_stop}}},
+              {"pixel_range", {px.lo, px.hi}},
+              {"summary",
+               {{"rows", n},
+                {"validity", validity.mean().item<double>()},
+                {"proximity_l1", ch.abs().mean().item<double>()},
+                {"sparsity", 1.0 - ch.ne(0).to(at::kDouble).mean().item<double>()}}},
               {"rows", rows},
               {"model_rows_evaluated", rows_evaluated},
               {"iterations", iterations_total},
