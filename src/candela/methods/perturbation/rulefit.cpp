@@ -1,4 +1,5 @@
 #include "candela/methods/perturbation/rulefit.h"
+#include "candela/methods/perturbation/global_util.h"
 
 #include <ATen/ATen.h>
 #include <opencv2/ml.hpp>
@@ -126,26 +127,10 @@ Attribution RuleFit::attribute(Evaluator& ev, const ExplainRequest& req) const {
   const int64_t n = x.size(0), per = x.numel() / n;
   CANDELA_CHECK(n < (int64_t{1} << 31) && per < (int64_t{1} << 31), "rulefit: too many rows or features for "
                 "OpenCV's trees.");
-  std::vector<std::string> names = o.feature_names;
-  if (names.empty()) names = ev.model().feature_names();
-  if (o.feature_names.empty() && static_cast<int64_t>(names.size()) != per) {
-    names.clear();
-    for (int64_t j = 0; j < per; ++j) names.push_back(str_cat("f", j));
-  }
-  CANDELA_CHECK(static_cast<int64_t>(names.size()) == per, "rulefit: feature_names has ", names.size(),
-                " names but each input has ", per, " features; give one name per feature.");
+  const std::vector<std::string> names = detail::global_feature_names(o.feature_names, ev.model(), per, "rulefit");
 
-  std::vector<at::Tensor> outs;
-  ev.forward("rulefit", n,
-             [&](int64_t b, int64_t e) {
-               return Rows{x.slice(0, b, e), at::arange(b, e, at::TensorOptions().dtype(at::kLong)), {}};
-             },
-             [&](int64_t, int64_t, const Rows&, const at::Tensor& out) { outs.push_back(out.detach()); });
-  const at::Tensor out = at::cat(outs);
+  const at::Tensor out = detail::global_model_outputs(ev, x, "rulefit");
   const bool classification = out.dim() == 2 && out.size(1) > 1;
-  CANDELA_CHECK(classification || out.dim() == 1 || (out.dim() == 2 && out.size(1) == 1),
-                "rulefit explains a classifier's [N, classes] output or a single regression output; the model "
-                "returns shape ", detail::shape_str(out.sizes()), ".");
   int64_t cls = -1;
   at::Tensor y;
   if (classification) {

@@ -1,4 +1,5 @@
 #include "candela/methods/perturbation/surrogate_tree.h"
+#include "candela/methods/perturbation/global_util.h"
 
 #include <ATen/ATen.h>
 #include <opencv2/ml.hpp>
@@ -55,27 +56,11 @@ Attribution SurrogateTree::attribute(Evaluator& ev, const ExplainRequest& req) c
   CANDELA_CHECK(n < (int64_t{1} << 31) && per < (int64_t{1} << 31), "surrogate_tree: too many rows or features for "
                 "OpenCV's tree.");
 
-  std::vector<std::string> names = options_.feature_names;
-  if (names.empty()) names = ev.model().feature_names();
-  if (options_.feature_names.empty() && static_cast<int64_t>(names.size()) != per) {
-    names.clear();
-    for (int64_t j = 0; j < per; ++j) names.push_back(str_cat("f", j));
-  }
-  CANDELA_CHECK(static_cast<int64_t>(names.size()) == per, "surrogate_tree: feature_names has ", names.size(),
-                " names but each input has ", per, " features; give one name per feature.");
+  const std::vector<std::string> names = detail::global_feature_names(options_.feature_names, ev.model(), per, "surrogate_tree");
 
   // The model's predictions over the rows.
-  std::vector<at::Tensor> outs;
-  ev.forward("surrogate_tree", n,
-             [&](int64_t b, int64_t e) {
-               return Rows{x.slice(0, b, e), at::arange(b, e, at::TensorOptions().dtype(at::kLong)), {}};
-             },
-             [&](int64_t, int64_t, const Rows&, const at::Tensor& out) { outs.push_back(out.detach()); });
-  const at::Tensor out = at::cat(outs);
+  const at::Tensor out = detail::global_model_outputs(ev, x, "surrogate_tree");
   const bool classification = out.dim() == 2 && out.size(1) > 1;
-  CANDELA_CHECK(classification || out.dim() == 1 || (out.dim() == 2 && out.size(1) == 1),
-                "surrogate_tree explains a classifier's [N, classes] output or a single regression output; the ",
-                "model returns shape ", detail::shape_str(out.sizes()), ".");
   const int64_t num_classes = classification ? out.size(1) : 0;
   const at::Tensor model_pred = classification ? out.argmax(1).to(at::kInt).cpu().contiguous()
                                                : out.reshape({n}).to(at::kFloat).cpu().contiguous();
