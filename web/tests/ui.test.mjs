@@ -87,10 +87,12 @@ test("every image control changes the pixels or the colour bar", async () => {
   assert.equal(Math.max(...each), shared[0], "the shared scale is the largest of the maps' scales");
   await changes("smooth upsampling", () => page.click('input[data-testid="smooth"]'));
   // Hover shows the raw value under the pointer.
+  await (await page.$(sel)).scrollIntoViewIfNeeded();
   const box = await (await page.$(sel)).boundingBox();
-  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
-  const hover = await page.textContent(`.cell:has(${sel}) [data-testid="hover"]`);
-  assert.match(hover, /\(\d+, \d+\): -?\d/);
+  await page.mouse.move(box.x + box.width / 3, box.y + box.height / 3);
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2, { steps: 4 });
+  const hoverSel = `.cell:has(${sel}) [data-testid="hover"]`;
+  await page.waitForFunction((s) => /\(\d+, \d+\): -?\d/.test(document.querySelector(s)?.textContent ?? ""), hoverSel, { timeout: 10000 });
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
