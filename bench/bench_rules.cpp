@@ -20,6 +20,7 @@
 #include "candela/candela.h"
 
 using namespace candela;
+using candela::bench::best_of;
 using candela::bench::Clock;
 using candela::bench::since;
 
@@ -53,13 +54,7 @@ double method_time(const Model& m, const at::Tensor& x, const std::string& name,
   ExplainRequest r;
   r.inputs = x;
   r.target = Target::index(3);
-  double best = 1e30;
-  for (int i = 0; i < repeats + kWarmup; ++i) {
-    auto t = Clock::now();
-    e->explain(m, r);
-    if (i >= kWarmup) best = std::min(best, since(t));
-  }
-  return best;
+  return best_of(repeats, kWarmup, [&] { e->explain(m, r); });
 }
 
 }  // namespace

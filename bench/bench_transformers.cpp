@@ -20,6 +20,7 @@
 using namespace candela;
 using candela::bench::Clock;
 using candela::bench::since;
+using candela::bench::best_of;
 
 namespace {
 
@@ -42,13 +43,7 @@ double method_time(const Model& m, const at::Tensor& x, const std::string& name,
                    int repeats) {
   auto e = Registry::builtin().create(name, opts);
   ExplainRequest req{.inputs = x, .target = Target::index(1)};
-  double best = 1e30;
-  for (int r = 0; r < repeats + kWarmup; ++r) {
-    auto t = Clock::now();
-    e->explain(m, req);
-    if (r >= kWarmup) best = std::min(best, since(t));
-  }
-  return best;
+  return best_of(repeats, kWarmup, [&] { e->explain(m, req); });
 }
 
 }  // namespace

@@ -17,6 +17,18 @@ namespace candela::bench {
 using Clock = std::chrono::steady_clock;
 inline double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// The fastest of `repeats` timed calls of `f`, after `warmup` untimed ones, in seconds.
+template <class F>
+double best_of(int repeats, int warmup, F&& f) {
+  double best = 1e30;
+  for (int i = 0; i < repeats + warmup; ++i) {
+    auto t = Clock::now();
+    f();
+    if (i >= warmup) best = std::min(best, since(t));
+  }
+  return best;
+}
+
 // A file of the build's test fixtures (build/fixtures), e.g. fixture("resnet18.pt").
 inline std::string fixture(const std::string& name) {
   return (std::filesystem::path(CANDELA_FIXTURE_DIR) / name).string();
