@@ -40,10 +40,17 @@ bench: build
 
 # Candela's code under AddressSanitizer and UndefinedBehaviorSanitizer (LibTorch uninstrumented):
 # builds build-asan and runs the unit and integration suites (SANITIZE_LABELS to choose).
+# Only the suites of those labels are built, and the main build's fixtures and ground-truth sets
+# are reused when it has them (they do not depend on how Candela is compiled).
 SANITIZE_LABELS ?= unit|integration
+SANITIZE_TARGETS = $(if $(findstring unit,$(SANITIZE_LABELS)),candela_unit_tests) \
+                   $(if $(findstring conformance,$(SANITIZE_LABELS)),candela_conformance_tests) \
+                   $(if $(findstring integration,$(SANITIZE_LABELS)),candela_integration_tests)
+SANITIZE_DATA = $(if $(and $(wildcard $(BUILD)/fixtures/text_manifest.json),$(wildcard $(BUILD)/groundtruth/manifest.json)),\
+                -DCANDELA_DATA_FROM=$(abspath $(BUILD)),-DCANDELA_DATA_FROM=)
 sanitize: deps
-	cmake -S . -B build-asan -G Ninja -DCANDELA_SANITIZE=ON -DCANDELA_BUILD_BENCH=OFF $(CMAKE_FLAGS)
-	cmake --build build-asan -j $(JOBS)
+	cmake -S . -B build-asan -G Ninja -DCANDELA_SANITIZE=ON -DCANDELA_BUILD_BENCH=OFF $(SANITIZE_DATA) $(CMAKE_FLAGS)
+	cmake --build build-asan -j $(JOBS) --target candela_cli $(SANITIZE_TARGETS)
 	cd build-asan && OMP_WAIT_POLICY=PASSIVE \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0 \
