@@ -69,7 +69,11 @@ struct Site {
       fs::copy_file(fixture(f), models + "/" + f);
     for (const char* f : {"digit_0.png", "digit_1.png", "breast_cancer_test.npy", "sample_224.png"})
       fs::copy_file(fixture(f), data + "/" + f);
+    // The token model (its sidecar names the vocabulary beside it) and one text, as a file.
+    for (const char* f : {"text_bert.pt", "text_bert.json", "text_bert_vocab.txt"}) fs::copy_file(fixture(f), models + "/" + f);
+    std::ofstream(data + "/review.txt") << text << "\n";
   }
+  std::string text = "watched it wonderful of watched it a";
 };
 
 // `candela serve` as a child process; the URL is the first line it prints.
@@ -235,6 +239,14 @@ TEST(Server, ExplainResultEqualsTheCli) {
         {"options", {{"n_samples", 16}}}},
        "--model " + site.models + "/breast_cancer_mlp.pt --input " + fixture("breast_cancer_test.npy") +
            " --method gradient_shap --baseline zeros --target 1 --option n_samples=16"},
+      // Text typed in (the web UI's what-if) is tokenized as the CLI tokenizes a .txt line.
+      {{{"model", "text_bert.pt"},
+        {"input", {{"text", site.text}}},
+        {"method", "layer_integrated_gradients"},
+        {"target", "1"},
+        {"options", {{"n_steps", 16}, {"layers", {"tok"}}}}},
+       "--model " + site.models + "/text_bert.pt --input " + site.data +
+           "/review.txt --method layer_integrated_gradients --layer tok --target 1 --option n_steps=16"},
   };
   for (const auto& k : cases) {
     const std::string id = submit_ok(c, k.request);
@@ -272,6 +284,11 @@ TEST(Server, ExplainResultEqualsTheCli) {
       j->erase("model");
     }
     EXPECT_TRUE(served == written) << "the served attribution.json differs from the CLI's";
+    if (k.request["model"] == "text_bert.pt") {
+      auto tokens = c.Get(("/api/results/" + key + "/files/tokens.json").c_str());
+      ASSERT_TRUE(tokens && tokens->status == 200);
+      EXPECT_EQ(json::parse(tokens->body), json::parse(slurp(out / "tokens.json")));
+    }
   }
   // The image's heatmap is served too.
   const std::string id = submit_ok(c, digits_request());
@@ -290,7 +307,7 @@ TEST(Server, ListsModelsDataMethodsAndMetrics) {
   ASSERT_TRUE(models.is_array()) << models.dump();
   std::vector<std::string> ids;
   for (const auto& m : models) ids.push_back(m["id"]);
-  EXPECT_EQ(ids, (std::vector<std::string>{"breast_cancer_mlp.pt", "digits_cnn.pt", "resnet18.pt"}));
+  EXPECT_EQ(ids, (std::vector<std::string>{"breast_cancer_mlp.pt", "digits_cnn.pt", "resnet18.pt", "text_bert.pt"}));
   EXPECT_EQ(models[1]["sidecar"], "digits_cnn.json");
 
   const json info = body_of(c.Get("/api/models/digits_cnn.pt"));
@@ -310,7 +327,9 @@ TEST(Server, ListsModelsDataMethodsAndMetrics) {
 
   const json data = body_of(c.Get("/api/data"));
   ASSERT_TRUE(data.is_array());
-  EXPECT_EQ(data.size(), 4u);
+  EXPECT_EQ(data.size(), 5u);
+  const json text = body_of(c.Get("/api/data/review.txt"));
+  EXPECT_EQ(text["kind"], "text") << text.dump();
   const json rows = body_of(c.Get("/api/data/breast_cancer_test.npy"));
   EXPECT_EQ(rows["kind"], "npy");
   EXPECT_EQ(rows["shape"].size(), 2u);
@@ -705,6 +724,14 @@ TEST(Server, BadRequestsAre400WithTheClisMessage) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400);
   EXPECT_NE(json::parse(r->body)["error"].get<std::string>().find("Did you mean 'target'"), std::string::npos) << r->body;
+  // Text that is no text: named, with the fix.
+  for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
+           {"\n\n", "holds no text"}, {std::string("a\0b", 3), "NUL byte"}}) {
+    auto t = post(c, "/api/explain", {{"model", "text_bert.pt"}, {"input", {{"text", text}}}, {"method", "occlusion"}});
+    ASSERT_TRUE(t);
+    EXPECT_EQ(t->status, 400) << t->body;
+    EXPECT_NE(json::parse(t->body)["error"].get<std::string>().find(says), std::string::npos) << t->body;
+  }
   // The server never left a job behind for a refused request.
   EXPECT_EQ(body_of(c.Get("/api/jobs")).size(), 0u);
 }

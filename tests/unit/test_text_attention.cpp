@@ -11,6 +11,7 @@
 
 #include "candela/detail/tensor_util.h"
 #include "candela/io/npy.h"
+#include "candela/eval/metrics.h"
 #include "test_util.h"
 
 using namespace candela;
@@ -167,6 +168,19 @@ TEST(TokenInput, ReductionsAndWordAggregationHaveClosedForms) {
   EXPECT_NE(html.find("unbelievable"), std::string::npos);
   EXPECT_NE(html.find("t&lt;1&gt;"), std::string::npos) << "titles are escaped";
   EXPECT_NE(render_tokens_ansi(tokens_only).find("\x1b[48;2;"), std::string::npos);
+}
+
+TEST(TokenInput, MetricsSeeOneValuePerTokenOfAnEmbeddingAttribution) {
+  InputSpec spec;
+  spec.layout = "NL";
+  const at::Tensor ids = at::tensor({2, 7, 9}, at::kLong).view({1, 3});
+  const at::Tensor emb = at::tensor({1.0, -2.0, 3.0, 4.0, 0.5, -0.5}, at::kDouble).view({1, 3, 2});
+  const FeatureMap fm = feature_map(emb, ids, spec);
+  EXPECT_FALSE(fm.image);
+  EXPECT_TRUE(at::allclose(fm.values, at::tensor({-1.0, 7.0, 0.0}, at::kDouble).view({1, 3})));
+  // Other layouts keep the strict check: [1, 3, 2] is not one value per feature of [1, 3].
+  spec.layout = "NF";
+  EXPECT_THROW(feature_map(emb, ids, spec), ShapeMismatch);
 }
 
 TEST(TokenInput, InputGradientMethodsAreRefusedWithTheFix) {

@@ -311,7 +311,9 @@ nlohmann::json run(const AuditJob& job, const RunControl& control) {
 nlohmann::json run(const PredictJob& job, const RunControl& control) {
   CANDELA_CHECK(job.top_k >= 1, "top_k must be >= 1, got ", job.top_k, ".");
   Model model = load_model(job.model, job.spec);
-  LoadedInput input = load_input(job.input, model.input_spec());
+  // Token models read text (a .txt file, one text per line) or token ids, as explain does.
+  LoadedInput input = model.input_spec().layout == "NL" ? load_token_input(job.input, model)
+                                                        : load_input(job.input, model.input_spec());
   infer_layout_from(model, input.batch, control);
   at::NoGradGuard no_grad;
   // The plain forward: the model was just loaded, and forward_inference would first build its

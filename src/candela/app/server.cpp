@@ -542,6 +542,9 @@ class Server {
       const Table t = parse_csv(bytes, "the uploaded csv");
       check_rows_count(t.values.size(0), "the uploaded csv");
       ext = ".csv";
+    } else if (kind == "text") {
+      check_text(bytes, "the uploaded text");
+      ext = ".txt";
     } else {
       ext = bytes.rfind("\xff\xd8", 0) == 0 ? ".jpg" : bytes.rfind("BM", 0) == 0 ? ".bmp" : ".png";
     }
@@ -553,6 +556,15 @@ class Server {
     if (rows > o_.max_rows)
       fail(422, what + " has " + std::to_string(rows) + " rows, over the limit of " + std::to_string(o_.max_rows) +
                     " per request (--max-rows).");
+  }
+  // Text for a token model: one text per non-empty line, as `candela explain --input FILE.txt` reads it.
+  void check_text(const std::string& text, const std::string& what) {
+    if (text.find('\0') != std::string::npos) fail(400, what + " holds a NUL byte; send UTF-8 text, one text per line.");
+    int64_t lines = 0;
+    for (const auto& line : detail::split(text, '\n'))
+      if (!line.empty() && line != "\r") ++lines;
+    if (lines == 0) fail(400, what + " holds no text; send one text per line.");
+    check_rows_count(lines, what);
   }
   void check_rows(const at::Tensor& t, const std::string& what) { check_rows_count(t.dim() >= 2 ? t.size(0) : 1, what); }
   // The rows of a .npy file from its header alone (the file may be large): the first dimension
@@ -573,10 +585,12 @@ class Server {
     return parts >= 2 ? std::atoll(dims.c_str()) : 1;
   }
 
-  // {"data": ID} | {"npy": BASE64} | {"image": BASE64} | {"csv": TEXT} -> a file path, and what to record.
+  // {"data": ID} | {"npy": BASE64} | {"image": BASE64} | {"csv": TEXT} | {"text": TEXT} -> a file path, and
+  // what to record.
   std::pair<fs::path, json> resolve_input(const json& in) {
     if (!in.is_object() || in.size() != 1)
-      fail(400, "input must be one of {\"data\": SAMPLE_ID}, {\"npy\": BASE64}, {\"image\": BASE64} or {\"csv\": TEXT}, got " +
+      fail(400, "input must be one of {\"data\": SAMPLE_ID}, {\"npy\": BASE64}, {\"image\": BASE64}, {\"csv\": TEXT} or "
+                "{\"text\": TEXT}, got " +
                     in.dump().substr(0, 200) + ".");
     const std::string kind = in.begin().key();
     if (!in.begin().value().is_string()) fail(400, "input." + kind + " must be a string.");
@@ -585,14 +599,15 @@ class Server {
       const fs::path p = data_.resolve(v);
       const std::string k = data_kind(v);
       if (k == "npy") check_rows_count(npy_rows(p), "the sample '" + v + "'");
+      if (k == "text") check_text(read_file(p.string(), o_.max_upload_bytes), "the sample '" + v + "'");
       return {p, {{"data", v}}};
     }
-    if (kind != "npy" && kind != "image" && kind != "csv")
-      fail(400, "unknown input kind '" + kind + "': give data, npy, image or csv.");
+    if (kind != "npy" && kind != "image" && kind != "csv" && kind != "text")
+      fail(400, "unknown input kind '" + kind + "': give data, npy, image, csv or text.");
     if (static_cast<int64_t>(v.size()) > o_.max_upload_bytes / 3 * 4 + 8)
       fail(413, "the uploaded " + kind + " is larger than the limit of " + std::to_string(o_.max_upload_bytes) +
                     " bytes (--max-upload).");
-    const std::string bytes = kind == "csv" ? v : base64_decode(v, "input." + kind);
+    const std::string bytes = kind == "csv" || kind == "text" ? v : base64_decode(v, "input." + kind);
     const fs::path p = store_upload(bytes, kind);
     return {p, {{"upload", p.filename().string()}}};
   }

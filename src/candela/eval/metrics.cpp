@@ -121,6 +121,9 @@ FeatureMap feature_map(const at::Tensor& attributions, const at::Tensor& inputs,
     fm.values = a.reshape({n, -1}).contiguous();
     return fm;
   }
+  // Token ids [N, L] explained at their embedding [N, L, D] (layer methods, AttnLRP): one value per
+  // token, the signed sum over the embedding (Captum's convention; `explain` does the same).
+  if (spec.layout == "NL" && inputs.dim() == 2 && a.dim() == 3 && a.size(1) == inputs.size(1)) a = a.sum(2);
   CANDELA_CHECK_T(ShapeMismatch, a.numel() == inputs.numel(), "the attributions have shape ",
                   detail::shape_str(attributions.sizes()), " but the inputs ", detail::shape_str(inputs.sizes()), ".");
   fm.values = a.reshape({n, -1}).contiguous();
