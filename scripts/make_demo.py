@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The demo's data and models: 64x64 pictures of coloured shapes on textured backgrounds (four
-classes a newcomer recognises at a glance), a small CNN trained on them, and the breast-cancer
-MLP for tabular data. Seeded; about a minute on 2 cores. Run by `make demo`:
+classes a newcomer recognises at a glance), a small CNN trained on them, the breast-cancer
+MLP for tabular data and the text fixtures' BERT-like sentiment model. Seeded; about a minute on 2 cores. Run by `make demo`:
 
     /usr/bin/python3 scripts/make_demo.py --fixtures build/fixtures --out build/demo
 
-Writes OUT/models/{shapes_cnn.pt,.json, breast_cancer_mlp.pt,.json} and OUT/data/ with
+Writes OUT/models/{shapes_cnn.pt,.json, breast_cancer_mlp.pt,.json, text_bert.pt,.json + its vocabulary}
+and OUT/data/ with
 shapes/<class>/<n>.png (the class is the folder: the web UI reads it as the true class),
 x_shapes.npy / y_shapes.npy / masks_shapes.npy (a test set with the shapes' pixels as ground
-truth for `candela evaluate`), and the breast-cancer test rows.
+truth for `candela evaluate`), the breast-cancer test rows, and reviews.txt (one text per line) with
+reviews_labels.npy.
 """
 import argparse
 import json
@@ -97,7 +99,7 @@ class ShapesCNN(torch.nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fixtures", required=True, help="the build's fixtures folder (for the breast-cancer MLP)")
+    ap.add_argument("--fixtures", required=True, help="the build's fixtures folder (for the breast-cancer MLP and the text model)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=20261205)
     ap.add_argument("--train", type=int, default=3000)
@@ -139,6 +141,14 @@ def main():
         shutil.copy(os.path.join(a.fixtures, f), os.path.join(models, f))
     for f in ["breast_cancer_test.npy", "breast_cancer_test_labels.npy"]:
         shutil.copy(os.path.join(a.fixtures, f), os.path.join(data, f))
+    # The text model (tests/fixtures/make_text_fixtures.py: a small BERT-like sentiment classifier
+    # with its WordPiece vocabulary) and 24 of its test reviews, one per line, with their labels.
+    for f in ["text_bert.pt", "text_bert.json", "text_bert_vocab.txt"]:
+        shutil.copy(os.path.join(a.fixtures, f), os.path.join(models, f))
+    reviews = open(os.path.join(a.fixtures, "text_test_lines.txt")).read().splitlines()[:24]
+    with open(os.path.join(data, "reviews.txt"), "w") as f:
+        f.write("\n".join(reviews) + "\n")
+    np.save(os.path.join(data, "reviews_labels.npy"), np.load(os.path.join(a.fixtures, "text_test_labels.npy"))[:24])
     for c in CLASSES:
         os.makedirs(os.path.join(data, "shapes", c))
     for i in range(40):

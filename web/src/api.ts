@@ -24,7 +24,7 @@ export interface Job {
 export interface Top { class: number; score: number; name?: string }
 
 /** What the server gets as "input": a sample id or inline bytes. */
-export type Input = { data: string } | { npy: string } | { image: string } | { csv: string };
+export type Input = { data: string } | { npy: string } | { image: string } | { csv: string } | { text: string };
 
 let token = sessionStorage.getItem("candela-token") ?? "";
 export function setToken(t: string) { token = t; sessionStorage.setItem("candela-token", t); }

@@ -5,7 +5,7 @@ import { api, DataEntry, ModelEntry, ModelInfo } from "./api";
 import { url, set } from "./state";
 import { parseNpy, row, toBase64 } from "./npy";
 import { arrayImage } from "./render";
-import { addUpload, fileOf, isInputFile, labelsFor, parseCsv } from "./samples";
+import { addUpload, fileOf, isInputFile, labelsFor, parseCsv, textLines } from "./samples";
 
 export const models = { list: null as ModelEntry[] | null };
 const infos = new Map<string, Promise<ModelInfo>>();
@@ -55,7 +55,13 @@ async function itemsOf(e: DataEntry, all: DataEntry[], info: ModelInfo | undefin
   let rows: number;
   let pixels: (i: number) => ImageData | undefined = () => undefined;
   let fits = false;  // rows of this model's input shape: worth predicting
-  if (e.kind === "npy") {
+  let labels: (i: number) => string = (i) => `row ${i}`;
+  if (e.kind === "text") {
+    const lines = textLines(new TextDecoder().decode(await fileOf(e.id)));
+    rows = Math.min(lines.length, 64);
+    fits = !!info && info.input.layout === "NL" && lines.length <= 256;
+    labels = (i) => lines[i].length > 60 ? lines[i].slice(0, 59) + "…" : lines[i];
+  } else if (e.kind === "npy") {
     const a = parseNpy(await fileOf(e.id));
     fits = !!info && a.shape[0] <= 256 && a.shape.slice(1).join(",") === info.input.shape.join(",");
     rows = Math.min(a.shape[0], 64);
@@ -69,7 +75,7 @@ async function itemsOf(e: DataEntry, all: DataEntry[], info: ModelInfo | undefin
   const lab = labelsFor(e.id, all);
   if (lab) truths = parseNpy(await fileOf(lab)).data;
   return Array.from({ length: rows }, (_, i) => ({
-    ref: `d:${e.id}#${i}`, label: `row ${i}`, pixels: pixels(i), truth: truths ? truths[i] : undefined, fits,
+    ref: `d:${e.id}#${i}`, label: labels(i), pixels: pixels(i), truth: truths ? truths[i] : undefined, fits,
   }));
 }
 
@@ -77,7 +83,7 @@ async function itemsOf(e: DataEntry, all: DataEntry[], info: ModelInfo | undefin
  *  per array file whose rows are this model's input. */
 async function predictionsOf(e: DataEntry, items: Item[], info: ModelInfo | undefined, model: string): Promise<(number | undefined)[]> {
   try {
-    if (e.kind === "image" && info && info.input.layout !== "NC") return [(await api.predict(model, { data: e.id }, 1)).samples[0].top[0].class];
+    if (e.kind === "image" && info && info.input.layout !== "NC" && info.input.layout !== "NL") return [(await api.predict(model, { data: e.id }, 1)).samples[0].top[0].class];
     if (items[0]?.fits) return (await api.predict(model, { data: e.id }, 1)).samples.map((s) => s.top[0].class);
   } catch { /* not this model's input */ }
   return [];
@@ -98,7 +104,10 @@ export function DataView() {
   const [items, setItems] = useState<Record<string, Item[]>>({});
   const [over, setOver] = useState(false);
   const [msg, setMsg] = useState("");
-  const entries = (data ?? []).filter(isInputFile);
+  // The entries this model can read first (texts for a token model; texts last otherwise).
+  const text = info?.input.layout === "NL";
+  const rank = (e: DataEntry) => (e.kind === "text" ? (text ? 0 : 2) : 1);
+  const entries = (data ?? []).filter(isInputFile).sort((a, b) => rank(a) - rank(b));
   useEffect(() => {
     if (!data || !model || !info) return;
     let live = true;
@@ -130,6 +139,14 @@ export function DataView() {
   async function upload(files: FileList | null) {
     for (const file of Array.from(files ?? [])) {
       const bytes = new Uint8Array(await file.arrayBuffer());
+      if (file.name.toLowerCase().endsWith(".txt")) {
+        // A text file: its first line, kept in the URL like typed text.
+        const first = textLines(new TextDecoder().decode(bytes))[0];
+        if (!first) { setMsg(`${file.name} holds no text`); continue; }
+        setMsg(`Loaded the first line of ${file.name}`);
+        set({ sample: `t:${first}`, view: "explain" });
+        continue;
+      }
       const kind = file.name.endsWith(".npy") ? "npy" : "image";
       const ref = addUpload(file.name, kind, toBase64(bytes));
       setMsg(`Uploaded ${file.name}`);
@@ -155,12 +172,13 @@ export function DataView() {
         ))}
         <div class={`drop ${over ? "over" : ""}`} onDragOver={(e) => { e.preventDefault(); setOver(true); }}
              onDragLeave={() => setOver(false)} onDrop={(e) => { e.preventDefault(); setOver(false); upload(e.dataTransfer?.files ?? null); }}>
-          Drop an image or .npy here, or{" "}
-          <label class="link">choose a file <input type="file" accept="image/*,.npy" onChange={(e) => upload((e.target as HTMLInputElement).files)} /></label>
+          Drop an image, .npy or .txt here, or{" "}
+          <label class="link">choose a file <input type="file" accept="image/*,.npy,.txt" onChange={(e) => upload((e.target as HTMLInputElement).files)} /></label>
           <span class="sr-only" aria-live="polite">{msg}</span>
         </div>
         {url.value.ref && <span>Reference: {url.value.ref} <button type="button" onClick={() => set({ ref: "" })}>unpin</button></span>}
       </div>
+      {info?.input.layout === "NL" && <TypeText />}
       {err && <p class="error">{err}</p>}
       {entries.map((e) => {
         const its = (items[e.id] ?? []).filter(keep);
@@ -183,5 +201,19 @@ export function DataView() {
         );
       })}
     </section>
+  );
+}
+
+/** A token model: explain a text typed in (it goes into the URL, so a link reproduces it). */
+function TypeText() {
+  const [t, setT] = useState("");
+  const go = () => { if (t.trim()) set({ sample: `t:${t.trim()}`, view: "explain" }); };
+  return (
+    <form class="row" style={{ margin: ".4rem 0" }} onSubmit={(e) => { e.preventDefault(); go(); }}>
+      <label for="type-text">Your own text</label>
+      <input id="type-text" type="text" size={60} value={t} data-testid="type-text" placeholder="a sentence for this model"
+             onInput={(e) => setT((e.target as HTMLInputElement).value)} />
+      <button type="submit" disabled={!t.trim()}>Explain it</button>
+    </form>
   );
 }

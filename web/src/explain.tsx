@@ -12,6 +12,7 @@ import { arrayImage, toCanvas, Mode, Sign } from "./render";
 import { HeatmapPanel } from "./panel";
 import { TabularPanel, WhatIfTable, SurrogateRules } from "./tabular";
 import { TrustPanel } from "./trust";
+import { forText, isTokenModel, requestOptions, TokenPanel, WhatIfText } from "./text";
 import { toBase64 } from "./npy";
 
 export const methodsP = api.methods();
@@ -39,7 +40,9 @@ export function ExplainView() {
   if (!u.model || !u.sample)
     return <section><h2>Explain</h2><p>Pick a model and a sample in <a href="#/data" onClick={(e) => { e.preventDefault(); set({ view: "data" }); }}>Models & data</a> first.</p></section>;
   const targets = list(u.targets).map(Number);
-  const chosen = (methods ?? []).filter((m) => list(u.methods).includes(m.name));
+  const text = isTokenModel(info);
+  const offered = (methods ?? []).filter((m) => !text || forText(m));
+  const chosen = offered.filter((m) => list(u.methods).includes(m.name));
   const look: Look = { mode: u.mode as Mode, sign: u.sign as Sign, opacity: Number(u.opacity), clip: Number(u.clip), shared: u.scale === "shared", smooth: u.smooth === "1", topk: Number(u.topk) };
   const names = info?.class_names ?? [];
   const inputCanvas = s ? inputCanvasOf(s) : undefined;
@@ -52,7 +55,9 @@ export function ExplainView() {
       <div class="row">
         <div class="card col" style={{ width: "230px" }}>
           <h3>Input</h3>
-          {s && (s.kind === "tabular" ? <WhatIfTable sample={s} info={info} onChange={setOverride} /> : <WhatIfImage sample={s} onChange={setOverride} />)}
+          {s && (s.kind === "tabular" ? <WhatIfTable sample={s} info={info} onChange={setOverride} />
+                : s.kind === "text" ? <WhatIfText sample={s} onChange={setOverride} />
+                : <WhatIfImage sample={s} onChange={setOverride} />)}
           {override && <button type="button" onClick={() => setOverride(null)}>Reset the edits</button>}
           {u.ref && <RefSample refId={u.ref} model={u.model} names={names} />}
         </div>
@@ -63,7 +68,8 @@ export function ExplainView() {
         </div>
         <div class="card col" style={{ flex: 2, minWidth: "320px" }}>
           <h3>Methods</h3>
-          <MethodPicker methods={methods ?? []} chosen={chosen} />
+          <MethodPicker methods={offered} chosen={chosen} />
+          {text && <p class="muted">Token ids have no input gradient: gradient methods explain the embedding layer ({info?.layers.find((l) => l.type === "Embedding")?.name ?? "none found"}); methods that need an image are not offered.</p>}
           <div class="row">
             <button type="button" class="primary" data-testid="run" onClick={() => { runToken.value++; announce("Running the chosen methods"); }}>Run</button>
             <span class="muted">cheap methods run at once; the others on Run</span>
@@ -71,14 +77,14 @@ export function ExplainView() {
         </div>
       </div>
       {s?.kind === "tabular" && u.sample.startsWith("d:") && u.sample.includes("#") && <SurrogateRules model={u.model} dataId={u.sample.slice(2).split("#")[0]} />}
-      {s?.kind !== "tabular" && <Controls look={look} />}
+      {s?.kind !== "tabular" && <Controls look={look} text={s?.kind === "text"} />}
       {s && chosen.length > 0 && targets.length > 0 && (
         <div class="grid" role="grid" aria-label="Explanations: one row per target class, one column per method" data-testid="grid"
              style={{ gridTemplateColumns: `repeat(${chosen.length}, minmax(210px, 1fr))` }}>
           {targets.map((t) => (
             <div role="row" style={{ display: "contents" }}>
               {chosen.map((m) => (
-                <Cell spec={{ model: u.model, input: s.input, method: m.name, target: t, options: methodOptions.value[m.name] ?? {} }}
+                <Cell spec={{ model: u.model, input: s.input, method: m.name, target: t, options: requestOptions(m, methodOptions.value[m.name] ?? {}, info) }}
                       method={m} targetName={names[t] ?? String(t)} look={look} sample={s} inputCanvas={inputCanvas} info={info}
                       others={chosen} targets={targets} />
               ))}
@@ -209,7 +215,7 @@ function OptionDrawer({ m }: { m: MethodInfo }) {
   );
 }
 
-function Controls({ look }: { look: Look }) {
+function Controls({ look, text }: { look: Look; text?: boolean }) {
   const radio = (name: string, key: string, values: [string, string][], cur: string) => (
     <fieldset><legend>{name}</legend>
       {values.map(([v, label]) => (
@@ -220,16 +226,16 @@ function Controls({ look }: { look: Look }) {
   const u = url.value;
   return (
     <div class="controls card" data-testid="controls" style={{ margin: ".6rem 0" }}>
-      {radio("Show", "mode", [["input", "input"], ["heatmap", "heatmap"], ["overlay", "overlay"], ["mask", "top-k% mask"]], u.mode)}
+      {!text && radio("Show", "mode", [["input", "input"], ["heatmap", "heatmap"], ["overlay", "overlay"], ["mask", "top-k% mask"]], u.mode)}
       {radio("Sign", "sign", [["signed", "signed"], ["absolute", "absolute"], ["positive", "positive"], ["negative", "negative"]], u.sign)}
       {radio("Scale", "scale", [["shared", "one shared scale"], ["each", "one per map"]], u.scale)}
-      <label>Opacity <input type="range" min={0} max={1} step={0.05} value={look.opacity} data-testid="opacity"
-                            onInput={(e) => set({ opacity: (e.target as HTMLInputElement).value })} /> {look.opacity.toFixed(2)}</label>
+      {!text && <label>Opacity <input type="range" min={0} max={1} step={0.05} value={look.opacity} data-testid="opacity"
+                            onInput={(e) => set({ opacity: (e.target as HTMLInputElement).value })} /> {look.opacity.toFixed(2)}</label>}
       <label>Clip at <input type="range" min={80} max={100} step={0.5} value={look.clip} data-testid="clip"
                             onInput={(e) => set({ clip: (e.target as HTMLInputElement).value })} /> {look.clip}% of |attribution|</label>
-      <label>Top-k% <input type="number" min={1} max={100} value={look.topk} style={{ width: "4em" }}
+      {!text && <><label>Top-k% <input type="number" min={1} max={100} value={look.topk} style={{ width: "4em" }}
                            onChange={(e) => set({ topk: (e.target as HTMLInputElement).value })} /></label>
-      <label><input type="checkbox" checked={look.smooth} data-testid="smooth" onChange={(e) => set({ smooth: (e.target as HTMLInputElement).checked ? "1" : "0" })} /> smooth upsampling</label>
+      <label><input type="checkbox" checked={look.smooth} data-testid="smooth" onChange={(e) => set({ smooth: (e.target as HTMLInputElement).checked ? "1" : "0" })} /> smooth upsampling</label></>}
     </div>
   );
 }
@@ -268,6 +274,8 @@ function Cell(p: { spec: CellSpec; method: MethodInfo; targetName: string; look:
       {st.status === "done" && st.map && (
         p.sample.kind === "tabular"
           ? <TabularPanel st={st} sample={p.sample} info={p.info} />
+          : p.sample.kind === "text"
+          ? <TokenPanel id={`${p.spec.method}-${p.spec.target}`} st={st} look={p.look} label={label} />
           : <HeatmapPanel id={`${p.spec.method}-${p.spec.target}`} st={st} look={p.look} input={p.inputCanvas} label={label} />
       )}
       {st.status === "done" && st.attr?.summary?.[0] && (

@@ -3,10 +3,11 @@ import { api, Input, DataEntry } from "./api";
 import { NdArray, parseNpy, row, writeNpy, toBase64 } from "./npy";
 
 export interface Sample {
-  ref: string;               // "d:ID", "d:ID#ROW" or "u:NAME"
+  ref: string;               // "d:ID", "d:ID#ROW", "u:NAME" or "t:TEXT" (text typed in, kept in the URL)
   label: string;
   input: Input;              // what the server gets
-  kind: "image" | "array" | "tabular";
+  kind: "image" | "array" | "tabular" | "text";
+  text?: string;             // text samples
   image?: ImageBitmap;       // image samples
   array?: NdArray;           // [1, ...] for arrays and tabular rows
   columns?: string[];        // tabular: from a CSV header
@@ -29,12 +30,19 @@ export function addUpload(name: string, kind: string, b64: string): string {
 
 export function isInputFile(e: DataEntry): boolean {
   const base = e.id.split("/").pop()!.toLowerCase();
+  if (e.kind === "text") return !/vocab|merges|names|classes|label/.test(base);
   return e.kind === "image" || ((e.kind === "npy" || e.kind === "csv") && !/label|mask|^y_|_y\.|expected/.test(base));
 }
 
+/** The texts of a .txt sample file: one per non-empty line (as `candela explain --input FILE.txt`). */
+export const textLines = (t: string) => t.split("\n").map((l) => l.replace(/\r$/, "")).filter((l) => l !== "");
+
+export const textSample = (text: string, ref = `t:${text}`): Sample =>
+  ({ ref, label: text.length > 48 ? text.slice(0, 47) + "…" : text, input: { text }, kind: "text", text });
+
 /** The labels of `X.npy`: `X_labels.npy`, or `y_*.npy` beside `x_*.npy`. */
 export function labelsFor(id: string, all: DataEntry[]): string | undefined {
-  const stem = id.replace(/\.npy$/, "");
+  const stem = id.replace(/\.(npy|csv|txt)$/, "");
   const cands = [`${stem}_labels.npy`, id.replace(/(^|\/)x_([^/]*)$/, "$1y_$2")];
   return cands.find((c) => c !== id && all.some((e) => e.id === c));
 }
@@ -61,6 +69,7 @@ export function loadSample(ref: string): Promise<Sample> {
 }
 
 async function load(ref: string): Promise<Sample> {
+  if (ref.startsWith("t:")) return textSample(ref.slice(2), ref);
   if (ref.startsWith("u:")) {
     const name = ref.slice(2), u = uploads[name];
     if (!u) throw new Error(`the upload '${name}' belongs to another browser session: upload it again`);
@@ -76,6 +85,11 @@ async function load(ref: string): Promise<Sample> {
     return { ref, label: id, input: { data: id }, kind: "image", image: await createImageBitmap(blob) };
   }
   const i = Number(rowText);
+  if (id.toLowerCase().endsWith(".txt")) {
+    const lines = textLines(new TextDecoder().decode(await fileOf(id)));
+    if (!(i >= 0 && i < lines.length)) throw new Error(`'${id}' has no line ${i}`);
+    return { ...textSample(lines[i], ref), label: `${id} line ${i}` };
+  }
   if (id.endsWith(".csv")) {
     const t = parseCsv(new TextDecoder().decode(await fileOf(id)));
     if (!(i >= 0 && i < t.rows.length)) throw new Error(`'${id}' has no row ${i}`);

@@ -10,6 +10,7 @@ import { NdArray, writeNpy, toBase64 } from "./npy";
 import { resize, spearman, topIoU, heatImage, toCanvas } from "./render";
 import type { Sample } from "./samples";
 import { announce } from "./state";
+import { forText, isTokenModel, requestOptions, tokensOf } from "./text";
 
 export function TrustPanel({ spec, st, method, sample, others, info }: { spec: CellSpec; st: CellState; method: MethodInfo; sample: Sample; others: MethodInfo[]; info?: ModelInfo }) {
   const a = st.attr ?? {};
@@ -35,19 +36,21 @@ function TrustBody({ spec, st, method, sample, others, info, delta, change, warn
           : method.completeness ? "Completeness: not reported for this run." : `Completeness: ${method.name} does not claim to sum to the output change.`}
       </p>
       {warnings.map((w) => <p class="warn" role="note">⚠ {w}</p>)}
-      <Randomisation spec={spec} sample={sample} />
-      <Agreement spec={spec} st={st} others={others} />
+      <Randomisation spec={spec} st={st} sample={sample} />
+      <Agreement spec={spec} st={st} others={others} info={info} />
       <Curves spec={spec} st={st} sample={sample} info={info} />
     </>
   );
 }
 
-function Randomisation({ spec, sample }: { spec: CellSpec; sample: Sample }) {
+function Randomisation({ spec, st, sample }: { spec: CellSpec; st: CellState; sample: Sample }) {
   const [state, setState] = useState<{ status: string; value?: number; fraction?: number; error?: string }>({ status: "idle" });
   const go = async () => {
     setState({ status: "queued" });
     try {
-      let j = await api.evaluate({ model: spec.model, data: sample.input, methods: [spec.method], metrics: ["model_parameter_randomisation"],
+      // Text goes as its token ids (evaluate reads data sets: arrays, images, tables).
+      const data = sample.kind === "text" && st.key ? { npy: toBase64(writeNpy(idsOf(await tokensOf(st.key)))) } : sample.input;
+      let j = await api.evaluate({ model: spec.model, data, methods: [spec.method], metrics: ["model_parameter_randomisation"],
                                    method_options: Object.keys(spec.options).length ? { [spec.method]: spec.options } : {}, max_samples: 1 });
       while (j.state === "queued" || j.state === "running") {
         setState({ status: j.state, fraction: j.progress?.fraction });
@@ -71,11 +74,12 @@ function Randomisation({ spec, sample }: { spec: CellSpec; sample: Sample }) {
   );
 }
 
-function Agreement({ spec, st, others }: { spec: CellSpec; st: CellState; others: MethodInfo[] }) {
-  const [methods] = useAsync(() => methodsP, []);
-  const [other, setOther] = useState(others.find((m) => m.name !== spec.method)?.name ?? "saliency");
+function Agreement({ spec, st, others, info }: { spec: CellSpec; st: CellState; others: MethodInfo[]; info?: ModelInfo }) {
+  const [all] = useAsync(() => methodsP, []);
+  const methods = (all ?? []).filter((m) => !isTokenModel(info) || forText(m));
+  const [other, setOther] = useState(others.find((m) => m.name !== spec.method)?.name ?? (isTokenModel(info) ? "occlusion" : "saliency"));
   const [asked, setAsked] = useState(false);
-  const ospec = { ...spec, method: other, options: {} };
+  const ospec = { ...spec, method: other, options: requestOptions(methods.find((m) => m.name === other), {}, info) };
   const o = cell(ospec).value;
   const diff = useRef<HTMLDivElement>(null);
   const stats = useMemo(() => {
@@ -96,7 +100,7 @@ function Agreement({ spec, st, others }: { spec: CellSpec; st: CellState; others
     <div data-testid="agreement">
       <label>Agreement with{" "}
         <select value={other} onChange={(e) => { setOther((e.target as HTMLSelectElement).value); setAsked(false); }}>
-          {(methods ?? []).filter((m) => m.name !== spec.method && m.family !== "global").map((m) => <option>{m.name}</option>)}
+          {methods.filter((m) => m.name !== spec.method && m.family !== "global").map((m) => <option>{m.name}</option>)}
         </select></label>{" "}
       <button type="button" onClick={() => { setAsked(true); if (o.status === "idle") run(ospec, `${other} for comparison`); }}>Compare</button>
       {asked && o.status !== "done" && <span class="muted"> {o.status}{o.error ? `: ${o.error}` : ""}</span>}
@@ -136,6 +140,7 @@ function Curves({ spec, st, sample, info }: { spec: CellSpec; st: CellState; sam
   const [err, setErr] = useState("");
   const go = async () => {
     try {
+      if (sample.kind === "text") { setCurves(await textCurves(spec, st, info)); return; }
       const x = modelInput(sample, info);
       if (!x || !st.map) throw new Error("no input values for this sample");
       const n = st.map.h * st.map.w, ch = x.data.length / n;
@@ -167,4 +172,28 @@ function Curves({ spec, st, sample, info }: { spec: CellSpec; st: CellState; sam
       </>}
     </div>
   );
+}
+
+const idsOf = (toks: { id: number }[]): NdArray => ({ shape: [1, toks.length], data: Float32Array.from(toks, (t) => t.id) });
+
+/** Deletion and insertion over tokens: tokens in the order of their values are switched to the
+ *  padding token (deletion) or from padding back to the text (insertion); [CLS], [SEP] and padding
+ *  stay. The target's softmax probability at each of about 20 steps, from one predict call. */
+async function textCurves(spec: CellSpec, st: CellState, info?: ModelInfo): Promise<{ del: number[]; ins: number[] }> {
+  if (!st.key) throw new Error("no result to order the tokens by");
+  const toks = await tokensOf(st.key);
+  const pad = toks.find((t) => t.token === "[PAD]" || t.token === "<pad>")?.id ?? 0;
+  const special = (t: { token: string }) => /^\[(CLS|SEP|PAD)\]$|^<\/?s>$|^<pad>$/.test(t.token);
+  const order = toks.filter((t) => !special(t)).sort((a, b) => b.value - a.value).map((t) => t.index);
+  if (!order.length) throw new Error("the text has no tokens to delete");
+  const n = order.length, steps = Math.min(20, n), L = toks.length, rows: number[][] = [];
+  for (const insert of [false, true]) for (let s = 0; s <= steps; s++) {
+    const k = Math.round((s / steps) * n), r = toks.map((t) => (insert && !special(t) ? pad : t.id));
+    for (let i = 0; i < k; i++) r[order[i]] = insert ? toks[order[i]].id : pad;
+    rows.push(r);
+  }
+  const ids = { shape: [rows.length, L], data: Float32Array.from(rows.flat()) };
+  const p = await api.predict(spec.model, { npy: toBase64(writeNpy(ids)) }, info?.classes ?? 2);
+  const prob = p.samples.map((s) => s.top.find((t) => t.class === spec.target)?.score ?? 0);
+  return { del: prob.slice(0, steps + 1), ins: prob.slice(steps + 1) };
 }

@@ -6,7 +6,10 @@ import { createRequire } from "node:module";
 import { startServer, startBrowser, newPage, pixels } from "./server.mjs";
 
 let server, browser;
-before(async () => { server = await startServer(); browser = await startBrowser(); });
+before(async () => {
+  server = await startServer({ extraModels: ["text_bert.pt", "text_bert.json", "text_bert_vocab.txt"], extraData: ["text_test_lines.txt"] });
+  browser = await startBrowser();
+});
 after(async () => { await browser?.close(); server?.stop(); });
 // A failed test must not leave a long job in the server's one worker for the next ones.
 afterEach(async () => {
@@ -126,6 +129,55 @@ test("what-if: erasing a region or editing a feature changes the prediction", as
   await page.context().close();
 });
 
+test("text: tokens are highlighted on the heatmaps' colour scales, and edited text is predicted and explained again", async () => {
+  const page = await newPage(browser, server.url);
+  // A text typed in the data view opens in the explain view (kept in the URL).
+  await page.goto(`${server.url}#/data?model=text_bert.pt`);
+  await page.fill('[data-testid="type-text"]', "it was wonderful and really good");
+  await page.press('[data-testid="type-text"]', "Enter");
+  await page.waitForSelector('[data-testid="what-if-text"]');
+  assert.equal(await page.inputValue('[data-testid="what-if-text"]'), "it was wonderful and really good");
+  // A line of a .txt data file; gradient methods explain the embedding layer (tok), attention
+  // methods read the attention maps: both paint token highlights.
+  await page.goto(explainUrl("model=text_bert.pt&sample=d:text_test_lines.txt%230&methods=layer_gradient_x_activation,attention_rollout&scale=each"));
+  const tok = (m) => `canvas[data-testid^="token-canvas-${m}-"]`;
+  for (const m of ["layer_gradient_x_activation", "attention_rollout"]) await page.waitForSelector(`${tok(m)}[data-painted]`, { timeout: 60000 });
+  const before = await pixels(page, tok("layer_gradient_x_activation"));
+  assert.ok(before.colored > 200 && before.distinct > 8, `the tokens have colours (${JSON.stringify(before)})`);
+  assert.match(await page.textContent('[data-testid^="token-list-layer_gradient_x_activation-"]'), /wonderful: /);
+  // Image-only methods are not offered for a token model.
+  assert.equal(await page.$('[data-testid="methods"] button[data-method="grad_cam"]'), null);
+  // The sign control repaints the tokens.
+  await page.check('input[name="sign"][value="absolute"]');
+  await page.waitForFunction(({ sel, h }) => {
+    const c = document.querySelector(sel), d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let x = 2166136261; for (let i = 0; i < d.length; i += 4) x = Math.imul(x ^ (d[i] | (d[i + 1] << 8) | (d[i + 2] << 16)), 16777619);
+    return (x >>> 0) !== h;
+  }, { sel: tok("layer_gradient_x_activation"), h: before.hash }, { timeout: 10000 });
+  // One shared scale: both colour bars end at the same value.
+  await page.check('input[name="scale"][value="shared"]');
+  await page.waitForFunction(() => {
+    const hi = [...document.querySelectorAll('[data-testid="colorbar"]')].map((b) => b.dataset.hi);
+    return hi.length === 2 && hi[0] === hi[1] && Number(hi[0]) > 0;
+  }, null, { timeout: 10000 });
+  // Deletion and insertion over tokens, from the trust panel.
+  const cellSel = `.cell:has(${tok("layer_gradient_x_activation")})`;
+  await page.click(`${cellSel} [data-testid="trust"] summary`);
+  await page.click(`${cellSel} [data-testid="curves"] button`);
+  await page.waitForSelector(`${cellSel} [data-testid="auc"]`, { timeout: 30000 });
+  // The randomisation check, on the text's token ids.
+  await page.click(`${cellSel} [data-testid="randomisation"] button`);
+  await page.waitForFunction((sel) => /similarity to the map of a randomised model: -?[0-9.]+/.test(document.querySelector(sel)?.textContent ?? ""),
+                             `${cellSel} [data-testid="randomisation"]`, { timeout: 60000 });
+  // What-if: another text; the prediction follows and the cheap methods explain it again.
+  const pred = await page.textContent('[data-testid="prediction-text"]');
+  await page.fill('[data-testid="what-if-text"]', "it was awful and really boring");
+  await page.waitForFunction((b) => document.querySelector('[data-testid="prediction-text"]')?.textContent !== b, pred, { timeout: 30000 });
+  await page.waitForFunction(() => /awful: /.test(document.querySelector('[data-testid^="token-list-layer_gradient_x_activation-"]')?.textContent ?? ""), null, { timeout: 60000 });
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test("a permalink opened in a fresh browser context reproduces the view", async () => {
   const page = await newPage(browser, server.url);
   await page.goto(explainUrl(`${DIGIT}&methods=grad_cam,saliency`));
@@ -206,12 +258,14 @@ test("axe-core finds no serious or critical violation in any view", async () => 
   const axe = fs.readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
   const page = await newPage(browser, server.url);
   const views = [`${server.url}#/data`, explainUrl(`${DIGIT}&methods=saliency`), explainUrl("model=breast_cancer_mlp.pt&sample=d:breast_cancer_test.npy%230&methods=input_x_gradient"),
+                 explainUrl("model=text_bert.pt&sample=t:a%20wonderful%20film&methods=attention_rollout"),
                  `${server.url}#/evaluate`, `${server.url}#/jobs`];
   for (const v of views) {
     await page.goto(v);
     await page.waitForTimeout(300);
     if (v.includes("saliency")) await painted(page, "saliency");
     if (v.includes("breast")) await page.waitForSelector('[data-testid="tabular"]', { timeout: 60000 });
+    if (v.includes("text_bert")) await page.waitForSelector('canvas[data-testid^="token-canvas-"][data-painted]', { timeout: 60000 });
     await page.evaluate(axe);
     const bad = await page.evaluate(async () => (await window.axe.run(document)).violations
       .filter((x) => x.impact === "serious" || x.impact === "critical").map((x) => `${x.id}: ${x.nodes.map((n) => n.target).join(" ")}`));
