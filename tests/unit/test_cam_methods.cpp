@@ -93,6 +93,35 @@ struct FlatModel {
 };
 }  // namespace
 
+// A layer whose last operation has two outputs (adaptive_max_pool2d: values and indices) is tapped
+// at the values the module returns, not at the Long indices. Grad-CAM at a 1x1 layer followed by
+// a linear head is then the class's logit itself: sum_k W[c,k] A_k.
+TEST(Cam, ALayerEndingInAMultiOutputOpIsTappedAtWhatItReturnsAndOnePixelMapsAreNoDefault) {
+  const at::Tensor conv_w = at::randn({4, 1, 3, 3}, at::detail::createCPUGenerator(4));
+  const at::Tensor fc_w = at::randn({3, 4}, at::detail::createCPUGenerator(5));
+  const at::Tensor x = at::randn({2, 1, 6, 6}, at::detail::createCPUGenerator(6));
+  torch::jit::Module features("Features"), pool("Pool"), top("Top");
+  features.register_parameter("weight", conv_w, false);
+  features.define("def forward(self, x):\n    return torch.relu(torch.conv2d(x, self.weight, None, 1, 1))\n");
+  pool.define("def forward(self, x):\n    v, i = torch.adaptive_max_pool2d(x, [1, 1])\n    return v\n");
+  top.register_module("features", features);
+  top.register_module("pool", pool);
+  top.register_parameter("fc", fc_w, false);
+  top.define("def forward(self, x):\n    return torch.matmul(self.pool.forward(self.features.forward(x)).flatten(1), self.fc.t())\n");
+  InputSpec spec;
+  spec.shape = {1, 6, 6};
+  spec.layout = "NCHW";
+  const Model model = Model::from_module(top, spec);
+  auto cam = run(GradCam(raw<GradCam>({"pool"})), model, x);
+  ASSERT_EQ(cam.values.scalar_type(), at::kFloat);
+  const at::Tensor pooled = std::get<0>(at::adaptive_max_pool2d(at::relu(at::conv2d(x, conv_w, {}, 1, 1)), {1, 1}));
+  const at::Tensor logit = at::matmul(pooled.flatten(1), fc_w.t()).select(1, 1);
+  EXPECT_LT(rel_error(cam.values.flatten(), logit), 1e-5);
+  // With no layer given, the CAM takes the last map with more than one pixel (features, 6x6), not
+  // the 1x1 pool after it, whose map would be one constant value.
+  EXPECT_EQ(run(GradCam(raw<GradCam>({})), model, x).extra["layers"], nlohmann::json::array({"features"}));
+}
+
 TEST(Cam, VariantsDifferWhereGradientsVaryByPosition) {
   FlatModel f;
   const at::Tensor a = f.activations(), g = f.gradient(1);

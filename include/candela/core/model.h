@@ -39,6 +39,7 @@ struct LayerInfo {
   std::string type;                 // module class name, e.g. "Conv2d"
   std::vector<int64_t> output_shape;  // for one sample (batch dimension 1 included); empty if not a tensor
   int calls = 1;                      // times forward() runs the module (a shared module runs more than once)
+  int64_t position = -1;              // order in which the forward computes the output (later is larger); -1: unknown
 };
 
 class Model {

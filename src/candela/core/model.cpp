@@ -401,8 +401,11 @@ void Model::Impl::probe() {
       if (t.has_storage() && storages.insert(t.storage().unsafeGetStorageImpl()).second)
         activation_bytes += static_cast<int64_t>(t.storage().nbytes());
     }
+    std::map<torch::jit::Value*, int64_t> position;  // lo.tensors is in the order the graph computes them
+    for (size_t i = 0; i < values.size(); ++i) position.emplace(values[i], static_cast<int64_t>(i));
     for (const auto& name : lo.order) {
       LayerInfo info{name, lo.type[name], {}, lo.calls[name]};
+      if (auto p = position.find(lo.value[name]); p != position.end()) info.position = p->second;
       auto it = by_value.find(lo.value[name]);
       if (it != by_value.end()) info.output_shape.assign(it->second.sizes().begin(), it->second.sizes().end());
       layers.push_back(std::move(info));

@@ -71,6 +71,16 @@ std::vector<std::pair<std::string, std::string>> scopes(const Node* node) {
   }
   return out;
 }
+
+// What a module's last node hands on: its last output that anything uses. A node with several
+// outputs may end in one nobody reads (adaptive_max_pool2d's indices after a module that returns
+// only the values); a node whose outputs are all unused keeps the last.
+torch::jit::Value* returned_value(Node* node) {
+  torch::jit::Value* used = nullptr;
+  for (auto* v : node->outputs())
+    if (v->hasUses()) used = v;
+  return used ? used : node->outputs().back();
+}
 }  // namespace
 
 LayerOutputs layer_outputs(torch::jit::Graph& graph) {
@@ -86,7 +96,7 @@ LayerOutputs layer_outputs(torch::jit::Graph& graph) {
     for (const auto& [prefix, site] : scope) {
       if (!out.value.count(prefix)) out.order.push_back(prefix);
       sites[prefix].insert(site);
-      out.value[prefix] = node->outputs().back();
+      out.value[prefix] = returned_value(node);
       if (prefix == scope.back().first) out.type[prefix] = module_type(node);
     }
   }

@@ -19,7 +19,7 @@ namespace candela {
 class LayerTaps;
 
 struct CamOptions {
-  std::vector<std::string> layers;  // empty: the last layer with a spatial output [N, C, h, w]
+  std::vector<std::string> layers;  // empty: the spatial map [N, C, h, w] (h * w > 1) computed last
   bool relu = true;
   bool normalize = true;
   bool upsample = true;
@@ -27,7 +27,7 @@ struct CamOptions {
                                       // (CLS) token is dropped when T = h * w + 1 (ViT)
   template <class V>
   void visit_cam(V& v) {
-    v("layers", layers, "Target layers (--layer, repeatable); default: the last layer with a spatial output.");
+    v("layers", layers, "Target layers (--layer, repeatable); default: the spatial map [N, C, h, w] (h * w > 1) the forward computes last, e.g. layer4.1 of a ResNet-18.");
     v("relu", relu, "Keep only positive evidence (pytorch-grad-cam applies it; Captum's LayerGradCam does not).");
     v("normalize", normalize, "Scale each map to [0, 1] (pytorch-grad-cam's scale_cam_image).");
     v("upsample", upsample, "Resize maps to the input's height and width (bilinear).");

@@ -15,7 +15,7 @@ struct GuidedGradCamOptions {
   std::vector<std::string> layers;        // one layer; empty: the last with a spatial output
   std::string interpolate_mode = "nearest";  // Captum's default
   template <class V> void visit(V& v) {
-    v("layers", layers, "The Grad-CAM layer (--layer); default: the last layer with a spatial output.");
+    v("layers", layers, "The Grad-CAM layer (--layer); default: the spatial map [N, C, h, w] (h * w > 1) the forward computes last, e.g. layer4.1 of a ResNet-18.");
     v("interpolate_mode", interpolate_mode, "Upsampling of the map to the input: nearest (Captum) or bilinear.",
       std::vector<std::string>{"nearest", "bilinear"});
   }

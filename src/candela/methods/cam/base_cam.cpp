@@ -39,10 +39,23 @@ at::Tensor first_principal_projection(const at::Tensor& activations) {
 
 namespace detail {
 
+// The spatial map computed last: among layers run once with an output [N, C, h, w] and h * w > 1,
+// the one whose output the forward computes last; of modules that hand on the same tensor, the
+// innermost (ResNet: `layer4.1`, pytorch-grad-cam's `model.layer4[-1]`, not the 1x1 `avgpool`
+// after it, whose map would be one constant value). Maps of one pixel are the fallback.
 std::string default_cam_layer(const Model& model) {
-  auto layers = model.layers();
-  for (auto it = layers.rbegin(); it != layers.rend(); ++it)
-    if (it->output_shape.size() == 4 && it->calls == 1) return it->name;
+  const auto layers = model.layers();
+  const LayerInfo* best = nullptr;
+  for (bool spatial : {true, false}) {
+    for (auto it = layers.rbegin(); it != layers.rend(); ++it) {
+      const auto& s = it->output_shape;
+      if (s.size() != 4 || it->calls != 1 || (spatial && s[2] * s[3] <= 1)) continue;
+      if (!best || it->position > best->position ||
+          (it->position == best->position && it->position >= 0 && it->name.size() > best->name.size()))
+        best = &*it;
+    }
+    if (best) return best->name;
+  }
   throw InvalidArgument("found no layer with a spatial output [N, C, h, w] to take a CAM of; pass --layer NAME "
                         "(see `candela info MODEL`).");
 }
