@@ -38,6 +38,20 @@ if [ -f "$build/demo/manifest.json" ]; then
   done
 fi
 
+# The text model (a small BERT-like sentiment classifier): four reviews, three methods; the
+# gradient one explains the token embedding (`tok`), since token ids have no gradient.
+text_methods=(layer_integrated_gradients attention_rollout occlusion)
+if [ -f "$build/demo/data/reviews.txt" ]; then
+  mkdir -p "$out.tmp/text"
+  head -4 "$build/demo/data/reviews.txt" > "$out.tmp/text/reviews.txt"
+  for m in "${text_methods[@]}"; do
+    layer=()
+    [ "$m" = layer_integrated_gradients ] && layer=(--layer tok)
+    "$cli" explain --quiet --model "$build/demo/models/text_bert.pt" --input "$out.tmp/text/reviews.txt" --method "$m" \
+      "${layer[@]}" --out "$out.tmp/text/$m"
+  done
+fi
+
 {
   echo '<!doctype html><meta charset="utf-8"><title>Candela demo</title>'
   echo '<style>body{font-family:sans-serif;margin:2em}td{text-align:center;padding:6px;font-size:13px}img{width:160px;image-rendering:pixelated}</style>'
@@ -63,11 +77,15 @@ fi
     done
     echo '</table>'
   fi
+  if [ -f "$out.tmp/text/reviews.txt" ]; then
+    echo '<h2>A text model: which words decide the sentiment</h2>'
+    for m in "${text_methods[@]}"; do echo "<h3>$m</h3><iframe src=\"text/$m/tokens.html\" title=\"$m\" width=\"960\" height=\"260\"></iframe>"; done
+  fi
 } > "$out.tmp/index.html"
 rm -rf "$out" && mv "$out.tmp" "$out"
 
 echo "Demo done. Open $out/index.html to see 3 digits x ${#methods[@]} methods side by side."
 echo "Each $out/digit_N/METHOD/ folder holds attributions.npy, attribution.json, heatmap.png and heatmap_raw.png."
 echo
-echo "The interactive web UI on the demo's shapes CNN, its pictures and the breast-cancer MLP:"
+echo "The interactive web UI on the demo's shapes CNN and pictures, the breast-cancer MLP and the text model:"
 echo "  make serve      (then open http://127.0.0.1:8080/)"
