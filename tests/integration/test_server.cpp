@@ -621,7 +621,7 @@ TEST(Server, TokenIsRequiredWhenSet) {
   auto ok = right.Get("/api/models");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
-  EXPECT_EQ(json::parse(ok->body).size(), 3u);
+  EXPECT_EQ(json::parse(ok->body).size(), 4u);
 }
 
 // The token from CANDELA_TOKEN (kept out of `ps`): the same protection as --token.
