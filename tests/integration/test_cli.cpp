@@ -893,7 +893,8 @@ bool web_built() { return fs::exists(kWeb + "/report.html"); }
 TEST(Cli, ReportOfAnImageHasEveryFigureAndMarkdown) {
   TempDir dir;
   const std::string common = "report --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
-                             " --methods saliency,integrated_gradients,grad_cam --layer features.2 --curve-steps 8 --top-k 3";
+                             " --methods saliency,integrated_gradients,grad_cam --layer features.2 --curve-steps 8 --top-k 3"
+                             " --method-option integrated_gradients.n_steps=16";
   // Markdown with PNGs: needs no web UI.
   auto r = cli(common + " --format md --out " + (dir / "md"));
   ASSERT_EQ(r.code, 0) << r.err;
