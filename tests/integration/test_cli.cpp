@@ -158,7 +158,7 @@ TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
 }
 
 TEST(Cli, EveryCommandHasHelpWithAnExample) {
-  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "visualize", "tcav", "craft", "crp"}) {
+  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "report", "visualize", "tcav", "craft", "crp"}) {
     auto r = cli(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
