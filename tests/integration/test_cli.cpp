@@ -935,11 +935,12 @@ TEST(Cli, ReportOfAnImageHasEveryFigureAndMarkdown) {
     EXPECT_TRUE(g["spearman"].get<double>() >= -1 && g["spearman"].get<double>() <= 1);
   }
   if (!web_built()) GTEST_SKIP() << "the web UI is not built (" << kWeb << "/report.html): HTML not tested";
-  r = cli(common + " --no-randomisation --web " + kWeb + " --out " + (dir / "report.html"));
+  r = cli("report --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+          " --methods saliency,grad_cam --no-randomisation --web " + kWeb + " --out " + (dir / "report.html"));
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string html = slurp(dir / "report.html");
   const nlohmann::json h = report_data(html);
-  EXPECT_EQ(h["samples"][0]["results"].size(), 3u);
+  EXPECT_EQ(h["samples"][0]["results"].size(), 2u);
   EXPECT_FALSE(h["samples"][0]["results"][0].contains("randomisation"));
   // One file: no script or style from elsewhere.
   EXPECT_EQ(html.find("src=\""), std::string::npos);
@@ -985,4 +986,22 @@ TEST(Cli, ReportRefusesBadInputWithOneLineAndNoFile) {
   expect_one_clear_line(r, "none of the methods takes a layer");
   EXPECT_FALSE(fs::exists(out));
   EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+TEST(Cli, ReportOfTextHasTokensAndARandomisationCheck) {
+  TempDir dir;
+  auto r = cli("report --quiet --model " + fixture("text_bert.pt") + " --input \"a wonderful movie\" --methods "
+               "layer_integrated_gradients --layer tok --method-option layer_integrated_gradients.n_steps=8 "
+               "--curve-steps 4 --format md --out " + (dir / "md"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(slurp(dir / "md/report.md").find("`wonderful`"), std::string::npos);
+  const nlohmann::json d = nlohmann::json::parse(slurp(dir / "md/report.json"));
+  EXPECT_EQ(d["kind"], "text");
+  const nlohmann::json& res = d["samples"][0]["results"][0];
+  EXPECT_EQ(res["tokens"]["tokens"][2]["token"], "wonderful");
+  // The embedding attribution [1, L, D] is compared per token after re-explaining, as explained.
+  ASSERT_TRUE(res["randomisation"].contains("similarity")) << res["randomisation"].dump();
+  const double rho = res["randomisation"]["similarity"];
+  EXPECT_TRUE(rho >= -1 && rho <= 1) << rho;
+  EXPECT_EQ(res["curves"]["deletion"].size(), 5u);
 }

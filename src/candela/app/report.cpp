@@ -16,6 +16,7 @@
 #include "candela/render/export.h"
 #include "candela/render/heatmap.h"
 #include "candela/render/words.h"
+#include "candela/text/tokens.h"
 
 namespace candela {
 // Named, not anonymous: this file shares a unity unit with render/*.cpp.
@@ -85,6 +86,28 @@ json guarded(F f) {
     return json{{"error", first_line(e.what_without_backtrace())}};
   }
 }
+
+// A token model's method that attributes to the embedding ([N, L, D]) reduced to one value per
+// token as `candela explain` reduces it, so the metrics that explain again (the randomisation
+// check) compare like with like.
+class TokenValues : public Explainer {
+ public:
+  TokenValues(std::shared_ptr<Explainer> inner, std::string reduction)
+      : inner_(std::move(inner)), reduction_(std::move(reduction)) {}
+  std::string name() const override { return inner_->name(); }
+  json options() const override { return inner_->options(); }
+  bool uses_baseline() const override { return inner_->uses_baseline(); }
+  Attribution attribute(Evaluator& evaluator, const ExplainRequest& request) const override {
+    Attribution a = inner_->attribute(evaluator, request);
+    const int64_t n = request.inputs.size(0), l = request.inputs.size(1);
+    if (a.values.dim() >= 3 && a.values.size(0) == n && a.values.size(1) == l) a.values = reduce_embedding(a.values, reduction_);
+    return a;
+  }
+
+ private:
+  std::shared_ptr<Explainer> inner_;
+  std::string reduction_;
+};
 
 struct MethodRun {
   std::string name;
@@ -358,6 +381,7 @@ ReportResult run(const ReportJob& job, const RunControl& control) {
   // The trust figures per method, for the first `kept` samples, with the library's metrics.
   const auto& metrics = MetricRegistry::builtin();
   std::vector<json> curves(runs.size()), randomisation(runs.size());
+  std::vector<std::shared_ptr<Explainer>> token_explainers;
   for (size_t mi = 0; mi < runs.size(); ++mi) {
     MethodRun& r = runs[mi];
     const Attribution& a = r.result.attribution;
@@ -372,6 +396,10 @@ ReportResult run(const ReportJob& job, const RunControl& control) {
     in.attributions = a.values.slice(0, 0, kept);
     in.targets = at::tensor(std::vector<int64_t>(a.targets.begin(), a.targets.begin() + kept), at::kLong);
     in.explainer = r.context.explainer.get();
+    if (text) {
+      token_explainers.push_back(std::make_shared<TokenValues>(r.context.explainer, ExplainJob{}.token_reduction));
+      in.explainer = token_explainers.back().get();
+    }
     in.request = r.context.request;
     in.request.inputs = in.inputs;
     in.request.target = Target::indices(std::vector<int64_t>(a.targets.begin(), a.targets.begin() + kept));
