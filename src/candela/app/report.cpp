@@ -407,7 +407,6 @@ ReportResult run(const ReportJob& job, const RunControl& control) {
         in.request.feature_mask.size(0) == n)
       in.request.feature_mask = in.request.feature_mask.slice(0, 0, kept);
     in.eval = r.context.request.eval;
-    in.eval.progress = {};
     if (!r.map_error.empty()) {
       curves[mi] = json{{"error", r.map_error}};
     } else {
@@ -428,6 +427,9 @@ ReportResult run(const ReportJob& job, const RunControl& control) {
       });
     }
     if (job.randomisation) {
+      if (control.note)
+        control.note("randomisation check of " + r.name + ": one more explanation per layer with parameters "
+                     "(--no-randomisation skips it)");
       randomisation[mi] = guarded([&] {
         auto metric = metrics.get("model_parameter_randomisation").create(json::object());
         json details;
