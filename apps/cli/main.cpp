@@ -171,6 +171,33 @@ int run_explain(MethodArgs<ExplainJob>& args, bool in_words) {
   return 0;
 }
 
+// ---- report --------------------------------------------------------------------------------
+
+struct ReportArgs {
+  ReportJob job;
+  std::vector<std::string> method_options;  // NAME.KEY=VALUE
+  bool no_randomisation = false, quiet = false;
+};
+
+int run_report(ReportArgs& a) {
+  ReportJob& job = a.job;
+  job.method_options = named_key_value_options(a.method_options, false);
+  job.randomisation = !a.no_randomisation;
+  ProgressBar bar(!a.quiet);
+  RunControl control = cli_control();
+  control.progress = bar.callback();
+  ReportResult r = run(job, control);
+  bar.finish();
+  if (!a.quiet) {
+    for (const auto& s : r.data["samples"])
+      for (const auto& res : s["results"])
+        for (const auto& w : res["attribution"].value("warnings", nlohmann::json::array()))
+          std::cerr << "candela: warning: " << res["method"].get<std::string>() << ": " << w.value("message", "") << "\n";
+    for (const auto& f : r.files) std::cout << "wrote " << f << "\n";
+  }
+  return 0;
+}
+
 // ---- evaluate, metrics, audit -------------------------------------------------------------
 
 struct EvaluateArgs {
@@ -517,6 +544,49 @@ int main(int argc, char** argv) {
                      "(`candela explain-dataset --help`).")
       ->allow_extras();
 
+  // report
+  ReportArgs rp;
+  auto* report_cmd = app.add_subcommand("report", "One self-contained HTML report (or Markdown and PNGs): prediction, "
+                                                   "several methods side by side, trust checks, explanation in words.");
+  report_cmd->footer(
+      "Examples:\n"
+      "  candela report --model digits_cnn.pt --input digit_0.png --methods saliency,integrated_gradients,grad_cam \\\n"
+      "      --layer features.2 --out report.html\n"
+      "  candela report --model mlp.pt --input rows.csv --methods integrated_gradients,kernel_shap --max-samples 3 \\\n"
+      "      --format md --out report/\n"
+      "  candela report --model text_bert.pt --input \"a great movie\" --methods attn_lrp,layer_integrated_gradients \\\n"
+      "      --layer tok --out text.html\n"
+      "HTML: one file that opens from file:// with no network (the web UI's components with the data inlined; needs\n"
+      "the built web UI, web/dist/report.html). Shows the input, the top-k prediction, each method's map on one shared\n"
+      "colour scale, completeness, warnings, the model parameter randomisation check (Adebayo et al. 2018), deletion and\n"
+      "insertion curves (Petsiuk et al. 2018), agreement between methods (Spearman, top-10% IoU), waterfall plots\n"
+      "(tabular), token highlights (text) and the explanation in words. --format md writes report.md, report.json and\n"
+      "PNGs into a folder. See docs/report.md.");
+  report_cmd->add_option("--model", rp.job.model, "Model file (.pt or .onnx)")->required();
+  report_cmd->add_option("--input", rp.job.input, "An image, a .npy/.csv array [N, ...], or for a token model text or a "
+                         ".txt of lines")->required();
+  report_cmd->add_option("--methods", rp.job.methods, "Methods shown side by side, comma-separated (see `candela methods`)")
+      ->required()
+      ->delimiter(',');
+  report_cmd->add_option("--out", rp.job.out, "The .html file (--format html) or a folder (--format md)")->required();
+  report_cmd->add_option("--format", rp.job.format, "html (one self-contained file, default) or md (Markdown and PNGs)");
+  report_cmd->add_option("--target", rp.job.target, "Class to explain: top1, an index, a class name, or one index per sample");
+  report_cmd->add_option("--top-k", rp.job.top_k, "Classes shown in the prediction (default 5)");
+  report_cmd->add_option("--layer", rp.job.layers, "Layer for the methods that take one (CAMs, layer methods; a token "
+                         "model's embedding), repeatable");
+  report_cmd->add_option("--method-option", rp.method_options, "METHOD.KEY=VALUE (repeatable)");
+  report_cmd->add_option("--baseline", rp.job.baseline, "Baseline of the methods that use one: zeros, constant:V, blur:SIGMA, ...");
+  report_cmd->add_option("--features", rp.job.features, "Feature groups for perturbation methods: each, grid:CELL, slic:N, ...");
+  report_cmd->add_option("--curve-steps", rp.job.curve_steps, "Steps of the deletion and insertion curves (default 20)");
+  report_cmd->add_option("--max-samples", rp.job.max_samples, "Show the first N rows of a many-row input (default 8)");
+  report_cmd->add_flag("--no-randomisation", rp.no_randomisation,
+                       "Skip the model parameter randomisation check (it explains once more per layer)");
+  report_cmd->add_option("--title", rp.job.title, "Title (default: model and input)");
+  report_cmd->add_option("--web", rp.job.web, "Folder holding the built web UI's report.html (default: found as serve finds web/dist)");
+  report_cmd->add_flag("--quiet", rp.quiet, "No progress bar or summary");
+  add_budget_flags(report_cmd, rp.job.budget);
+  add_spec_flags(report_cmd, rp.job.spec);
+
   // methods
   bool methods_json = false;
   auto* methods = app.add_subcommand("methods", "List every method with its options and defaults.");
@@ -805,6 +875,7 @@ int main(int argc, char** argv) {
     if (*evaluate_cmd) return run_evaluate(va);
     if (*metrics_cmd) return run_metrics(metrics_json);
     if (*audit_cmd) return run_audit(aa);
+    if (*report_cmd) return run_report(rp);
     if (*serve_cmd) {
       so.threads = threads;
       so.stop = g_interrupt;  // Ctrl-C, SIGTERM: stop, recording unfinished jobs as interrupted

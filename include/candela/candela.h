@@ -2,6 +2,7 @@
 #pragma once
 
 #include "candela/app/jobs.h"
+#include "candela/app/report.h"
 #include "candela/app/server.h"
 #include "candela/core/attribution.h"
 #include "candela/core/baseline.h"

@@ -158,7 +158,7 @@ TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
 }
 
 TEST(Cli, EveryCommandHasHelpWithAnExample) {
-  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "visualize", "tcav", "craft", "crp"}) {
+  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "report", "visualize", "tcav", "craft", "crp"}) {
     auto r = cli(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
@@ -869,4 +869,139 @@ TEST(Cli, AnchorsThroughExplainWithBackgroundRows) {
           " --method anchors --out " + (dir / "b"));
   expect_one_clear_line(r, "--background");
   EXPECT_FALSE(fs::exists(dir / "b"));
+}
+
+// ---- candela report ----------------------------------------------------------------------
+
+namespace {
+
+// The JSON that `candela report` embeds in its page.
+nlohmann::json report_data(const std::string& html) {
+  const std::string open = "<script type=\"application/json\" id=\"candela-report\">";
+  const auto at = html.find(open);
+  EXPECT_NE(at, std::string::npos);
+  if (at == std::string::npos) return {};
+  const auto end = html.find("</script>", at);
+  return nlohmann::json::parse(html.substr(at + open.size(), end - at - open.size()));
+}
+
+const std::string kWeb = std::string(CANDELA_SOURCE_DIR) + "/web/dist";
+bool web_built() { return fs::exists(kWeb + "/report.html"); }
+
+}  // namespace
+
+TEST(Cli, ReportOfAnImageHasEveryFigureAndMarkdown) {
+  TempDir dir;
+  const std::string common = "report --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+                             " --methods saliency,integrated_gradients,grad_cam --layer features.2 --curve-steps 8 --top-k 3"
+                             " --method-option integrated_gradients.n_steps=16";
+  // Markdown with PNGs: needs no web UI.
+  auto r = cli(common + " --format md --out " + (dir / "md"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string md = slurp(dir / "md/report.md");
+  for (const char* s : {"## Sample 0", "### Prediction", "Can I trust this?", "grad_cam", "In words", "Spearman"})
+    EXPECT_NE(md.find(s), std::string::npos) << s;
+  EXPECT_EQ(slurp(dir / "md/sample_0_heatmaps.png").substr(1, 3), "PNG");
+  const nlohmann::json d = nlohmann::json::parse(slurp(dir / "md/report.json"));
+  ASSERT_EQ(d["kind"], "image");
+  const nlohmann::json& s = d["samples"][0];
+  ASSERT_EQ(s["results"].size(), 3u);
+  ASSERT_EQ(s["prediction"].size(), 3u);
+  const double p = s["prediction"][0]["score"];
+  for (const auto& res : s["results"]) {
+    SCOPED_TRACE(res["method"].get<std::string>());
+    // The curves by construction: nothing deleted (all inserted) is the input itself, so both
+    // ends equal the predicted probability of the target (top-1); all deleted and nothing
+    // inserted are the same all-zeros input.
+    const auto& del = res["curves"]["deletion"];
+    const auto& ins = res["curves"]["insertion"];
+    ASSERT_EQ(del.size(), 9u);
+    ASSERT_EQ(ins.size(), 9u);
+    EXPECT_NEAR(del[0].get<double>(), p, 1e-5);
+    EXPECT_NEAR(ins[8].get<double>(), p, 1e-5);
+    EXPECT_NEAR(del[8].get<double>(), ins[0].get<double>(), 1e-6);
+    EXPECT_TRUE(res["curves"]["deletion_auc"].is_number());
+    const double rho = res["randomisation"]["similarity"];
+    EXPECT_TRUE(rho >= -1 && rho <= 1) << rho;
+    EXPECT_EQ(res["randomisation"]["layers"].size(), 4u);  // 2 convolutions, 2 linear layers
+    EXPECT_EQ(res["map"]["h"], 8);
+    EXPECT_FALSE(res["attribution"]["summary"][0]["sentences"].empty());
+  }
+  // Integrated gradients states its completeness; three methods make three pairs.
+  EXPECT_TRUE(s["results"][1]["attribution"]["convergence_delta"][0].is_number());
+  ASSERT_EQ(s["agreement"].size(), 3u);
+  for (const auto& g : s["agreement"]) {
+    EXPECT_TRUE(g["top_iou"].get<double>() >= 0 && g["top_iou"].get<double>() <= 1);
+    EXPECT_TRUE(g["spearman"].get<double>() >= -1 && g["spearman"].get<double>() <= 1);
+  }
+  if (!web_built()) GTEST_SKIP() << "the web UI is not built (" << kWeb << "/report.html): HTML not tested";
+  r = cli("report --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +
+          " --methods saliency,grad_cam --no-randomisation --web " + kWeb + " --out " + (dir / "report.html"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string html = slurp(dir / "report.html");
+  const nlohmann::json h = report_data(html);
+  EXPECT_EQ(h["samples"][0]["results"].size(), 2u);
+  EXPECT_FALSE(h["samples"][0]["results"][0].contains("randomisation"));
+  // One file: no script or style from elsewhere.
+  EXPECT_EQ(html.find("src=\""), std::string::npos);
+  EXPECT_EQ(html.find("<link rel=\"stylesheet\""), std::string::npos);
+}
+
+TEST(Cli, ReportOfTabularRowsShowsEachRowAndFeatureNames) {
+  TempDir dir;
+  auto r = cli("report --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " + fixture("breast_cancer_test.npy") +
+               " --methods integrated_gradients,input_x_gradient --max-samples 2 --no-randomisation --format md --out " +
+               (dir / "md"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string md = slurp(dir / "md/report.md");
+  EXPECT_NE(md.find("the first 2 of 143 samples"), std::string::npos) << md.substr(0, 400);
+  EXPECT_NE(md.find("## Sample 1"), std::string::npos);
+  EXPECT_NE(md.find("| worst "), std::string::npos);
+  const nlohmann::json d = nlohmann::json::parse(slurp(dir / "md/report.json"));
+  EXPECT_EQ(d["kind"], "tabular");
+  ASSERT_EQ(d["samples"].size(), 2u);
+  // input_x_gradient and integrated_gradients of a ReLU MLP differ; their agreement is reported.
+  EXPECT_EQ(d["samples"][1]["agreement"].size(), 1u);
+  EXPECT_EQ(d["samples"][1]["results"][0]["map"]["w"], 30);
+  if (!web_built()) GTEST_SKIP() << "the web UI is not built: HTML not tested";
+  r = cli("report --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " + fixture("breast_cancer_test.npy") +
+          " --methods integrated_gradients --max-samples 1 --web " + kWeb + " --out " + (dir / "t.html"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(report_data(slurp(dir / "t.html"))["kind"], "tabular");
+}
+
+TEST(Cli, ReportRefusesBadInputWithOneLineAndNoFile) {
+  TempDir dir;
+  const std::string out = dir / "report.html";
+  const std::string model = " --model " + fixture("digits_cnn.pt"), input = " --input " + fixture("digit_0.png");
+  auto r = cli("report" + model + input + " --methods saliency,salency --format md --out " + out);
+  expect_one_clear_line(r, "salency");
+  r = cli("report --model " + (dir / "missing.pt") + input + " --methods saliency --format md --out " + out);
+  expect_one_clear_line(r, "missing.pt");
+  r = cli("report" + model + input + " --methods saliency --web " + (dir / "nowhere") + " --out " + out);
+  expect_one_clear_line(r, "CANDELA_BUILD_WEB=ON");
+  r = cli("report" + model + input + " --methods saliency --format pdf --out " + out);
+  expect_one_clear_line(r, "--format must be html or md");
+  r = cli("report" + model + input + " --methods saliency --layer features.2 --format md --out " + out);
+  expect_one_clear_line(r, "none of the methods takes a layer");
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+TEST(Cli, ReportOfTextHasTokensAndARandomisationCheck) {
+  TempDir dir;
+  auto r = cli("report --quiet --model " + fixture("text_bert.pt") + " --input \"a wonderful movie\" --methods "
+               "layer_integrated_gradients --layer tok --method-option layer_integrated_gradients.n_steps=8 "
+               "--curve-steps 4 --format md --out " + (dir / "md"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(slurp(dir / "md/report.md").find("`wonderful`"), std::string::npos);
+  const nlohmann::json d = nlohmann::json::parse(slurp(dir / "md/report.json"));
+  EXPECT_EQ(d["kind"], "text");
+  const nlohmann::json& res = d["samples"][0]["results"][0];
+  EXPECT_EQ(res["tokens"]["tokens"][2]["token"], "wonderful");
+  // The embedding attribution [1, L, D] is compared per token after re-explaining, as explained.
+  ASSERT_TRUE(res["randomisation"].contains("similarity")) << res["randomisation"].dump();
+  const double rho = res["randomisation"]["similarity"];
+  EXPECT_TRUE(rho >= -1 && rho <= 1) << rho;
+  EXPECT_EQ(res["curves"]["deletion"].size(), 5u);
 }

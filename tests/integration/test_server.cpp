@@ -784,3 +784,38 @@ TEST(Server, AuditsAFolderOfImages) {
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400) << bad->body;
 }
+
+// POST /api/report runs `candela report` as a job: its result is report.json (GET /api/results/KEY)
+// with report.md and the PNGs among the files; bad requests are 400 with the CLI's message.
+TEST(Server, ReportIsAJobWithTheCommandsFiles) {
+  Site site;
+  ServerProcess server(site);
+  auto c = server.client();
+  const json request = {{"model", "digits_cnn.pt"}, {"input", {{"data", "digit_0.png"}}}, {"methods", {"saliency", "grad_cam"}},
+                        {"format", "md"}, {"curve_steps", 4}, {"randomisation", false}};
+  auto r = post(c, "/api/report", request);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const json job = wait_job(c, json::parse(r->body)["id"], finished);
+  ASSERT_EQ(job["state"], "done") << job.dump();
+  const std::string key = job["result"];
+  const json data = body_of(c.Get(("/api/results/" + key).c_str()));
+  ASSERT_EQ(data["samples"][0]["results"].size(), 2u) << data.dump().substr(0, 300);
+  EXPECT_EQ(data["samples"][0]["results"][1]["curves"]["deletion"].size(), 5u);
+  auto md = c.Get(("/api/results/" + key + "/files/report.md").c_str());
+  ASSERT_TRUE(md);
+  EXPECT_NE(md->body.find("## Sample 0"), std::string::npos);
+  // The same request again is a cache hit.
+  r = post(c, "/api/report", request);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  for (const auto& [bad, message] : std::vector<std::pair<json, std::string>>{
+           {{{"model", "digits_cnn.pt"}, {"input", {{"data", "digit_0.png"}}}, {"methods", {"salency"}}}, "salency"},
+           {{{"model", "digits_cnn.pt"}, {"input", {{"data", "digit_0.png"}}}, {"methods", {"saliency"}}, {"out", "x.html"}}, "\"out\""},
+           {{{"model", "digits_cnn.pt"}, {"input", {{"data", "digit_0.png"}}}, {"methods", {"saliency"}}, {"format", "pdf"}}, "html, md"}}) {
+    auto b = post(c, "/api/report", bad);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->status, 400) << b->body;
+    EXPECT_NE(body_of(b).value("error", "").find(message), std::string::npos) << b->body;
+  }
+}

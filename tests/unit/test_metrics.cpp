@@ -293,6 +293,14 @@ TEST(Metrics, SimilaritiesAndBootstrap) {
   EXPECT_NEAR(spearman_rows(at::tensor({1.0, 1.0, 2.0}, kD).view({1, 3}), at::tensor({1.0, 2.0, 3.0}, kD).view({1, 3}))
                   .item<double>(),
               std::sqrt(3.0) / 2.0, 1e-12);
+  // Top-fraction IoU by |value|: top 2 of 5 of [5, -4, 0, 1, 0] is {0, 1}; of [0, 3, -6, 1, 0] it is
+  // {1, 2}: 1 shared of 3 -> 1/3. The same set -> 1; disjoint sets -> 0; at least one feature.
+  const at::Tensor p = at::tensor({5.0, -4.0, 0.0, 1.0, 0.0}, kD).view({1, 5}), q = at::tensor({0.0, 3.0, -6.0, 1.0, 0.0}, kD).view({1, 5});
+  EXPECT_NEAR(top_fraction_iou_rows(p, q, 0.4).item<double>(), 1.0 / 3.0, 1e-12);
+  EXPECT_EQ(top_fraction_iou_rows(p, 2 * p, 0.4).item<double>(), 1.0);
+  EXPECT_EQ(top_fraction_iou_rows(p, q, 0.01).item<double>(), 0.0);  // {0} vs {2}
+  EXPECT_EQ(top_fraction_iou_rows(p, q, 1.0).item<double>(), 1.0);
+  EXPECT_THROW(top_fraction_iou_rows(p, q, 0.0), InvalidArgument);
   const auto ci = bootstrap_mean({1, 2, 3, 4, std::nan(""), 5}, 2000, 7);
   EXPECT_DOUBLE_EQ(ci[0], 3.0);
   EXPECT_LT(ci[1], 3.0);

@@ -64,6 +64,7 @@ export const api = {
   explain: (req: Record<string, unknown>) => postJson<Job>("/api/explain", req),
   evaluate: (req: Record<string, unknown>) => postJson<Job>("/api/evaluate", req),
   audit: (req: Record<string, unknown>) => postJson<Job>("/api/audit", req),
+  report: (req: Record<string, unknown>) => postJson<Job>("/api/report", req),
   job: (id: string) => getJson<Job>(`/api/jobs/${id}`),
   jobs: () => getJson<Job[]>("/api/jobs"),
   cancel: (id: string) => del(`/api/jobs/${id}`),

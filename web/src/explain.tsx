@@ -10,15 +10,18 @@ import { cell, CellSpec, isCheap, run, cancel, CellState, hash } from "./cells";
 import { Chart, barsOption } from "./charts";
 import { arrayImage, toCanvas, Mode, Sign } from "./render";
 import { HeatmapPanel } from "./panel";
+import type { Look } from "./scale";
 import { TabularPanel, WhatIfTable, SurrogateRules } from "./tabular";
 import { TrustPanel } from "./trust";
 import { forText, isTokenModel, requestOptions, TokenPanel, WhatIfText } from "./text";
+import { DownloadReport } from "./download";
 import { toBase64 } from "./npy";
 
 export const methodsP = api.methods();
 export const runToken = signal(0);
 
-export interface Look { mode: Mode; sign: Sign; opacity: number; clip: number; shared: boolean; smooth: boolean; topk: number }
+export type { Look } from "./scale";
+export { reportScale, sharedScale } from "./scale";
 
 export function ExplainView() {
   const u = url.value;
@@ -73,6 +76,7 @@ export function ExplainView() {
           <div class="row">
             <button type="button" class="primary" data-testid="run" onClick={() => { runToken.value++; announce("Running the chosen methods"); }}>Run</button>
             <span class="muted">cheap methods run at once; the others on Run</span>
+            {s && <DownloadReport model={u.model} input={s.input} methods={chosen.map((m) => m.name)} target={targets[0]} options={Object.fromEntries(chosen.map((m) => [m.name, requestOptions(m, methodOptions.value[m.name] ?? {}, info)]))} />}
           </div>
         </div>
       </div>
@@ -240,11 +244,6 @@ function Controls({ look, text }: { look: Look; text?: boolean }) {
   );
 }
 
-const scales = signal<Record<string, number>>({});
-export function reportScale(k: string, v: number) {
-  if (scales.value[k] !== v) scales.value = { ...scales.value, [k]: v };
-}
-export const sharedScale = () => Math.max(0, ...Object.values(scales.value));
 
 function Cell(p: { spec: CellSpec; method: MethodInfo; targetName: string; look: Look; sample: Sample; inputCanvas?: HTMLCanvasElement; info?: ModelInfo; others: MethodInfo[]; targets: number[] }) {
   const st = cell(p.spec).value;

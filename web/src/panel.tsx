@@ -2,8 +2,8 @@
 // under the pointer; PNG and raw-value export.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { CellState } from "./cells";
-import type { Look } from "./explain";
-import { reportScale, sharedScale } from "./explain";
+import type { Look } from "./scale";
+import { reportScale, sharedScale } from "./scale";
 import { applySign, clipScale, colormapFor, color, heatImage, toCanvas, topMask } from "./render";
 
 const SIZE = 192;

@@ -4,8 +4,8 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { getJson, MethodInfo, ModelInfo } from "./api";
 import type { CellState } from "./cells";
-import type { Look } from "./explain";
-import { reportScale, sharedScale } from "./explain";
+import type { Look } from "./scale";
+import { reportScale, sharedScale } from "./scale";
 import { Colorbar } from "./panel";
 import { applySign, clipScale, valueColor } from "./render";
 import { Sample, textSample } from "./samples";

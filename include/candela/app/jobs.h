@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@
 #include "candela/core/batching.h"
 #include "candela/core/options.h"
 #include "candela/core/progress.h"
+#include "candela/core/explainer.h"
+#include "candela/io/input.h"
 #include "candela/methods/concept/craft.h"
 #include "candela/methods/concept/crp.h"
 #include "candela/methods/concept/tcav.h"
@@ -126,6 +129,15 @@ struct ExplainResult {
   std::vector<std::string> files;   // the paths written (empty when job.out is empty)
 };
 ExplainResult run(const ExplainJob& job, const RunControl& control = {});
+// What run(ExplainJob) explained with, for a caller that goes on with it (`candela report`'s
+// trust checks re-explain and perturb the same input with the same explainer and request).
+struct ExplainContext {
+  std::shared_ptr<Model> model;
+  LoadedInput input;
+  std::shared_ptr<Explainer> explainer;
+  ExplainRequest request;
+};
+ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainContext* context);
 // run()'s checks that need no model and no input (method, options, layers, baseline, heatmap
 // options): a server refuses a bad request with them before queueing it. Throws as run() does.
 void validate(const ExplainJob& job);
@@ -386,8 +398,11 @@ struct PredictJob {
   }
 };
 // {"output_kind", "classes", "samples": [{"top": [{"class", "score", "name"?}]}]}; scores are
-// softmax probabilities for logits, the outputs as they are otherwise.
+// softmax probabilities for logits, the outputs as they are otherwise. Token models (layout NL)
+// take text, a .txt of lines or ids as explain does.
 nlohmann::json run(const PredictJob& job, const RunControl& control = {});
+// The same answer for a model and a batch the caller has already loaded.
+nlohmann::json predict_top_k(const Model& model, const at::Tensor& batch, int64_t top_k);
 
 // A job from JSON: the fields visit() lists, types checked, unknown keys refused with a
 // suggestion; `what` names the request in errors ("the explain request"). And back.

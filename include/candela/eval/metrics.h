@@ -56,6 +56,10 @@ void MetricRegistry::add() {
 at::Tensor spearman_rows(const at::Tensor& a, const at::Tensor& b);
 at::Tensor pearson_rows(const at::Tensor& a, const at::Tensor& b);
 at::Tensor ssim_rows(const at::Tensor& a, const at::Tensor& b);
+// Agreement of two maps on where the evidence is: the intersection over union of the `fraction`
+// (in (0, 1]) of features with the largest |value| in each row (at least one feature; ties
+// broken by position). a, b: [N, F] -> [N], 1 for the same set, 0 for disjoint sets.
+at::Tensor top_fraction_iou_rows(const at::Tensor& a, const at::Tensor& b, double fraction);
 
 // The per-pixel (images) or per-element map of attributions: [N, P], and the pixel grid.
 struct FeatureMap {

@@ -194,7 +194,9 @@ PreparedExplain prepare(const ExplainJob& job) {
 
 void validate(const ExplainJob& job) { prepare(job); }
 
-ExplainResult run(const ExplainJob& job, const RunControl& control) {
+ExplainResult run(const ExplainJob& job, const RunControl& control) { return run(job, control, nullptr); }
+
+ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainContext* context) {
   // Validate everything cheap before loading anything heavy.
   PreparedExplain p = prepare(job);
   auto& explainer = p.explainer;
@@ -246,6 +248,12 @@ ExplainResult run(const ExplainJob& job, const RunControl& control) {
     result.artifacts = render_explanation(result.attribution, model, input, heatmap);
   }
   if (!job.out.empty()) result.files = write_artifacts(job.out, result.artifacts);
+  if (context) {
+    context->model = std::make_shared<Model>(std::move(model));
+    context->input = std::move(input);
+    context->explainer = std::move(explainer);
+    context->request = std::move(req);
+  }
   return result;
 }
 
@@ -315,15 +323,20 @@ nlohmann::json run(const PredictJob& job, const RunControl& control) {
   LoadedInput input = model.input_spec().layout == "NL" ? load_token_input(job.input, model)
                                                         : load_input(job.input, model.input_spec());
   infer_layout_from(model, input.batch, control);
+  return predict_top_k(model, input.batch, job.top_k);
+}
+
+nlohmann::json predict_top_k(const Model& model, const at::Tensor& batch, int64_t top_k) {
+  CANDELA_CHECK(top_k >= 1, "top_k must be >= 1, got ", top_k, ".");
   at::NoGradGuard no_grad;
   // The plain forward: the model was just loaded, and forward_inference would first build its
   // frozen graph for this one call.
-  at::Tensor y = model.forward(input.batch).to(at::kCPU, at::kFloat);
+  at::Tensor y = model.forward(batch.to(c10::Device(model.device()))).to(at::kCPU, at::kFloat);
   CANDELA_CHECK(y.dim() == 2, "predict needs a model with outputs [N, classes], got ", y.sizes().vec().size(),
                 " dimensions.");
   const std::string kind = model.output_kind();
   at::Tensor p = kind == "logits" ? y.softmax(1) : y;
-  const int64_t k = std::min<int64_t>(job.top_k, y.size(1));
+  const int64_t k = std::min<int64_t>(top_k, y.size(1));
   auto [values, indices] = p.topk(k, 1);
   const auto& names = model.class_names();
   nlohmann::json samples = nlohmann::json::array();

@@ -35,6 +35,7 @@
 #include <thread>
 
 #include "candela/app/jobs.h"
+#include "candela/app/report.h"
 #include "candela/core/error.h"
 #include "candela/core/registry.h"
 #include "candela/detail/text.h"
@@ -314,6 +315,7 @@ struct Job {
   ExplainJob explain;
   EvaluateJob evaluate;
   AuditJob audit;
+  ReportJob report;
 
   json to_json() const {
     json j = {{"id", id},         {"kind", kind},     {"state", state},     {"key", key},
@@ -759,6 +761,51 @@ class Server {
     return job;
   }
 
+  // `candela report` on one input: a job whose result holds report.html (or report.md and PNGs)
+  // and report.json. The page's template is the web UI's that this server serves.
+  std::shared_ptr<Job> report_job(const httplib::Request& req) {
+    json body = parse_body(req);
+    const json request = body;
+    for (const char* k : {"out", "web"})
+      if (body.contains(k)) fail(400, std::string("the report request: \"") + k + "\" is chosen by the server; drop it.");
+    const std::string model_id = take_string(body, "model", "the report request");
+    if (!body.contains("input")) fail(400, "the report request needs \"input\".");
+    const json input = body["input"];
+    body.erase("input");
+    const fs::path model = model_file(model_id);
+    body["model"] = model.string();
+    body["input"] = "";
+    auto job = std::make_shared<Job>();
+    job->kind = "report";
+    job->report = job_from_json<ReportJob>(body, "the report request");
+    ReportJob& r = job->report;
+    check_limits(r.method_options, "method_options");
+    if (r.max_samples > o_.max_rows)
+      fail(422, "max_samples = " + std::to_string(r.max_samples) + " is over this server's limit of " +
+                    std::to_string(o_.max_rows) + " (--max-rows).");
+    auto [input_path, input_record] = resolve_input(input);
+    r.input = input_path.string();
+    if (!o_.static_dir.empty() && fs::exists(fs::path(o_.static_dir) / "report.html")) r.web = o_.static_dir;
+    json files = json::object();
+    const auto ends = [](const std::string& s, const char* e) {
+      const std::string t = e;
+      return s.size() > t.size() && lower(s).compare(s.size() - t.size(), t.size(), t) == 0;
+    };
+    if (ends(r.baseline, ".npy")) r.baseline = data_file("baseline", r.baseline, files);
+    if (ends(r.features, ".npy")) r.features = data_file("features", r.features, files);
+    validate(r);
+    json keyed = job_to_json(r);
+    for (const char* k : {"model", "input", "out", "web"}) keyed.erase(k);
+    for (const auto& [field, hash] : files.items()) keyed.erase(field);
+    job->key = sha256(json{{"kind", "report"}, {"model", file_hash(model)}, {"input", file_hash(input_path)},
+                           {"job", keyed}, {"files", files}}
+                          .dump());
+    job->model = model_id;
+    job->request = request;
+    job->request["input"] = input_record;
+    return job;
+  }
+
   // `candela audit` on a data set under --data: one job, its result audit.json.
   std::shared_ptr<Job> audit_job(const httplib::Request& req) {
     json body = parse_body(req);
@@ -899,6 +946,13 @@ class Server {
       std::vector<Artifact> files;
       if (job.kind == "explain") {
         files = candela::run(job.explain, control).artifacts;
+      } else if (job.kind == "report") {
+        ReportJob r = job.report;
+        r.out.clear();
+        ReportResult rr = candela::run(r, control);
+        files = rr.artifacts;
+        // report.json: what the page shows, for GET /api/results/{key} (the md format has it already).
+        if (r.format == "html") files.push_back(render_json("report.json", rr.data));
       } else if (job.kind == "audit") {
         AuditJob a = job.audit;
         a.out.clear();
@@ -975,6 +1029,7 @@ class Server {
     if (e == ".npy") return "application/octet-stream";
     if (e == ".csv") return "text/csv";
     if (e == ".md") return "text/markdown; charset=utf-8";
+    if (e == ".html") return "text/html; charset=utf-8";
     if (e == ".jsonl") return "application/jsonl";
     return "application/octet-stream";
   }
@@ -1068,7 +1123,7 @@ class Server {
 
     svr.Get("/api", [this](const httplib::Request&, httplib::Response& res) { send_json(res, index_json()); });
     svr.Get("/api/schema", [](const httplib::Request&, httplib::Response& res) {
-      send_json(res, {{"explain", job_schema<ExplainJob>()}, {"evaluate", job_schema<EvaluateJob>()}, {"audit", job_schema<AuditJob>()},
+      send_json(res, {{"explain", job_schema<ExplainJob>()}, {"evaluate", job_schema<EvaluateJob>()}, {"audit", job_schema<AuditJob>()}, {"report", job_schema<ReportJob>()},
                       {"predict", job_schema<PredictJob>()}});
     });
     svr.Get("/api/methods", [](const httplib::Request&, httplib::Response& res) {
@@ -1173,6 +1228,10 @@ class Server {
       auto [status, j] = submit(evaluate_job(req));
       send_json(res, j, status);
     });
+    svr.Post("/api/report", [this](const httplib::Request& req, httplib::Response& res) {
+      auto [status, j] = submit(report_job(req));
+      send_json(res, j, status);
+    });
     svr.Post("/api/audit", [this](const httplib::Request& req, httplib::Response& res) {
       auto [status, j] = submit(audit_job(req));
       send_json(res, j, status);
@@ -1252,7 +1311,10 @@ class Server {
       const std::string key = req.matches[1];
       const json meta = json::parse(slurp(result_file(key, "meta.json")));
       const std::string kind = meta.value("kind", "");
-      const std::string name = kind == "evaluate" ? "results.json" : kind == "audit" ? "audit.json" : "attribution.json";
+      const std::string name = kind == "evaluate" ? "results.json"
+                               : kind == "audit"  ? "audit.json"
+                               : kind == "report" ? "report.json"
+                                                  : "attribution.json";
       res.set_content(slurp(result_file(key, name)), "application/json");
     });
     svr.Get(R"(/api/results/([0-9a-f]{64})/meta)", [this](const httplib::Request& req, httplib::Response& res) {
@@ -1336,6 +1398,7 @@ class Server {
         {"POST /api/explain", "queue an explanation: a job"},
         {"POST /api/evaluate", "queue an evaluation: a job"},
         {"POST /api/audit", "queue a shortcut audit of a data set: a job"},
+        {"POST /api/report", "queue a report (`candela report`): a job; its file is /api/results/{key}/files/report.html"},
         {"GET /api/jobs", "recent jobs"},
         {"GET /api/jobs/{id}", "a job's state, progress, ETA, error"},
         {"GET /api/jobs/{id}/events", "server-sent events: progress, then done, error or cancelled"},

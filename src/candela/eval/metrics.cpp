@@ -68,6 +68,23 @@ at::Tensor ranks(const at::Tensor& a) {
 
 at::Tensor spearman_rows(const at::Tensor& a, const at::Tensor& b) { return pearson_rows(ranks(a), ranks(b)); }
 
+at::Tensor top_fraction_iou_rows(const at::Tensor& a, const at::Tensor& b, double fraction) {
+  CANDELA_CHECK(fraction > 0 && fraction <= 1, "the top fraction must be in (0, 1], got ", fraction, ".");
+  CANDELA_CHECK_T(ShapeMismatch, a.dim() == 2 && a.sizes() == b.sizes(), "top_fraction_iou_rows needs two maps [N, F] of "
+                  "one shape, got ", detail::shape_str(a.sizes()), " and ", detail::shape_str(b.sizes()), ".");
+  const int64_t n = a.size(0), p = a.size(1);
+  const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::llround(fraction * static_cast<double>(p))));
+  at::Tensor out = at::zeros({n}, kDouble);
+  if (p == 0) return out;
+  // Stable descending order of |value|: equal values keep their positions' order.
+  const auto top = [&](const at::Tensor& m) {
+    const at::Tensor order = std::get<1>(m.abs().to(at::kDouble).sort(/*stable=*/true, 1, /*descending=*/true));
+    return at::zeros({n, p}, at::kBool).scatter_(1, order.slice(1, 0, k), true);
+  };
+  const at::Tensor ta = top(a), tb = top(b);
+  return (ta & tb).sum(1).to(kDouble) / (ta | tb).sum(1).to(kDouble);
+}
+
 at::Tensor ssim_rows(const at::Tensor& a, const at::Tensor& b) {
   // skimage.metrics.structural_similarity on 1-d rows: 7-wide uniform window, sample
   // covariance, K1 = 0.01, K2 = 0.03, data range of both rows, mean over the interior.
