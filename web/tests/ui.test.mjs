@@ -247,7 +247,14 @@ test("the audit finds the shortcut set's watermark and draws it on the samples",
   await page.fill('input[type=number]', "64");
   await page.click('[data-testid="audit"] button');
   await page.waitForSelector('[data-testid="audit-verdict"]', { timeout: 120000 });
-  assert.match(await page.textContent('[data-testid="audit-verdict"]'), /Suspected shortcut/);
+  // The flagged window holds the watermark (rows and columns 1..3), by construction of the set.
+  // Not the verdict itself: on 64 samples the share of samples over the factor sits near the 30%
+  // threshold, and which side it falls on varies with the trained model.
+  const verdict = await page.textContent('[data-testid="audit-verdict"]');
+  const w = /window at rows (\d+)\.\.(\d+), columns (\d+)\.\.(\d+)/.exec(verdict);
+  assert.ok(w, verdict);
+  const [r0, r1, c0, c1] = w.slice(1).map(Number);
+  assert.ok(r0 <= 1 && r1 >= 3 && c0 <= 1 && c1 >= 3, `the window ${w[0]} holds the watermark at rows 1..3, columns 1..3`);
   await page.waitForSelector('[data-testid="audit-samples"] canvas');
   assert.equal(await page.$$eval('[data-testid="audit-samples"] canvas', (c) => c.length), 6);
   assert.deepEqual(page.errors, []);
