@@ -1,9 +1,11 @@
-// Transformer explanations on the BERT-like text fixture (tests/fixtures/make_text_fixtures.py):
+// Transformer explanations on the BERT-like text fixture (tests/fixtures/make_text_fixtures.py) and
+// the small ViT (tests/fixtures/make_vit_fixtures.py):
 //  1. AttnLRP's cost against one plain forward + backward pass, in the same run: the plain pass is
 //     the tapped forward graph and the gradient of the target logit with respect to the token
 //     embedding (what any embedding-layer gradient method pays, without Candela's evaluator);
 //     attn_lrp runs through Explainer::explain (evaluator, rule graph, relevance bookkeeping).
-//     LXT, the anchor, claims one backward pass; the target is a ratio <= 2.
+//     LXT, the anchor, claims one backward pass; the target is a ratio <= 2. On the ViT the
+//     relevance goes down to the pixels and the plain pass is the gradient w.r.t. the image.
 //  2. Attention flow (Dinic's max-flow, one flow per input token) by sequence length 16, 64, 128
 //     on random attention maps with 2 and 12 layers, per sample.
 //
@@ -52,7 +54,7 @@ int main(int argc, char** argv) {
   auto args = candela::bench::parse_args(
       argc, argv, 5,
       "usage: bench_transformers [--threads N] [--repeats R]\n\n"
-      "AttnLRP / (forward + backward) on the text fixture, and attention flow time by sequence length.\n\n"
+      "AttnLRP / (forward + backward) on the text fixture and the ViT, and attention flow time by sequence length.\n\n"
       "example:\n  build/bin/bench_transformers --threads 2 --repeats 5\n");
   Model model = Model::load(bench::fixture("text_bert.pt"));
   const at::Tensor all = read_npy(bench::fixture("text_test_ids.npy")).to(at::kFloat);
@@ -68,6 +70,32 @@ int main(int argc, char** argv) {
              {"grad_attention_rollout", nlohmann::json::object()},
              {"attention_rollout", nlohmann::json::object()}}) {
       const double t = method_time(model, x, name, opts, args.repeats);
+      std::string label = name + (opts.contains("variant") ? " (cp_lrp)" : "");
+      std::printf("%-34s %8lld %12.5f %12.5f %8.2f\n", label.c_str(), static_cast<long long>(batch), plain, t,
+                  t / plain);
+    }
+  }
+
+  // The ViT (tests/fixtures/make_vit_fixtures.py): relevance down to the pixels; the plain pass is
+  // the forward and the gradient of the target logit with respect to the image.
+  Model vit = Model::load(bench::fixture("vit.pt"));
+  const at::Tensor images = read_npy(bench::fixture("vit_test_images.npy"));
+  std::printf("\n%-34s %8s %12s %12s %8s\n", "vit (2 layers, 16+1 tokens, D=32)", "batch", "plain s", "method s",
+              "ratio");
+  for (int64_t batch : {1, 16, 64}) {
+    const at::Tensor x = images.slice(0, 0, batch).contiguous();
+    const double plain = best_of(args.repeats, kWarmup, [&] {
+      at::AutoGradMode grad(true);
+      at::Tensor in = x.detach().requires_grad_(true);
+      torch::autograd::grad({vit.forward(in).select(1, 1).sum()}, {in});
+    });
+    for (const auto& [name, opts] : std::vector<std::pair<std::string, nlohmann::json>>{
+             {"attn_lrp", nlohmann::json::object()},
+             {"attn_lrp", {{"variant", "cp_lrp"}}},
+             {"input_x_gradient", nlohmann::json::object()},
+             {"grad_attention_rollout", nlohmann::json::object()},
+             {"attention_rollout", nlohmann::json::object()}}) {
+      const double t = method_time(vit, x, name, opts, args.repeats);
       std::string label = name + (opts.contains("variant") ? " (cp_lrp)" : "");
       std::printf("%-34s %8lld %12.5f %12.5f %8.2f\n", label.c_str(), static_cast<long long>(batch), plain, t,
                   t / plain);

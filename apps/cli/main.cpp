@@ -504,7 +504,8 @@ int main(int argc, char** argv) {
       "      --layer tok --aggregate word --out out/text\n"
       "  candela explain --model text_bert.pt --input lines.txt --method attention_rollout --out out/rollout\n"
       "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png; for token models\n"
-      "(layout NL: text, a .txt of lines or ids .npy) tokens.json and tokens.html (highlighted text).");
+      "(layout NL: text, a .txt of lines or ids .npy) tokens.json and tokens.html (highlighted text); for the attention\n"
+      "methods attention_maps.npy [N, layers, heads, L, L] and attention map PNGs (first 8 samples).");
   explain->add_option("--model", ea.job.model, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
   explain->add_option("--input", ea.job.input, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]; for a token "
                       "model also text or a .txt file of lines")->required();

@@ -815,6 +815,18 @@ TEST(Cli, ExplainsTextWithTokenOutputs) {
           " --method attention_rollout --out " + (dir / "rollout"));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(read_npy(dir / "rollout/attributions.npy").sizes(), (at::IntArrayRef{64, 16}));
+  // The attention maps it read: all of them as .npy, PNGs for the first 8 samples (each layer's
+  // heads averaged, each head, and the rollout matrix), rows summing to 1.
+  {
+    const at::Tensor maps = read_npy(dir / "rollout/attention_maps.npy");
+    EXPECT_EQ(maps.sizes(), (at::IntArrayRef{64, 2, 2, 16, 16}));
+    EXPECT_LE((maps.to(at::kDouble).sum(-1) - 1).abs().max().item<double>(), 1e-5);
+    for (std::string f : {"attention_0_layer0.png", "attention_7_layer1_head1.png", "attention_rollout_7.png"})
+      EXPECT_TRUE(fs::exists(dir / ("rollout/" + f))) << f;
+    EXPECT_FALSE(fs::exists(dir / "rollout/attention_8_layer0.png"));
+    auto meta = nlohmann::json::parse(slurp(dir / "rollout/attribution.json"));
+    EXPECT_EQ(meta["extra"]["attention_maps"]["png_samples"], 8);
+  }
   r = cli("explain --quiet --model " + fixture("text_bert.pt") + " --input " + fixture("text_test_ids.npy") +
           " --method feature_ablation --out " + (dir / "ablation"));
   ASSERT_EQ(r.code, 0) << r.err;

@@ -12,6 +12,10 @@
 #include <set>
 #include <sstream>
 
+#include <onnx/onnx_pb.h>
+
+#include <chrono>
+
 #include "candela/io/npy.h"
 #include "candela/onnx/emit.h"
 #include "candela/onnx/importer.h"
@@ -153,12 +157,108 @@ TEST(Onnx, MalformedFilesGetClearErrors) {
   expect("bad_short_pads.onnx", ParseError(""), "'pads' has 2 values where 4 are expected");
 }
 
+namespace {
+
+// A hand-built graph: x [1, 4] float through the given nodes to y (shapes left to inference).
+std::string hand_built(const std::vector<onnx::NodeProto>& nodes, int opset = 17,
+                       const std::vector<std::pair<std::string, int>>& extra_opsets = {}) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  auto* op = m.add_opset_import();
+  op->set_domain("");
+  op->set_version(opset);
+  for (const auto& [domain, version] : extra_opsets) {
+    auto* o = m.add_opset_import();
+    o->set_domain(domain);
+    o->set_version(version);
+  }
+  auto* g = m.mutable_graph();
+  g->set_name("hand_built");
+  for (const auto& n : nodes) *g->add_node() = n;
+  auto value = [](onnx::ValueInfoProto* v, const std::string& name) {
+    v->set_name(name);
+    auto* t = v->mutable_type()->mutable_tensor_type();
+    t->set_elem_type(onnx::TensorProto::FLOAT);
+    t->mutable_shape()->add_dim()->set_dim_value(1);
+    t->mutable_shape()->add_dim()->set_dim_value(4);
+  };
+  value(g->add_input(), "x");
+  value(g->add_output(), "y");
+  return m.SerializeAsString();
+}
+
+onnx::NodeProto node(const std::string& op, const std::vector<std::string>& in, const std::string& out,
+                     const std::string& domain = "") {
+  onnx::NodeProto n;
+  n.set_op_type(op);
+  n.set_name(out + "_node");
+  n.set_domain(domain);
+  for (const auto& i : in) n.add_input(i);
+  n.add_output(out);
+  return n;
+}
+
+}  // namespace
+
+TEST(Onnx, ManyNodesOfOneOperatorImportQuickly) {
+  // 40 Add nodes in a chain, then 40 Mul. Every node's submodule once shared its class name with
+  // the other nodes of its operator (all `__torch__.Add`), and compiling the root's forward()
+  // took time and memory doubling with each such node: about 0.25 s at 22, std::bad_alloc past
+  // 26 (the opset-14 export of the text fixture has 31 Adds).
+  std::vector<onnx::NodeProto> nodes;
+  std::string prev = "x";
+  for (int k = 0; k < 80; ++k) {
+    const std::string out = k == 79 ? "y" : "h" + std::to_string(k);
+    nodes.push_back(node(k < 40 ? "Add" : "Mul", {prev, "x"}, out));
+    prev = out;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto imp = candela::detail::import_onnx_bytes(hand_built(nodes), "/nonexistent", "chain.onnx", true);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 20.0) << "the import's time grows with the nodes of one operator";
+  // y = (41 x) * x^40 at x = 1: 41; the layer type is still the operator's name.
+  const at::Tensor y = imp.module.forward({at::ones({1, 4})}).toTensor();
+  EXPECT_TRUE(at::allclose(y, at::full({1, 4}, 41.0)));
+  Model m = Model::load(fixture("text_bert_op14.onnx"));
+  std::set<std::string> types;
+  for (const auto& l : m.layers()) types.insert(l.type);
+  for (const char* t : {"Add", "Pow", "ReduceMean", "Sqrt", "Gemm", "Gather"}) EXPECT_TRUE(types.count(t)) << t;
+}
+
+TEST(Onnx, FusedAndCustomDomainOperatorsAreRefusedClearly) {
+  // ONNX Runtime's transformer optimizer fuses a BERT layer into com.microsoft::Attention.
+  onnx::NodeProto attention = node("Attention", {"x", "w", "b"}, "y", "com.microsoft");
+  auto* heads = attention.add_attribute();
+  heads->set_name("num_heads");
+  heads->set_type(onnx::AttributeProto::INT);
+  heads->set_i(2);
+  const std::string bytes = hand_built({attention}, 17, {{"com.microsoft", 1}});
+  try {
+    candela::detail::import_onnx_bytes(bytes, "/nonexistent", "optimized.onnx", true);
+    ADD_FAILURE() << "com.microsoft::Attention was accepted";
+  } catch (const UnsupportedModel& e) {
+    const std::string what = e.what();
+    for (const char* needle : {"com.microsoft::Attention", "node 'y_node'", "fused", "ONNX Runtime", "torch.onnx.export"})
+      EXPECT_NE(what.find(needle), std::string::npos) << needle << " not in: " << what;
+  }
+  // Any other non-standard domain.
+  const std::string custom = hand_built({node("Frobnicate", {"x"}, "y", "org.example")}, 17, {{"org.example", 1}});
+  try {
+    candela::detail::import_onnx_bytes(custom, "/nonexistent", "custom.onnx", true);
+    ADD_FAILURE() << "org.example::Frobnicate was accepted";
+  } catch (const UnsupportedModel& e) {
+    EXPECT_NE(std::string(e.what()).find("org.example::Frobnicate"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("custom domain"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Onnx, OperatorTableListsWhatTheImporterConverts) {
   const std::vector<std::string> ops = candela::detail::supported_onnx_ops();
   EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
   EXPECT_TRUE(std::adjacent_find(ops.begin(), ops.end()) == ops.end());
   auto listed = [&](const std::string& op) { return std::binary_search(ops.begin(), ops.end(), op); };
-  for (const char* op : {"Conv", "Gemm", "Relu", "MatMul", "Resize", "ReduceMean", "Reshape", "Constant"})
+  for (const char* op : {"Conv", "Gemm", "Relu", "MatMul", "Resize", "ReduceMean", "Reshape", "Constant", "CumSum",
+                          "GatherElements", "Where", "Expand", "Range", "Einsum", "LayerNormalization"})
     EXPECT_TRUE(listed(op)) << op;
   // Refused with the plain "is not supported" message.
   for (const char* op : {"Hardmax", "LpPool", "ReduceProd", "NonMaxSuppression"}) EXPECT_FALSE(listed(op)) << op;

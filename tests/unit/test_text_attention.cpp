@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <queue>
+#include <set>
 
 #include "candela/detail/tensor_util.h"
 #include "candela/io/npy.h"
@@ -362,9 +363,8 @@ TEST(TextFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
   occl.feature_mask = at::arange(16).view({1, 16});
   auto ablation_pt = Registry::builtin().create("feature_ablation")->explain(pt, occl).values;
   auto lrp_pt = AttnLrp({.layers = {"tok"}}).explain(pt, {.inputs = x}).values;
-  // (text_bert_op14.onnx, with its decomposed LayerNorms, does not import yet: the converted graph
-  // fails to compile with std::bad_alloc at the head's Gemm. Known gap, see the branch's notes.)
-  for (const char* file : {"text_bert_op17.onnx"}) {
+  // Opset 14 has no LayerNormalization: its LayerNorms are ReduceMean/Sub/Pow/Sqrt/Div chains.
+  for (const char* file : {"text_bert_op14.onnx", "text_bert_op17.onnx"}) {
     SCOPED_TRACE(file);
     Model onnx = Model::load(fixture(file));
     ASSERT_EQ(onnx.input_spec().layout, "NL") << "the sidecar's layout";
@@ -393,5 +393,93 @@ TEST(TextFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
     bool erf_gate = false;
     for (const auto& r : lrp.extra["rules"]) erf_gate |= r["op"] == "aten::erf";
     EXPECT_TRUE(erf_gate);
+  }
+}
+
+// ---- the small vision transformer (tests/fixtures/make_vit_fixtures.py) -----------------------
+// torchvision's VisionTransformer on 32x32 images, 16 patches of 8x8 + the class token; one patch
+// (stripes: horizontal or vertical) decides the class, two distractor patches (checkerboards of the
+// same amplitude) and the noise carry no class.
+
+namespace {
+
+at::Tensor vit_images(int64_t count) { return read_npy(fixture("vit_test_images.npy")).slice(0, 0, count).contiguous(); }
+
+// Pixel attributions [N, 3, 32, 32] summed over channels and each 8x8 patch: [N, 16], row-major.
+at::Tensor patch_sums(const at::Tensor& values) {
+  const int64_t n = values.size(0);
+  return values.to(at::kDouble).sum(1).reshape({n, 4, 8, 4, 8}).sum({2, 4}).reshape({n, 16});
+}
+
+}  // namespace
+
+TEST(VitFixture, TheDecidingPatchRanksFirstForAttnLrpAndIntegratedGradients) {
+  // The ground truth is planted: only the deciding patch carries the class (the distractors have the
+  // same amplitude and a random sign), so a faithful attribution gives it the largest share of the
+  // predicted class's evidence. >= 90% of the 64 test images (58), as the issue asks.
+  Model model = Model::load(fixture("vit.pt"));
+  const at::Tensor x = vit_images(64);
+  const at::Tensor patch = read_npy(fixture("vit_test_patch.npy"));
+  auto hits = [&](const at::Tensor& values) { return (patch_sums(values).argmax(1) == patch).sum().item<int64_t>(); };
+  auto lrp = AttnLrp().explain(model, {.inputs = x});
+  EXPECT_GE(hits(lrp.values), 58) << "AttnLRP";
+  std::printf("deciding patch first of 16: AttnLRP %lld/64", static_cast<long long>(hits(lrp.values)));
+  // Every node of the ViT got a rule; the attention's softmax and its two products among them.
+  std::set<std::string> rules;
+  for (const auto& r : lrp.extra["rules"]) rules.insert(r["rule"].get<std::string>());
+  for (const char* r : {"softmax_gradient", "uniform", "epsilon", "layer_norm_std_constant"}) EXPECT_TRUE(rules.count(r)) << r;
+  auto ig = IntegratedGradients({.n_steps = 32}).explain(model, {.inputs = x});
+  EXPECT_GE(hits(ig.values), 58) << "integrated gradients";
+  std::printf(", integrated gradients %lld/64\n", static_cast<long long>(hits(ig.values)));
+}
+
+TEST(VitFixture, AttentionRolloutsRunOnTheVit) {
+  Model model = Model::load(fixture("vit.pt"));
+  const at::Tensor x = vit_images(16);
+  EXPECT_EQ(candela::detail::find_attention_layers(model).size(), 2u);
+  // Rollout rows are stochastic (a product of row-stochastic matrices): the class token's row sums to 1.
+  auto rollout = AttentionRollout().explain(model, {.inputs = x}).values;
+  ASSERT_EQ(rollout.sizes(), (std::vector<int64_t>{16, 17}));
+  EXPECT_LE((rollout.to(at::kDouble).sum(1) - 1).abs().max().item<double>(), 1e-5);
+  EXPECT_GE(rollout.min().item<double>(), 0.0);
+  auto grad = GradAttentionRollout().explain(model, {.inputs = x}).values;
+  ASSERT_EQ(grad.sizes(), (std::vector<int64_t>{16, 17}));
+  EXPECT_TRUE(at::isfinite(grad).all().item<bool>());
+  // R = I + sum of non-negative terms: the class token's own entry is at least 1.
+  EXPECT_GE(grad.select(1, 0).min().item<double>(), 1.0 - 1e-6);
+}
+
+TEST(VitFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
+  Model pt = Model::load(fixture("vit.pt"));
+  const at::Tensor x = vit_images(4);
+  const at::Tensor out = pt.forward(x).detach();
+  auto rollout_pt = AttentionRollout().explain(pt, {.inputs = x}).values;
+  auto ig_pt = IntegratedGradients({.n_steps = 8}).explain(pt, {.inputs = x}).values;
+  auto lrp_pt = AttnLrp().explain(pt, {.inputs = x}).values;
+  for (const char* file : {"vit_op14.onnx", "vit_op17.onnx"}) {
+    SCOPED_TRACE(file);
+    Model onnx = Model::load(fixture(file));
+    EXPECT_LE((onnx.forward(x).detach() - out).abs().max().item<double>(), 1e-5);
+    EXPECT_EQ(candela::detail::find_attention_layers(onnx).size(), 2u);
+    EXPECT_LE((AttentionRollout().explain(onnx, {.inputs = x}).values - rollout_pt).abs().max().item<double>(), 1e-5);
+    auto ig = IntegratedGradients({.n_steps = 8}).explain(onnx, {.inputs = x}).values;
+    EXPECT_LE((ig - ig_pt).abs().max().item<double>(), 1e-5 * std::max(1.0, ig_pt.abs().max().item<double>()));
+    auto lrp = AttnLrp().explain(onnx, {.inputs = x}).values;
+    EXPECT_TRUE(at::equal(patch_sums(lrp).argmax(1), patch_sums(lrp_pt).argmax(1)));
+    std::printf("%s: AttnLRP max |onnx - traced| = %.3g of max |R| %.3g\n", file,
+                (lrp - lrp_pt).abs().max().item<double>(), lrp_pt.abs().max().item<double>());
+  }
+}
+
+TEST(VitFixture, AttnLrpRefusesTheFusedMultiheadAttentionClearly) {
+  // The stock torchvision model traced under no_grad: nn.MultiheadAttention's fast path.
+  Model fused = Model::load(fixture("vit_fused.pt"));
+  try {
+    AttnLrp().explain(fused, {.inputs = vit_images(2)});
+    ADD_FAILURE() << "attn_lrp accepted aten::_native_multi_head_attention";
+  } catch (const UnsupportedModel& e) {
+    const std::string what = e.what();
+    for (const char* needle : {"aten::_native_multi_head_attention", "fast path", "no_grad"})
+      EXPECT_NE(what.find(needle), std::string::npos) << needle << " not in: " << what;
   }
 }

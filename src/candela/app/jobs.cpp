@@ -19,6 +19,7 @@
 #include "candela/io/dataset.h"
 #include "candela/io/file.h"
 #include "candela/io/input.h"
+#include "candela/methods/attention/attention_graph.h"
 #include "candela/methods/perturbation/feature_mask.h"
 #include "candela/robustness/counterfactual.h"
 #include "candela/robustness/probe.h"
@@ -192,6 +193,50 @@ PreparedExplain prepare(const ExplainJob& job) {
 
 }  // namespace
 
+namespace {
+
+// The attention methods also write the maps they read: attention_maps.npy [N, layers, heads, L, L]
+// (every sample), and PNGs for the first kMaxMapSamples samples: each layer's heads averaged
+// (attention_<s>_layer<l>.png), each head (attention_<s>_layer<l>_head<h>.png) and, for
+// attention_rollout, the whole rollout matrix with the method's head fusion and discard ratio
+// (attention_rollout_<s>.png). Rows are queries, columns keys; probabilities in [0, 1], unclipped.
+constexpr int64_t kMaxMapSamples = 8;
+
+std::vector<Artifact> attention_map_artifacts(Attribution& a, const Model& model, const at::Tensor& inputs,
+                                              const HeatmapOptions& heatmap) {
+  std::vector<std::string> layers;
+  if (a.extra.contains("attention_layers")) layers = a.extra["attention_layers"].get<std::vector<std::string>>();
+  const at::Tensor maps = detail::read_attention_maps(model, layers, inputs).to(at::kFloat).cpu();
+  std::vector<Artifact> out{render_npy("attention_maps.npy", maps)};
+  HeatmapOptions o = heatmap;
+  o.sign = "positive";
+  o.clip_percentile = 100.0;
+  if (o.colormap.empty()) o.colormap = "inferno";
+  const int64_t n = std::min(maps.size(0), kMaxMapSamples), k = maps.size(1), h = maps.size(2);
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t l = 0; l < k; ++l) {
+      const std::string stem = "attention_" + std::to_string(s) + "_layer" + std::to_string(l);
+      out.push_back(render_png_raw(stem + ".png", maps[s][l].mean(0), o));
+      for (int64_t head = 0; head < h; ++head)
+        out.push_back(render_png_raw(stem + "_head" + std::to_string(head) + ".png", maps[s][l][head], o));
+    }
+  if (a.method == "attention_rollout") {
+    std::vector<at::Tensor> per_layer;
+    for (int64_t l = 0; l < k; ++l) per_layer.push_back(maps.select(1, l).to(at::kDouble));
+    const at::Tensor rollout = detail::attention_rollout(per_layer, a.options.value("head_fusion", "mean"),
+                                                         a.options.value("discard_ratio", 0.0));
+    for (int64_t s = 0; s < n; ++s)
+      out.push_back(render_png_raw("attention_rollout_" + std::to_string(s) + ".png", rollout[s].to(at::kFloat), o));
+  }
+  a.extra["attention_maps"] = {{"file", "attention_maps.npy"},
+                               {"shape", maps.sizes().vec()},
+                               {"png_samples", n},
+                               {"layout", "[N, layers, heads, L (queries), L (keys)]"}};
+  return out;
+}
+
+}  // namespace
+
 void validate(const ExplainJob& job) { prepare(job); }
 
 ExplainResult run(const ExplainJob& job, const RunControl& control) { return run(job, control, nullptr); }
@@ -219,6 +264,9 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
 
   ExplainResult result;
   result.attribution = explainer->explain(model, req);
+  std::vector<Artifact> attention_maps;
+  if (Registry::builtin().get(job.method).family == "attention")
+    attention_maps = attention_map_artifacts(result.attribution, model, req.inputs, heatmap);
   if (token_model) {
     // Token results: one value per token ([N, L, D] at an embedding is reduced, and the method's
     // own values kept in attributions_embedding.npy), then per-token JSON and highlighted text.
@@ -247,6 +295,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
   } else {
     result.artifacts = render_explanation(result.attribution, model, input, heatmap);
   }
+  result.artifacts.insert(result.artifacts.end(), attention_maps.begin(), attention_maps.end());
   if (!job.out.empty()) result.files = write_artifacts(job.out, result.artifacts);
   if (context) {
     context->model = std::make_shared<Model>(std::move(model));

@@ -215,7 +215,13 @@ class Converter {
         continue;
       }
       // Inputs: computed values are arguments of the node's submodule; constants its state.
-      torch::jit::Module sub{c10::QualifiedName(op)};
+      // Each submodule gets a class of its own, named as PyTorch mangles a repeated class name
+      // (__torch__.___torch_mangle_<k>.<Op>; layer types read the last part, the operator). Nodes
+      // that share one qualified name (every Add an `__torch__.Add`) made compiling the root's
+      // forward() take time and memory doubling with each further node of that operator: the
+      // opset-14 export of a BERT-like model (decomposed LayerNorms, 31 Adds) died with
+      // std::bad_alloc.
+      torch::jit::Module sub{c10::QualifiedName("__torch__.___torch_mangle_" + std::to_string(ni) + "." + op)};
       std::vector<std::string> in_expr, sub_args, call_args;
       for (int k = 0; k < node.input_size(); ++k) {
         const std::string& iname = node.input(k);
@@ -435,6 +441,20 @@ OnnxImport import_onnx_bytes(const std::string& bytes, const std::string& folder
         CANDELA_CHECK_T(ParseError, positive ? v >= 1 : v >= 0, "ONNX ", n.op_type(), " node '", n.name(), "': attribute '",
                         a.name(), "' has the value ", v, "; it must be ", positive ? "at least 1." : "non-negative.");
     }
+  }
+  // Operators outside the standard domain, before the checker (which knows none of them and
+  // would only say that no such operator is registered).
+  for (const auto& n : model.graph().node()) {
+    if (n.domain().empty() || n.domain() == "ai.onnx") continue;
+    if (n.domain() == "com.microsoft")
+      throw UnsupportedModel(str_cat(
+          "'", name, "': ONNX operator com.microsoft::", n.op_type(), " (node '", n.name(),
+          "') is a fused operator of ONNX Runtime's contrib domain, written by its transformer optimizer "
+          "(onnxruntime.transformers / optimum with optimization on). Candela imports the standard operators only: "
+          "use the model as exported (torch.onnx.export), before the optimizer fused it."));
+    throw UnsupportedModel(str_cat("'", name, "': ONNX operator ", n.domain(), "::", n.op_type(), " (node '", n.name(),
+                                   "') is from a custom domain; Candela imports the standard operators only. "
+                                   "Export the model with standard ONNX operators."));
   }
   // External data first: the checker would read any path it is given.
   for (const auto& t : model.graph().initializer())

@@ -1,5 +1,5 @@
 // ONNX reductions: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceL1, ReduceL2, and ArgMax /
-// ArgMin. ReduceProd, ReduceLogSum(Exp) and ReduceSumSquare are not imported.
+// ArgMin, and CumSum. ReduceProd, ReduceLogSum(Exp) and ReduceSumSquare are not imported.
 #include <string>
 
 #include "emit.h"
@@ -48,6 +48,27 @@ std::string reduce_min(Emit& e) { return reduce(e, "min", e.opset >= 18); }
 std::string reduce_l2(Emit& e) { return reduce(e, "l2", e.opset >= 18); }
 std::string reduce_l1(Emit& e) { return reduce(e, "l1", e.opset >= 18); }
 
+// CumSum along the axis input (a scalar or one-element tensor); `exclusive` shifts the sums by
+// one (the first is zero), `reverse` sums from the end. The dtype is the input's.
+std::string cumsum(Emit& e) {
+  const bool exclusive = e.a.i("exclusive", 0) != 0, reverse = e.a.i("reverse", 0) != 0;
+  if (e.is_const(1)) {
+    const auto a = e.const_ints(1);
+    if (a.size() != 1) e.unsupported("an axis input with " + std::to_string(a.size()) + " values");
+    e.pre << "    ax = " << a[0] << "\n";
+  } else {
+    e.pre << "    ax = int(" << e.x(1) << ".reshape([-1])[0].item())\n";
+  }
+  e.pre << "    y = " << e.x(0) << "\n    if ax < 0:\n        ax = ax + y.dim()\n";
+  if (reverse) e.pre << "    y = y.flip([ax])\n";
+  e.pre << "    c = torch.cumsum(y, ax).to(y.dtype)\n";
+  if (exclusive)
+    e.pre << "    n = y.size(ax)\n    if n > 0:\n"
+          << "        c = torch.cat([torch.zeros_like(y.narrow(ax, 0, 1)), c.narrow(ax, 0, n - 1)], ax)\n";
+  if (reverse) e.pre << "    c = c.flip([ax])\n";
+  return "c";
+}
+
 // ArgMax and ArgMin.
 std::string arg_extreme(Emit& e) {
   if (e.a.i("select_last_index", 0) != 0) e.unsupported("select_last_index");
@@ -66,6 +87,7 @@ void add_reduce_ops(OpTable& t) {
   t.add("ReduceL1", reduce_l1);
   t.add("ArgMax", arg_extreme);
   t.add("ArgMin", arg_extreme);
+  t.add("CumSum", cumsum);
 }
 
 }  // namespace candela::detail::onnx_import

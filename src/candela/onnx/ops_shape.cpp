@@ -1,5 +1,6 @@
 // ONNX operators that move, select or make values without arithmetic: reshaping, transposing,
-// joining and splitting, slicing and gathering, shapes and ranges, tiling and padding.
+// joining and splitting, slicing and gathering (Gather, GatherElements), shapes and ranges, tiling
+// and padding.
 #include <ATen/ATen.h>
 
 #include <string>
@@ -148,6 +149,15 @@ std::string gather(Emit& e) {
          e.x(0) + ".shape[ax + 1:])";
 }
 
+// GatherElements: torch.gather along `axis`, negative indices counted from the end.
+std::string gather_elements(Emit& e) {
+  const int64_t axis = e.a.i("axis", 0);
+  const std::string ax = axis < 0 ? "(" + e.x(0) + ".dim() + " + std::to_string(axis) + ")" : std::to_string(axis);
+  e.pre << "    ax = " << ax << "\n    idx = " << e.x(1) << ".long()\n    idx = torch.where(idx < 0, idx + " << e.x(0)
+        << ".size(ax), idx)\n";
+  return "torch.gather(" + e.x(0) + ", ax, idx)";
+}
+
 std::string shape(Emit& e) {
   const int64_t start = e.a.i("start", 0);
   const std::string s = e.x(0) + ".shape";
@@ -234,6 +244,7 @@ void add_shape_ops(OpTable& t) {
   t.add("Split", split);
   t.add("Slice", slice);
   t.add("Gather", gather);
+  t.add("GatherElements", gather_elements);
   t.add("Shape", shape);
   t.add("Size", size);
   t.add("Expand", expand);

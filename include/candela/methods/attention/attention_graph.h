@@ -41,5 +41,10 @@ at::Tensor attention_flow(const std::vector<at::Tensor>& residual, int64_t query
 // output is [1, H, L, L] for one sample, in execution order. InvalidArgument when there is none.
 std::vector<std::string> find_attention_layers(const Model& model);
 
+// The attention maps themselves, for display (`candela explain` with an attention method): one
+// forward pass without gradients through taps at `layers` (empty: find_attention_layers),
+// [N, layers, H, L, L], first layer first.
+at::Tensor read_attention_maps(const Model& model, const std::vector<std::string>& layers, const at::Tensor& x);
+
 }  // namespace detail
 }  // namespace candela

@@ -72,6 +72,26 @@ AttentionMaps read_attention(Evaluator& ev, const std::vector<std::string>& give
   return r;
 }
 
+}  // namespace
+
+at::Tensor detail::read_attention_maps(const Model& model, const std::vector<std::string>& layers, const at::Tensor& x) {
+  const std::vector<std::string> names = layers.empty() ? find_attention_layers(model) : layers;
+  const auto taps = LayerTaps::of(model, names);
+  at::NoGradGuard no_grad;
+  auto run = taps->forward(x, {}, /*track=*/false);
+  std::vector<at::Tensor> maps;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const at::Tensor& a = run.activations[i];
+    CANDELA_CHECK_T(ShapeMismatch, a.dim() == 4 && a.size(2) == a.size(3) && a.sizes() == run.activations[0].sizes(),
+                    "layer '", names[i], "' outputs ", shape_str(a.sizes()),
+                    ", not attention probabilities [N, heads, L, L] like the other layers'.");
+    maps.push_back(a.detach());
+  }
+  return at::stack(maps, 1);
+}
+
+namespace {
+
 Attribution token_result(const AttentionMaps& m, const at::Tensor& values, const at::Tensor& x) {
   Attribution a;
   a.values = values.to(x.scalar_type());

@@ -333,6 +333,15 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
       record("statistic");  // its only use is a divisor held constant: no relevance reaches it
     } else if (linear_ops().count(kind)) {
       record("linear");
+    } else if (kind == "aten::_native_multi_head_attention" || kind == "aten::_transformer_encoder_layer_fwd") {
+      // nn.MultiheadAttention / nn.TransformerEncoderLayer in inference: one fused kernel.
+      throw UnsupportedModel(str_cat(
+          "attn_lrp cannot propagate through ", where,
+          module_type(node).empty() ? "" : " (" + module_type(node) + ")",
+          ": the fused fast path that nn.MultiheadAttention takes when nothing requires grad (a model traced under "
+          "torch.no_grad() in eval mode). It hides the attention map and has no LRP rule. Trace the model with "
+          "gradients enabled (outside torch.no_grad(), parameters requiring grad) so that the attention is traced "
+          "as matmul/softmax ops, or write the attention out (see tests/fixtures/make_vit_fixtures.py)."));
     } else {
       throw UnsupportedModel(str_cat("attn_lrp has no rule for ", where,
                                      module_type(node).empty() ? "" : " (" + module_type(node) + ")",
