@@ -200,7 +200,6 @@ Refined refine_model(const Model& model, const at::Tensor& inputs, const at::Ten
     if (on_epoch) on_epoch(e);
   }
   module->eval();
-  for (at::Tensor p : params) p.set_requires_grad(true);
   out.module = std::move(module);
   return out;
 }
