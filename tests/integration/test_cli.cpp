@@ -367,7 +367,7 @@ TEST(Cli, AuditFlagsTheWatermarkOfTheShortcutSet) {
 
 // `candela refine` closes the loop on the shortcut set: the CNN relies on the watermark (built
 // that way: trained with it on 95% of class 1 and 5% of class 0). Retraining with the flagged
-// region shuffled between images (12 epochs over the 3000 training images, about 8 s on 2 cores)
+// region shuffled between images (12 epochs over the 3000 training images; 10-15 s on 2 cores)
 // must reach the goal: contradicting-split accuracy above 0.90 and clean accuracy no more
 // than 2 points lower. The pattern decides the class in every training image, so a model that
 // cannot use the region has to learn it; the margins hold on any CPU (checked with fixtures
