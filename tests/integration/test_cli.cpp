@@ -381,7 +381,7 @@ TEST(Cli, RefineRemovesTheShortcutOfTheShortcutSet) {
                dir / "audit/audit.json" + " --method randomize --epochs 12 --audit-samples 100 --out " + dir / "fixed");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("epoch 12:"), std::string::npos) << "progress per epoch on stderr: " << r.err;
-  for (std::string f : {"model.pt", "model.json", "refine.json"}) EXPECT_TRUE(fs::exists(dir / "fixed" / f)) << f;
+  for (std::string f : {"model.pt", "model.json", "refine.json"}) EXPECT_TRUE(fs::exists(dir / ("fixed/" + f))) << f;
   auto j = nlohmann::json::parse(slurp(dir / "fixed/refine.json"));
   const auto& before = j["accuracy"]["before"];
   const auto& after = j["accuracy"]["after"];
