@@ -500,6 +500,13 @@ def build_shortcut(out, log):
     np.save(os.path.join(folder, "watermark_test.npy"), wm_te)
     np.save(os.path.join(folder, "masks_test.npy"), m_te)
     write_json(os.path.join(folder, "watermark_region.json"), dict(WM))
+    # For `candela refine` (retraining without the shortcut): the training split as trained on,
+    # and the test images before the watermark was added. Saves only: no random draw changes,
+    # so model.pt and the test arrays stay byte-identical to a build without these files.
+    np.save(os.path.join(folder, "x_train.npy"), x_tr)
+    np.save(os.path.join(folder, "y_train.npy"), y_tr)
+    np.save(os.path.join(folder, "watermark_train.npy"), wm_tr)
+    np.save(os.path.join(folder, "x_test_clean.npy"), x_clean)
     log(f"[shortcut] train acc {train_acc:.4f}  test acc {test_acc:.4f} (watermark-consistent {acc_cons:.3f}, "
         f"conflicting {acc_conf:.3f}); all test with wm {acc_wm:.3f}, without wm {acc_no:.3f}")
     log(f"[shortcut] reliance: mean p1(with wm) - p1(without) = {delta.mean():+.3f} "
@@ -527,6 +534,9 @@ def build_shortcut(out, log):
         "ground_truth": "watermark_test.npy bool [N]; watermark_region.json; masks_test.npy bool [N,32,32] = "
                         "pattern pixels. A faithful explanation of a watermarked test image should put a large "
                         "share of its mass in the watermark region (the model relies on it).",
+        "training_data": "x_train.npy float32 [3000,1,32,32], y_train.npy int64 [3000], watermark_train.npy bool "
+                         "[3000]: the split the model was trained on (watermark on 95% of class 1, 5% of class 0); "
+                         "x_test_clean.npy: the test images without any watermark (for `candela refine`).",
         "sanity": {"saliency_share_in_watermark": rnd(share_wm.mean(), 4), "watermark_area_share": rnd(area, 4),
                    "input_x_gradient_share_in_watermark": rnd(share_wm_ixg.mean(), 4),
                    "saliency_share_in_pattern_mask": rnd(share_pat.mean(), 4),
@@ -558,7 +568,9 @@ def main():
         "generator": "scripts/make_groundtruth.py",
         "seed": SEED, "per_set_seeds": {"patterns": SEED + 1, "tabular": SEED + 2, "shortcut": SEED + 3},
         "torch_version": torch.__version__.split("+")[0], "numpy_version": np.__version__,
-        "files": "each set: model.pt (TorchScript, eval) + model.json (Candela sidecar) + test data .npy",
+        "files": "each set: model.pt (TorchScript, eval) + model.json (Candela sidecar) + test data .npy; "
+                 "shortcut also its training split (x_train.npy, y_train.npy, watermark_train.npy) and "
+                 "x_test_clean.npy",
         "sets": {},
     }
     for name in only:

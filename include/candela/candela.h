@@ -84,5 +84,6 @@
 #include "candela/robustness/attacks.h"
 #include "candela/robustness/counterfactual.h"
 #include "candela/robustness/probe.h"
+#include "candela/robustness/refine.h"
 #include "candela/text/tokenizer.h"
 #include "candela/text/tokens.h"

@@ -38,6 +38,7 @@
 #include "candela/render/heatmap.h"
 #include "candela/robustness/counterfactual.h"
 #include "candela/robustness/probe.h"
+#include "candela/robustness/refine.h"
 
 namespace candela {
 
@@ -49,6 +50,7 @@ struct EvaluateProgress;
 struct RunControl {
   ProgressCallback progress;  // explain, audit: per batch of model evaluations
   std::function<void(const EvaluateProgress&)> evaluate_progress;  // evaluate: per unit of work, with time left
+  std::function<void(const RefineEpoch&)> refine_epoch;  // refine: after every training epoch
   CancelToken cancel;         // checked between batches; the job then throws Cancelled and writes nothing
   std::function<void(const std::string&)> note;  // what the user should know before the result (an inferred layout)
 };
@@ -206,6 +208,43 @@ struct AuditJob {
 };
 // Returns audit.json's content (and writes it into job.out when given).
 nlohmann::json run(const AuditJob& job, const RunControl& control = {});
+
+// `candela refine`: retrains a classifier away from an image region an audit flagged
+// (candela/robustness/refine.h), then measures it again: accuracy on the test splits and the
+// audit, before and after. `data` is a folder holding x_train.npy and y_train.npy (the
+// ground-truth shortcut set's layout; its x_test.npy, y_test.npy, x_test_clean.npy,
+// watermark_train.npy and watermark_test.npy are used when present) or a .npy of training images
+// with `labels`. The other files may be given one by one and override the folder's.
+struct RefineJob {
+  std::string model, data, labels, region, out;
+  std::string test, test_labels, test_clean, marked, test_marked;
+  RefineOptions options;
+  std::string audit_method = "integrated_gradients";
+  int64_t audit_samples = 200;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "TorchScript model file (.pt) of an image classifier.");
+    v("data", data, "Training images: a folder with x_train.npy and y_train.npy, or a .npy [N, C, H, W] with --labels.");
+    v("labels", labels, "Training labels: .npy of class indices [N].");
+    v("region", region, "The region to unlearn: y0,x0,y1,x1 (end-exclusive) or an audit.json (its window).");
+    v("out", out, "Output folder: model.pt, model.json, refine.json; empty: return them without writing.");
+    v("test", test, "Test images .npy (default: the folder's x_test.npy).");
+    v("test_labels", test_labels, "Test labels .npy (default: the folder's y_test.npy).");
+    v("test_clean", test_clean, "The test images without the artefact .npy, same labels (default: x_test_clean.npy).");
+    v("marked", marked, "Training images that carry the artefact: bool .npy [N] (default: watermark_train.npy).");
+    v("test_marked", test_marked, "Test images that carry it: bool .npy (default: watermark_test.npy).");
+    options.visit(v);
+    v("audit_method", audit_method, "Attribution method of the audits before and after.");
+    v("audit_samples", audit_samples, "Test images the audits explain (0: all).");
+    spec.visit(v);
+  }
+};
+struct RefineResult {
+  nlohmann::json report;            // refine.json
+  std::vector<Artifact> artifacts;  // model.pt, model.json, refine.json
+  std::vector<std::string> files;
+};
+RefineResult run(const RefineJob& job, const RunControl& control = {});
 
 // `candela robustness`: an adversarial probe of a data set (candela/robustness/probe.h).
 struct RobustnessJob {

@@ -65,6 +65,10 @@ struct AuditConfig {
   double min_fraction = 0.3;   // of the samples
   int64_t clusters = 3;
   int64_t seed = 0;
+  // Optional y0,x0,y1,x1 (end-exclusive): also report this window's relevance share and whether
+  // it would be flagged (at least min_fraction of the samples over factor x its area share), as
+  // "region" (`candela refine` checks that a shortcut it removed is gone).
+  std::vector<int64_t> region;
   EvalOptions eval;
 };
 nlohmann::json audit_shortcuts(const Model& model, const EvaluateData& data, const AuditConfig& config);

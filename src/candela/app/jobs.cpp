@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 
@@ -20,6 +22,7 @@
 #include "candela/io/file.h"
 #include "candela/io/input.h"
 #include "candela/methods/attention/attention_graph.h"
+#include "candela/io/npy.h"
 #include "candela/methods/perturbation/feature_mask.h"
 #include "candela/robustness/counterfactual.h"
 #include "candela/robustness/probe.h"
@@ -363,6 +366,211 @@ nlohmann::json run(const AuditJob& job, const RunControl& control) {
   nlohmann::json r = audit_shortcuts(model, data, c);
   if (!job.out.empty()) write_artifacts(job.out, {render_json("audit.json", r)});
   return r;
+}
+
+// ---- refine ----------------------------------------------------------------------------------
+
+namespace {
+
+// The file `name` in folder `dir` when it exists, else "".
+std::string file_in(const std::string& dir, const char* name) {
+  std::error_code ec;
+  const std::filesystem::path p = std::filesystem::path(dir) / name;
+  return std::filesystem::is_regular_file(p, ec) ? p.string() : std::string();
+}
+
+// A bool/int .npy with one entry per sample; `flag` names it in errors.
+at::Tensor read_marks(const std::string& path, int64_t n, const char* flag) {
+  const at::Tensor t = read_npy(path).reshape({-1});
+  CANDELA_CHECK(t.size(0) == n, flag, " ", path, " has ", t.size(0), " entries for ", n,
+                " images; give one true/false per image.");
+  return t.ne(0);
+}
+
+// The interventional check behind an audit's finding: every image's region replaced by the same
+// region of another image (image i takes image (i + n/2) mod n's), and how the model's top-1
+// answer moves: the share of predictions that change and the mean |change| of the probability of
+// the class first predicted. A model that does not use the region scores 0 on both.
+nlohmann::json region_reliance(const Model& model, const at::Tensor& x, const ImageRegion& r) {
+  at::NoGradGuard no_grad;
+  const int64_t n = x.size(0);
+  const bool nhwc = model.input_spec().layout == "NHWC";
+  const at::Tensor perm = (at::arange(n, at::kLong) + n / 2).remainder(n);
+  at::Tensor swapped = x.clone();
+  const int64_t hd = nhwc ? 1 : 2, wd = nhwc ? 2 : 3;
+  swapped.slice(hd, r.y0, r.y1).slice(wd, r.x0, r.x1)
+      .copy_(x.index_select(0, perm).slice(hd, r.y0, r.y1).slice(wd, r.x0, r.x1));
+  int64_t flips = 0;
+  double delta = 0;
+  for (int64_t b = 0; b < n; b += 500) {
+    const int64_t e = std::min(n, b + 500);
+    const at::Tensor p0 = model.forward(x.slice(0, b, e)).softmax(1), p1 = model.forward(swapped.slice(0, b, e)).softmax(1);
+    const at::Tensor top = p0.argmax(1, true);
+    flips += p1.argmax(1, true).ne(top).sum().item<int64_t>();
+    delta += (p1.gather(1, top) - p0.gather(1, top)).abs().sum().item<double>();
+  }
+  return {{"prediction_flip_rate", static_cast<double>(flips) / static_cast<double>(n)},
+          {"mean_abs_delta_probability", delta / static_cast<double>(n)},
+          {"samples", n},
+          {"definition", "each image's region replaced by image (i + n/2) mod n's; share of top-1 predictions that "
+                         "change, mean |change| of the first top-1 class's softmax probability"}};
+}
+
+nlohmann::json split_accuracy(const Model& model, const std::map<std::string, std::pair<at::Tensor, at::Tensor>>& splits) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [name, xy] : splits)
+    out[name] = {{"accuracy", top1_accuracy(model, xy.first, xy.second)}, {"samples", xy.first.size(0)}};
+  return out;
+}
+
+}  // namespace
+
+RefineResult run(const RefineJob& job, const RunControl& control) {
+  job.options.validate();
+  const ImageRegion region = ImageRegion::parse(job.region);
+  Registry::builtin().get(job.audit_method);  // an unknown name fails here, before the model loads
+  CANDELA_CHECK(job.audit_samples >= 0, "--audit-samples must be >= 0 (0 = all), got ", job.audit_samples, ".");
+  CANDELA_CHECK(!job.data.empty(), "--data is required: a folder with x_train.npy and y_train.npy, or a .npy of "
+                "training images with --labels.");
+  std::string train_x = job.data, train_y = job.labels, test_x = job.test, test_y = job.test_labels,
+              test_clean = job.test_clean, marked = job.marked, test_marked = job.test_marked;
+  std::error_code ec;
+  if (std::filesystem::is_directory(job.data, ec)) {
+    train_x = file_in(job.data, "x_train.npy");
+    CANDELA_CHECK(!train_x.empty(), "--data ", job.data, " is a folder without x_train.npy; give a folder with "
+                  "x_train.npy and y_train.npy (the layout of the ground-truth shortcut set), or --data X.npy --labels Y.npy.");
+    auto dflt = [&](std::string& v, const char* name) {
+      if (v.empty()) v = file_in(job.data, name);
+    };
+    dflt(train_y, "y_train.npy");
+    dflt(test_x, "x_test.npy");
+    dflt(test_y, "y_test.npy");
+    dflt(test_clean, "x_test_clean.npy");
+    dflt(marked, "watermark_train.npy");
+    dflt(test_marked, "watermark_test.npy");
+  }
+  CANDELA_CHECK(!train_y.empty(), "refine needs the training labels: give --labels Y.npy (class indices, one per "
+                "image) or a --data folder with y_train.npy.");
+  CANDELA_CHECK(test_x.empty() || !test_y.empty(), "--test ", test_x, " needs --test-labels (class indices).");
+  CANDELA_CHECK(!test_clean.empty() ? !test_y.empty() : true, "--test-clean needs --test-labels (class indices).");
+
+  Model model = load_model(job.model, job.spec);
+  Dataset train = load_dataset(train_x, train_y, "", model.input_spec());
+  infer_layout_from(model, train.inputs, control);
+  const InputSpec& spec = model.input_spec();
+  const at::Tensor y_train = train.labels.to(at::kLong).reshape({-1});
+  if (train.inputs.dim() == 4 && (spec.layout == "NCHW" || spec.layout == "NHWC")) {
+    const bool nhwc = spec.layout == "NHWC";
+    const int64_t h = train.inputs.size(nhwc ? 1 : 2), w = train.inputs.size(nhwc ? 2 : 3);
+    CANDELA_CHECK(region.y1 <= h && region.x1 <= w, "the region ", region.to_json().dump(), " reaches outside the ", h,
+                  "x", w, " image; give rows < ", h, " and columns < ", w, ".");
+  }
+
+  // The evaluation splits: test, clean, and where the artefact's presence is known in training
+  // and test, consistent (the artefact agrees with the class it marked in training) and
+  // contradicting (it points to another class).
+  std::map<std::string, std::pair<at::Tensor, at::Tensor>> splits;
+  nlohmann::json split_notes = nlohmann::json::object();
+  Dataset test;
+  if (!test_x.empty()) {
+    test = load_dataset(test_x, test_y, "", spec);
+    const at::Tensor yt = test.labels.to(at::kLong).reshape({-1});
+    splits["test"] = {test.inputs, yt};
+    split_notes["test"] = "the test images as given (" + test_x + ")";
+    if (!test_clean.empty()) {
+      Dataset clean = load_dataset(test_clean, test_y, "", spec);
+      CANDELA_CHECK(clean.inputs.sizes() == test.inputs.sizes(), "--test-clean ", test_clean, " must match --test ",
+                    test_x, " image for image: shapes ", detail::shape_str(clean.inputs.sizes()), " and ",
+                    detail::shape_str(test.inputs.sizes()), ".");
+      splits["clean"] = {clean.inputs, yt};
+      split_notes["clean"] = "the test images without the artefact (" + test_clean + ")";
+    }
+    if (!marked.empty() && !test_marked.empty()) {
+      const at::Tensor mk = read_marks(marked, y_train.size(0), "--marked");
+      const at::Tensor tmk = read_marks(test_marked, yt.size(0), "--test-marked");
+      auto majority = [&](const at::Tensor& sel) -> int64_t {
+        const at::Tensor ys = y_train.masked_select(sel);
+        return ys.numel() == 0 ? -1 : at::bincount(ys).argmax().item<int64_t>();
+      };
+      const int64_t with = majority(mk), without = majority(mk.logical_not());
+      const at::Tensor expected = at::where(tmk, at::full_like(yt, with), at::full_like(yt, without));
+      const at::Tensor consistent = expected.eq(yt);
+      const at::Tensor ci = consistent.nonzero().reshape({-1}), xi = consistent.logical_not().nonzero().reshape({-1});
+      splits["consistent"] = {test.inputs.index_select(0, ci), yt.index_select(0, ci)};
+      splits["contradicting"] = {test.inputs.index_select(0, xi), yt.index_select(0, xi)};
+      split_notes["consistent"] = str_cat("test images whose label is the class the artefact's presence marked in "
+                                          "training (with it: class ", with, ", without: class ", without, ")");
+      split_notes["contradicting"] = "the other test images: the artefact points away from their label";
+    }
+  }
+  splits["train"] = {train.inputs, y_train};
+  split_notes["train"] = "the training images as given, unmodified";
+
+  AuditConfig audit;
+  audit.method = job.audit_method;
+  audit.region = {region.y0, region.x0, region.y1, region.x1};
+  audit.eval.cancel = control.cancel;
+  Dataset audit_data;
+  audit_data.inputs = test.inputs.defined() ? test.inputs : train.inputs;
+  if (job.audit_samples > 0 && audit_data.inputs.size(0) > job.audit_samples)
+    audit_data.inputs = audit_data.inputs.slice(0, 0, job.audit_samples);
+  auto trimmed_audit = [&](const Model& m) {
+    nlohmann::json a = audit_shortcuts(m, audit_data, audit);
+    a.erase("sample_shares");
+    return a;
+  };
+
+  const nlohmann::json before = split_accuracy(model, splits);
+  const nlohmann::json audit_before = trimmed_audit(model);
+  const nlohmann::json reliance_before = region_reliance(model, audit_data.inputs, region);
+  Refined refined = refine_model(model, train.inputs, y_train, region, job.options, control.refine_epoch, control.cancel);
+  Model after_model = Model::from_module(*refined.module, spec);
+  after_model.set_class_names(model.class_names());
+  const nlohmann::json after = split_accuracy(after_model, splits);
+  const nlohmann::json audit_after = trimmed_audit(after_model);
+  const nlohmann::json reliance_after = region_reliance(after_model, audit_data.inputs, region);
+  const ImageRegion found{audit_after["window"]["y0"].get<int64_t>(), audit_after["window"]["x0"].get<int64_t>(),
+                          audit_after["window"]["y1"].get<int64_t>(), audit_after["window"]["x1"].get<int64_t>()};
+  const bool gone = !audit_after["region"]["flagged"].get<bool>() &&
+                    !(audit_after["suspected"].get<bool>() && found.overlaps(region));
+
+  nlohmann::json epochs = nlohmann::json::array();
+  for (const auto& e : refined.epochs) epochs.push_back(e.to_json());
+  nlohmann::json options = {{"method", job.options.method}, {"epochs", job.options.epochs}, {"lr", job.options.lr},
+                            {"batch_size", job.options.batch_size}, {"seed", job.options.seed},
+                            {"l2_params", job.options.l2_params}};
+  if (job.options.method == "rrr") options["l2_grads"] = job.options.l2_grads;
+  else options["fill"] = job.options.fill;
+  nlohmann::json report = {
+      {"model", job.model},
+      {"region", region.to_json()},
+      {"options", options},
+      {"training", {{"data", train_x}, {"samples", train.inputs.size(0)}, {"epochs", epochs}}},
+      {"splits", split_notes},
+      {"accuracy", {{"before", before}, {"after", after}}},
+      {"audit", {{"method", job.audit_method}, {"samples", audit_data.inputs.size(0)}, {"before", audit_before},
+                 {"after", audit_after}, {"shortcut_gone", gone}}},
+      {"reliance", {{"before", reliance_before}, {"after", reliance_after}}}};
+
+  // The refined model and its sidecar: the original sidecar with the input spec in force.
+  nlohmann::json sidecar = nlohmann::json::object();
+  if (!model.source().empty()) {
+    std::filesystem::path side(model.source());
+    side.replace_extension(".json");
+    if (std::filesystem::is_regular_file(side, ec)) {
+      nlohmann::json j = nlohmann::json::parse(read_file(side.string(), 64 << 20), nullptr, false);
+      if (j.is_object()) sidecar = j;
+    }
+  }
+  sidecar["input"] = spec.to_json();
+  if (!model.class_names().empty()) sidecar["classes"] = model.class_names();
+  sidecar["output"] = model.output_kind();
+  RefineResult result;
+  result.report = report;
+  result.artifacts = {Artifact{"model.pt", "application/octet-stream", module_bytes(*refined.module)},
+                      render_json("model.json", sidecar), render_json("refine.json", report)};
+  if (!job.out.empty()) result.files = write_artifacts(job.out, result.artifacts);
+  return result;
 }
 
 nlohmann::json run(const PredictJob& job, const RunControl& control) {

@@ -438,6 +438,20 @@ nlohmann::json audit_shortcuts(const Model& model, const EvaluateData& data, con
                         {"mean_share", share.index_select(0, idx).mean().item<double>()},
                         {"classes", cls}});
   }
+  nlohmann::json region = nullptr;
+  if (!config.region.empty()) {
+    const auto& r = config.region;
+    CANDELA_CHECK(r.size() == 4 && r[0] >= 0 && r[1] >= 0 && r[2] > r[0] && r[3] > r[1] && r[2] <= h && r[3] <= w,
+                  "the audit region must be y0,x0,y1,x1 inside the ", h, "x", w, " map with y0 < y1 and x0 < x1.");
+    const at::Tensor in = maps.view({n, h, w}).slice(1, r[0], r[2]).slice(2, r[1], r[3]).sum({1, 2});  // [n]
+    const double r_area = static_cast<double>((r[2] - r[0]) * (r[3] - r[1])) / static_cast<double>(h * w);
+    const double r_fraction = in.ge(config.factor * r_area).to(at::kDouble).mean().item<double>();
+    region = {{"window", {{"y0", r[0]}, {"x0", r[1]}, {"y1", r[2]}, {"x1", r[3]}}},
+              {"area_share", r_area},
+              {"mean_relevance_share", in.mean().item<double>()},
+              {"fraction_over_factor", r_fraction},
+              {"flagged", r_fraction >= config.min_fraction}};
+  }
   const double mean = share.mean().item<double>();
   const bool suspected = fraction >= config.min_fraction;
   std::ostringstream evidence;
@@ -446,17 +460,19 @@ nlohmann::json audit_shortcuts(const Model& model, const EvaluateData& data, con
            << 100 * mean << "% of the " << config.method << " relevance on average ("
            << mean / area << "x its area); in " << 100 * fraction << "% of the samples it holds over " << config.factor
            << "x its area share.";
-  return {{"method", config.method},
-          {"window", {{"y0", y0}, {"x0", x0}, {"y1", y0 + win}, {"x1", x0 + win}}},
-          {"area_share", area},
-          {"mean_relevance_share", mean},
-          {"fraction_over_factor", fraction},
-          {"factor", config.factor},
-          {"suspected", suspected},
-          {"evidence", evidence.str()},
-          {"per_class", per_class},
-          {"clusters", clusters},
-          {"sample_shares", detail::tensor_to_json(share)}};
+  nlohmann::json result = {{"method", config.method},
+                         {"window", {{"y0", y0}, {"x0", x0}, {"y1", y0 + win}, {"x1", x0 + win}}},
+                         {"area_share", area},
+                         {"mean_relevance_share", mean},
+                         {"fraction_over_factor", fraction},
+                         {"factor", config.factor},
+                         {"suspected", suspected},
+                         {"evidence", evidence.str()},
+                         {"per_class", per_class},
+                         {"clusters", clusters},
+                         {"sample_shares", detail::tensor_to_json(share)}};
+  if (!region.is_null()) result["region"] = region;
+  return result;
 }
 
 }  // namespace candela

@@ -12,6 +12,7 @@
 
 #include "candela/core/error.h"
 #include "candela/core/model.h"
+#include "candela/detail/adam.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/graph/taps.h"
 
@@ -466,26 +467,7 @@ struct ImageParam {
   }
 };
 
-// PyTorch's Adam (no weight decay, no amsgrad), written out: torch/optim would bring torch/nn's
-// headers into this unit for four lines of arithmetic.
-struct Adam {
-  double lr = 0.05, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  at::Tensor m, v;
-  int64_t t = 0;
-  void step(at::Tensor& p, const at::Tensor& g) {
-    at::NoGradGuard no_grad;
-    if (!m.defined()) {
-      m = at::zeros_like(g);
-      v = at::zeros_like(g);
-    }
-    ++t;
-    m.mul_(beta1).add_(g, 1 - beta1);
-    v.mul_(beta2).addcmul_(g, g, 1 - beta2);
-    const double bc1 = 1 - std::pow(beta1, static_cast<double>(t)), bc2 = 1 - std::pow(beta2, static_cast<double>(t));
-    at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(eps);
-    p.addcdiv_(m, denom, -lr / bc1);
-  }
-};
+using detail::Adam;  // detail/adam.h
 
 }  // namespace
 
