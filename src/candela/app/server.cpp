@@ -682,17 +682,32 @@ class Server {
     return v;
   }
 
+  // The head of a request on one input (explain, report): the body as sent (kept as the job's
+  // record), the fields the server chooses refused, "model" resolved to its file and "input" taken
+  // out (resolve_input makes it a path once the rest of the request is checked).
+  struct OneInputRequest {
+    json body, request, input;
+    std::string model_id;
+    fs::path model;
+  };
+  OneInputRequest one_input_request(const httplib::Request& req, const std::string& what,
+                                    std::initializer_list<const char*> server_fields) {
+    OneInputRequest r;
+    r.body = parse_body(req);
+    r.request = r.body;
+    for (const char* k : server_fields)
+      if (r.body.contains(k)) fail(400, "the " + what + " request: \"" + k + "\" is chosen by the server; drop it.");
+    r.model_id = take_string(r.body, "model", "the " + what + " request");
+    if (!r.body.contains("input")) fail(400, "the " + what + " request needs \"input\".");
+    r.input = r.body["input"];
+    r.model = model_file(r.model_id);
+    r.body["model"] = r.model.string();
+    r.body["input"] = "";
+    return r;
+  }
+
   std::shared_ptr<Job> explain_job(const httplib::Request& req) {
-    json body = parse_body(req);
-    const json request = body;
-    if (body.contains("out")) fail(400, "the explain request: \"out\" is chosen by the server; drop it.");
-    const std::string model_id = take_string(body, "model", "the explain request");
-    if (!body.contains("input")) fail(400, "the explain request needs \"input\".");
-    const json input = body["input"];
-    body.erase("input");
-    const fs::path model = model_file(model_id);
-    body["model"] = model.string();
-    body["input"] = "";
+    auto [body, request, input, model_id, model] = one_input_request(req, "explain", {"out"});
     auto job = std::make_shared<Job>();
     job->kind = "explain";
     job->explain = job_from_json<ExplainJob>(body, "the explain request");
@@ -764,17 +779,7 @@ class Server {
   // `candela report` on one input: a job whose result holds report.html (or report.md and PNGs)
   // and report.json. The page's template is the web UI's that this server serves.
   std::shared_ptr<Job> report_job(const httplib::Request& req) {
-    json body = parse_body(req);
-    const json request = body;
-    for (const char* k : {"out", "web"})
-      if (body.contains(k)) fail(400, std::string("the report request: \"") + k + "\" is chosen by the server; drop it.");
-    const std::string model_id = take_string(body, "model", "the report request");
-    if (!body.contains("input")) fail(400, "the report request needs \"input\".");
-    const json input = body["input"];
-    body.erase("input");
-    const fs::path model = model_file(model_id);
-    body["model"] = model.string();
-    body["input"] = "";
+    auto [body, request, input, model_id, model] = one_input_request(req, "report", {"out", "web"});
     auto job = std::make_shared<Job>();
     job->kind = "report";
     job->report = job_from_json<ReportJob>(body, "the report request");
