@@ -706,6 +706,19 @@ class Server {
     return r;
   }
 
+  // The cache key of a job on one input: the model's and the input's contents by hash, never
+  // server paths, and the rest of the job as canonical JSON (nlohmann's objects keep their keys
+  // sorted, so equal jobs dump equal text) less the fields the server chose and the files hashed.
+  std::string one_input_key(const std::string& kind, json keyed, std::initializer_list<const char*> server_fields,
+                            const fs::path& model, const fs::path& input, const json& files) {
+    for (const char* k : {"model", "input"}) keyed.erase(k);
+    for (const char* k : server_fields) keyed.erase(k);
+    for (const auto& [field, hash] : files.items()) keyed.erase(field);
+    return sha256(json{{"kind", kind}, {"model", file_hash(model)}, {"input", file_hash(input)}, {"job", keyed},
+                       {"files", files}}
+                      .dump());
+  }
+
   std::shared_ptr<Job> explain_job(const httplib::Request& req) {
     auto [body, request, input, model_id, model] = one_input_request(req, "explain", {"out"});
     auto job = std::make_shared<Job>();
@@ -717,14 +730,7 @@ class Server {
     json files = json::object();
     resolve_file_fields(job->explain, files);
     validate(job->explain);
-    // The key: file contents by hash, never server paths; the rest of the job as canonical JSON
-    // (nlohmann's objects keep their keys sorted, so equal jobs dump equal text).
-    json keyed = job_to_json(job->explain);
-    for (const char* k : {"model", "input", "out"}) keyed.erase(k);
-    for (const auto& [field, hash] : files.items()) keyed.erase(field);
-    job->key = sha256(json{{"kind", "explain"}, {"model", file_hash(model)}, {"input", file_hash(input_path)},
-                           {"job", keyed}, {"files", files}}
-                          .dump());
+    job->key = one_input_key("explain", job_to_json(job->explain), {"out"}, model, input_path, files);
     job->model = model_id;
     job->method = job->explain.method;
     job->request = request;
@@ -799,12 +805,7 @@ class Server {
     if (ends(r.baseline, ".npy")) r.baseline = data_file("baseline", r.baseline, files);
     if (ends(r.features, ".npy")) r.features = data_file("features", r.features, files);
     validate(r);
-    json keyed = job_to_json(r);
-    for (const char* k : {"model", "input", "out", "web"}) keyed.erase(k);
-    for (const auto& [field, hash] : files.items()) keyed.erase(field);
-    job->key = sha256(json{{"kind", "report"}, {"model", file_hash(model)}, {"input", file_hash(input_path)},
-                           {"job", keyed}, {"files", files}}
-                          .dump());
+    job->key = one_input_key("report", job_to_json(r), {"out", "web"}, model, input_path, files);
     job->model = model_id;
     job->request = request;
     job->request["input"] = input_record;
