@@ -550,6 +550,9 @@ int main(int argc, char** argv) {
   explain->add_option("--background", ea.job.background,
                       "Background data (.csv or .npy rows): the baseline distribution for SHAP, LIME, ...");
   explain->add_option("--feature-names", ea.job.feature_names, "Names of tabular features: a,b,c or FILE.txt");
+  explain->add_option("--training-data", ea.job.training_data,
+                      "Tabular: training rows (.csv or .npy); the words place each value at its percentile among "
+                      "them (default: the --background rows)");
   add_budget_flags(explain, ea.job.budget);
   explain->add_option("--device", ea.job.device, "cpu, cuda, cuda:N");
   explain->add_option("--sign", ea.job.sign, "Heatmap sign: auto, signed, absolute, positive, negative");
@@ -608,7 +611,10 @@ int main(int argc, char** argv) {
   report_cmd->add_option("--curve-steps", rp.job.curve_steps, "Steps of the deletion and insertion curves (default 20)");
   report_cmd->add_option("--max-samples", rp.job.max_samples, "Show the first N rows of a many-row input (default 8)");
   report_cmd->add_flag("--no-randomisation", rp.no_randomisation,
-                       "Skip the model parameter randomisation check (it explains once more per layer)");
+                       "Skip the model parameter randomisation check");
+  report_cmd->add_option("--randomisation-mode", rp.job.randomisation_mode,
+                         "full (default: every layer randomised at once, one more explanation per method) or cascading "
+                         "(the paper's: one more explanation per layer with parameters)");
   report_cmd->add_option("--title", rp.job.title, "Title (default: model and input)");
   report_cmd->add_option("--web", rp.job.web, "Folder holding the built web UI's report.html (default: found as serve finds web/dist)");
   report_cmd->add_flag("--quiet", rp.quiet, "No progress bar or summary");

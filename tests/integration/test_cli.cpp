@@ -18,6 +18,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "candela/render/words.h"
 #include "candela/io/npy.h"
 #include "test_util.h"
 
@@ -1006,16 +1007,34 @@ TEST(Cli, ReportOfAnImageHasEveryFigureAndMarkdown) {
     EXPECT_TRUE(res["curves"]["deletion_auc"].is_number());
     const double rho = res["randomisation"]["similarity"];
     EXPECT_TRUE(rho >= -1 && rho <= 1) << rho;
-    EXPECT_EQ(res["randomisation"]["layers"].size(), 4u);  // 2 convolutions, 2 linear layers
+    // The report's default: every layer randomised at once (2 convolutions, 2 linear layers).
+    EXPECT_EQ(res["randomisation"]["layers"], nlohmann::json::array({"all 4 layers"}));
     EXPECT_EQ(res["map"]["h"], 8);
     EXPECT_FALSE(res["attribution"]["summary"][0]["sentences"].empty());
   }
   // Integrated gradients states its completeness; three methods make three pairs.
   EXPECT_TRUE(s["results"][1]["attribution"]["convergence_delta"][0].is_number());
   ASSERT_EQ(s["agreement"].size(), 3u);
+  size_t expected_caveats = 0;
   for (const auto& g : s["agreement"]) {
     EXPECT_TRUE(g["top_iou"].get<double>() >= 0 && g["top_iou"].get<double>() <= 1);
     EXPECT_TRUE(g["spearman"].get<double>() >= -1 && g["spearman"].get<double>() <= 1);
+    expected_caveats += g["spearman"].get<double>() < kDisagreementRho && g["top_iou"].get<double>() < kDisagreementIou;
+  }
+  for (const auto& res : s["results"]) expected_caveats += res["randomisation"]["similarity"].get<double>() > kRandomisationFlag;
+  // The caveats are exactly the figures past their thresholds, each stating its numbers.
+  ASSERT_EQ(s["caveats"].size(), expected_caveats) << s["caveats"].dump();
+  for (const auto& c : s["caveats"]) {
+    const std::string text = c["text"];
+    const nlohmann::json& v = c["values"];
+    if (c["kind"] == "randomisation") {
+      EXPECT_NE(text.find(words_number(v["similarity"].get<double>())), std::string::npos) << text;
+    } else {
+      ASSERT_EQ(c["kind"], "disagreement");
+      EXPECT_NE(text.find(words_number(v["spearman"].get<double>())), std::string::npos) << text;
+      EXPECT_NE(text.find(words_number(v["top_iou"].get<double>())), std::string::npos) << text;
+    }
+    EXPECT_NE(md.find(text), std::string::npos) << "the Markdown lists it: " << text;
   }
   if (!web_built()) GTEST_SKIP() << "the web UI is not built (" << kWeb << "/report.html): HTML not tested";
   r = cli("report --quiet --model " + fixture("digits_cnn.pt") + " --input " + fixture("digit_0.png") +

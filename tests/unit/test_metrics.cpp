@@ -270,13 +270,30 @@ TEST(Metrics, RandomisationFailsAnEdgeDetectorAndPassesTheGradient) {
     r.target = Target::indices(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()));
     return e.explain(m, r).values;
   };
-  for (const std::string mode : {"cascading", "independent"}) {
+  for (const std::string mode : {"cascading", "independent", "full"}) {
     const nlohmann::json o = {{"mode", mode}};
     const double edge = score("model_parameter_randomisation", m, x, explain(edges), t, o, {}, &edges).mean().item<double>();
     const double grad =
         score("model_parameter_randomisation", m, x, explain(*saliency), t, o, {}, saliency.get()).mean().item<double>();
     EXPECT_GT(edge, 0.999) << mode << ": the edge map does not change with the model";
     EXPECT_LT(grad, 0.6) << mode;
+  }
+  // full: every layer at once with the same draws, one explanation: the last point of the
+  // cascading curve.
+  {
+    MetricInput in;
+    in.model = &m;
+    in.inputs = x;
+    in.attributions = explain(*saliency);
+    in.targets = t;
+    in.explainer = saliency.get();
+    nlohmann::json cascading, full;
+    const auto& metrics = MetricRegistry::builtin();
+    metrics.create("model_parameter_randomisation", {{"mode", "cascading"}})->score(in, &cascading);
+    const at::Tensor s = metrics.create("model_parameter_randomisation", {{"mode", "full"}})->score(in, &full);
+    ASSERT_EQ(full["layers"].size(), 1u);
+    for (int64_t i = 0; i < x.size(0); ++i)
+      EXPECT_NEAR(s[i].item<double>(), cascading["similarity_per_layer"][i].back().get<double>(), 1e-9) << i;
   }
   EXPECT_GT(score("random_logit", m, x, explain(edges), t, {}, {}, &edges).min().item<double>(), 0.999);
   EXPECT_LT(score("random_logit", m, x, explain(*saliency), t, {}, {}, saliency.get()).mean().item<double>(), 0.9);

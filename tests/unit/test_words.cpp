@@ -20,21 +20,23 @@ using testing::TempDir;
 
 struct Result {
   json meta;
-  at::Tensor values, inputs;
+  at::Tensor values, inputs, training;  // training: the rows percentiles are taken among (tabular)
 };
 
 bool ends_with(const std::string& s, const std::string& e) { return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0; }
 
 Result explain(const std::string& model, const std::string& input, const std::string& method, json options = json::object(),
-               const std::string& target = "top1") {
+               const std::string& target = "top1", const std::string& training = "") {
   ExplainJob job;
   job.model = fixture(model);
   job.input = fixture(input);
   job.method = method;
   job.options = std::move(options);
   job.target = target;
+  if (!training.empty()) job.training_data = fixture(training);
   const ExplainResult r = run(job);
   Result out;
+  if (!training.empty()) out.training = read_npy(fixture(training)).to(at::kDouble);
   for (const auto& a : r.artifacts)
     if (a.name == "attribution.json") out.meta = json::parse(a.bytes);
   out.values = r.attribution.values.detach().cpu().to(at::kDouble);
@@ -109,6 +111,40 @@ void check(const Result& r) {
         // Its rank: how many features have a larger |attribution|.
         const int64_t larger = (r.values[i].abs() > std::abs(a) * (1 + 1e-12)).sum().item<int64_t>();
         EXPECT_EQ(v["rank"].get<int64_t>(), larger + 1) << s["text"];
+        // The value's percentile among the training rows: the share below, ties counted half.
+        EXPECT_EQ(v.contains("percentile"), r.training.defined()) << s["text"];
+        if (r.training.defined()) {
+          const at::Tensor col = r.training.select(1, j);
+          const double x = r.inputs[i][j].item<double>();
+          const double p = 100.0 * ((col < x).sum().item<double>() + 0.5 * (col == x).sum().item<double>()) / col.size(0);
+          EXPECT_NEAR(v["percentile"].get<double>(), p, 1e-9) << s["text"];
+          const std::string text = s["text"];
+          if (p >= 90) EXPECT_NE(text.find("above the 90th percentile"), std::string::npos) << text;
+          else if (p <= 10) EXPECT_NE(text.find("below the 10th percentile"), std::string::npos) << text;
+          else EXPECT_NE(text.find("at the " + std::to_string(std::llround(p))), std::string::npos) << text;
+        }
+      } else if (kind == "token") {
+        // The token's text, position and |value| against tokens.json's rows and the values;
+        // its rank among the non-special tokens.
+        const json& toks = r.meta["tokens"][i]["tokens"];
+        const int64_t pos = v["position"];
+        ASSERT_LT(pos, static_cast<int64_t>(toks.size()));
+        EXPECT_EQ(v["token"], toks[pos]["token"]);
+        EXPECT_GE(toks[pos]["word"].get<int64_t>(), 0) << "special tokens are not named: " << s["text"];
+        const double a = r.values[i][pos].item<double>();
+        EXPECT_NEAR(v["attribution"].get<double>(), std::abs(a), 1e-6 * (1 + std::abs(a)));
+        EXPECT_EQ(v["direction"], a > 0 ? "raised" : "lowered");
+        int64_t larger = 0;
+        for (const auto& t : toks)
+          larger += t["word"].get<int64_t>() >= 0 && std::abs(t["value"].get<double>()) > std::abs(a) * (1 + 1e-12);
+        EXPECT_EQ(v["rank"].get<int64_t>(), larger + 1) << s["text"];
+        EXPECT_NE(s["text"].get<std::string>().find("\"" + v["token"].get<std::string>() + "\""), std::string::npos);
+        ++features;
+      } else if (kind == "stability") {
+        const json& st = r.meta["extra"]["prediction_stability"];
+        EXPECT_EQ(v["changed"], st["changed"][i]);
+        EXPECT_EQ(v["copies"], st["copies"]);
+        EXPECT_EQ(v["caveat"].get<bool>(), v["changed"].get<int64_t>() > 0);
       } else if (kind == "region") {
         at::Tensor m = r.values[i];
         if (m.dim() == 3) m = m.sum(0);
@@ -126,7 +162,7 @@ void check(const Result& r) {
         EXPECT_EQ(v["caveat"].get<bool>(), v["percent"].get<double>() > 5);
       }
     }
-    if (r.meta.contains("features")) EXPECT_GE(features, 1);
+    if (r.meta.contains("features") || r.meta.contains("tokens")) EXPECT_GE(features, 1);
   }
 }
 
@@ -138,6 +174,51 @@ TEST(Words, EveryNumberMatchesTheResultOverFixturesAndMethods) {
   check(explain("digits_cnn.pt", "digit_0.png", "saliency"));
   check(explain("digits_cnn.pt", "digits_test.npy", "grad_cam"));
   check(explain("digits_cnn.pt", "digits_test.npy", "input_x_gradient", json::object(), "3"));
+  check(explain("breast_cancer_mlp.pt", "breast_cancer_test.npy", "input_x_gradient", json::object(), "top1",
+                "breast_cancer_train.npy"));
+  check(explain("text_bert.pt", "text_test_lines.txt", "occlusion"));
+  check(explain("text_bert.pt", "text_test_lines.txt", "layer_integrated_gradients", {{"layers", {"tok"}}, {"n_steps", 16}}));
+}
+
+// A row on the boundary between two classes flips under 1% noise in about half the copies; a
+// row far from every boundary never does. Built from the linear fixture's weights: x0 ties the
+// logits of 'a' and 'b' (its component along d = w_a - w_b is set by the biases), and a step
+// orthogonal to d puts 'c' 5 logits below.
+TEST(Words, StabilityCaveatOnABoundaryAndNoneFarFromIt) {
+  const at::Tensor w = read_npy(fixture("linear_weight.npy")).to(at::kDouble);
+  const at::Tensor b = read_npy(fixture("linear_bias.npy")).to(at::kDouble);
+  ASSERT_EQ(w.size(0), 3);
+  const at::Tensor d = w[0] - w[1], g = w[0] - w[2];
+  const at::Tensor x0 = -(b[0] - b[1]) / d.dot(d) * d;
+  const at::Tensor e = g - g.dot(d) / d.dot(d) * d;  // orthogonal to d
+  const at::Tensor tie = x0 + (5 - (b[0] - b[2]) - g.dot(x0)) / g.dot(e) * e;
+  const at::Tensor far = tie + 10 * d / d.norm();
+  TempDir dir;
+  const std::string rows = dir / "rows.npy";
+  write_npy(rows, at::stack({tie, far}).to(at::kFloat));
+  ExplainJob job;
+  job.model = fixture("linear.pt");
+  job.input = rows;
+  job.method = "saliency";
+  json meta;
+  for (const auto& a : run(job).artifacts)
+    if (a.name == "attribution.json") meta = json::parse(a.bytes);
+  std::vector<json> stability;
+  for (const auto& sample : meta["summary"])
+    for (const auto& s : sample["sentences"])
+      if (s["kind"] == "stability") stability.push_back(s);
+  ASSERT_EQ(stability.size(), 2u) << meta["summary"].dump();
+  // Each copy lands on either side of the tie: all 16 on one side has probability 2^-15.
+  EXPECT_TRUE(stability[0]["values"]["caveat"].get<bool>()) << stability[0]["text"];
+  EXPECT_GT(stability[0]["values"]["changed"].get<int64_t>(), 0);
+  EXPECT_LT(stability[0]["values"]["changed"].get<int64_t>(), 16);
+  EXPECT_EQ(stability[0]["text"].get<std::string>().rfind("Caveat:", 0), 0u);
+  EXPECT_NE(stability[0]["text"].get<std::string>().find("'"), std::string::npos) << "names the other class";
+  // 10 logits of margin against noise of 1% of each value: never flips.
+  EXPECT_EQ(stability[1]["values"]["changed"].get<int64_t>(), 0) << stability[1]["text"];
+  EXPECT_FALSE(stability[1]["values"]["caveat"].get<bool>());
+  numbers_come_from_values(stability[0]);
+  numbers_come_from_values(stability[1]);
 }
 
 // A linear model's input x gradient with inputs of ones is its weight row: the summary names the
@@ -167,6 +248,31 @@ TEST(Words, LinearModelNamesItsLargestWeightsInOrder) {
     ++rank;
   }
   EXPECT_EQ(rank, std::min<int64_t>(3, w.size(1)));
+}
+
+// The report's caveats: exactly the figures past their thresholds, each sentence stating its
+// numbers; nulls (figures that could not be computed) and errors say nothing.
+TEST(Words, ReportCaveatsNameTheFiguresPastTheirThresholds) {
+  const json results = json::array({{{"method", "saliency"}, {"randomisation", {{"similarity", 0.93}}}},
+                                    {{"method", "grad_cam"}, {"randomisation", {{"similarity", 0.2}}}},
+                                    {{"method", "occlusion"}, {"randomisation", {{"error", "a plain function"}}}},
+                                    {{"method", "lime"}}});
+  const json agreement = json::array({{{"a", "saliency"}, {"b", "grad_cam"}, {"spearman", 0.12}, {"top_iou", 0.04}},
+                                      {{"a", "saliency"}, {"b", "occlusion"}, {"spearman", 0.12}, {"top_iou", 0.5}},
+                                      {{"a", "grad_cam"}, {"b", "occlusion"}, {"spearman", 0.7}, {"top_iou", 0.0}},
+                                      {{"a", "grad_cam"}, {"b", "lime"}, {"spearman", nullptr}, {"top_iou", nullptr}}});
+  const json caveats = report_caveats(results, agreement);
+  ASSERT_EQ(caveats.size(), 2u) << caveats.dump(1);
+  EXPECT_EQ(caveats[0]["kind"], "randomisation");
+  EXPECT_EQ(caveats[0]["values"]["method"], "saliency");
+  EXPECT_EQ(caveats[1]["kind"], "disagreement");
+  EXPECT_EQ(caveats[1]["values"]["b"], "grad_cam");
+  for (const auto& c : caveats) {
+    numbers_come_from_values(c);
+    EXPECT_EQ(c["text"].get<std::string>().rfind("Caveat: ", 0), 0u);
+  }
+  EXPECT_NE(caveats[0]["text"].get<std::string>().find("0.93"), std::string::npos);
+  EXPECT_NE(caveats[1]["text"].get<std::string>().find("0.04"), std::string::npos);
 }
 
 TEST(Words, NumbersAndRegionsAreWrittenOneWay) {

@@ -6,9 +6,9 @@ import { announce } from "./state";
 
 export function DownloadReport({ model, input, methods, target, options }: { model: string; input: Input; methods: string[]; target?: number; options: Record<string, Record<string, unknown>> }) {
   const [st, setSt] = useState<{ status: string; fraction?: number; error?: string }>({ status: "idle" });
-  // Off by default here: the check re-explains once per layer (minutes on a ResNet); the trust
-  // panel runs it for one result.
-  const [randomisation, setRandomisation] = useState(false);
+  // On by default: the report's check randomises every layer at once and explains once more per
+  // method (randomisation_mode "full"); the trust panel's per-layer check runs for one result.
+  const [randomisation, setRandomisation] = useState(true);
   const busy = st.status === "queued" || st.status === "running";
   const go = async () => {
     setSt({ status: "queued" });
@@ -33,7 +33,7 @@ export function DownloadReport({ model, input, methods, target, options }: { mod
     <span data-testid="download-report">
       <button type="button" onClick={go} disabled={busy || !methods.length} title="One HTML file with these methods side by side and their trust checks (candela report)">Download report</button>
       <label style={{ marginLeft: ".3rem" }}><input type="checkbox" checked={randomisation} data-testid="report-randomisation"
-             onChange={(e) => setRandomisation((e.target as HTMLInputElement).checked)} /> with the randomisation check (one explanation per layer)</label>
+             onChange={(e) => setRandomisation((e.target as HTMLInputElement).checked)} /> with the randomisation check (one more explanation per method)</label>
       {busy && <progress max={1} value={st.fraction ?? 0} aria-label="report progress" />}
       {st.error && <span class="error" role="alert"> {st.error}</span>}
     </span>

@@ -16,7 +16,7 @@ import "./style.css";
 interface Top { class: number; score: number; name?: string }
 interface Sentence { kind: string; text: string }
 interface Curves { deletion?: number[]; insertion?: number[]; deletion_auc?: number; insertion_auc?: number; error?: string }
-interface Randomisation { similarity?: number; layers?: string[]; similarity_per_layer?: number[]; error?: string }
+interface Randomisation { similarity?: number; layers?: string[]; similarity_per_layer?: number[]; error?: string; options?: { mode?: string } }
 interface Token { token: string; value: number; word: number }
 interface Result {
   method: string; attribution: Record<string, any>; map?: { h: number; w: number; f32: string }; map_error?: string;
@@ -26,6 +26,7 @@ interface ReportSample {
   index: number; label: string; image?: { h: number; w: number; c: number; u8: string };
   values?: { shape: number[]; f32: string }; prediction: Top[]; results: Result[];
   agreement: { a: string; b: string; spearman: number | null; top_iou: number | null }[];
+  caveats?: Sentence[];
 }
 interface MethodFacts { name: string; family: string; description: string; reference: string; completeness: boolean }
 export interface ReportData {
@@ -123,7 +124,7 @@ function Trust({ r, facts, steps }: { r: Result; facts?: MethodFacts; steps: num
           : rnd.error ? <>Randomisation check: not available ({rnd.error}).</>
           : <>Randomisation check: similarity to the map of a randomised model <b>{fmt(rnd.similarity)}</b>{" "}
               {rnd.similarity! > 0.8 ? "⚠ barely changes: the map may not depend on what the model learned" : "(low is good: the map depends on the weights)"}
-              {rnd.layers && <span class="muted"> ({rnd.layers.length} layers randomised, top down, Spearman)</span>}</>}
+              {rnd.layers && <span class="muted"> ({rnd.options?.mode === "full" ? `${rnd.layers[0]} randomised at once` : `${rnd.layers.length} layers randomised, top down, cascading`}, Spearman)</span>}</>}
       </p>
       <div data-testid="curves">
         {c.error ? <p class="muted">Deletion / insertion curves: not available ({c.error}).</p> : option && <>
@@ -187,6 +188,12 @@ function SampleView({ d, s, look }: { d: ReportData; s: ReportSample; look: Look
           })}
         </div>
       </div>
+      {s.caveats && s.caveats.length > 0 && (
+        <div class="card" data-testid="caveats" style={{ marginTop: ".6rem" }}>
+          <h3>Caveats</h3>
+          <ul>{s.caveats.map((x) => <li class="warn">{x.text}</li>)}</ul>
+        </div>
+      )}
       {s.agreement.length > 0 && (
         <div class="card" data-testid="agreement" style={{ marginTop: ".6rem" }}>
           <h3>Agreement between methods</h3>

@@ -84,6 +84,7 @@ struct ExplainJob {
   std::string target = "top1";       // top1, an index, a class name, or one index per sample (1,4,2)
   std::string baseline;              // empty: zeros (the method's default); see Baseline::parse
   std::string background;            // rows (.csv/.npy) whose distribution is the baseline
+  std::string training_data;         // tabular: rows (.csv/.npy) the words place each value among
   std::string features;              // feature groups: each, grid:CELL, slic:N, felzenszwalb:S, FILE.npy
   std::string feature_names;         // a,b,c or FILE.txt
   std::string composite;             // LRP composite (name or JSON file)
@@ -106,6 +107,9 @@ struct ExplainJob {
     v("target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2).");
     v("baseline", baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy; empty: zeros.");
     v("background", background, "Background rows (.csv or .npy): the baseline distribution for SHAP, LIME, ...");
+    v("training_data", training_data, "Tabular rows (.csv or .npy) from the training data: the explanation in words "
+                                      "places each feature's value at its percentile among them (empty: the "
+                                      "background rows, if any).");
     v("features", features, "Feature groups: each, grid:CELL, slic:REGION_SIZE, felzenszwalb:SCALE, or FILE.npy.");
     v("feature_names", feature_names, "Names of tabular features: a,b,c or FILE.txt.");
     v("composite", composite, "LRP composite: a name (see `candela methods`) or a JSON file.");

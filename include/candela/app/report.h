@@ -40,7 +40,8 @@ struct ReportJob {
   std::string features;          // as explain's --features (perturbation methods)
   std::vector<std::string> layers;  // for the methods that take layers (CAMs, layer methods, text models)
   nlohmann::json method_options = nlohmann::json::object();  // {"METHOD": {"KEY": VALUE}}
-  bool randomisation = true;     // run the model parameter randomisation check (re-explains once per layer)
+  bool randomisation = true;     // run the model parameter randomisation check
+  std::string randomisation_mode = "full";  // full: every layer at once (one re-explanation); cascading: one per layer
   int64_t curve_steps = 20;      // steps of the deletion/insertion curves (the web UI's trust panel's 20)
   int64_t max_samples = 8;       // rows of a many-row input shown (all are explained; the first ones are shown)
   std::string web;               // folder holding report.html (web/dist); empty: found as `candela serve` finds it
@@ -61,7 +62,11 @@ struct ReportJob {
     v("features", features, "Feature groups for perturbation methods: each, grid:CELL, slic:N, ...");
     v("layers", layers, "Layers, for the methods that take them (CAMs, layer methods, token models' embedding).");
     v("method_options", method_options, "Options per method: {\"METHOD\": {\"KEY\": VALUE}}.");
-    v("randomisation", randomisation, "Run the model parameter randomisation check (one re-explanation per layer).");
+    v("randomisation", randomisation, "Run the model parameter randomisation check.");
+    v("randomisation_mode", randomisation_mode,
+      "full (every layer randomised at once: one more explanation per method) or cascading (the paper's curve: one "
+      "more explanation per layer with parameters).",
+      std::vector<std::string>{"full", "cascading"});
     v("curve_steps", curve_steps, "Steps of the deletion and insertion curves.");
     v("max_samples", max_samples, "Show the first N samples of a many-row input.");
     v("web", web, "Folder with the built web UI's report.html (default: found as `candela serve` finds web/dist).");

@@ -15,6 +15,9 @@ struct LoadedInput {
   at::Tensor display;  // [N, C, H, W] in [0, 1] for image layouts, else undefined
   std::vector<std::string> feature_names;  // tabular inputs: from a CSV header, else empty
   std::vector<Encoding> tokens;            // token inputs (layout NL): one per sample, else empty
+  // Tabular inputs: rows of the training data (optional); explanations in words place each
+  // feature's value at its percentile among them.
+  at::Tensor reference;
 };
 
 // An image file (resized to the spec, scaled to its range, normalised with its mean/std,

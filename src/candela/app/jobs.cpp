@@ -238,6 +238,54 @@ std::vector<Artifact> attention_map_artifacts(Attribution& a, const Model& model
   return out;
 }
 
+// Whether each sample's top class holds under a tiny perturbation, for the explanation in words:
+// kStabilityCopies copies with Gaussian noise of 1% of the input's scale (tabular rows: each
+// feature's standard deviation in the reference rows, else each value's magnitude; other inputs:
+// the sample's standard deviation over its values). Seeded; null for regressions, token ids and
+// outputs that are not one row of scores per sample.
+constexpr int64_t kStabilityCopies = 16;
+constexpr double kStabilityPercent = 1.0;
+
+nlohmann::json prediction_stability(const Model& model, const at::Tensor& inputs, const at::Tensor& output,
+                                    const at::Tensor& reference) {
+  if (model.output_kind() == "regression" || !inputs.is_floating_point() || !output.defined() || output.dim() != 2 ||
+      output.size(1) < 2 || output.size(0) != inputs.size(0))
+    return nullptr;
+  at::NoGradGuard no_grad;
+  const at::Tensor x = inputs.detach();
+  const int64_t n = x.size(0);
+  at::Tensor scale;
+  std::string described;
+  if (x.dim() == 2 && reference.defined()) {
+    scale = reference.to(x.options()).std(0).unsqueeze(0).expand_as(x);
+    described = "each feature's standard deviation in the reference rows";
+  } else if (x.dim() == 2) {
+    scale = x.abs();
+    described = "each value's magnitude";
+  } else {
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[0] = n;
+    scale = x.flatten(1).std(1).view(shape).expand_as(x);
+    described = "the sample's standard deviation over its values";
+  }
+  const at::Tensor top = output.argmax(1).cpu();
+  at::Generator gen = detail::seeded_generator(0, 0x57ab);
+  std::vector<int64_t> changed(static_cast<size_t>(n)), other(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<int64_t> rows_shape = x[i].sizes().vec();
+    rows_shape.insert(rows_shape.begin(), kStabilityCopies);
+    const at::Tensor noise = at::randn(rows_shape, gen, at::TensorOptions().dtype(at::kFloat)).to(x.options());
+    const at::Tensor rows = x[i].unsqueeze(0) + noise * (scale[i].unsqueeze(0) * (kStabilityPercent / 100.0));
+    const at::Tensor predicted = model.forward(rows).reshape({kStabilityCopies, -1}).argmax(1).cpu();
+    const at::Tensor differs = predicted != top[i];
+    changed[static_cast<size_t>(i)] = differs.sum().item<int64_t>();
+    other[static_cast<size_t>(i)] =
+        changed[static_cast<size_t>(i)] > 0 ? std::get<0>(at::mode(predicted.masked_select(differs))).item<int64_t>() : -1;
+  }
+  return {{"copies", kStabilityCopies}, {"noise_percent", kStabilityPercent}, {"scale", described},
+          {"changed", changed},          {"most_common_other", other},        {"seed", 0}};
+}
+
 }  // namespace
 
 void validate(const ExplainJob& job) { prepare(job); }
@@ -257,6 +305,16 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
   infer_layout_from(model, input.batch, control);
   if (!input.display.defined() && model.input_spec().is_image()) input.display = to_display(input.batch, model.input_spec());
   if (!job.feature_names.empty()) input.feature_names = read_names(job.feature_names);
+  const bool tabular = !token_model && !input.display.defined() && input.batch.dim() == 2;
+  CANDELA_CHECK(job.training_data.empty() || tabular, "--training-data places tabular features among training rows; ",
+                job.input, " is not a table of rows (drop --training-data).");
+  if (tabular && (!job.training_data.empty() || !job.background.empty())) {
+    const std::string& rows = !job.training_data.empty() ? job.training_data : job.background;
+    input.reference = load_input(rows, InputSpec{}).batch;
+    CANDELA_CHECK_T(ShapeMismatch, input.reference.dim() == 2 && input.reference.size(1) == input.batch.size(1), rows,
+                    " holds ", detail::shape_str(input.reference.sizes()), " but the input rows have ", input.batch.size(1),
+                    " features: give training rows with the same columns.");
+  }
   ExplainRequest req;
   req.inputs = input.batch.to(c10::Device(model.device()));
   req.target = Target::parse(job.target, model.class_names());
@@ -267,6 +325,11 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
 
   ExplainResult result;
   result.attribution = explainer->explain(model, req);
+  if (!token_model) {
+    const nlohmann::json stability =
+        prediction_stability(model, req.inputs, result.attribution.output, input.reference);
+    if (!stability.is_null()) result.attribution.extra["prediction_stability"] = stability;
+  }
   std::vector<Artifact> attention_maps;
   if (Registry::builtin().get(job.method).family == "attention")
     attention_maps = attention_map_artifacts(result.attribution, model, req.inputs, heatmap);

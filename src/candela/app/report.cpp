@@ -253,6 +253,10 @@ std::vector<Artifact> markdown_artifacts(const json& data, const std::vector<Met
            << num_text(g["top_iou"]) << " |\n";
     }
     md << "\n### In words\n";
+    if (!s["caveats"].empty()) {
+      md << "\n";
+      for (const auto& sentence : s["caveats"]) md << "- " << sentence["text"].get<std::string>() << "\n";
+    }
     for (const auto& res : s["results"]) {
       const json& summary = res["attribution"].value("summary", json::array());
       if (summary.empty()) continue;
@@ -428,10 +432,13 @@ ReportResult run(const ReportJob& job, const RunControl& control) {
     }
     if (job.randomisation) {
       if (control.note)
-        control.note("randomisation check of " + r.name + ": one more explanation per layer with parameters "
-                     "(--no-randomisation skips it)");
+        control.note("randomisation check of " + r.name +
+                     (job.randomisation_mode == "full" ? ": one more explanation with every layer randomised"
+                                                       : ": one more explanation per layer with parameters") +
+                     " (--no-randomisation skips it)");
       randomisation[mi] = guarded([&] {
-        auto metric = metrics.get("model_parameter_randomisation").create(json::object());
+        auto metric =
+            metrics.get("model_parameter_randomisation").create(json{{"mode", job.randomisation_mode}});
         json details;
         const at::Tensor s = metric->score(in, &details);
         return json{{"similarity", tensor_row(s)},
@@ -472,6 +479,7 @@ ReportResult run(const ReportJob& job, const RunControl& control) {
   data["input"] = {{"label", input_label(job.input)}, {"samples", n}, {"shown", kept}};
   data["settings"] = {{"target", job.target},       {"top_k", job.top_k},
                       {"curve_steps", job.curve_steps}, {"randomisation", job.randomisation},
+                      {"randomisation_mode", job.randomisation_mode},
                       {"baseline", job.baseline.empty() ? "zeros" : job.baseline},
                       {"agreement_top_fraction", 0.1}};
   json methods = json::array();
@@ -523,6 +531,7 @@ ReportResult run(const ReportJob& job, const RunControl& control) {
     }
     s["results"] = results;
     s["agreement"] = agreement[static_cast<size_t>(i)];
+    s["caveats"] = report_caveats(results, s["agreement"]);
     samples.push_back(s);
   }
   data["samples"] = samples;

@@ -10,6 +10,7 @@
 #include "candela/io/file.h"
 #include "candela/io/image.h"
 #include "candela/io/npy.h"
+#include "candela/text/tokens.h"
 
 namespace candela {
 namespace fs = std::filesystem;
@@ -96,6 +97,16 @@ nlohmann::json explanation_json(const Attribution& attribution, const Model& mod
     const int64_t n = values.size(0), f = values.size(1);
     at::Tensor vt = values.to(at::kDouble).contiguous(), xt = input.batch.to(at::kDouble).cpu().contiguous();
     auto v = vt.accessor<double, 2>(), x = xt.accessor<double, 2>();
+    // Each value's percentile among the reference rows: the share below it, ties counted half
+    // (scipy's percentileofscore, kind "mean").
+    const bool reference = input.reference.defined() && input.reference.dim() == 2 && input.reference.size(1) == f &&
+                           input.reference.size(0) > 0;
+    const at::Tensor ref = reference ? input.reference.to(at::kDouble).cpu() : at::Tensor();
+    auto percentile = [&](int64_t j, double value) {
+      const at::Tensor col = ref.select(1, j);
+      const double below = (col < value).sum().item<double>(), equal = (col == value).sum().item<double>();
+      return 100.0 * (below + 0.5 * equal) / static_cast<double>(col.size(0));
+    };
     meta["features"] = nlohmann::json::array();
     for (int64_t i = 0; i < n; ++i) {
       std::vector<int64_t> order(f);
@@ -104,13 +115,25 @@ nlohmann::json explanation_json(const Attribution& attribution, const Model& mod
         return std::abs(v[i][a]) > std::abs(v[i][b]);
       });
       nlohmann::json rows = nlohmann::json::array();
-      for (int64_t j : order)
+      for (int64_t j : order) {
         rows.push_back({{"feature", j < static_cast<int64_t>(names.size()) ? names[j] : "f" + std::to_string(j)},
                         {"index", j},
                         {"value", x[i][j]},
                         {"attribution", v[i][j]}});
+        if (reference) rows.back()["percentile"] = percentile(j, x[i][j]);
+      }
       meta["features"].push_back(rows);
     }
+    if (reference) meta["percentiles_from"] = {{"rows", input.reference.size(0)}};
+  }
+  // Token models: one value per token (and per word when pieces were merged), as tokens.json.
+  if (!input.tokens.empty() && values.dim() == 2 && values.size(0) == static_cast<int64_t>(input.tokens.size()) &&
+      !attribution.spatial_map) {
+    bool fits = true;
+    for (const auto& e : input.tokens) fits = fits && static_cast<int64_t>(e.ids.size()) == values.size(1);
+    const std::string aggregate = attribution.extra.is_object() ? attribution.extra.value("aggregate", "token") : "token";
+    const std::string reduction = attribution.extra.is_object() ? attribution.extra.value("word_reduction", "sum") : "sum";
+    if (fits) meta["tokens"] = token_json(values, input.tokens, aggregate, reduction);
   }
   // In words, from these numbers (candela/render/words.h).
   const bool image = input.display.defined() && attribution.layer.empty() && (values.dim() == 4 || attribution.spatial_map);

@@ -80,16 +80,82 @@ void feature_sentences(json& out, const json& rows, const std::string& target_la
     if (a == 0) break;
     top += std::abs(a);
     const std::string dir = a > 0 ? "raised" : "lowered";
+    json values = {{"rank", k + 1}, {"feature", r.at("feature")}, {"index", r.at("index")}, {"value", x},
+                   {"attribution", std::abs(a)}, {"direction", dir}};
+    // Where the value lies among the reference rows (training data), when they were given.
+    std::string where;
+    if (r.contains("percentile")) {
+      const double p = r.at("percentile").get<double>();
+      values["percentile"] = p;
+      if (p >= 90) {
+        where = " (above the 90th percentile)";
+        values["band"] = 90;
+      } else if (p <= 10) {
+        where = " (below the 10th percentile)";
+        values["band"] = 10;
+      } else {
+        const int64_t q = std::llround(p);
+        const char* suffix = q % 100 >= 11 && q % 100 <= 13 ? "th" : q % 10 == 1 ? "st" : q % 10 == 2 ? "nd" : q % 10 == 3 ? "rd" : "th";
+        where = " (at the " + std::to_string(q) + suffix + " percentile)";
+        values["band"] = q;
+      }
+    }
     out.push_back(sentence("feature",
                            "The " + std::string(ordinal(k + 1)) + " effect: " + r.at("feature").get<std::string>() + " = " +
-                               words_number(x) + " " + dir + " the score of " + target_label + " by " + words_number(std::abs(a)) + ".",
-                           {{"rank", k + 1}, {"feature", r.at("feature")}, {"index", r.at("index")}, {"value", x},
-                            {"attribution", std::abs(a)}, {"direction", dir}}));
+                               words_number(x) + where + " " + dir + " the score of " + target_label + " by " +
+                               words_number(std::abs(a)) + ".",
+                           std::move(values)));
   }
   out.push_back(sentence("concentration",
                          "These " + std::to_string(shown) + " of " + std::to_string(rows.size()) + " features hold " +
                              words_number(100 * top / total) + "% of the total absolute attribution.",
                          {{"count", shown}, {"of", rows.size()}, {"percent", 100 * top / total}}));
+}
+
+// Token models: the three tokens (or words, when pieces were merged) of largest |attribution|
+// by text and position, special tokens left out; concentration over the same tokens.
+void token_sentences(json& out, const json& sample, const std::string& target_label) {
+  const bool words = sample.contains("words");
+  struct Item {
+    std::string text;
+    int64_t position;
+    double value;
+  };
+  std::vector<Item> items;
+  if (words) {
+    for (size_t w = 0; w < sample["words"].size(); ++w)
+      items.push_back({sample["words"][w]["word"], static_cast<int64_t>(w), sample["words"][w]["value"]});
+  } else {
+    for (const auto& t : sample["tokens"])
+      if (t.value("word", int64_t{-1}) >= 0) items.push_back({t["token"], t["index"], t["value"]});
+  }
+  double total = 0;
+  for (const auto& it : items) total += std::abs(it.value);
+  if (total <= 0) return;
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return std::abs(a.value) > std::abs(b.value); });
+  const int64_t shown = std::min<int64_t>(3, static_cast<int64_t>(items.size()));
+  const char* unit = words ? "word" : "token";
+  double top = 0;
+  int64_t said = 0;
+  for (int64_t k = 0; k < shown; ++k) {
+    const Item& it = items[static_cast<size_t>(k)];
+    if (it.value == 0) break;
+    top += std::abs(it.value);
+    ++said;
+    const std::string dir = it.value > 0 ? "raised" : "lowered";
+    out.push_back(sentence("token",
+                           "The " + std::string(ordinal(k + 1)) + " effect: the " + unit + " \"" + it.text + "\" (" + (words ? "word " : "position ") +
+                               std::to_string(it.position) + ") " + dir + " the score of " + target_label + " by " +
+                               words_number(std::abs(it.value)) + ".",
+                           {{"rank", k + 1}, {unit, it.text}, {"position", it.position}, {"attribution", std::abs(it.value)},
+                            {"direction", dir}}));
+  }
+  if (said == 0) return;
+  out.push_back(sentence("concentration",
+                         "These " + std::to_string(said) + " of " + std::to_string(items.size()) + " " + unit + "s hold " +
+                             words_number(100 * top / total) + "% of the total absolute attribution" +
+                             (words ? "." : " (special tokens left out)."),
+                         {{"count", said}, {"of", items.size()}, {"percent", 100 * top / total}}));
 }
 
 // Images: which 3x3 part holds the most positive and the most negative attribution; how much
@@ -154,11 +220,32 @@ json explain_in_words(const json& meta, const at::Tensor& values, bool spatial, 
     const std::string label = target >= 0 ? class_label(target, class_names) : "the target";
     if (meta.contains("features") && i < static_cast<int64_t>(meta["features"].size()))
       feature_sentences(s, meta["features"][i], label);
+    else if (meta.contains("tokens") && i < static_cast<int64_t>(meta["tokens"].size()))
+      token_sentences(s, meta["tokens"][i], label);
     else if (spatial)
       region_sentences(s, values[i].detach().cpu(), label);
     // Sentences that name the target class carry its index too.
     for (auto& x : s)
-      if (target >= 0 && (x["kind"] == "feature" || x["kind"] == "region")) x["values"]["target"] = target;
+      if (target >= 0 && (x["kind"] == "feature" || x["kind"] == "region" || x["kind"] == "token")) x["values"]["target"] = target;
+    // Whether the top class holds under a tiny perturbation (extra.prediction_stability, made by
+    // the explain job: candela/app/jobs.h).
+    const json& extra = meta.value("extra", json::object());
+    const json stability = extra.is_object() ? extra.value("prediction_stability", json()) : json();
+    if (stability.is_object() && stability.contains("changed") && i < static_cast<int64_t>(stability["changed"].size())) {
+      const int64_t copies = stability["copies"], changed = stability["changed"][i];
+      const double noise = stability["noise_percent"];
+      const std::string how = " copies of the input with Gaussian noise of " + words_number(noise) + "% of its scale";
+      if (changed == 0) {
+        s.push_back(sentence("stability", "The top class stays the same in all " + std::to_string(copies) + how + ".",
+                             {{"copies", copies}, {"changed", changed}, {"noise_percent", noise}, {"caveat", false}}));
+      } else {
+        const int64_t to = stability["most_common_other"][i];
+        s.push_back(sentence("stability",
+                             "Caveat: the top class changes in " + std::to_string(changed) + " of " + std::to_string(copies) + how +
+                                 ", most often to " + class_label(to, class_names) + ".",
+                             {{"copies", copies}, {"changed", changed}, {"noise_percent", noise}, {"class", to}, {"caveat", true}}));
+      }
+    }
     if (delta.is_array() && change.is_array() && i < static_cast<int64_t>(delta.size()) && i < static_cast<int64_t>(change.size()) &&
         delta[i].is_number() && change[i].is_number() && change[i].get<double>() != 0) {
       const double d = delta[i], c = change[i], pct = 100 * std::abs(d) / std::abs(c);
@@ -174,6 +261,34 @@ json explain_in_words(const json& meta, const at::Tensor& values, bool spatial, 
       if (!text.empty()) s.push_back(sentence("warning", "Caveat: " + text, {{"warning", w}}));
     }
     out.push_back({{"sample", i}, {"sentences", s}});
+  }
+  return out;
+}
+
+json report_caveats(const json& results, const json& agreement) {
+  json out = json::array();
+  for (const auto& r : results) {
+    const json rnd = r.value("randomisation", json());
+    if (!rnd.is_object() || !rnd.contains("similarity") || !rnd["similarity"].is_number()) continue;
+    const double sim = rnd["similarity"];
+    if (sim <= kRandomisationFlag) continue;
+    const std::string method = r.value("method", "");
+    out.push_back(sentence("randomisation",
+                           "Caveat: the map of " + method + " barely changes when the model's layers are randomised "
+                           "(similarity " + words_number(sim) + " above " + words_number(kRandomisationFlag) +
+                           "): it may not depend on what the model learned.",
+                           {{"method", method}, {"similarity", sim}, {"threshold", kRandomisationFlag}, {"caveat", true}}));
+  }
+  for (const auto& g : agreement) {
+    if (!g.value("spearman", json()).is_number() || !g.value("top_iou", json()).is_number()) continue;
+    const double rho = g["spearman"], iou = g["top_iou"];
+    if (rho >= kDisagreementRho || iou >= kDisagreementIou) continue;
+    const std::string a = g.value("a", ""), b = g.value("b", "");
+    out.push_back(sentence("disagreement",
+                           "Caveat: " + a + " and " + b + " point at different evidence (rank correlation " + words_number(rho) +
+                               ", overlap of their top 10% " + words_number(iou) + ").",
+                           {{"a", a}, {"b", b}, {"spearman", rho}, {"top_iou", iou}, {"top_percent", 10},
+                            {"thresholds", {{"spearman", kDisagreementRho}, {"top_iou", kDisagreementIou}}}, {"caveat", true}}));
   }
   return out;
 }
