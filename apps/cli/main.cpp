@@ -140,7 +140,8 @@ RunControl cli_control() {
 }
 
 int run_explain(MethodArgs<ExplainJob>& args, bool in_words) {
-  const ExplainJob& job = args.resolved();
+  ExplainJob job = args.resolved();
+  job.contrast = job.contrast || in_words;  // the words say how the top features move the runner-up
   ProgressBar bar(!args.quiet);
   RunControl control = cli_control();
   control.progress = bar.callback();

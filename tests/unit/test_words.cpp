@@ -21,12 +21,14 @@ using testing::TempDir;
 struct Result {
   json meta;
   at::Tensor values, inputs, training;  // training: the rows percentiles are taken among (tabular)
+  at::Tensor other;                     // contrast: the attributions of the strongest other class
+  std::vector<int64_t> other_class;
 };
 
 bool ends_with(const std::string& s, const std::string& e) { return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0; }
 
 Result explain(const std::string& model, const std::string& input, const std::string& method, json options = json::object(),
-               const std::string& target = "top1", const std::string& training = "") {
+               const std::string& target = "top1", const std::string& training = "", bool contrast = false) {
   ExplainJob job;
   job.model = fixture(model);
   job.input = fixture(input);
@@ -34,8 +36,24 @@ Result explain(const std::string& model, const std::string& input, const std::st
   job.options = std::move(options);
   job.target = target;
   if (!training.empty()) job.training_data = fixture(training);
+  job.contrast = contrast;
   const ExplainResult r = run(job);
   Result out;
+  if (contrast) {
+    // The strongest class other than the explained one, explained by a second, separate job.
+    const at::Tensor output = r.attribution.output.detach().cpu();
+    std::string classes;
+    for (int64_t i = 0; i < output.size(0); ++i) {
+      const at::Tensor top2 = std::get<1>(output[i].topk(2));
+      const int64_t t = r.attribution.targets[static_cast<size_t>(i)];
+      out.other_class.push_back(top2[0].item<int64_t>() == t ? top2[1].item<int64_t>() : top2[0].item<int64_t>());
+      classes += (i ? "," : "") + std::to_string(out.other_class.back());
+    }
+    ExplainJob second = job;
+    second.contrast = false;
+    second.target = classes;
+    out.other = run(second).attribution.values.detach().cpu().to(at::kDouble);
+  }
   if (!training.empty()) out.training = read_npy(fixture(training)).to(at::kDouble);
   for (const auto& a : r.artifacts)
     if (a.name == "attribution.json") out.meta = json::parse(a.bytes);
@@ -89,7 +107,8 @@ void check(const Result& r) {
     std::vector<int64_t> order(p.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return out[a].get<double>() > out[b].get<double>(); });
-    int64_t features = 0;
+    int64_t features = 0, contrasts = 0;
+    std::vector<int64_t> named;  // the feature indices or token positions the sentences named, in order
     ASSERT_FALSE(sample["sentences"].empty());
     for (const auto& s : sample["sentences"]) {
       numbers_come_from_values(s);
@@ -108,6 +127,7 @@ void check(const Result& r) {
         EXPECT_NEAR(v["attribution"].get<double>(), std::abs(a), 1e-6 * (1 + std::abs(a)));
         EXPECT_EQ(v["direction"], a > 0 ? "raised" : "lowered");
         EXPECT_NEAR(v["value"].get<double>(), r.inputs[i][j].item<double>(), 1e-5 * (1 + std::abs(r.inputs[i][j].item<double>())));
+        named.push_back(j);
         // Its rank: how many features have a larger |attribution|.
         const int64_t larger = (r.values[i].abs() > std::abs(a) * (1 + 1e-12)).sum().item<int64_t>();
         EXPECT_EQ(v["rank"].get<int64_t>(), larger + 1) << s["text"];
@@ -128,6 +148,7 @@ void check(const Result& r) {
         // its rank among the non-special tokens.
         const json& toks = r.meta["tokens"][i]["tokens"];
         const int64_t pos = v["position"];
+        named.push_back(pos);
         ASSERT_LT(pos, static_cast<int64_t>(toks.size()));
         EXPECT_EQ(v["token"], toks[pos]["token"]);
         EXPECT_GE(toks[pos]["word"].get<int64_t>(), 0) << "special tokens are not named: " << s["text"];
@@ -140,6 +161,17 @@ void check(const Result& r) {
         EXPECT_EQ(v["rank"].get<int64_t>(), larger + 1) << s["text"];
         EXPECT_NE(s["text"].get<std::string>().find("\"" + v["token"].get<std::string>() + "\""), std::string::npos);
         ++features;
+      } else if (kind == "contrast") {
+        // The strongest other class, and how each named feature moves it, against the second run.
+        ++contrasts;
+        ASSERT_TRUE(r.other.defined()) << s["text"];
+        EXPECT_EQ(v["class"], r.other_class[static_cast<size_t>(i)]);
+        ASSERT_EQ(v["features"].size(), named.size()) << s["text"];
+        for (size_t k = 0; k < named.size(); ++k) {
+          const double a = r.other[i][named[k]].item<double>();
+          EXPECT_NEAR(v["features"][k]["attribution"].get<double>(), std::abs(a), 1e-5 * (1 + std::abs(a))) << s["text"];
+          if (std::abs(a) > 1e-6) EXPECT_EQ(v["features"][k]["direction"], a > 0 ? "raised" : "lowered") << s["text"];
+        }
       } else if (kind == "stability") {
         const json& st = r.meta["extra"]["prediction_stability"];
         EXPECT_EQ(v["changed"], st["changed"][i]);
@@ -163,6 +195,7 @@ void check(const Result& r) {
       }
     }
     if (r.meta.contains("features") || r.meta.contains("tokens")) EXPECT_GE(features, 1);
+    EXPECT_EQ(contrasts, r.other.defined() && features > 0 ? 1 : 0);
   }
 }
 
@@ -175,8 +208,10 @@ TEST(Words, EveryNumberMatchesTheResultOverFixturesAndMethods) {
   check(explain("digits_cnn.pt", "digits_test.npy", "grad_cam"));
   check(explain("digits_cnn.pt", "digits_test.npy", "input_x_gradient", json::object(), "3"));
   check(explain("breast_cancer_mlp.pt", "breast_cancer_test.npy", "input_x_gradient", json::object(), "top1",
-                "breast_cancer_train.npy"));
-  check(explain("text_bert.pt", "text_test_lines.txt", "occlusion"));
+                "breast_cancer_train.npy", /*contrast=*/true));
+  // A fixed class: the other class is the top one for the rows that predict the other.
+  check(explain("breast_cancer_mlp.pt", "breast_cancer_test.npy", "saliency", json::object(), "1", "", true));
+  check(explain("text_bert.pt", "text_test_lines.txt", "occlusion", json::object(), "top1", "", /*contrast=*/true));
   check(explain("text_bert.pt", "text_test_lines.txt", "layer_integrated_gradients", {{"layers", {"tok"}}, {"n_steps", 16}}));
 }
 

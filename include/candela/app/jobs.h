@@ -97,6 +97,9 @@ struct ExplainJob {
   // Token models (layout NL): how an embedding-layer attribution [N, L, D] becomes one value per
   // token, and whether WordPiece pieces are merged into words.
   std::string token_reduction = "sum", aggregate = "token", word_reduction = "sum";
+  // Explain the runner-up class too (tables and token models), so the words can say how the top
+  // features move it; one more explanation.
+  bool contrast = false;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
     v("model", model, "TorchScript (.pt) or ONNX (.onnx) model file; a sidecar .json may describe its input.");
@@ -125,6 +128,8 @@ struct ExplainJob {
                                           "(signed, Captum's choice) or l2 (the norm, inseq's).");
     v("aggregate", aggregate, "Token models: report per token, or per word (WordPiece pieces merged).");
     v("word_reduction", word_reduction, "With aggregate=word: how pieces combine: sum, mean or max.");
+    v("contrast", contrast, "Tables and token models: explain the runner-up class too, so the explanation in words "
+                            "says how the top features move it (one more explanation).");
     spec.visit(v);
   }
 };

@@ -9,7 +9,9 @@
 // value and direction, and the value's percentile among reference rows when the features carry
 // one), token (token models: the three largest |attributions| by text and position, special
 // tokens left out; words when pieces were merged), region (images: the 3x3 part of the image
-// holding the most positive and the most negative attribution), concentration, stability (whether
+// holding the most positive and the most negative attribution), contrast (how those top features
+// move the strongest other class, when the job explained it too: `extra.contrast`, ExplainJob's
+// `contrast`), concentration, stability (whether
 // the top class holds under tiny noise: `extra.prediction_stability`), completeness, warning.
 // Numbers are written with 3 significant digits (`words_number`); percentages are of the stated
 // total.

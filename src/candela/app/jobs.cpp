@@ -325,6 +325,27 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
 
   ExplainResult result;
   result.attribution = explainer->explain(model, req);
+  // The runner-up class explained too, for the words' contrast (tables and token models).
+  at::Tensor runner_up_values;
+  std::vector<int64_t> runner_up;
+  if (job.contrast && (tabular || token_model) && result.attribution.output.defined() &&
+      result.attribution.output.dim() == 2 && result.attribution.output.size(1) >= 2 &&
+      static_cast<int64_t>(result.attribution.targets.size()) == req.inputs.size(0)) {
+    const at::Tensor top2 = std::get<1>(result.attribution.output.detach().cpu().topk(2, 1));
+    for (int64_t i = 0; i < top2.size(0); ++i) {
+      // The class after the explained one: the runner-up, or the top class when another was explained.
+      const int64_t t = result.attribution.targets[static_cast<size_t>(i)];
+      runner_up.push_back(top2[i][0].item<int64_t>() == t ? top2[i][1].item<int64_t>() : top2[i][0].item<int64_t>());
+    }
+    ExplainRequest other = req;
+    other.target = Target::indices(runner_up);
+    runner_up_values = explainer->explain(model, other).values.detach().cpu();
+    if (token_model && runner_up_values.dim() >= 3) runner_up_values = reduce_embedding(runner_up_values, job.token_reduction);
+  }
+  auto attach_contrast = [&](Attribution& a) {
+    if (runner_up_values.defined() && runner_up_values.sizes() == a.values.sizes())
+      a.extra["contrast"] = {{"classes", runner_up}, {"values", detail::tensor_to_json(runner_up_values)}};
+  };
   if (!token_model) {
     const nlohmann::json stability =
         prediction_stability(model, req.inputs, result.attribution.output, input.reference);
@@ -345,6 +366,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
       a.extra["token_reduction"] = job.token_reduction;
     }
     const bool per_token = a.values.dim() == 2 && a.values.size(1) == l && !a.spatial_map;
+    attach_contrast(a);
     nlohmann::json tokens;
     if (per_token) {
       tokens = token_json(a.values, input.tokens, job.aggregate, job.word_reduction);
@@ -359,7 +381,9 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
                                           render_tokens_html(tokens, a.method + " on " + model.name())});
     }
   } else {
-    result.artifacts = render_explanation(result.attribution, model, input, heatmap);
+    Attribution& a = result.attribution;
+    attach_contrast(a);
+    result.artifacts = render_explanation(a, model, input, heatmap);
   }
   result.artifacts.insert(result.artifacts.end(), attention_maps.begin(), attention_maps.end());
   if (!job.out.empty()) result.files = write_artifacts(job.out, result.artifacts);

@@ -35,6 +35,25 @@ std::string class_label(int64_t c, const std::vector<std::string>& names) {
   return n.empty() || n == std::to_string(c) ? "class " + std::to_string(c) : "'" + n + "' (class " + std::to_string(c) + ")";
 }
 
+// How the top features move the strongest other class (extra.contrast: that class explained too):
+// "Against X, the strongest other class: a lowered its score by 1 and b raised it by 2." `named` holds the top
+// features as (name, the runner-up's attribution) in the order the sentences named them.
+void contrast_sentence(json& out, int64_t other, const std::vector<std::string>& names,
+                       const std::vector<std::pair<std::string, double>>& named, const char* unit) {
+  if (named.empty()) return;
+  std::string text = "Against " + class_label(other, names) + ", the strongest other class: ";
+  json items = json::array();
+  for (size_t k = 0; k < named.size(); ++k) {
+    const auto& [name, a] = named[k];
+    const std::string dir = a > 0 ? "raised" : a < 0 ? "lowered" : "did not move";
+    if (k) text += k + 1 == named.size() ? " and " : ", ";
+    text += (*unit ? std::string(unit) + " " : "") + name + " " + dir + (k ? " it" : " its score");
+    if (a != 0) text += " by " + words_number(std::abs(a));
+    items.push_back({{"name", name}, {"attribution", std::abs(a)}, {"direction", dir}});
+  }
+  out.push_back(sentence("contrast", text + ".", {{"class", other}, {"features", items}}));
+}
+
 // Prediction, target and runner-up, from the model's output row.
 void prediction_sentences(json& out, const std::vector<double>& row, int64_t target, const std::vector<std::string>& names,
                           const std::string& kind) {
@@ -68,7 +87,8 @@ void prediction_sentences(json& out, const std::vector<double>& row, int64_t tar
 }
 
 // Tabular rows: the three largest |attributions| by name, value and direction; concentration.
-void feature_sentences(json& out, const json& rows, const std::string& target_label) {
+void feature_sentences(json& out, const json& rows, const std::string& target_label, const json& contrast, int64_t sample,
+                       const std::vector<std::string>& class_names) {
   double total = 0;
   for (const auto& r : rows) total += std::abs(r.at("attribution").get<double>());
   if (total <= 0) return;
@@ -106,6 +126,13 @@ void feature_sentences(json& out, const json& rows, const std::string& target_la
                                words_number(std::abs(a)) + ".",
                            std::move(values)));
   }
+  if (contrast.is_object()) {
+    std::vector<std::pair<std::string, double>> named;
+    for (int64_t k = 0; k < shown && rows[k].at("attribution").get<double>() != 0; ++k)
+      named.emplace_back(rows[k].at("feature").get<std::string>(),
+                         contrast["values"][sample][rows[k].at("index").get<size_t>()].get<double>());
+    contrast_sentence(out, contrast["classes"][sample], class_names, named, "");
+  }
   out.push_back(sentence("concentration",
                          "These " + std::to_string(shown) + " of " + std::to_string(rows.size()) + " features hold " +
                              words_number(100 * top / total) + "% of the total absolute attribution.",
@@ -114,20 +141,31 @@ void feature_sentences(json& out, const json& rows, const std::string& target_la
 
 // Token models: the three tokens (or words, when pieces were merged) of largest |attribution|
 // by text and position, special tokens left out; concentration over the same tokens.
-void token_sentences(json& out, const json& sample, const std::string& target_label) {
+void token_sentences(json& out, const json& sample, const std::string& target_label, const json& contrast, int64_t index,
+                     const std::vector<std::string>& class_names) {
   const bool words = sample.contains("words");
   struct Item {
     std::string text;
     int64_t position;
-    double value;
+    double value, other;  // other: the runner-up's attribution (contrast), else 0
+  };
+  // The runner-up's value of a token, or of a word's pieces combined as the word's value is.
+  auto other_of = [&](const std::vector<int64_t>& pieces) {
+    if (!contrast.is_object()) return 0.0;
+    const json& row = contrast["values"][index];
+    double total = 0, best = -INFINITY;
+    for (int64_t j : pieces) total += row[static_cast<size_t>(j)].get<double>(), best = std::max(best, row[static_cast<size_t>(j)].get<double>());
+    const std::string r = sample.value("word_reduction", "sum");
+    return r == "mean" ? total / static_cast<double>(pieces.size()) : r == "max" ? best : total;
   };
   std::vector<Item> items;
   if (words) {
     for (size_t w = 0; w < sample["words"].size(); ++w)
-      items.push_back({sample["words"][w]["word"], static_cast<int64_t>(w), sample["words"][w]["value"]});
+      items.push_back({sample["words"][w]["word"], static_cast<int64_t>(w), sample["words"][w]["value"],
+                       other_of(sample["words"][w]["tokens"].get<std::vector<int64_t>>())});
   } else {
     for (const auto& t : sample["tokens"])
-      if (t.value("word", int64_t{-1}) >= 0) items.push_back({t["token"], t["index"], t["value"]});
+      if (t.value("word", int64_t{-1}) >= 0) items.push_back({t["token"], t["index"], t["value"], other_of({t["index"].get<int64_t>()})});
   }
   double total = 0;
   for (const auto& it : items) total += std::abs(it.value);
@@ -151,6 +189,11 @@ void token_sentences(json& out, const json& sample, const std::string& target_la
                             {"direction", dir}}));
   }
   if (said == 0) return;
+  if (contrast.is_object()) {
+    std::vector<std::pair<std::string, double>> named;
+    for (int64_t k = 0; k < said; ++k) named.emplace_back("\"" + items[static_cast<size_t>(k)].text + "\"", items[static_cast<size_t>(k)].other);
+    contrast_sentence(out, contrast["classes"][index], class_names, named, unit);
+  }
   out.push_back(sentence("concentration",
                          "These " + std::to_string(said) + " of " + std::to_string(items.size()) + " " + unit + "s hold " +
                              words_number(100 * top / total) + "% of the total absolute attribution" +
@@ -218,10 +261,12 @@ json explain_in_words(const json& meta, const at::Tensor& values, bool spatial, 
         prediction_sentences(s, row, target, class_names, output_kind);
     }
     const std::string label = target >= 0 ? class_label(target, class_names) : "the target";
+    const json& extra_all = meta.value("extra", json::object());
+    const json contrast = extra_all.is_object() ? extra_all.value("contrast", json()) : json();
     if (meta.contains("features") && i < static_cast<int64_t>(meta["features"].size()))
-      feature_sentences(s, meta["features"][i], label);
+      feature_sentences(s, meta["features"][i], label, contrast, i, class_names);
     else if (meta.contains("tokens") && i < static_cast<int64_t>(meta["tokens"].size()))
-      token_sentences(s, meta["tokens"][i], label);
+      token_sentences(s, meta["tokens"][i], label, contrast, i, class_names);
     else if (spatial)
       region_sentences(s, values[i].detach().cpu(), label);
     // Sentences that name the target class carry its index too.
@@ -229,8 +274,7 @@ json explain_in_words(const json& meta, const at::Tensor& values, bool spatial, 
       if (target >= 0 && (x["kind"] == "feature" || x["kind"] == "region" || x["kind"] == "token")) x["values"]["target"] = target;
     // Whether the top class holds under a tiny perturbation (extra.prediction_stability, made by
     // the explain job: candela/app/jobs.h).
-    const json& extra = meta.value("extra", json::object());
-    const json stability = extra.is_object() ? extra.value("prediction_stability", json()) : json();
+    const json stability = extra_all.is_object() ? extra_all.value("prediction_stability", json()) : json();
     if (stability.is_object() && stability.contains("changed") && i < static_cast<int64_t>(stability["changed"].size())) {
       const int64_t copies = stability["copies"], changed = stability["changed"][i];
       const double noise = stability["noise_percent"];
