@@ -284,9 +284,14 @@ TEST(Cli, TabularCsvWithBackgroundData) {
   std::ofstream(dir / "rows.csv") << csv_of(test, 3);
   std::ofstream(dir / "train.csv") << csv_of(train, 20);
   auto r = cli("explain --quiet --model " + fixture("breast_cancer_mlp.pt") + " --input " + (dir / "rows.csv") +
-               " --background " + (dir / "train.csv") + " --method kernel_shap --target 1 --out " + (dir / "ks"));
+               " --background " + (dir / "train.csv") + " --method kernel_shap --target 1 --explain-in-words --out " +
+               (dir / "ks"));
   ASSERT_EQ(r.code, 0) << r.err;
+  // In words: values placed among the background rows, and the other class contrasted.
+  for (const char* s : {"sample 2:", "percentile)", "Against 'malignant' (class 0)", "copies of the input"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
   auto meta = nlohmann::json::parse(slurp(dir / "ks/attribution.json"));
+  EXPECT_EQ(meta["percentiles_from"]["rows"], 20);
   EXPECT_EQ(meta["features"].size(), 3u);
   EXPECT_EQ(meta["features"][0][0]["feature"].get<std::string>().rfind("feat", 0), 0u) << "names from the header";
   // KernelSHAP's efficiency: attributions sum to f(x) - E[f(background)] (delta ~ 0).

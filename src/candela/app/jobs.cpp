@@ -312,8 +312,8 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
     const std::string& rows = !job.training_data.empty() ? job.training_data : job.background;
     input.reference = load_input(rows, InputSpec{}).batch;
     CANDELA_CHECK_T(ShapeMismatch, input.reference.dim() == 2 && input.reference.size(1) == input.batch.size(1), rows,
-                    " holds ", detail::shape_str(input.reference.sizes()), " but the input rows have ", input.batch.size(1),
-                    " features: give training rows with the same columns.");
+                    " holds ", detail::shape_str(input.reference.sizes()), " but each input row is [", input.batch.size(1),
+                    "]: give training rows with the same columns.");
   }
   ExplainRequest req;
   req.inputs = input.batch.to(c10::Device(model.device()));
