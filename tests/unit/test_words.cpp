@@ -8,6 +8,7 @@
 
 #include "candela/app/jobs.h"
 #include "candela/io/npy.h"
+#include "candela/methods/perturbation/feature_mask.h"
 #include "candela/render/words.h"
 #include "test_util.h"
 
@@ -308,6 +309,44 @@ TEST(Words, ReportCaveatsNameTheFiguresPastTheirThresholds) {
   }
   EXPECT_NE(caveats[0]["text"].get<std::string>().find("0.93"), std::string::npos);
   EXPECT_NE(caveats[1]["text"].get<std::string>().find("0.04"), std::string::npos);
+}
+
+// Attributions to image segments: the sentence names the segment with the largest positive sum,
+// its area (a 2x2 cell of an 8x8 image is 6.25% of it) and the part of the image its centre is in.
+TEST(Words, TheSegmentHoldingTheMostEvidenceIsNamed) {
+  ExplainJob job;
+  job.model = fixture("digits_cnn.pt");
+  job.input = fixture("digit_0.png");
+  job.method = "feature_ablation";
+  job.features = "grid:2";
+  ExplainContext context;
+  const ExplainResult r = run(job, RunControl{}, &context);
+  json meta;
+  for (const auto& a : r.artifacts)
+    if (a.name == "attribution.json") meta = json::parse(a.bytes);
+  const at::Tensor mask = make_feature_mask("grid:2", context.request.inputs, context.model->input_spec(), context.input.display);
+  const at::Tensor p = r.attribution.values.detach().cpu().to(at::kDouble)[0].sum(0).clamp_min(0);
+  const at::Tensor ids = mask[0][0];
+  int64_t best = -1;
+  double best_sum = -1;
+  for (int64_t id = ids.min().item<int64_t>(); id <= ids.max().item<int64_t>(); ++id) {
+    const double sum = p.masked_select(ids == id).sum().item<double>();
+    if (sum > best_sum) best_sum = sum, best = id;
+  }
+  int64_t segments = 0;
+  for (const auto& s : meta["summary"][0]["sentences"]) {
+    if (s["kind"] != "segment") continue;
+    ++segments;
+    numbers_come_from_values(s);
+    EXPECT_EQ(s["values"]["id"].get<int64_t>(), best) << s["text"];
+    EXPECT_NEAR(s["values"]["percent"].get<double>(), 100 * best_sum / p.sum().item<double>(), 1e-9);
+    EXPECT_DOUBLE_EQ(s["values"]["area_percent"].get<double>(), 6.25);
+    const at::Tensor where = (ids == best).nonzero().to(at::kDouble).mean(0);
+    EXPECT_EQ(s["values"]["region"], words_region(static_cast<int64_t>(where[0].item<double>() * 3 / 8),
+                                                  static_cast<int64_t>(where[1].item<double>() * 3 / 8)));
+    EXPECT_EQ(s["text"].get<std::string>().rfind("Grid cell ", 0), 0u) << s["text"];
+  }
+  EXPECT_EQ(segments, 1);
 }
 
 TEST(Words, NumbersAndRegionsAreWrittenOneWay) {

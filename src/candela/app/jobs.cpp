@@ -27,6 +27,7 @@
 #include "candela/robustness/counterfactual.h"
 #include "candela/robustness/probe.h"
 #include "candela/text/tokens.h"
+#include "candela/render/words.h"
 
 namespace candela {
 namespace {
@@ -243,6 +244,42 @@ std::vector<Artifact> attention_map_artifacts(Attribution& a, const Model& model
 // feature's standard deviation in the reference rows, else each value's magnitude; other inputs:
 // the sample's standard deviation over its values). Seeded; null for regressions, token ids and
 // outputs that are not one row of scores per sample.
+// Image segments (superpixels, grid cells, a mask file's ids), for the explanation in words: per
+// sample, the segment holding the largest share of the positive attribution, its area and where
+// its centre lies (3x3 parts). `values` and `mask` are [N, C, H, W] (NHWC permuted by the caller).
+nlohmann::json segment_summary(const at::Tensor& values, const at::Tensor& mask, const std::string& spec) {
+  nlohmann::json samples = nlohmann::json::array();
+  for (int64_t i = 0; i < values.size(0); ++i) {
+    const at::Tensor p = values[i].to(at::kDouble).sum(0).clamp_min(0).flatten();
+    const at::Tensor ids = mask[i][0].flatten();
+    const double total = p.sum().item<double>();
+    if (total <= 0) {
+      samples.push_back(nullptr);
+      continue;
+    }
+    const auto [unique, inverse] = [&] {
+      auto u = at::_unique(ids, /*sorted=*/true, /*return_inverse=*/true);
+      return std::make_pair(std::get<0>(u), std::get<1>(u));
+    }();
+    const at::Tensor sums = at::zeros({unique.numel()}, p.options()).index_add_(0, inverse, p);
+    const int64_t best = sums.argmax().item<int64_t>();
+    const at::Tensor where = (inverse == best).nonzero().select(1, 0);
+    const int64_t h = values.size(2), w = values.size(3);
+    const double row = at::floor_divide(where, w).to(at::kDouble).mean().item<double>();
+    const double col = at::remainder(where, w).to(at::kDouble).mean().item<double>();
+    const int64_t r3 = std::min<int64_t>(2, static_cast<int64_t>(3 * row / h)), c3 = std::min<int64_t>(2, static_cast<int64_t>(3 * col / w));
+    samples.push_back({{"id", unique[best].item<int64_t>()},
+                       {"percent", 100 * sums[best].item<double>() / total},
+                       {"area_percent", 100.0 * static_cast<double>(where.numel()) / static_cast<double>(h * w)},
+                       {"centre", {row, col}},
+                       {"region", words_region(r3, c3)}});
+  }
+  const std::string kind = spec.rfind("slic:", 0) == 0 || spec.rfind("felzenszwalb:", 0) == 0 ? "superpixel"
+                           : spec.rfind("grid:", 0) == 0                                        ? "grid cell"
+                                                                                                : "segment";
+  return {{"features", spec}, {"kind", kind}, {"samples", samples}};
+}
+
 constexpr int64_t kStabilityCopies = 16;
 constexpr double kStabilityPercent = 1.0;
 
@@ -346,6 +383,15 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
     if (runner_up_values.defined() && runner_up_values.sizes() == a.values.sizes())
       a.extra["contrast"] = {{"classes", runner_up}, {"values", detail::tensor_to_json(runner_up_values)}};
   };
+  // Which image segment holds the most evidence, when the method attributed to segments.
+  if (req.feature_mask.defined() && input.display.defined() && job.features != "each" && result.attribution.layer.empty() &&
+      !result.attribution.spatial_map && result.attribution.values.dim() == 4 &&
+      result.attribution.values.sizes() == req.feature_mask.sizes()) {
+    const bool nhwc = model.input_spec().layout == "NHWC";
+    const at::Tensor v = result.attribution.values.detach().cpu(), m = req.feature_mask.cpu();
+    result.attribution.extra["segments"] =
+        segment_summary(nhwc ? v.permute({0, 3, 1, 2}) : v, nhwc ? m.permute({0, 3, 1, 2}) : m, job.features);
+  }
   if (!token_model) {
     const nlohmann::json stability =
         prediction_stability(model, req.inputs, result.attribution.output, input.reference);

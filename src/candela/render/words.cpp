@@ -1,6 +1,7 @@
 #include "candela/render/words.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
@@ -269,9 +270,24 @@ json explain_in_words(const json& meta, const at::Tensor& values, bool spatial, 
       token_sentences(s, meta["tokens"][i], label, contrast, i, class_names);
     else if (spatial)
       region_sentences(s, values[i].detach().cpu(), label);
+    // The segment (superpixel, grid cell) holding the most evidence, when the method attributed
+    // to segments (extra.segments, made by the explain job).
+    const json segments = extra_all.is_object() ? extra_all.value("segments", json()) : json();
+    if (segments.is_object() && i < static_cast<int64_t>(segments["samples"].size()) && segments["samples"][i].is_object()) {
+      const json& g = segments["samples"][i];
+      const std::string kind = segments.value("kind", "segment");
+      s.push_back(sentence("segment",
+                           std::string(1, static_cast<char>(std::toupper(kind[0]))) + kind.substr(1) + " " +
+                               std::to_string(g["id"].get<int64_t>()) + " (" + words_number(g["area_percent"].get<double>()) +
+                               "% of the image, centred in the " + g["region"].get<std::string>() + " ninth) holds " +
+                               words_number(g["percent"].get<double>()) + "% of the positive attribution for " + label + ".",
+                           {{"id", g["id"]}, {"kind", kind}, {"area_percent", g["area_percent"]}, {"region", g["region"]},
+                            {"percent", g["percent"]}}));
+    }
     // Sentences that name the target class carry its index too.
     for (auto& x : s)
-      if (target >= 0 && (x["kind"] == "feature" || x["kind"] == "region" || x["kind"] == "token")) x["values"]["target"] = target;
+      if (target >= 0 && (x["kind"] == "feature" || x["kind"] == "region" || x["kind"] == "token" || x["kind"] == "segment"))
+        x["values"]["target"] = target;
     // Whether the top class holds under a tiny perturbation (extra.prediction_stability, made by
     // the explain job: candela/app/jobs.h).
     const json stability = extra_all.is_object() ? extra_all.value("prediction_stability", json()) : json();
