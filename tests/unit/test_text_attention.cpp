@@ -384,15 +384,16 @@ TEST(TextFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
     ASSERT_FALSE(embedding.empty());
     auto lig = LayerIntegratedGradients({.layers = {embedding}, .n_steps = 16}).explain(onnx, {.inputs = x}).values;
     EXPECT_LE((lig - lig_pt).abs().max().item<double>(), 1e-5 * std::max(1.0, lig_pt.abs().max().item<double>()));
-    // AttnLRP through the exported graph: LayerNormalization, the Erf-based GELU (its gate held
-    // constant: the identity rule), MatMul between activations, Softmax, Gemm.
-    // (Not yet equal to 1e-5: the graphs differ in where the epsilon stabilisers sit, about 3e-4 of
-    // the largest value on this fixture; the tokens rank the same.)
+    // AttnLRP through the exported graph: LayerNormalization (or its decomposition at opset 14),
+    // the Erf-based GELU (found whole: the identity rule as on aten::gelu, stabiliser included),
+    // MatMul between activations, Softmax, MatMul + Add as one linear layer.
     auto lrp = AttnLrp({.layers = {embedding}}).explain(onnx, {.inputs = x});
-    EXPECT_TRUE(at::equal(reduce_embedding(lrp.values, "sum").argmax(1), reduce_embedding(lrp_pt, "sum").argmax(1)));
-    bool erf_gate = false;
-    for (const auto& r : lrp.extra["rules"]) erf_gate |= r["op"] == "aten::erf";
-    EXPECT_TRUE(erf_gate);
+    std::printf("%s: AttnLRP max |onnx - traced| = %.3g of max |R| %.3g\n", file,
+                (lrp.values - lrp_pt).abs().max().item<double>(), lrp_pt.abs().max().item<double>());
+    EXPECT_LE((lrp.values - lrp_pt).abs().max().item<double>(), 1e-5 * std::max(1.0, lrp_pt.abs().max().item<double>()));
+    int erf_gelu = 0;
+    for (const auto& r : lrp.extra["rules"]) erf_gelu += r["rule"] == "identity (erf gelu)";
+    EXPECT_EQ(erf_gelu, 2) << "one GELU per encoder layer";
   }
 }
 
@@ -468,6 +469,7 @@ TEST(VitFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
     EXPECT_TRUE(at::equal(patch_sums(lrp).argmax(1), patch_sums(lrp_pt).argmax(1)));
     std::printf("%s: AttnLRP max |onnx - traced| = %.3g of max |R| %.3g\n", file,
                 (lrp - lrp_pt).abs().max().item<double>(), lrp_pt.abs().max().item<double>());
+    EXPECT_LE((lrp - lrp_pt).abs().max().item<double>(), 1e-5 * std::max(1.0, lrp_pt.abs().max().item<double>()));
   }
 }
 

@@ -192,6 +192,54 @@ bool only_feeds_divisor(const Value* v, int depth = 0) {
 
 c10::Symbol sym(const char* name) { return c10::Symbol::fromQualString(name); }
 
+// True when the only use of `node`'s output is an add of a term off the relevance path (a bias).
+template <class On>
+bool bias_add_after(const Node* node, const On& on) {
+  const auto& uses = node->output()->uses();
+  const Node* u = uses.size() == 1 ? uses[0].user : nullptr;
+  return u && u->kind() == sym("aten::add") && u->inputs().size() >= 2 && !on(u->input(uses[0].offset == 0 ? 1 : 0));
+}
+
+// The last node of an exported Erf GELU around `erf`: erf(x / c) (or x * c), then a chain of at
+// most three single-use adds and muls by constants, 1 + erf, x and x * 0.5, in the orders
+// exporters write it. Null when the pattern is not exactly that.
+Node* erf_gelu_end(Node* erf) {
+  const Node* scale = erf->input(0)->node();
+  const std::string sk = scale->kind().toQualString();
+  if ((sk != "aten::div" && sk != "aten::mul") || scale->inputs().size() < 2 || !scale->input(1)->node()->kind().is_prim())
+    return nullptr;
+  const Value* x = scale->input(0);
+  // A value is x, x * constant, or a constant.
+  auto is_x_term = [&](const Value* v) {
+    if (v == x) return true;
+    const Node* n = v->node();
+    return n->kind() == sym("aten::mul") && n->inputs().size() == 2 &&
+           ((n->input(0) == x && n->input(1)->node()->kind().is_prim()) ||
+            (n->input(1) == x && n->input(0)->node()->kind().is_prim()));
+  };
+  // Before x enters: 1 + erf and constant factors; x (or x * c) enters by a mul; after it, only
+  // constant factors (a constant factor is linear: the identity rule's y / x absorbs it).
+  Node* cur = erf;
+  bool used_x = false;
+  for (int step = 0; step < 4; ++step) {
+    if (cur->outputs().size() != 1 || cur->output()->uses().size() != 1) break;
+    Node* next = cur->output()->uses()[0].user;
+    const std::string nk = next->kind().toQualString();
+    const bool add = nk == "aten::add", mul = nk == "aten::mul";
+    const Value* o = (add || mul) && next->inputs().size() >= 2 ? next->input(next->input(0) == cur->output() ? 1 : 0) : nullptr;
+    const bool constant = o && o->node()->kind().is_prim();
+    if (used_x) {
+      if (!(mul && constant)) break;
+    } else if (mul && o && is_x_term(o) && !constant) {
+      used_x = true;
+    } else if (!((add || mul) && constant)) {
+      return nullptr;
+    }
+    cur = next;
+  }
+  return used_x && cur != erf ? cur : nullptr;
+}
+
 }  // namespace
 
 nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_input) {
@@ -255,13 +303,26 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
       after("candela::lrp_identity", node->input(0));
       record("identity");
     } else if (kind == "aten::erf") {
-      // An Erf-based GELU, x * 0.5 * (1 + erf(x / sqrt(2))) (ONNX exports before opset 20): its gate
-      // held constant is exactly the identity rule for GELU.
+      // An Erf-based GELU, x * 0.5 * (1 + erf(x / sqrt(2))) (ONNX exports before opset 20). When the
+      // whole pattern is found, its output gets the identity rule exactly as aten::gelu does
+      // (g_x = g_y * y / stab(x)); otherwise the gate is held constant (the identity rule without
+      // the stabiliser). Either way the gate carries no relevance.
+      Node* end = erf_gelu_end(node);
       torch::jit::WithInsertPoint guard(node->next());
       Value* d = g.insert(sym("aten::detach"), {node->output()});
       d->setType(node->output()->type());
       node->output()->replaceAllUsesAfterNodeWith(d->node(), d);
-      record("identity (erf gelu gate held constant)");
+      if (end) {
+        Value* x = node->input(0)->node()->input(0);
+        torch::jit::WithInsertPoint at_end(end->next());
+        Value* out = g.insert(sym("candela::lrp_identity"), {x, end->output(), g.insertConstant(eps)});
+        out->setType(end->output()->type());
+        end->output()->replaceAllUsesAfterNodeWith(out->node(), out);
+        path.insert(out);
+        record("identity (erf gelu)");
+      } else {
+        record("identity (erf gelu gate held constant)");
+      }
     } else if (kind == "aten::layer_norm") {
       torch::jit::WithInsertPoint guard(node);
       Value* out = g.insert(sym("candela::lrp_layer_norm"),
@@ -285,8 +346,15 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
     } else if (kind == "aten::linear" || kind == "aten::_convolution" || kind.rfind("aten::conv", 0) == 0) {
       CANDELA_CHECK_T(UnsupportedModel, !on(node->input(1)), "attn_lrp: ", where,
                       " has a weight computed from the input; no rule covers that.");
-      after("candela::lrp_epsilon", nullptr);
-      record("epsilon");
+      if (kind == "aten::linear" && node->inputs().size() >= 3 && node->input(2)->type()->kind() == c10::TypeKind::NoneType &&
+          bias_add_after(node, on)) {
+        // A bias-free linear whose bias is the Add that follows (ONNX MatMul + Add): one layer.
+        bias_adds.insert(node->output()->uses()[0].user);
+        record("epsilon (with the following bias add)");
+      } else {
+        after("candela::lrp_epsilon", nullptr);
+        record("epsilon");
+      }
     } else if (kind == "aten::matmul" || kind == "aten::bmm" || kind == "aten::mm" || kind == "aten::mul" ||
                kind == "aten::baddbmm" || kind == "aten::addmm") {
       const bool shifted = kind == "aten::baddbmm" || kind == "aten::addmm";  // input 0 is the added term
@@ -300,11 +368,8 @@ nlohmann::json attn_lrp_rewrite(Graph& g, bool cp_lrp, double eps, bool from_inp
         record("epsilon");
       } else if (kind == "aten::matmul" && !on(node->input(1))) {
         // x W with a constant W: a linear layer (its bias, if any, is the Add that follows).
-        const auto& uses = node->output()->uses();
-        const Node* u = uses.size() == 1 ? uses[0].user : nullptr;
-        if (u && u->kind() == sym("aten::add") && u->inputs().size() >= 2 &&
-            !on(u->input(uses[0].offset == 0 ? 1 : 0))) {
-          bias_adds.insert(u);
+        if (bias_add_after(node, on)) {
+          bias_adds.insert(node->output()->uses()[0].user);
           record("epsilon (with the following bias add)");
         } else {
           after("candela::lrp_epsilon", nullptr);
