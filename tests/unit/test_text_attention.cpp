@@ -473,6 +473,29 @@ TEST(VitFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
   }
 }
 
+// The stock torchvision model (nn.MultiheadAttention) with the same weights, traced with
+// gradients enabled: its attention maps are functional softmaxes [N * heads, L, L] inside the
+// MultiheadAttention modules, found as "MODULE:softmax" and read as [N, heads, L, L]. Same
+// function, same maps: the same rollouts and AttnLRP as the model with the attention written out.
+TEST(VitFixture, StockMultiheadAttentionGivesTheSameMapsAsTheExplicitModel) {
+  Model explicit_model = Model::load(fixture("vit.pt")), stock = Model::load(fixture("vit_stock.pt"));
+  const at::Tensor x = vit_images(4);
+  const auto layers = candela::detail::find_attention_layers(stock);
+  ASSERT_EQ(layers.size(), 2u);
+  for (const auto& l : layers) EXPECT_NE(l.find("self_attention:softmax"), std::string::npos) << l;
+  const at::Tensor maps = candela::detail::read_attention_maps(stock, layers, x);
+  EXPECT_EQ(maps.sizes(), (std::vector<int64_t>{4, 2, 2, 17, 17}));  // [N, layers, heads, L, L]
+  auto close = [](const at::Tensor& a, const at::Tensor& b) {
+    return (a - b).abs().max().item<double>() <= 1e-5 * std::max(1.0, b.abs().max().item<double>());
+  };
+  EXPECT_TRUE(close(maps, candela::detail::read_attention_maps(explicit_model, {}, x)));
+  EXPECT_TRUE(close(AttentionRollout().explain(stock, {.inputs = x}).values,
+                    AttentionRollout().explain(explicit_model, {.inputs = x}).values));
+  EXPECT_TRUE(close(Registry::builtin().create("grad_attention_rollout")->explain(stock, {.inputs = x}).values,
+                    Registry::builtin().create("grad_attention_rollout")->explain(explicit_model, {.inputs = x}).values));
+  EXPECT_TRUE(close(AttnLrp().explain(stock, {.inputs = x}).values, AttnLrp().explain(explicit_model, {.inputs = x}).values));
+}
+
 TEST(VitFixture, AttnLrpRefusesTheFusedMultiheadAttentionClearly) {
   // The stock torchvision model traced under no_grad: nn.MultiheadAttention's fast path.
   Model fused = Model::load(fixture("vit_fused.pt"));

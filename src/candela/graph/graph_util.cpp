@@ -99,6 +99,17 @@ LayerOutputs layer_outputs(torch::jit::Graph& graph) {
       out.value[prefix] = returned_value(node);
       if (prefix == scope.back().first) out.type[prefix] = module_type(node);
     }
+    // A functional softmax inside a module (nn.MultiheadAttention's attention probabilities,
+    // [N * heads, L, S]) is a layer of its own, "MODULE:softmax" (the module's last one), unless
+    // the module is a Softmax itself.
+    if (!scope.empty() && (node->kind() == c10::aten::softmax || node->kind() == c10::aten::_softmax) &&
+        module_type(node) != "Softmax") {
+      const std::string name = scope.back().first + ":softmax";
+      if (!out.value.count(name)) out.order.push_back(name);
+      sites[name].insert(scope.back().second);
+      out.value[name] = node->output();
+      out.type[name] = "softmax";
+    }
   }
   for (const auto& [prefix, set] : sites) out.calls[prefix] = static_cast<int>(set.size());
   for (const auto& p : nested)

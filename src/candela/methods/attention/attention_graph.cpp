@@ -159,11 +159,16 @@ std::vector<std::string> find_attention_layers(const Model& model) {
   std::vector<std::string> found;
   for (const auto& info : model.layers()) {
     const auto& s = info.output_shape;
-    if (info.type == "Softmax" && s.size() == 4 && s[2] == s[3]) found.push_back(info.name);
+    // Softmax modules (and ONNX Softmax nodes) with [N, heads, L, L]; functional softmaxes inside
+    // modules ("MODULE:softmax") also with [N * heads, L, L], as nn.MultiheadAttention computes them.
+    const bool module = info.type == "Softmax", functional = info.type == "softmax";
+    if ((module || functional) && s.size() == 4 && s[2] == s[3]) found.push_back(info.name);
+    else if (functional && s.size() == 3 && s[1] == s[2]) found.push_back(info.name);
   }
-  CANDELA_CHECK(!found.empty(), "found no attention maps in the model: no Softmax module has an output [N, heads, L, "
-                "L]. Name the modules that output the attention probabilities with --layer (`candela info MODEL` "
-                "lists them).");
+  CANDELA_CHECK(!found.empty(), "found no attention maps in the model: no softmax has an output [N, heads, L, L] (or "
+                "[N * heads, L, L], as nn.MultiheadAttention's). Name the layers that output the attention "
+                "probabilities with --layer (`candela info MODEL` lists them). A model traced under torch.no_grad() "
+                "runs nn.MultiheadAttention's fused kernel, which hides the maps: trace it with gradients enabled.");
   return found;
 }
 

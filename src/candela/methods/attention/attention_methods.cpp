@@ -18,6 +18,12 @@ using detail::str_cat;
 
 namespace {
 
+// Attention probabilities as [N, heads, L, L]: nn.MultiheadAttention's softmax is [N * heads, L, L].
+at::Tensor as_heads(const at::Tensor& a, int64_t n) {
+  if (a.dim() == 3 && n > 0 && a.size(0) % n == 0 && a.size(1) == a.size(2)) return a.reshape({n, -1, a.size(1), a.size(2)});
+  return a;
+}
+
 void check_common(const std::vector<std::string>& layers, int64_t token_index, const char* method) {
   for (const auto& l : layers)
     CANDELA_CHECK(!l.empty(), method, " got an empty layer name; give the attention modules' names or none.");
@@ -47,7 +53,7 @@ AttentionMaps read_attention(Evaluator& ev, const std::vector<std::string>& give
     at::AutoGradMode grad_mode(target != nullptr);
     auto run = taps->forward(x.slice(0, b, e), {}, /*track=*/target != nullptr);
     for (int64_t i = 0; i < k; ++i) {
-      const at::Tensor& a = run.activations[i];
+      const at::Tensor a = as_heads(run.activations[i], e - b);
       CANDELA_CHECK_T(ShapeMismatch, a.dim() == 4 && a.size(2) == a.size(3), method, ": layer '", r.layers[i],
                       "' outputs ", detail::shape_str(a.sizes()),
                       ", not attention probabilities [N, heads, L, L]. Name the softmax over the attention scores.");
@@ -60,7 +66,8 @@ AttentionMaps read_attention(Evaluator& ev, const std::vector<std::string>& give
       at::Tensor score = target->scores(run.output, rows).sum();  // top1: each row's own argmax
       auto g = torch::autograd::grad({score}, run.activations, /*grad_outputs=*/{}, /*retain_graph=*/false,
                                      /*create_graph=*/false, /*allow_unused=*/true);
-      for (int64_t i = 0; i < k; ++i) grads[i].push_back(g[i].defined() ? g[i].detach() : at::zeros_like(maps[i].back()));
+      for (int64_t i = 0; i < k; ++i)
+        grads[i].push_back(g[i].defined() ? as_heads(g[i].detach(), e - b) : at::zeros_like(maps[i].back()));
     }
     outs.push_back(run.output.detach());
   });
@@ -81,8 +88,8 @@ at::Tensor detail::read_attention_maps(const Model& model, const std::vector<std
   auto run = taps->forward(x, {}, /*track=*/false);
   std::vector<at::Tensor> maps;
   for (size_t i = 0; i < names.size(); ++i) {
-    const at::Tensor& a = run.activations[i];
-    CANDELA_CHECK_T(ShapeMismatch, a.dim() == 4 && a.size(2) == a.size(3) && a.sizes() == run.activations[0].sizes(),
+    const at::Tensor a = as_heads(run.activations[i], x.size(0));
+    CANDELA_CHECK_T(ShapeMismatch, a.dim() == 4 && a.size(2) == a.size(3) && a.sizes() == as_heads(run.activations[0], x.size(0)).sizes(),
                     "layer '", names[i], "' outputs ", shape_str(a.sizes()),
                     ", not attention probabilities [N, heads, L, L] like the other layers'.");
     maps.push_back(a.detach());

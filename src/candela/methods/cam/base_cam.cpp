@@ -49,7 +49,8 @@ std::string default_cam_layer(const Model& model) {
   for (bool spatial : {true, false}) {
     for (auto it = layers.rbegin(); it != layers.rend(); ++it) {
       const auto& s = it->output_shape;
-      if (s.size() != 4 || it->calls != 1 || (spatial && s[2] * s[3] <= 1)) continue;
+      if (s.size() != 4 || it->calls != 1 || (spatial && s[2] * s[3] <= 1) || it->name.find(':') != std::string::npos)
+        continue;  // "MODULE:softmax" is attention, not a feature map
       if (!best || it->position > best->position ||
           (it->position == best->position && it->position >= 0 && it->name.size() > best->name.size()))
         best = &*it;
