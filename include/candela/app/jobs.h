@@ -81,7 +81,7 @@ struct Budget {
 // `candela explain`: one method on one input (an image, a .npy/.csv array of rows).
 struct ExplainJob {
   std::string model, input, method, out;
-  std::string target = "top1";       // top1, an index, a class name, or one index per sample (1,4,2)
+  std::string target = "top1";       // top1, an index, a class name, one index per sample (1,4,2), logprob:...
   std::string baseline;              // empty: zeros (the method's default); see Baseline::parse
   std::string background;            // rows (.csv/.npy) whose distribution is the baseline
   std::string features;              // feature groups: each, grid:CELL, slic:N, felzenszwalb:S, FILE.npy
@@ -96,6 +96,9 @@ struct ExplainJob {
   // Token models (layout NL): how an embedding-layer attribution [N, L, D] becomes one value per
   // token, and whether WordPiece pieces are merged into words.
   std::string token_reduction = "sum", aggregate = "token", word_reduction = "sum";
+  // Language models (output [N, L, V]): explain log p(token_t | tokens < t) for every position
+  // t = 1..L-1 with teacher forcing: attributions_steps.npy [N, L-1, L] and steps.json.
+  bool per_step = false;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
     v("model", model, "TorchScript (.pt) or ONNX (.onnx) model file; a sidecar .json may describe its input.");
@@ -103,7 +106,8 @@ struct ExplainJob {
                       "text, or a .txt file with one text per line.");
     v("method", method, "Attribution method (see `candela methods`).");
     v("out", out, "Output folder; empty: return the files without writing them.");
-    v("target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2).");
+    v("target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2); for a "
+                        "language model logprob:POS[:TOKEN] or contrast:POS:TOKEN:FOIL (tokens by id or vocabulary).");
     v("baseline", baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy; empty: zeros.");
     v("background", background, "Background rows (.csv or .npy): the baseline distribution for SHAP, LIME, ...");
     v("features", features, "Feature groups: each, grid:CELL, slic:REGION_SIZE, felzenszwalb:SCALE, or FILE.npy.");
@@ -121,6 +125,8 @@ struct ExplainJob {
                                           "(signed, Captum's choice) or l2 (the norm, inseq's).");
     v("aggregate", aggregate, "Token models: report per token, or per word (WordPiece pieces merged).");
     v("word_reduction", word_reduction, "With aggregate=word: how pieces combine: sum, mean or max.");
+    v("per_step", per_step, "Language models: one attribution per generated position t (log p(token_t | tokens < t), "
+                            "teacher forcing) over the input: attributions_steps.npy [N, L-1, L] and steps.json.");
     spec.visit(v);
   }
 };
