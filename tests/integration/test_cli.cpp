@@ -919,7 +919,7 @@ TEST(Cli, ExplainsALanguageModelPerStepAndRefusesBadTokenTargets) {
                            " --input \"the old dog very big sad a brown today barks\" --layer tok ";
   auto r = cli(base + "--method attn_lrp --per-step --out " + (dir / "steps"));
   ASSERT_EQ(r.code, 0) << r.err;
-  for (std::string f : {"attributions_steps.npy", "steps.json", "steps_0.png", "attribution.json"})
+  for (std::string f : {"attributions_steps.npy", "attributions.npy", "steps.json", "steps_0.png", "attribution.json"})
     EXPECT_TRUE(fs::exists(dir / ("steps/" + f))) << f;
   EXPECT_EQ(read_npy(dir / "steps/attributions_steps.npy").sizes(), (at::IntArrayRef{1, 11, 12}));
   auto steps = nlohmann::json::parse(slurp(dir / "steps/steps.json"));

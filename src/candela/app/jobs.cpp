@@ -239,10 +239,10 @@ std::vector<Artifact> attention_map_artifacts(Attribution& a, const Model& model
 }
 
 // --per-step: the explanation of rows [N * T] (row i*T + t-1: sample i, log p(token_t | tokens < t))
-// becomes attributions_steps.npy [N, T, L], steps.json (per sample: the tokens, and per step the
-// token, its log-probability and the attribution row), steps_<s>.png (the [T, L] matrix of the
-// first kMaxMapSamples samples) and attribution.json. `a` is left holding the [N, T, L] values and
-// the output at the N inputs.
+// becomes attributions_steps.npy [N, T, L] (attributions.npy: the same), steps.json (per sample:
+// the tokens, and per step the token, its log-probability and the attribution row), steps_<s>.png
+// (the [T, L] matrix of the first kMaxMapSamples samples) and attribution.json. `a` is left
+// holding the [N, T, L] values and the output at the N inputs.
 std::vector<Artifact> per_step_artifacts(Attribution& a, const Model& model, const LoadedInput& input,
                                          const at::Tensor& output, int64_t steps, const std::string& token_reduction,
                                          const HeatmapOptions& heatmap) {
@@ -299,8 +299,10 @@ std::vector<Artifact> per_step_artifacts(Attribution& a, const Model& model, con
   nlohmann::json meta = a.metadata();
   meta["model"] = model.source().empty() ? model.name() : model.source();
   meta["input_spec"] = model.input_spec().to_json();
-  std::vector<Artifact> out{render_npy("attributions_steps.npy", v), render_json("steps.json", steps_json),
-                            render_json("attribution.json", meta)};
+  // attributions.npy holds the same [N, T, L], so that every explanation has one (the server's
+  // /values reads it).
+  std::vector<Artifact> out{render_npy("attributions_steps.npy", v), render_npy("attributions.npy", v),
+                            render_json("steps.json", steps_json), render_json("attribution.json", meta)};
   HeatmapOptions o = heatmap;
   o.clip_percentile = 100.0;
   for (int64_t i = 0; i < std::min(n, kMaxMapSamples); ++i)
