@@ -46,7 +46,7 @@ SANITIZE_LABELS ?= unit|integration
 SANITIZE_TARGETS = $(if $(findstring unit,$(SANITIZE_LABELS)),candela_unit_tests) \
                    $(if $(findstring conformance,$(SANITIZE_LABELS)),candela_conformance_tests) \
                    $(if $(findstring integration,$(SANITIZE_LABELS)),candela_integration_tests)
-SANITIZE_DATA = $(if $(and $(wildcard $(BUILD)/fixtures/vit_manifest.json),$(wildcard $(BUILD)/groundtruth/manifest.json)),\
+SANITIZE_DATA = $(if $(and $(wildcard $(BUILD)/fixtures/lm_manifest.json),$(wildcard $(BUILD)/groundtruth/manifest.json)),\
                 -DCANDELA_DATA_FROM=$(abspath $(BUILD)),-DCANDELA_DATA_FROM=)
 sanitize: deps
 	cmake -S . -B build-asan -G Ninja -DCANDELA_SANITIZE=ON -DCANDELA_BUILD_BENCH=OFF $(SANITIZE_DATA) $(CMAKE_FLAGS)

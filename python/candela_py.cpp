@@ -103,7 +103,12 @@ py::dict explain(PyModel& pm, const at::Tensor& inputs, const std::string& metho
   auto explainer = info.create(json::parse(options_json));
   ExplainRequest req;
   req.inputs = inputs;
-  req.target = Target::parse(target, pm.model().class_names());
+  // Token models: a language-model target may take its token from the input (logprob:POS) and
+  // name tokens by vocabulary string.
+  const bool tokens = pm.model().input_spec().layout == "NL";
+  std::vector<std::string> names = pm.model().class_names();
+  if (names.empty() && tokens) names = model_vocabulary(pm.model());
+  req.target = Target::parse(tokens ? fill_target_tokens(target, inputs) : target, names);
   req.baseline = make_baseline(baseline_kind, baseline);
   if (!feature_mask.is_none()) req.feature_mask = feature_mask.cast<at::Tensor>();
   req.eval.max_memory_mb = max_memory;

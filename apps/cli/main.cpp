@@ -531,14 +531,22 @@ int main(int argc, char** argv) {
       "  candela explain --model text_bert.pt --input \"the movie was great\" --method layer_integrated_gradients \\\n"
       "      --layer tok --aggregate word --out out/text\n"
       "  candela explain --model text_bert.pt --input lines.txt --method attention_rollout --out out/rollout\n"
+      "  candela explain --model lm.pt --input \"the old dog very big sad a brown today barks\" --method attn_lrp \\\n"
+      "      --layer tok --target logprob:10 --out out/lm        (log p(barks | the tokens before it))\n"
+      "  candela explain --model lm.pt --input lm_test_ids.npy --method layer_integrated_gradients --layer tok \\\n"
+      "      --target contrast:10:barks:meows --out out/contrast\n"
+      "  candela explain --model lm.pt --input lines.txt --method attn_lrp --layer tok --per-step --out out/steps\n"
       "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png; for token models\n"
       "(layout NL: text, a .txt of lines or ids .npy) tokens.json and tokens.html (highlighted text); for the attention\n"
-      "methods attention_maps.npy [N, layers, heads, L, L] and attention map PNGs (first 8 samples).");
+      "methods attention_maps.npy [N, layers, heads, L, L] and attention map PNGs (first 8 samples); with --per-step\n"
+      "attributions_steps.npy [N, L-1, L], steps.json and steps_<i>.png (first 8 samples) instead.");
   explain->add_option("--model", ea.job.model, "TorchScript model file (.pt); a sidecar .json may describe its input")->required();
   explain->add_option("--input", ea.job.input, "Input: an image (PNG, JPEG, ...) or a .npy array [N, ...]; for a token "
                       "model also text or a .txt file of lines")->required();
   explain->add_option("--method", ea.job.method, "Attribution method (see `candela methods`)")->required();
-  explain->add_option("--target", ea.job.target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2)");
+  explain->add_option("--target", ea.job.target, "Class to explain: top1, an index, a class name, or one index per sample "
+                      "(1,4,2); language models: logprob:POS[:TOKEN] (log p of the token at POS, default the input's) "
+                      "or contrast:POS:TOKEN:FOIL (log p(TOKEN) - log p(FOIL)), tokens by id or vocabulary string");
   explain->add_option("--option", ea.options, "Method option KEY=VALUE (repeatable)");
   explain->add_option("--layer", ea.job.layers, "Layer to explain or tap, as `candela info` names it (repeatable)");
   explain->add_option("--composite", ea.job.composite,
@@ -564,6 +572,9 @@ int main(int argc, char** argv) {
                       "Token models: embedding attribution [N, L, D] -> [N, L] by sum (Captum) or l2 (inseq)");
   explain->add_option("--aggregate", ea.job.aggregate, "Token models: token (default) or word (WordPiece pieces merged)");
   explain->add_option("--word-reduction", ea.job.word_reduction, "With --aggregate word: sum (default), mean or max");
+  explain->add_flag("--per-step", ea.job.per_step,
+                    "Language models: explain log p(token_t | tokens < t) at every position t = 1..L-1 (teacher "
+                    "forcing): attributions_steps.npy [N, L-1, L], steps.json, steps_<i>.png");
   explain->add_flag("--quiet", ea.quiet, "No progress bar or summary");
   bool in_words = false;
   explain->add_flag("--explain-in-words", in_words,

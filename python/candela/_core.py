@@ -267,7 +267,8 @@ def explain(model, inputs, method, target=None, baselines=None, feature_mask=Non
     """Explains ``model`` at ``inputs`` [N, ...] with the registered ``method`` (see
     :func:`methods`); ``options`` are the method's options by name (``n_steps=32``).
 
-    target: None (top-1), a class index, one index per sample, or a class name.
+    target: None (top-1), a class index, one index per sample, a class name, or a text as the
+        CLI's --target (a language model's 'logprob:10', 'contrast:10:24:23').
     baselines: None (zeros), a number, a tensor broadcastable to the inputs, a set of reference
         samples for the SHAP-style methods, or a text as the CLI's --baseline ('blur:5').
     feature_mask: an integer tensor grouping input elements into features (perturbation methods).

@@ -919,6 +919,29 @@ TEST(Cli, ExplainsTextWithTokenOutputs) {
   EXPECT_FALSE(fs::exists(dir / "bad"));
 }
 
+TEST(Cli, ExplainsALanguageModelPerStepAndRefusesBadTokenTargets) {
+  TempDir dir;
+  const std::string base = "explain --quiet --model " + fixture("lm.pt") +
+                           " --input \"the old dog very big sad a brown today barks\" --layer tok ";
+  auto r = cli(base + "--method attn_lrp --per-step --out " + (dir / "steps"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (std::string f : {"attributions_steps.npy", "attributions.npy", "steps.json", "steps_0.png", "attribution.json"})
+    EXPECT_TRUE(fs::exists(dir / ("steps/" + f))) << f;
+  EXPECT_EQ(read_npy(dir / "steps/attributions_steps.npy").sizes(), (at::IntArrayRef{1, 11, 12}));
+  auto steps = nlohmann::json::parse(slurp(dir / "steps/steps.json"));
+  EXPECT_EQ(steps["samples"][0]["steps"][9]["token"], "barks");
+  EXPECT_EQ(steps["samples"][0]["tokens"][3], "dog");
+  // The verb against a foil, by vocabulary string.
+  r = cli(base + "--method layer_integrated_gradients --target contrast:10:barks:meows --out " + (dir / "contrast"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir / "contrast/attribution.json"))["target"], "contrast:10:barks:meows");
+  expect_one_clear_line(cli(base + "--method attn_lrp --target logprob:12 --out " + (dir / "bad")),
+                        "position 12 is out of range");
+  expect_one_clear_line(cli(base + "--method attn_lrp --target logprob:10:zebra --out " + (dir / "bad")),
+                        "unknown token 'zebra'");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
 TEST(Cli, CounterfactualOfImagesWritesChangeWithinRange) {
   TempDir dir;
   const std::string out = dir / "cf";

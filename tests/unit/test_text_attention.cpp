@@ -540,3 +540,241 @@ TEST(VitFixture, AttnLrpRefusesTheFusedMultiheadAttentionClearly) {
       EXPECT_NE(what.find(needle), std::string::npos) << needle << " not in: " << what;
   }
 }
+
+// ---- the causal language model (tests/fixtures/make_lm_fixtures.py) ---------------------------
+// [CLS] w1..w9 VERB [SEP]: exactly one of w1..w9 is a subject and the verb at position 10 agrees
+// with it; fillers (and [PAD], which training scatters over the sequence: "no information") carry
+// nothing, and a sequence without its subject gets a uniformly drawn verb. So the subject is the
+// only token that moves log p(verb) away from log(1/4), by about log 4 at the [PAD] baseline.
+
+namespace {
+
+constexpr int64_t kVerbPos = 10;
+#define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << (text)
+
+at::Tensor lm_ids(int64_t count) {
+  return read_npy(fixture("lm_test_ids.npy")).slice(0, 0, count).to(at::kFloat).contiguous();
+}
+
+std::string lm_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// log p(token | tokens < pos) from the logits by hand: logit - logsumexp, in float64.
+at::Tensor logprob_by_hand(const at::Tensor& out, int64_t pos, const at::Tensor& token) {
+  const at::Tensor row = out.select(1, pos - 1).to(at::kDouble);
+  return row.gather(1, token.view({-1, 1})).squeeze(1) - row.logsumexp(1);
+}
+
+// Rank-1 hits of the subject among input positions 0..pos-1 (the tokens the prediction sees).
+int64_t subject_hits(const at::Tensor& token_values, const at::Tensor& subject) {
+  return (token_values.slice(1, 0, kVerbPos).argmax(1).cpu() == subject).sum().item<int64_t>();
+}
+
+}  // namespace
+
+TEST(LmFixture, LogprobAndContrastTargetsEqualLogSoftmaxByHand) {
+  Model model = Model::load(fixture("lm.pt"));
+  const std::vector<std::string> vocab = model_vocabulary(model);
+  ASSERT_EQ(vocab.size(), 27u);
+  const at::Tensor x = lm_ids(8), ids = x.to(at::kLong);
+  const at::Tensor out = model.forward(x).detach();
+  ASSERT_EQ(out.sizes(), (at::IntArrayRef{8, 12, 27}));
+  const at::Tensor rows = at::arange(8, at::kLong);
+  const at::Tensor verb = ids.select(1, kVerbPos);
+  // Teacher forcing: each sample's own verb, filled in from the input.
+  const std::string own = fill_target_tokens("logprob:10", x);
+  const at::Tensor lp = Target::parse(own, vocab).scores(out, rows).to(at::kDouble);
+  EXPECT_LE((lp - logprob_by_hand(out, kVerbPos, verb)).abs().max().item<double>(), 1e-6);
+  // One token for every sample, by vocabulary string and by id.
+  const int64_t barks = std::find(vocab.begin(), vocab.end(), "barks") - vocab.begin();
+  const at::Tensor barks_all = at::full({8}, barks, at::kLong);
+  const at::Tensor lp_barks = Target::parse("logprob:10:barks", vocab).scores(out, rows).to(at::kDouble);
+  EXPECT_LE((lp_barks - logprob_by_hand(out, kVerbPos, barks_all)).abs().max().item<double>(), 1e-6);
+  EXPECT_TRUE(at::equal(lp_barks, Target::parse("logprob:10:" + std::to_string(barks)).scores(out, rows).to(at::kDouble)));
+  // A contrast is the difference of two logprob targets (the foil: the next verb in the list,
+  // verbs are ids 23..26, so never the sample's own).
+  const at::Tensor foil = (verb - 23 + 1).remainder(4) + 23;
+  std::string foils;
+  for (int64_t i = 0; i < 8; ++i) foils += (i ? "," : "") + std::to_string(foil[i].item<int64_t>());
+  const at::Tensor contrast = Target::parse("contrast:10:" + own.substr(11) + ":" + foils, vocab).scores(out, rows);
+  const at::Tensor lp_foil = Target::parse("logprob:10:" + foils).scores(out, rows).to(at::kDouble);
+  EXPECT_LE((contrast.to(at::kDouble) - (lp - lp_foil)).abs().max().item<double>(), 1e-6);
+  EXPECT_LE((lp_foil - logprob_by_hand(out, kVerbPos, foil)).abs().max().item<double>(), 1e-6);
+  // contrast:POS::FOIL takes the token from the input, as logprob:POS does.
+  EXPECT_EQ(fill_target_tokens("contrast:10::barks", x), "contrast:10:" + own.substr(11) + ":barks");
+  // PyTorch's numbers (lm_reference.json) on the first 4 samples.
+  auto ref = nlohmann::json::parse(std::ifstream(fixture("lm_reference.json")));
+  const at::Tensor lp4 = lp.slice(0, 0, 4);
+  EXPECT_LE((lp4 - json_tensor(ref["logprob"])).abs().max().item<double>(), 1e-5);
+  std::string ref_verb, ref_foil;
+  for (int64_t i = 0; i < 4; ++i) {
+    ref_verb += (i ? "," : "") + std::to_string(ref["verb"][i].get<int64_t>());
+    ref_foil += (i ? "," : "") + std::to_string(ref["foil"][i].get<int64_t>());
+  }
+  const at::Tensor c4 = Target::parse("contrast:10:" + ref_verb + ":" + ref_foil).scores(out.slice(0, 0, 4), rows.slice(0, 0, 4));
+  EXPECT_LE((c4.to(at::kDouble) - json_tensor(ref["contrast"])).abs().max().item<double>(), 1e-5);
+  // Rows of an expanded batch read their own sample's token (sample_of_row).
+  const at::Tensor twice = at::cat({out, out});
+  const at::Tensor swapped = at::cat({rows, rows}).flip(0);
+  EXPECT_TRUE(at::allclose(Target::parse(own).scores(twice.index_select(0, swapped), swapped).to(at::kDouble),
+                           lp.index_select(0, swapped), 0, 1e-6));
+}
+
+TEST(LmFixture, BadTargetsGiveOneClearError) {
+  Model model = Model::load(fixture("lm.pt"));
+  const std::vector<std::string> vocab = model_vocabulary(model);
+  const at::Tensor x = lm_ids(2), out = model.forward(x).detach(), rows = at::arange(2, at::kLong);
+  auto score = [&](const std::string& t) { return lm_error([&] { Target::parse(t, vocab).scores(out, rows); }); };
+  EXPECT_CONTAINS(score("logprob:12:barks"), "position 12 is out of range");
+  EXPECT_CONTAINS(score("logprob:12:barks"), "1..11");
+  EXPECT_CONTAINS(score("logprob:0:barks"), "position 0 is out of range");
+  EXPECT_CONTAINS(score("logprob:10:99"), "token id 99 is out of range: the model's output has 27");
+  EXPECT_CONTAINS(score("logprob:10:zebra"), "unknown token 'zebra'");
+  EXPECT_CONTAINS(lm_error([] { Target::parse("logprob:10:barks"); }), "names no vocabulary");
+  EXPECT_CONTAINS(score("logprob:x:barks"), "position 'x' is not an integer");
+  EXPECT_CONTAINS(score("contrast:10:barks"), "write the target as contrast:POS:TOKEN:FOIL");
+  EXPECT_CONTAINS(score("contrast:10:barks:barks"), "the token and the foil are the same");
+  EXPECT_CONTAINS(score("logprob:1,2:3,4,5"), "once or once per sample");
+  EXPECT_CONTAINS(score("logprob:10"), "names no token");
+  EXPECT_CONTAINS(lm_error([&] { fill_target_tokens("logprob:11", x.slice(1, 0, 11)); }), "position 11 is out of range");
+  // A classifier's output [N, C] is no language model's.
+  EXPECT_CONTAINS(lm_error([&] { Target::parse("logprob:1:2").scores(at::zeros({2, 3}), rows); }),
+                  "needs a language model's output [N, L, V]");
+  // The app layer: --per-step needs a language model and no --target.
+  ExplainJob job;
+  job.model = fixture("text_bert.pt");
+  job.input = "the movie was great";
+  job.method = "attn_lrp";
+  job.layers = {"tok"};
+  job.per_step = true;
+  EXPECT_CONTAINS(lm_error([&] { run(job); }), "--per-step needs a language model: an output [N, L, V]");
+  job.model = fixture("lm.pt");
+  job.target = "logprob:10";
+  EXPECT_CONTAINS(lm_error([&] { run(job); }), "drop --target 'logprob:10'");
+  job.per_step = false;
+  job.target = "logprob:10:zebra";
+  EXPECT_CONTAINS(lm_error([&] { run(job); }), "unknown token 'zebra'");
+}
+
+TEST(LmFixture, TheSubjectRanksFirstForTheVerb) {
+  Model model = Model::load(fixture("lm.pt"));
+  const at::Tensor x = lm_ids(64);
+  const at::Tensor subject = read_npy(fixture("lm_test_subject.npy"));
+  ExplainRequest r{.inputs = x, .target = Target::parse(fill_target_tokens("logprob:10", x))};
+  auto ig = LayerIntegratedGradients({.layers = {"tok"}}).explain(model, r);
+  EXPECT_GE(subject_hits(reduce_embedding(ig.values, "sum"), subject), 58) << "layer IG (>= 90% of 64)";
+  auto lrp = AttnLrp({.layers = {"tok"}}).explain(model, r);
+  EXPECT_GE(subject_hits(reduce_embedding(lrp.values, "sum"), subject), 58) << "AttnLRP";
+  // Occlusion of one token at a time by [PAD] (baseline zeros: id 0).
+  r.feature_mask = at::arange(12).view({1, 12});
+  auto occlusion = Registry::builtin().create("feature_ablation")->explain(model, r);
+  EXPECT_GE(subject_hits(occlusion.values, subject), 58) << "occlusion with [PAD]";
+  // Against a foil: the verb of the next subject in the list (verbs are ids 23..26).
+  const at::Tensor verb = x.to(at::kLong).select(1, kVerbPos);
+  const at::Tensor foil = (verb - 23 + 1).remainder(4) + 23;
+  std::string foils;
+  for (int64_t i = 0; i < 64; ++i) foils += (i ? "," : "") + std::to_string(foil[i].item<int64_t>());
+  r.target = Target::parse(fill_target_tokens("contrast:10::" + foils, x));
+  r.feature_mask = at::Tensor();
+  auto contrast = AttnLrp({.layers = {"tok"}}).explain(model, r);
+  EXPECT_GE(subject_hits(reduce_embedding(contrast.values, "sum"), subject), 58) << "AttnLRP on the contrast";
+}
+
+TEST(LmFixture, LayerIntegratedGradientsIsCompleteOnTheLogprobTarget) {
+  Model model = Model::load(fixture("lm.pt"));
+  auto ref = nlohmann::json::parse(std::ifstream(fixture("lm_reference.json")));
+  const at::Tensor x = json_tensor(ref["ids"]).to(at::kFloat);
+  ExplainRequest r{.inputs = x, .target = Target::parse(fill_target_tokens("logprob:10", x))};
+  auto a = LayerIntegratedGradients({.layers = {"tok"}}).explain(model, r);
+  const at::Tensor expected = json_tensor(ref["layer_ig_tok_logprob"]);
+  ASSERT_EQ(a.values.sizes(), expected.sizes());
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LE((a.values.to(at::kDouble) - expected).abs().max().item<double>(), 1e-4 * scale);
+  // Completeness: the values add up to log p(verb | x) - log p(verb | [PAD]...). Without its
+  // subject the model answers about 1/4 for each verb, so the change is near log 4.
+  ASSERT_TRUE(a.convergence_delta.defined() && a.output_change.defined());
+  const at::Tensor change = a.output_change.to(at::kDouble).abs();
+  EXPECT_GT(change.min().item<double>(), 0.5);
+  EXPECT_LE((a.convergence_delta.to(at::kDouble).abs() / change).max().item<double>(), 0.01);
+}
+
+TEST(LmFixture, PerStepGivesOneRowPerGeneratedPositionAsSingleTargetsDo) {
+  const std::string text = "the old dog very big sad a brown today barks";
+  for (const char* method : {"layer_integrated_gradients", "attn_lrp", "feature_ablation"}) {
+    SCOPED_TRACE(method);
+    ExplainJob job;
+    job.model = fixture("lm.pt");
+    job.input = text;
+    job.method = method;
+    if (std::string(method) != "feature_ablation") job.layers = {"tok"};
+    if (std::string(method) == "layer_integrated_gradients") job.options = {{"n_steps", 16}};
+    job.per_step = true;
+    ExplainResult steps = run(job);
+    at::Tensor matrix;
+    nlohmann::json steps_json;
+    for (const auto& art : steps.artifacts) {
+      if (art.name == "attributions_steps.npy") matrix = steps.attribution.values;
+      if (art.name == "steps.json") steps_json = nlohmann::json::parse(art.bytes);
+    }
+    ASSERT_TRUE(matrix.defined());
+    ASSERT_EQ(matrix.sizes(), (at::IntArrayRef{1, 11, 12}));
+    // Causal: row t-1 (log p(token_t)) sees only positions < t.
+    EXPECT_EQ(matrix[0].triu(1).abs().max().item<double>(), 0.0);
+    const auto& verb_step = steps_json["samples"][0]["steps"][kVerbPos - 1];
+    EXPECT_EQ(verb_step["position"], kVerbPos);
+    EXPECT_EQ(verb_step["token"], "barks");
+    EXPECT_EQ(matrix[0][kVerbPos - 1].slice(0, 0, kVerbPos).argmax().item<int64_t>(), 3) << "the subject 'dog'";
+    // Row t-1 equals the explanation of --target logprob:t alone.
+    for (int64_t t : {int64_t{3}, kVerbPos}) {
+      job.per_step = false;
+      job.target = "logprob:" + std::to_string(t);
+      ExplainResult single = run(job);
+      at::Tensor one = single.attribution.values;
+      if (one.dim() == 3) one = reduce_embedding(one, "sum");
+      EXPECT_LE((matrix[0][t - 1] - one[0].to(at::kFloat)).abs().max().item<double>(),
+                1e-5 * std::max(1.0, one.abs().max().item<double>()))
+          << "position " << t;
+    }
+  }
+}
+
+TEST(LmFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
+  Model pt = Model::load(fixture("lm.pt"));
+  const at::Tensor x = lm_ids(4);
+  const at::Tensor out = pt.forward(x).detach();
+  ExplainRequest r{.inputs = x, .target = Target::parse(fill_target_tokens("logprob:10", x))};
+  auto lig_pt = LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16}).explain(pt, r).values;
+  auto lrp_pt = AttnLrp({.layers = {"tok"}}).explain(pt, r).values;
+  ExplainRequest occl = r;
+  occl.feature_mask = at::arange(12).view({1, 12});
+  auto ablation_pt = Registry::builtin().create("feature_ablation")->explain(pt, occl).values;
+  for (const char* file : {"lm_op14.onnx", "lm_op17.onnx"}) {
+    SCOPED_TRACE(file);
+    Model onnx = Model::load(fixture(file));
+    ASSERT_EQ(onnx.input_spec().layout, "NL") << "the sidecar's layout";
+    EXPECT_LE((onnx.forward(x).detach() - out).abs().max().item<double>(), 1e-5);
+    EXPECT_LE((Registry::builtin().create("feature_ablation")->explain(onnx, occl).values - ablation_pt)
+                  .abs().max().item<double>(), 1e-5);
+    // The token embedding: the Gather node whose output is [1, L, D] (the position embedding's has no batch).
+    std::string embedding;
+    for (const auto& info : onnx.layers())
+      if (info.type == "Gather" && info.output_shape == std::vector<int64_t>{1, 12, 32}) {
+        embedding = info.name;
+        break;
+      }
+    ASSERT_FALSE(embedding.empty());
+    auto lig = LayerIntegratedGradients({.layers = {embedding}, .n_steps = 16}).explain(onnx, r).values;
+    EXPECT_LE((lig - lig_pt).abs().max().item<double>(), 1e-5 * std::max(1.0, lig_pt.abs().max().item<double>()));
+    // AttnLRP: the same ranking (the graphs differ in where the epsilon stabilisers sit, as on
+    // the text fixture).
+    auto lrp = AttnLrp({.layers = {embedding}}).explain(onnx, r).values;
+    EXPECT_TRUE(at::equal(reduce_embedding(lrp, "sum").slice(1, 0, kVerbPos).argmax(1),
+                          reduce_embedding(lrp_pt, "sum").slice(1, 0, kVerbPos).argmax(1)));
+  }
+}

@@ -81,7 +81,7 @@ struct Budget {
 // `candela explain`: one method on one input (an image, a .npy/.csv array of rows).
 struct ExplainJob {
   std::string model, input, method, out;
-  std::string target = "top1";       // top1, an index, a class name, or one index per sample (1,4,2)
+  std::string target = "top1";       // top1, an index, a class name, one index per sample (1,4,2), logprob:...
   std::string baseline;              // empty: zeros (the method's default); see Baseline::parse
   std::string background;            // rows (.csv/.npy) whose distribution is the baseline
   std::string training_data;         // tabular: rows (.csv/.npy) the words place each value among
@@ -100,6 +100,9 @@ struct ExplainJob {
   // Explain the runner-up class too (tables and token models), so the words can say how the top
   // features move it; one more explanation.
   bool contrast = false;
+  // Language models (output [N, L, V]): explain log p(token_t | tokens < t) for every position
+  // t = 1..L-1 with teacher forcing: attributions_steps.npy [N, L-1, L] and steps.json.
+  bool per_step = false;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
     v("model", model, "TorchScript (.pt) or ONNX (.onnx) model file; a sidecar .json may describe its input.");
@@ -107,7 +110,8 @@ struct ExplainJob {
                       "text, or a .txt file with one text per line.");
     v("method", method, "Attribution method (see `candela methods`).");
     v("out", out, "Output folder; empty: return the files without writing them.");
-    v("target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2).");
+    v("target", target, "Class to explain: top1, an index, a class name, or one index per sample (1,4,2); for a "
+                        "language model logprob:POS[:TOKEN] or contrast:POS:TOKEN:FOIL (tokens by id or vocabulary).");
     v("baseline", baseline, "zeros, constant:V, blur:SIGMA, uniform:LO,HI, FILE.npy or dist:FILE.npy; empty: zeros.");
     v("background", background, "Background rows (.csv or .npy): the baseline distribution for SHAP, LIME, ...");
     v("training_data", training_data, "Tabular rows (.csv or .npy) from the training data: the explanation in words "
@@ -130,6 +134,8 @@ struct ExplainJob {
     v("word_reduction", word_reduction, "With aggregate=word: how pieces combine: sum, mean or max.");
     v("contrast", contrast, "Tables and token models: explain the runner-up class too, so the explanation in words "
                             "says how the top features move it (one more explanation).");
+    v("per_step", per_step, "Language models: one attribution per generated position t (log p(token_t | tokens < t), "
+                            "teacher forcing) over the input: attributions_steps.npy [N, L-1, L] and steps.json.");
     spec.visit(v);
   }
 };

@@ -38,6 +38,26 @@ nlohmann::json token_json(const at::Tensor& values, const std::vector<Encoding>&
 std::string render_tokens_html(const nlohmann::json& token_json, const std::string& title);
 std::string render_tokens_ansi(const nlohmann::json& token_json);  // 24-bit terminal colours
 
+// The vocabulary of the model's tokenizer, by id (empty when its sidecar names none). For a
+// language model these are the names of its outputs, so targets can name tokens
+// (logprob:POS:TOKEN, see Target::parse).
+std::vector<std::string> model_vocabulary(const Model& model);
+
+// Teacher forcing for language-model targets: a TOKEN left out (logprob:POS, contrast:POS::FOIL)
+// becomes each sample's own token at POS in the input ids [N, L]. Other targets pass through.
+// InvalidArgument when POS is not a position of the input.
+std::string fill_target_tokens(const std::string& target, const at::Tensor& ids);
+
+// --per-step: the inputs [N, L] repeated once per generated position t = 1..L-1 (row i*(L-1) + t-1
+// is sample i at step t) and the target "logprob:POSITIONS:TOKENS" that explains, in each row,
+// log p(token_t | tokens < t) with the input's own token_t.
+struct PerStepRequest {
+  at::Tensor inputs;   // [N * (L-1), L]
+  std::string target;  // for Target::parse
+  int64_t steps = 0;   // L - 1
+};
+PerStepRequest per_step_request(const at::Tensor& ids);
+
 // Checks the text options: reduction sum|l2, aggregate token|word, word_reduction sum|mean|max.
 void validate_token_options(const std::string& reduction, const std::string& aggregate,
                             const std::string& word_reduction);

@@ -239,11 +239,6 @@ std::vector<Artifact> attention_map_artifacts(Attribution& a, const Model& model
   return out;
 }
 
-// Whether each sample's top class holds under a tiny perturbation, for the explanation in words:
-// kStabilityCopies copies with Gaussian noise of 1% of the input's scale (tabular rows: each
-// feature's standard deviation in the reference rows, else each value's magnitude; other inputs:
-// the sample's standard deviation over its values). Seeded; null for regressions, token ids and
-// outputs that are not one row of scores per sample.
 // Image segments (superpixels, grid cells, a mask file's ids), for the explanation in words: per
 // sample, the segment holding the largest share of the positive attribution, its area and where
 // its centre lies (3x3 parts). `values` and `mask` are [N, C, H, W] (NHWC permuted by the caller).
@@ -280,6 +275,11 @@ nlohmann::json segment_summary(const at::Tensor& values, const at::Tensor& mask,
   return {{"features", spec}, {"kind", kind}, {"samples", samples}};
 }
 
+// Whether each sample's top class holds under a tiny perturbation, for the explanation in words:
+// kStabilityCopies copies with Gaussian noise of 1% of the input's scale (tabular rows: each
+// feature's standard deviation in the reference rows, else each value's magnitude; other inputs:
+// the sample's standard deviation over its values). Seeded; null for regressions, token ids and
+// outputs that are not one row of scores per sample.
 constexpr int64_t kStabilityCopies = 16;
 constexpr double kStabilityPercent = 1.0;
 
@@ -323,6 +323,78 @@ nlohmann::json prediction_stability(const Model& model, const at::Tensor& inputs
           {"changed", changed},          {"most_common_other", other},        {"seed", 0}};
 }
 
+// --per-step: the explanation of rows [N * T] (row i*T + t-1: sample i, log p(token_t | tokens < t))
+// becomes attributions_steps.npy [N, T, L] (attributions.npy: the same), steps.json (per sample:
+// the tokens, and per step the token, its log-probability and the attribution row), steps_<s>.png
+// (the [T, L] matrix of the first kMaxMapSamples samples) and attribution.json. `a` is left
+// holding the [N, T, L] values and the output at the N inputs.
+std::vector<Artifact> per_step_artifacts(Attribution& a, const Model& model, const LoadedInput& input,
+                                         const at::Tensor& output, int64_t steps, const std::string& token_reduction,
+                                         const HeatmapOptions& heatmap) {
+  const int64_t n = input.batch.size(0), l = input.batch.size(1);
+  at::Tensor v = a.values.detach();
+  if (v.dim() >= 3 && v.size(1) == l) {
+    v = reduce_embedding(v, token_reduction);
+    a.extra["token_reduction"] = token_reduction;
+  }
+  CANDELA_CHECK_T(ShapeMismatch, v.dim() == 2 && v.size(0) == n * steps && v.size(1) == l, a.method, " gives ",
+                  detail::shape_str(a.values.sizes()), " for ", n * steps, " rows of ", l, " tokens, not one value per "
+                  "token: --per-step needs a token attribution (a method over tokens, or a layer method at the "
+                  "embedding).");
+  v = v.reshape({n, steps, l}).to(at::kCPU, at::kFloat).contiguous();
+  const at::Tensor ids = input.batch.to(at::kLong).cpu().contiguous();
+  const at::Tensor lp = at::log_softmax(output.to(at::kCPU, at::kDouble), 2).contiguous();
+  auto va = v.accessor<float, 3>();
+  auto ia = ids.accessor<int64_t, 2>();
+  auto la = lp.accessor<double, 3>();
+  nlohmann::json samples = nlohmann::json::array();
+  for (int64_t i = 0; i < n; ++i) {
+    nlohmann::json sample;
+    sample["ids"] = std::vector<int64_t>(ids[i].data_ptr<int64_t>(), ids[i].data_ptr<int64_t>() + l);
+    if (i < static_cast<int64_t>(input.tokens.size())) sample["tokens"] = input.tokens[i].tokens;
+    sample["steps"] = nlohmann::json::array();
+    for (int64_t t = 1; t <= steps; ++t) {
+      const int64_t id = ia[i][t];
+      nlohmann::json step{{"position", t}, {"id", id}, {"logprob", la[i][t - 1][id]}};
+      if (i < static_cast<int64_t>(input.tokens.size())) step["token"] = input.tokens[i].tokens.at(t);
+      std::vector<double> row(l);
+      for (int64_t j = 0; j < l; ++j) row[j] = va[i][t - 1][j];
+      step["attribution"] = row;
+      sample["steps"].push_back(std::move(step));
+    }
+    samples.push_back(std::move(sample));
+  }
+  const std::string layout = "[N, T, L]: [sample, generated position t = 1..L-1 (row t-1), input position]";
+  nlohmann::json steps_json{
+      {"definition", "row t-1 of a sample explains log p(token_t | tokens < t): the log_softmax of the logits at "
+                     "position t-1 (teacher forcing: the input holds the whole sequence). Input positions >= t are "
+                     "what the method gives there (zero for a causal model)."},
+      {"layout", layout},
+      {"method", a.method},
+      {"samples", std::move(samples)}};
+  if (a.extra.contains("token_reduction")) steps_json["token_reduction"] = a.extra["token_reduction"];
+  a.values = v;
+  a.output = output.detach().cpu();
+  a.target = "logprob per step (each position's own token)";
+  a.extra["per_step"] = {{"file", "attributions_steps.npy"},
+                         {"layout", layout},
+                         {"steps", steps},
+                         {"rows", "convergence_delta, output_change and warnings count rows: row i*T + (t-1) is "
+                                  "sample i at position t"}};
+  nlohmann::json meta = a.metadata();
+  meta["model"] = model.source().empty() ? model.name() : model.source();
+  meta["input_spec"] = model.input_spec().to_json();
+  // attributions.npy holds the same [N, T, L], so that every explanation has one (the server's
+  // /values reads it).
+  std::vector<Artifact> out{render_npy("attributions_steps.npy", v), render_npy("attributions.npy", v),
+                            render_json("steps.json", steps_json), render_json("attribution.json", meta)};
+  HeatmapOptions o = heatmap;
+  o.clip_percentile = 100.0;
+  for (int64_t i = 0; i < std::min(n, kMaxMapSamples); ++i)
+    out.push_back(render_png_raw("steps_" + std::to_string(i) + ".png", v[i], o));
+  return out;
+}
+
 }  // namespace
 
 void validate(const ExplainJob& job) { prepare(job); }
@@ -354,10 +426,37 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
   }
   ExplainRequest req;
   req.inputs = input.batch.to(c10::Device(model.device()));
-  req.target = Target::parse(job.target, model.class_names());
+  // A language model's outputs are its vocabulary: targets may name tokens (logprob:POS:TOKEN).
+  std::vector<std::string> names = model.class_names();
+  if (names.empty() && token_model) names = model_vocabulary(model);
+  at::Tensor lm_output;  // --per-step: the output at the inputs, [N, L, V]
+  int64_t steps = 0;
+  if (job.per_step) {
+    CANDELA_CHECK(token_model, "--per-step explains a language model's tokens, but this model's input is not token "
+                  "ids (layout NL); drop --per-step, or give --layout NL for a model that takes ids.");
+    CANDELA_CHECK(job.target.empty() || job.target == "top1", "--per-step explains every position's own token "
+                  "(log p(token_t | tokens < t), t = 1..L-1); drop --target '", job.target, "' (or drop --per-step "
+                  "and explain one position with --target logprob:POS).");
+    {
+      at::NoGradGuard no_grad;
+      lm_output = model.forward(req.inputs).detach();
+    }
+    CANDELA_CHECK_T(ShapeMismatch, lm_output.dim() == 3 && lm_output.size(1) == req.inputs.size(1),
+                    "--per-step needs a language model: an output [N, L, V] of next-token logits at each of the L "
+                    "input positions; this model gives ", detail::shape_str(lm_output.sizes()), ".");
+    PerStepRequest ps = per_step_request(input.batch);
+    steps = ps.steps;
+    req.inputs = ps.inputs.to(c10::Device(model.device()));
+    req.target = Target::parse(ps.target, names);
+  } else {
+    req.target = Target::parse(token_model ? fill_target_tokens(job.target, input.batch) : job.target, names);
+  }
   req.baseline = p.baseline;
-  if (!job.features.empty())
+  if (!job.features.empty()) {
     req.feature_mask = make_feature_mask(job.features, input.batch, model.input_spec(), input.display);
+    if (steps > 0 && req.feature_mask.size(0) == input.batch.size(0) && input.batch.size(0) > 1)
+      req.feature_mask = req.feature_mask.repeat_interleave(steps, 0);
+  }
   req.eval = eval_options(job.budget, control);
 
   ExplainResult result;
@@ -398,9 +497,13 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
     if (!stability.is_null()) result.attribution.extra["prediction_stability"] = stability;
   }
   std::vector<Artifact> attention_maps;
-  if (Registry::builtin().get(job.method).family == "attention")
+  if (!job.per_step && Registry::builtin().get(job.method).family == "attention")
     attention_maps = attention_map_artifacts(result.attribution, model, req.inputs, heatmap);
-  if (token_model) {
+  if (job.per_step) {
+    result.artifacts = per_step_artifacts(result.attribution, model, input, lm_output, steps, job.token_reduction,
+                                          heatmap);
+    req.inputs = input.batch.to(c10::Device(model.device()));
+  } else if (token_model) {
     // Token results: one value per token ([N, L, D] at an embedding is reduced, and the method's
     // own values kept in attributions_embedding.npy), then per-token JSON and highlighted text.
     Attribution& a = result.attribution;

@@ -90,8 +90,105 @@ Target Target::element(std::vector<int64_t> index) {
   return function(fn, "element " + shape_str(index));
 }
 
+// ---- language-model targets ------------------------------------------------------------------
+// logprob:POS:TOKEN and contrast:POS:TOKEN:FOIL (Target::parse) are function targets without a
+// callable: indices_ holds one (position, token, foil) triple per sample (a single triple serves
+// every sample), foil -1 for logprob, and scores() reads them (token_scores) so that each row uses
+// its own sample's triple, as per-sample class targets do.
+namespace {
+
+constexpr size_t kTokenTriple = 3;
+
+// log p(token_t | tokens < t) with teacher forcing: log_softmax of the logits at row t - 1 of an
+// output [N, L, V]; minus the foil's when there is one. Computed in float64.
+at::Tensor token_scores(const std::vector<int64_t>& triples, const at::Tensor& output, const at::Tensor& sample_of_row,
+                        const std::string& what) {
+  CANDELA_CHECK(output.dim() == 3, "target '", what, "' needs a language model's output [N, L, V] (next-token logits "
+                "at every position), got ", shape_str(output.sizes()), ".");
+  const int64_t rows = output.size(0), length = output.size(1), vocab = output.size(2);
+  const int64_t samples = static_cast<int64_t>(triples.size() / kTokenTriple);
+  for (int64_t s = 0; s < samples; ++s) {
+    const int64_t pos = triples[s * kTokenTriple], token = triples[s * kTokenTriple + 1],
+                  foil = triples[s * kTokenTriple + 2];
+    CANDELA_CHECK(pos >= 1 && pos < length, "target '", what, "': position ", pos, " is out of range: teacher forcing "
+                  "reads the logits of position POS - 1, so POS must be in 1..", length - 1, " for sequences of ",
+                  length, " tokens.");
+    for (int64_t t : {token, foil})
+      CANDELA_CHECK(t < vocab, "target '", what, "': token id ", t, " is out of range: the model's output has ",
+                    vocab, " vocabulary entries (0..", vocab - 1, ").");
+  }
+  at::Tensor table = at::tensor(triples, at::kLong).view({samples, static_cast<int64_t>(kTokenTriple)});
+  if (samples == 1) {
+    table = table.expand({rows, static_cast<int64_t>(kTokenTriple)});
+  } else {
+    CANDELA_CHECK(rows == 0 || sample_of_row.max().item<int64_t>() < samples, "target '", what, "' gives ", samples,
+                  " per-sample positions or tokens, but there are more samples; give one per sample or a single one.");
+    table = table.index_select(0, sample_of_row.to(at::kLong).cpu());
+  }
+  table = table.to(output.device());
+  const at::Tensor pos = table.select(1, 0), token = table.select(1, 1), foil = table.select(1, 2);
+  const at::Tensor logits = output.gather(1, (pos - 1).view({rows, 1, 1}).expand({rows, 1, vocab})).squeeze(1);
+  const at::Tensor lp = at::log_softmax(logits.to(at::kDouble), 1);
+  at::Tensor score = lp.gather(1, token.view({rows, 1})).squeeze(1);
+  if (triples[2] >= 0) score = score - lp.gather(1, foil.view({rows, 1})).squeeze(1);
+  return score.to(output.scalar_type());
+}
+
+}  // namespace
+
 Target Target::parse(const std::string& text, const std::vector<std::string>& class_names) {
   if (text.empty() || text == "top1") return top1();
+  if (text.rfind("logprob:", 0) == 0 || text.rfind("contrast:", 0) == 0) {
+    // logprob:POS:TOKEN / contrast:POS:TOKEN:FOIL; each part one value or one per sample (a,b,c);
+    // tokens by id or by vocabulary string (`class_names` is the vocabulary of a language model).
+    const bool contrast = text[0] == 'c';
+    const char* form = contrast ? "contrast:POS:TOKEN:FOIL" : "logprob:POS:TOKEN";
+    const auto parts = detail::split(text, ':');
+    const size_t want = contrast ? 4 : 3;
+    CANDELA_CHECK(parts.size() == want || (!contrast && parts.size() == 2), "write the target as ", form, ", got '",
+                  text, "'.");
+    CANDELA_CHECK(parts.size() == want && !parts[2].empty(), "target '", text, "' names no token: give ", form,
+                  " (`candela explain` fills in the input's own token at POS, teacher forcing, when TOKEN is left "
+                  "out).");
+    auto values = [&](const std::string& list, bool token) {
+      std::vector<int64_t> out;
+      for (const auto& item : detail::split(list, ',')) {
+        long long v = 0;
+        if (detail::parse_int64(item, v)) {
+          CANDELA_CHECK(v >= 0, "target '", text, "': ", token ? "token id" : "position", " ", item,
+                        " must be non-negative.");
+          out.push_back(v);
+          continue;
+        }
+        CANDELA_CHECK(token, "target '", text, "': position '", item, "' is not an integer.");
+        auto it = std::find(class_names.begin(), class_names.end(), item);
+        CANDELA_CHECK(it != class_names.end(), "target '", text, "': unknown token '", item, "'",
+                      class_names.empty() ? "; this model names no vocabulary (its sidecar has no tokenizer): give "
+                                            "token ids."
+                                          : str_cat(": it is not in the model's vocabulary.",
+                                                    did_you_mean(item, class_names)));
+        out.push_back(it - class_names.begin());
+      }
+      return out;
+    };
+    std::vector<std::vector<int64_t>> cols{values(parts[1], false), values(parts[2], true)};
+    if (contrast) cols.push_back(values(parts[3], true));
+    size_t samples = 1;
+    for (const auto& c : cols) samples = std::max(samples, c.size());
+    for (const auto& c : cols)
+      CANDELA_CHECK(c.size() == 1 || c.size() == samples, "target '", text, "': give each of POS, TOKEN",
+                    contrast ? ", FOIL" : "", " once or once per sample (", samples, " here).");
+    Target t;
+    t.kind_ = Kind::kFunction;
+    for (size_t s = 0; s < samples; ++s) {
+      for (size_t k = 0; k < kTokenTriple; ++k)
+        t.indices_.push_back(k < cols.size() ? cols[k][cols[k].size() == 1 ? 0 : s] : -1);
+      CANDELA_CHECK(!contrast || t.indices_[s * kTokenTriple + 1] != t.indices_[s * kTokenTriple + 2], "target '",
+                    text, "': the token and the foil are the same (sample ", s, "); a contrast needs two tokens.");
+    }
+    t.description_ = text;
+    return t;
+  }
   auto ints = [&](const std::string& list) {
     std::vector<int64_t> out;
     for (const auto& item : detail::split(list, ',')) {
@@ -149,6 +246,7 @@ std::string Target::describe() const {
 
 at::Tensor Target::scores(const at::Tensor& output, const at::Tensor& sample_of_row) const {
   const int64_t rows = output.size(0);
+  if (kind_ == Kind::kFunction && !fn_) return token_scores(indices_, output, sample_of_row, description_);
   if (kind_ == Kind::kFunction) {
     at::Tensor s = fn_(output);
     CANDELA_CHECK(s.defined() && s.dim() == 1 && s.size(0) == rows, "the target function must return one score "
@@ -211,6 +309,13 @@ Target Target::resolve(const at::Tensor& output) const {
 }
 
 Target Target::gather(const std::vector<int64_t>& source) const {
+  if (kind_ == Kind::kFunction && !fn_ && indices_.size() > kTokenTriple) {  // per-sample token targets
+    Target t = *this;
+    t.indices_.clear();
+    for (auto s : source)
+      for (size_t k = 0; k < kTokenTriple; ++k) t.indices_.push_back(indices_.at(s * kTokenTriple + k));
+    return t;
+  }
   if (kind_ != Kind::kIndices) return *this;
   std::vector<int64_t> out;
   out.reserve(source.size());

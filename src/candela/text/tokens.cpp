@@ -145,6 +145,56 @@ LoadedInput load_token_input(const std::string& input, const Model& model) {
   return in;
 }
 
+std::vector<std::string> model_vocabulary(const Model& model) {
+  std::vector<std::string> vocab;
+  if (auto tok = model_tokenizer(model))
+    for (int64_t i = 0; i < tok->size(); ++i) vocab.push_back(tok->token(i));
+  return vocab;
+}
+
+namespace {
+
+std::string id_list(const at::Tensor& ids) {
+  const at::Tensor v = ids.to(at::kLong).cpu().contiguous();
+  std::string s;
+  for (int64_t i = 0; i < v.numel(); ++i) s += (i ? "," : "") + std::to_string(v.data_ptr<int64_t>()[i]);
+  return s;
+}
+
+}  // namespace
+
+std::string fill_target_tokens(const std::string& target, const at::Tensor& ids) {
+  const bool logprob = target.rfind("logprob:", 0) == 0, contrast = target.rfind("contrast:", 0) == 0;
+  if (!logprob && !contrast) return target;
+  auto parts = detail::split(target, ':');
+  if (parts.size() < 2 || (logprob && parts.size() > 2) || (contrast && (parts.size() != 4 || !parts[2].empty())))
+    return target;  // a token is given (or the form is wrong: Target::parse says how)
+  CANDELA_CHECK_T(ShapeMismatch, ids.dim() == 2, "target '", target, "' takes its token from the input, which must be "
+                  "token ids [N, L]; got ", shape_str(ids.sizes()), ".");
+  long long pos = 0;
+  CANDELA_CHECK(detail::parse_int64(parts[1], pos), "target '", target, "': the position '", parts[1],
+                "' must be one integer when the token is taken from the input.");
+  const int64_t length = ids.size(1);
+  CANDELA_CHECK(pos >= 1 && pos < length, "target '", target, "': position ", pos, " is out of range: teacher forcing "
+                "explains the token at POS from the logits of position POS - 1, so POS must be in 1..", length - 1,
+                " for inputs of ", length, " tokens.");
+  const std::string tokens = id_list(ids.select(1, pos));
+  return logprob ? str_cat(target, ":", tokens) : str_cat(parts[0], ":", parts[1], ":", tokens, ":", parts[3]);
+}
+
+PerStepRequest per_step_request(const at::Tensor& ids) {
+  CANDELA_CHECK_T(ShapeMismatch, ids.dim() == 2 && ids.size(1) >= 2, "--per-step needs token ids [N, L] with L >= 2, "
+                  "got ", shape_str(ids.sizes()), ".");
+  const int64_t n = ids.size(0), steps = ids.size(1) - 1;
+  PerStepRequest r;
+  r.steps = steps;
+  r.inputs = ids.repeat_interleave(steps, 0);
+  const at::Tensor pos = at::arange(1, steps + 1, at::kLong).repeat({n});
+  const at::Tensor tokens = ids.to(at::kLong).cpu().slice(1, 1).reshape({-1});
+  r.target = str_cat("logprob:", id_list(pos), ":", id_list(tokens));
+  return r;
+}
+
 at::Tensor reduce_embedding(const at::Tensor& values, const std::string& reduction) {
   CANDELA_CHECK_T(ShapeMismatch, values.dim() >= 2, "token attributions must be [N, L] or [N, L, D], got ",
                   shape_str(values.sizes()), ".");
