@@ -470,6 +470,12 @@ RecommendResult run(const RecommendJob& job, const RunControl& control) {
   json skipped = json::array();
   const bool defaults = job.methods.empty();
   std::vector<std::string> candidates = defaults ? setup.methods : job.methods;
+  for (const auto& [name, o] : job.method_options.items()) {
+    std::string run_names;
+    for (const auto& m : candidates) run_names += (run_names.empty() ? "" : ", ") + m;
+    CANDELA_CHECK(std::find(candidates.begin(), candidates.end(), name) != candidates.end(), "options are given for method '",
+                  name, "', which is not among the methods run (", run_names, "); add it with --methods.");
+  }
   for (const auto& m : candidates) {
     json o = setup.method_options.count(m) ? setup.method_options[m] : json::object();
     if (job.method_options.contains(m))
