@@ -450,8 +450,8 @@ TEST(Cli, GuideTablesAreRegeneratedOnAReducedSetAndAgreeWithTheirJson) {
 TEST(Cli, RecommendRanksMethodsAndRefusesBadInput) {
   TempDir dir;
   auto r = cli("recommend --json --model " + gt("patterns/model.pt") + " --data " + gt("patterns") +
-               " --methods saliency,integrated_gradients --method-option integrated_gradients.n_steps=8 --samples 4 "
-               "--bootstrap 100 --out " + dir / "rec");
+               " --methods saliency,integrated_gradients --method-option integrated_gradients.n_steps=8 --samples 2 "
+               "--bootstrap 50 --out " + dir / "rec");
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j, nlohmann::json::parse(slurp(dir / "rec/recommend.json")));
