@@ -223,6 +223,29 @@ int run_evaluate(EvaluateArgs& a) {
   return 0;
 }
 
+struct RecommendArgs {
+  RecommendJob job;
+  std::vector<std::string> method_options;  // NAME.KEY=VALUE
+  bool json = false, quiet = false;
+};
+
+int run_recommend(RecommendArgs& a) {
+  RecommendJob& job = a.job;
+  job.method_options = named_key_value_options(a.method_options, false);
+  ProgressBar bar(!a.quiet);
+  RunControl control = cli_control();
+  control.evaluate_progress = bar.evaluate_callback();
+  RecommendResult r = run(job, control);
+  bar.finish();
+  if (a.json) {
+    std::cout << r.report.dump(2) << "\n";
+  } else if (!a.quiet) {
+    std::cout << recommend_text(r.report);
+    if (!r.files.empty()) std::cout << "wrote " << job.out << "/recommend.json, recommend.md, results.csv\n";
+  }
+  return 0;
+}
+
 int run_metrics(bool json) {
   const auto& reg = MetricRegistry::builtin();
   if (json) {
@@ -681,6 +704,42 @@ int main(int argc, char** argv) {
   evaluate_cmd->add_flag("--quiet", va.quiet, "No progress bar or summary");
   add_spec_flags(evaluate_cmd, va.job.spec);
 
+  // recommend
+  RecommendArgs rc;
+  auto* recommend_cmd = app.add_subcommand(
+      "recommend", "Which method to use for your model and data: a short evaluation, ranked per question.");
+  recommend_cmd->footer(
+      "Examples:\n"
+      "  candela recommend --model model.pt --data x_test.npy\n"
+      "  candela recommend --model model.pt --data groundtruth/patterns --samples 32 --out rec/\n"
+      "  candela recommend --model tabular.pt --data rows.npy --baseline dist:train.npy \\\n"
+      "      --methods saliency,kernel_shap,lime --json > rec.json\n"
+      "Evaluates the methods that apply to the input (images, tables or tokens; default: the cheap ones) on the\n"
+      "first --samples samples and prints, per question (localisation when ground-truth masks are found,\n"
+      "faithfulness, stability, cost), the methods ranked with the mean and 95% interval of each metric, and\n"
+      "under \"avoid\" the methods that fail the randomisation check. Masks are found beside the data as\n"
+      "masks_NAME.npy for x_NAME.npy or NAME_masks.npy for NAME.npy. See docs/guide.md.");
+  recommend_cmd->add_option("--model", rc.job.model, "TorchScript model file (.pt)")->required();
+  recommend_cmd->add_option("--data", rc.job.data, "Samples: a .npy/.csv array, a folder of images, or a folder with x_test.npy")
+      ->required();
+  recommend_cmd->add_option("--labels", rc.job.labels, ".npy of class indices to explain (default: the model's top-1)");
+  recommend_cmd->add_option("--masks", rc.job.masks, ".npy of ground-truth masks (default: found beside the data)");
+  recommend_cmd->add_option("--methods", rc.job.methods, "Methods to compare, comma-separated (default: by input kind)")
+      ->delimiter(',');
+  recommend_cmd->add_option("--method-option", rc.method_options, "METHOD.KEY=VALUE (repeatable)");
+  recommend_cmd->add_option("--baseline", rc.job.baseline, "Baseline for methods and metrics that use one");
+  recommend_cmd->add_option("--samples", rc.job.samples, "Samples evaluated, the first N (default 16)")
+      ->check(CLI::PositiveNumber);
+  recommend_cmd->add_option("--bootstrap", rc.job.bootstrap, "Bootstrap resamples for the 95% intervals");
+  recommend_cmd->add_option("--seed", rc.job.seed, "Seed of the bootstrap");
+  recommend_cmd->add_option("--randomisation-threshold", rc.job.randomisation_threshold,
+                            "Similarity to the randomised model's map above which a method fails the check (default 0.8)");
+  recommend_cmd->add_option("--out", rc.job.out, "Output folder: recommend.json, recommend.md, results.csv");
+  recommend_cmd->add_flag("--json", rc.json, "Print recommend.json on stdout instead of the text");
+  recommend_cmd->add_flag("--quiet", rc.quiet, "No progress bar or text");
+  add_budget_flags(recommend_cmd, rc.job.budget);
+  add_spec_flags(recommend_cmd, rc.job.spec);
+
   // metrics
   bool metrics_json = false;
   auto* metrics_cmd = app.add_subcommand("metrics", "List every evaluation metric with its options and defaults.");
@@ -955,6 +1014,7 @@ int main(int argc, char** argv) {
     if (*info) return run_info(info_job, info_json);
     if (*evaluate_cmd) return run_evaluate(va);
     if (*metrics_cmd) return run_metrics(metrics_json);
+    if (*recommend_cmd) return run_recommend(rc);
     if (*audit_cmd) return run_audit(aa);
     if (*report_cmd) return run_report(rp);
     if (*serve_cmd) {

@@ -19,6 +19,7 @@
 #include "candela/eval/evaluate.h"
 #include "candela/eval/metric.h"
 #include "candela/eval/metrics.h"
+#include "candela/eval/recommend.h"
 #include "candela/graph/taps.h"
 #include "candela/io/csv.h"
 #include "candela/io/dataset.h"

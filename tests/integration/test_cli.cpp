@@ -159,8 +159,8 @@ TEST(Cli, MethodsAndInfoDescribeTheRegistryAndTheModel) {
 }
 
 TEST(Cli, EveryCommandHasHelpWithAnExample) {
-  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "report", "refine", "visualize",
-                          "tcav", "craft", "crp"}) {
+  for (std::string sub : {"", "explain", "methods", "info", "evaluate", "metrics", "audit", "report", "refine",
+                          "recommend", "visualize", "tcav", "craft", "crp"}) {
     auto r = cli(sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << sub << ": " << r.out;
@@ -349,6 +349,141 @@ TEST(Cli, EvaluateRanksMethodsOnThePlantedPatterns) {
                             " --masks " + gt("shortcut/watermark_test.npy") +
                             " --methods saliency --metrics pointing_game --out " + dir / "bad2"),
                         "mask");
+}
+
+// ---- recommend and the guide (scripts/make_guide.py) -----------------------------------------
+
+namespace {
+
+// "0.123 [0.1, 0.15]" (or "n/a") as printed with 3 significant digits: equal to the JSON's
+// numbers up to that rounding.
+void expect_cell(const std::string& cell, const nlohmann::json& e, const std::string& where) {
+  auto near = [&](double printed, const nlohmann::json& v) {
+    ASSERT_TRUE(v.is_number()) << where << ": " << cell << " vs " << e.dump();
+    const double x = v.get<double>();
+    EXPECT_LE(std::abs(printed - x), 5e-3 * std::abs(x) + 1e-12) << where << ": " << cell << " vs " << e.dump();
+  };
+  if (cell == "n/a") {
+    EXPECT_TRUE(!e.contains("mean") || e["mean"].is_null()) << where << ": " << e.dump();
+    return;
+  }
+  double mean = 0, lo = 0, hi = 0;
+  ASSERT_EQ(std::sscanf(cell.c_str(), "%lf [%lf, %lf]", &mean, &lo, &hi), 3) << where << ": '" << cell << "'";
+  near(mean, e["mean"]);
+  near(lo, e["ci95"][0]);
+  near(hi, e["ci95"][1]);
+}
+
+std::vector<std::string> table_cells(const std::string& row) {
+  std::vector<std::string> cells;
+  std::stringstream ss(row);
+  std::string c;
+  std::getline(ss, c, '|');  // before the first bar
+  while (std::getline(ss, c, '|')) {
+    const auto b = c.find_first_not_of(' '), e = c.find_last_not_of(' ');
+    cells.push_back(b == std::string::npos ? "" : c.substr(b, e - b + 1));
+  }
+  if (!cells.empty() && cells.back().empty()) cells.pop_back();
+  return cells;
+}
+
+}  // namespace
+
+TEST(Cli, GuideTablesAreRegeneratedOnAReducedSetAndAgreeWithTheirJson) {
+  TempDir dir;
+  const std::string out = dir / "guide";
+  const std::string cmd = std::string("/usr/bin/python3 ") + CANDELA_SOURCE_DIR + "/scripts/make_guide.py --reduced --cli " +
+                          CANDELA_CLI_PATH + " --groundtruth " + groundtruth("") + " --fixtures " + fixture("") +
+                          " --out " + out + " >" + (dir / "log") + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << slurp(dir / "log");
+  const std::string md = slurp(out + "/guide_tables.md");
+  ASSERT_FALSE(md.empty());
+  const std::map<std::string, std::string> titles = {{"images", "Images"}, {"tables", "Tables"}, {"text", "Text"}};
+  int tables = 0;
+  for (const auto& [domain, title] : titles) {
+    const nlohmann::json rec = nlohmann::json::parse(slurp(out + "/" + domain + "/recommend.json"));
+    ASSERT_EQ(rec["samples"], 4) << domain;
+    for (const auto& q : rec["questions"]) {
+      const std::string name = q["name"], where = domain + "/" + name;
+      const auto at = md.find("<a id=\"" + domain + "-" + name + "\"></a>\n#### " + title + ": " + name + "\n\n");
+      ASSERT_NE(at, std::string::npos) << where << "\n" << md;
+      std::stringstream body(md.substr(md.find("\n\n", at) + 2));
+      std::string line;
+      std::getline(body, line);
+      if (q.contains("unavailable")) {
+        EXPECT_EQ(line, "Not measured: " + q["unavailable"].get<std::string>() + ".") << where;
+        continue;
+      }
+      // Header: position, method, mean rank, then the question's metrics in order.
+      std::vector<std::string> header = table_cells(line);
+      ASSERT_EQ(header.size(), 3 + q["metrics"].size()) << where << ": " << line;
+      for (size_t k = 0; k < q["metrics"].size(); ++k)
+        EXPECT_EQ(header[3 + k], q["metrics"][k].get<std::string>() + " (" + q["better"][q["metrics"][k].get<std::string>()].get<std::string>() + ")");
+      std::getline(body, line);  // |---|
+      size_t row = 0;
+      while (std::getline(body, line) && !line.empty()) {
+        ASSERT_LT(row, q["ranking"].size()) << where << ": " << line;
+        const nlohmann::json& e = q["ranking"][row];
+        const auto cells = table_cells(line);
+        ASSERT_EQ(cells.size(), header.size()) << line;
+        EXPECT_EQ(cells[0], std::to_string(e["position"].get<int64_t>())) << where;
+        EXPECT_EQ(cells[1], e["method"].get<std::string>() + (e["avoid"].get<bool>() ? " (avoid)" : "")) << where;
+        EXPECT_NEAR(std::stod(cells[2]), e["mean_rank"].get<double>(), 5e-3 * e["mean_rank"].get<double>()) << where;
+        for (size_t k = 0; k < q["metrics"].size(); ++k)
+          expect_cell(cells[3 + k], e["evidence"][q["metrics"][k].get<std::string>()], where);
+        ++row;
+      }
+      EXPECT_EQ(row, q["ranking"].size()) << where;
+      ++tables;
+      // The guideline sentence of this question names the run's recommendation and links here.
+      std::string use = title + ": use ";
+      for (size_t k = 0; k < q["recommended"].size(); ++k)
+        use += (k ? ", `" : "`") + q["recommended"][k].get<std::string>() + "`";
+      if (q["recommended"].empty()) use += "none of them";
+      std::string question = name;
+      question[0] = static_cast<char>(std::toupper(question[0]));
+      const auto sentence = md.find("- **" + question + ".**");
+      ASSERT_NE(sentence, std::string::npos) << question;
+      const std::string text = md.substr(sentence, md.find('\n', sentence) - sentence);
+      EXPECT_NE(text.find(use), std::string::npos) << use << " in " << text;
+      EXPECT_NE(text.find("(#" + domain + "-" + name + ")"), std::string::npos) << text;
+    }
+  }
+  // Images, tables and text each rank their methods on faithfulness, cost and sanity at least.
+  EXPECT_GE(tables, 9);
+}
+
+TEST(Cli, RecommendRanksMethodsAndRefusesBadInput) {
+  TempDir dir;
+  auto r = cli("recommend --json --model " + gt("patterns/model.pt") + " --data " + gt("patterns") +
+               " --methods saliency,integrated_gradients --method-option integrated_gradients.n_steps=8 --samples 2 "
+               "--bootstrap 50 --out " + dir / "rec");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j, nlohmann::json::parse(slurp(dir / "rec/recommend.json")));
+  EXPECT_EQ(j["kind"], "images");
+  EXPECT_EQ(j["ground_truth"], gt("patterns/masks_test.npy"));  // found beside x_test.npy
+  for (std::string f : {"recommend.md", "results.csv"}) EXPECT_TRUE(fs::exists(dir / ("rec/" + f))) << f;
+  // The plain gradient peaks on the rim of the planted pattern, one pixel outside its mask
+  // (docs/evaluation.md); integrated gradients weighs the pattern's own pixels.
+  EXPECT_EQ(j["questions"][0]["name"], "localisation");
+  EXPECT_EQ(j["questions"][0]["recommended"], nlohmann::json::array({"integrated_gradients"})) << j["questions"][0].dump();
+  for (const auto& q : j["questions"]) EXPECT_FALSE(q.contains("unavailable")) << q.dump();
+  // Bad input: one clear line, nothing written.
+  expect_one_clear_line(cli("recommend --model " + gt("patterns/model.pt") + " --data " + gt("patterns") +
+                            " --methods salency --out " + dir / "bad"),
+                        "Did you mean 'saliency'");
+  expect_one_clear_line(cli("recommend --model " + gt("patterns/model.pt") + " --data " + gt("patterns/x_test.npy") +
+                            " --masks " + gt("shortcut/watermark_test.npy") + " --methods saliency --samples 2 --out " +
+                            dir / "bad"),
+                        "mask");
+  expect_one_clear_line(cli("recommend --model " + gt("patterns/model.pt") + " --data " + dir / "missing.npy" +
+                            " --out " + dir / "bad"),
+                        "missing.npy");
+  expect_one_clear_line(cli("recommend --model " + gt("patterns/model.pt") + " --data " + gt("patterns") +
+                            " --method-option grad_cam.layers=conv3 --methods saliency --out " + dir / "bad"),
+                        "not among --methods");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
 }
 
 TEST(Cli, AuditFlagsTheWatermarkOfTheShortcutSet) {

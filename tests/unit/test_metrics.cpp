@@ -463,3 +463,121 @@ def forward(self, x):
 }
 
 }  // namespace
+
+// ---- recommend: ranking on hand-made numbers -------------------------------------------------
+
+namespace {
+
+// One metric of an evaluation summary: {method: mean} with intervals mean -/+ half.
+nlohmann::json summary_metric(bool higher, const std::map<std::string, double>& means, double half = 0.01) {
+  nlohmann::json j = {{"higher_is_better", higher}, {"methods", nlohmann::json::object()}};
+  for (const auto& [m, v] : means) j["methods"][m] = {{"mean", v}, {"ci95", {v - half, v + half}}, {"n", 16}};
+  return j;
+}
+
+const nlohmann::json& question(const nlohmann::json& r, const std::string& name) {
+  for (const auto& q : r["questions"])
+    if (q["name"] == name) return q;
+  throw std::runtime_error("no question " + name);
+}
+
+std::vector<std::string> order(const nlohmann::json& q) {
+  std::vector<std::string> out;
+  for (const auto& e : q["ranking"]) out.push_back(e["method"]);
+  return out;
+}
+
+}  // namespace
+
+TEST(Recommend, RanksByMeanRankOverTheQuestionsMetricsWithTies) {
+  const std::vector<std::string> methods = {"a", "b", "c"};
+  nlohmann::json s;
+  // Faithfulness: a is best on deletion (lower), b on insertion; c ties with a on insertion.
+  s["deletion"] = summary_metric(false, {{"a", 0.1}, {"b", 0.2}, {"c", 0.3}});
+  s["insertion"] = summary_metric(true, {{"a", 0.5}, {"b", 0.9}, {"c", 0.5}});
+  RecommendPlan plan;
+  plan.questions = {{"faithfulness", {"deletion", "insertion"}, ""}};
+  const auto r = rank_recommendations(s, methods, plan);
+  const auto& q = question(r, "faithfulness");
+  // Ranks: deletion a 1, b 2, c 3; insertion b 1, a and c share 2.5. Mean: a 1.75, b 1.5, c 2.75.
+  EXPECT_EQ(order(q), (std::vector<std::string>{"b", "a", "c"}));
+  EXPECT_DOUBLE_EQ(q["ranking"][0]["mean_rank"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(q["ranking"][1]["mean_rank"].get<double>(), 1.75);
+  EXPECT_DOUBLE_EQ(q["ranking"][1]["evidence"]["insertion"]["rank"].get<double>(), 2.5);
+  EXPECT_DOUBLE_EQ(q["ranking"][2]["evidence"]["insertion"]["rank"].get<double>(), 2.5);
+  EXPECT_EQ(q["recommended"], nlohmann::json::array({"b"}));
+  // b beats a on insertion by far more than the intervals, but not on deletion: not clear.
+  EXPECT_FALSE(q["clear"].get<bool>());
+  // Equal numbers everywhere: one shared first place, every method recommended.
+  nlohmann::json t;
+  t["deletion"] = summary_metric(false, {{"a", 0.2}, {"b", 0.2}, {"c", 0.2}});
+  plan.questions = {{"faithfulness", {"deletion"}, ""}};
+  const auto tied_result = rank_recommendations(t, methods, plan);
+  const auto& tied = question(tied_result, "faithfulness");
+  for (const auto& e : tied["ranking"]) EXPECT_EQ(e["position"], 1) << e.dump();
+  EXPECT_EQ(tied["recommended"].size(), 3u);
+  // Separated intervals: the recommendation is clear.
+  nlohmann::json u;
+  u["deletion"] = summary_metric(false, {{"a", 0.1}, {"b", 0.5}, {"c", 0.9}});
+  EXPECT_TRUE(question(rank_recommendations(u, methods, plan), "faithfulness")["clear"].get<bool>());
+}
+
+TEST(Recommend, MissingLocalisationIsReportedNotRanked) {
+  nlohmann::json s;
+  s["max_sensitivity"] = summary_metric(false, {{"a", 0.3}, {"b", 0.1}});
+  RecommendPlan plan;
+  plan.questions = {{"localisation", {"pointing_game"}, "no ground-truth masks"},
+                    {"stability", {"max_sensitivity"}, ""},
+                    {"faithfulness", {"deletion"}, ""}};
+  const auto r = rank_recommendations(s, {"a", "b"}, plan);
+  EXPECT_EQ(question(r, "localisation")["unavailable"], "no ground-truth masks");
+  EXPECT_FALSE(question(r, "localisation").contains("ranking"));
+  EXPECT_EQ(question(r, "faithfulness")["unavailable"], "the run has no deletion");
+  EXPECT_EQ(question(r, "stability")["recommended"], nlohmann::json::array({"b"}));
+  // The setup says so without masks, and never measures stability on token ids.
+  const RecommendSetup images = recommend_setup("images", 1024, false, false, true, "", 0.8);
+  EXPECT_FALSE(images.plan.questions[0].unavailable.empty());
+  EXPECT_EQ(std::count(images.metrics.begin(), images.metrics.end(), "pointing_game"), 0);
+  const RecommendSetup tokens = recommend_setup("tokens", 16, true, false, true, "tok", 0.8);
+  EXPECT_EQ(std::count(tokens.metrics.begin(), tokens.metrics.end(), "pointing_game"), 1);
+  EXPECT_EQ(std::count(tokens.metrics.begin(), tokens.metrics.end(), "max_sensitivity"), 0);
+  EXPECT_EQ(tokens.method_options.at("layer_integrated_gradients")["layers"][0], "tok");
+  EXPECT_THROW(recommend_setup("tokens", 16, true, false, true, "", 0.8), InvalidArgument);
+  EXPECT_THROW(recommend_setup("audio", 16, true, false, true, "", 0.8), InvalidArgument);
+  // A baseline distribution swaps in the methods that take one.
+  const RecommendSetup dist = recommend_setup("tables", 10, true, true, true, "", 0.8, true);
+  EXPECT_EQ(std::count(dist.methods.begin(), dist.methods.end(), "expected_gradients"), 1);
+  EXPECT_EQ(std::count(dist.methods.begin(), dist.methods.end(), "integrated_gradients"), 0);
+  EXPECT_EQ(dist.metric_options.at("comprehensiveness")["softmax"], false);
+}
+
+TEST(Recommend, AMethodFailingTheRandomisationCheckIsAvoided) {
+  const std::vector<std::string> methods = {"edge", "grad", "half"};
+  nlohmann::json s;
+  // "edge" localises best but its map survives randomised weights (interval above 0.8): avoid.
+  // "half" straddles the threshold: borderline, not avoided.
+  s["pointing_game"] = summary_metric(true, {{"edge", 0.9}, {"grad", 0.6}, {"half", 0.5}});
+  s["model_parameter_randomisation"] = summary_metric(false, {{"edge", 0.95}, {"grad", 0.2}, {"half", 0.8}}, 0.03);
+  RecommendPlan plan;
+  plan.questions = {{"localisation", {"pointing_game"}, ""}, {"sanity", {"model_parameter_randomisation"}, ""}};
+  const auto r = rank_recommendations(s, methods, plan);
+  ASSERT_EQ(r["avoid"].size(), 1u) << r.dump();
+  EXPECT_EQ(r["avoid"][0]["method"], "edge");
+  EXPECT_NEAR(r["avoid"][0]["evidence"]["model_parameter_randomisation"]["mean"].get<double>(), 0.95, 1e-12);
+  EXPECT_EQ(r["sanity"]["edge"], "fail");
+  EXPECT_EQ(r["sanity"]["grad"], "pass");
+  EXPECT_EQ(r["sanity"]["half"], "borderline");
+  const auto& loc = question(r, "localisation");
+  EXPECT_EQ(loc["ranking"][0]["method"], "edge");  // still ranked, with its numbers...
+  EXPECT_TRUE(loc["ranking"][0]["avoid"].get<bool>());
+  EXPECT_EQ(loc["recommended"], nlohmann::json::array({"grad"}));  // ...but not recommended
+  EXPECT_EQ(question(r, "sanity")["recommended"], nlohmann::json::array({"grad"}));
+  // A higher threshold passes it.
+  plan.sanity_threshold = 0.99;
+  EXPECT_TRUE(rank_recommendations(s, methods, plan)["avoid"].empty());
+  // The Markdown and the text name it under "avoid".
+  const std::string md = recommend_markdown(r);
+  EXPECT_NE(md.find("| 1 | edge (avoid) |"), std::string::npos) << md;
+  EXPECT_NE(md.find("- edge: fails the randomisation check"), std::string::npos) << md;
+  EXPECT_NE(recommend_text(r).find("avoid:\n  edge: fails"), std::string::npos) << recommend_text(r);
+}

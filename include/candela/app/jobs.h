@@ -224,6 +224,50 @@ struct AuditJob {
 // Returns audit.json's content (and writes it into job.out when given).
 nlohmann::json run(const AuditJob& job, const RunControl& control = {});
 
+// `candela recommend`: a short evaluation of the methods that apply to the model's input kind on
+// the user's own data (eval/recommend.h): the method to use for localisation (with ground-truth
+// masks), faithfulness, stability and cost, each with its evidence, and the methods that fail the
+// randomisation check ("avoid"). `data` is an array file or a folder holding x_test.npy; masks are
+// taken from `masks`, else found beside the data (masks_beside).
+struct RecommendJob {
+  std::string model, data, labels, masks, out;
+  std::vector<std::string> methods;  // empty: the default set for the input kind
+  nlohmann::json method_options = nlohmann::json::object();  // {"grad_cam": {"layers": ["conv3"]}}
+  std::string baseline = "zeros";
+  int64_t samples = 16, bootstrap = 1000, seed = 0;
+  double randomisation_threshold = 0.8;
+  Budget budget;
+  SpecOverrides spec;
+  template <class V> void visit(V& v) {
+    v("model", model, "TorchScript model file (.pt); an ONNX model runs without the randomisation check.");
+    v("data", data, "Samples: a .npy/.csv array [N, ...], a folder of images, or a folder holding x_test.npy.");
+    v("labels", labels, ".npy of class indices to explain (default: the model's top-1).");
+    v("masks", masks, ".npy of ground-truth masks (default: found beside the data, see docs/guide.md).");
+    v("out", out, "Output folder for recommend.json, recommend.md and results.csv; empty: do not write.");
+    v("methods", methods, "Methods to compare (default: those that apply to the input kind and are cheap).");
+    v("method_options", method_options, "Options per method: {\"METHOD\": {\"KEY\": VALUE}}.");
+    v("baseline", baseline, "Baseline for methods and metrics that use one.");
+    v("samples", samples, "Samples evaluated (the first N).");
+    v("bootstrap", bootstrap, "Bootstrap resamples for the 95% intervals.");
+    v("seed", seed, "Seed of the bootstrap.");
+    v("randomisation_threshold", randomisation_threshold,
+      "A method fails the randomisation check when its similarity to the randomised model's map is above this "
+      "over its whole 95% interval.");
+    budget.visit(v);
+    spec.visit(v);
+  }
+};
+struct RecommendResult {
+  nlohmann::json report;            // recommend.json
+  std::vector<Artifact> artifacts;  // recommend.json, recommend.md, results.csv
+  std::vector<std::string> files;
+};
+RecommendResult run(const RecommendJob& job, const RunControl& control = {});
+// The ground-truth masks beside a data file, by name: for DIR/x_NAME.npy DIR/masks_NAME.npy; for
+// DIR/NAME.npy DIR/NAME_masks.npy; for DIR/NAME_ids.npy or DIR/NAME_x.npy also DIR/NAME_masks.npy.
+// "" when none exists.
+std::string masks_beside(const std::string& data);
+
 // `candela refine`: retrains a classifier away from an image region an audit flagged
 // (candela/robustness/refine.h), then measures it again: accuracy on the test splits and the
 // audit, before and after. `data` is a folder holding x_train.npy and y_train.npy (the

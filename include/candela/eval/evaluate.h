@@ -37,6 +37,9 @@ struct EvaluateConfig {
   int64_t seed = 0;
   EvalOptions eval;           // batch size, memory budget, cancellation
   std::function<void(const EvaluateProgress&)> progress;
+  // Called after every explanation the run computes: the method, the samples explained and the
+  // seconds it took (`candela recommend` measures each method's cost with it).
+  std::function<void(const std::string& method, int64_t samples, double seconds)> timing;
   void validate() const;
 };
 

@@ -1,6 +1,9 @@
 #include "candela/app/jobs.h"
 
 #include <ATen/ATen.h>
+#include <stdlib.h>
+
+#include <chrono>
 
 #include <filesystem>
 #include <iomanip>
@@ -18,6 +21,7 @@
 #include "candela/detail/text.h"
 #include "candela/eval/evaluate.h"
 #include "candela/eval/metrics.h"
+#include "candela/eval/recommend.h"
 #include "candela/io/dataset.h"
 #include "candela/io/file.h"
 #include "candela/io/input.h"
@@ -601,6 +605,188 @@ nlohmann::json run(const AuditJob& job, const RunControl& control) {
   infer_layout_from(model, data.inputs, control);
   nlohmann::json r = audit_shortcuts(model, data, c);
   if (!job.out.empty()) write_artifacts(job.out, {render_json("audit.json", r)});
+  return r;
+}
+
+// ---- recommend -------------------------------------------------------------------------------
+
+std::string masks_beside(const std::string& data) {
+  namespace fs = std::filesystem;
+  const fs::path p(data);
+  if (p.extension() != ".npy") return "";
+  const std::string stem = p.stem().string();
+  std::vector<std::string> names;
+  if (stem.rfind("x_", 0) == 0) names.push_back("masks_" + stem.substr(2));
+  names.push_back(stem + "_masks");
+  for (const std::string suffix : {"_ids", "_x"})
+    if (stem.size() > suffix.size() && stem.compare(stem.size() - suffix.size(), suffix.size(), suffix) == 0)
+      names.push_back(stem.substr(0, stem.size() - suffix.size()) + "_masks");
+  std::error_code ec;
+  for (const auto& n : names) {
+    const fs::path m = p.parent_path() / (n + ".npy");
+    if (fs::is_regular_file(m, ec)) return m.string();
+  }
+  return "";
+}
+
+namespace {
+
+// A fresh temporary folder, removed with everything in it when the object dies.
+struct ScratchFolder {
+  std::string path;
+  ScratchFolder() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "candela-recommend-XXXXXX").string();
+    CANDELA_CHECK_T(IoError, mkdtemp(tmpl.data()) != nullptr, "cannot create a temporary folder in ",
+                    std::filesystem::temp_directory_path().string(), "; set TMPDIR to a writable folder.");
+    path = tmpl;
+  }
+  ~ScratchFolder() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+}  // namespace
+
+RecommendResult run(const RecommendJob& job, const RunControl& control) {
+  namespace fs = std::filesystem;
+  using json = nlohmann::json;
+  // Everything cheap first.
+  CANDELA_CHECK(!job.model.empty(), "give the model with --model.");
+  CANDELA_CHECK(!job.data.empty(), "give the samples with --data (a .npy array, a folder of images, or a folder "
+                                   "holding x_test.npy).");
+  CANDELA_CHECK(job.samples >= 1, "--samples must be >= 1, got ", job.samples, ".");
+  CANDELA_CHECK(job.bootstrap >= 0, "--bootstrap must be >= 0, got ", job.bootstrap, ".");
+  for (const auto& m : job.methods) Registry::builtin().get(m);
+  CANDELA_CHECK(job.method_options.is_object(), "method_options must be a JSON object {\"METHOD\": {\"KEY\": VALUE}}.");
+  for (const auto& [name, o] : job.method_options.items()) {
+    Registry::builtin().get(name);
+    CANDELA_CHECK(job.methods.empty() || std::find(job.methods.begin(), job.methods.end(), name) != job.methods.end(),
+                  "options are given for method '", name, "', which is not among --methods.");
+  }
+  const Baseline baseline = Baseline::parse(job.baseline);
+  std::string data_file = job.data;
+  std::error_code ec;
+  if (fs::is_directory(job.data, ec) && fs::is_regular_file(fs::path(job.data) / "x_test.npy", ec))
+    data_file = (fs::path(job.data) / "x_test.npy").string();
+  const std::string masks = !job.masks.empty() ? job.masks : masks_beside(data_file);
+  if (job.masks.empty() && !masks.empty() && control.note) control.note("ground truth: " + masks + " (beside the data)");
+
+  Model model = load_model(job.model, job.spec);
+  Dataset data = load_dataset(data_file, job.labels, masks, model.input_spec(), job.samples);
+  infer_layout_from(model, data.inputs, control);
+  const InputSpec& spec = model.input_spec();
+  const at::Tensor& x = data.inputs;
+  const std::string kind = spec.layout == "NL" ? "tokens"
+                           : (x.dim() == 4 && (spec.layout == "NCHW" || spec.layout == "NHWC")) ? "images"
+                                                                                                : "tables";
+  const int64_t features = kind == "images" ? spec.layout == "NCHW" ? x.size(2) * x.size(3) : x.size(1) * x.size(2)
+                                            : x[0].numel();
+  std::string embedding;
+  if (kind == "tokens")
+    for (const auto& l : model.layers())
+      if (l.type.find("Embedding") != std::string::npos && l.output_shape.size() == 3 && l.output_shape[1] == x.size(1)) {
+        embedding = l.name;
+        break;
+      }
+  RecommendSetup setup;
+  {
+    // A named embedding layer stands in for the one found.
+    const std::string given = job.method_options.contains("layer_integrated_gradients") &&
+                                      job.method_options["layer_integrated_gradients"].contains("layers") &&
+                                      !job.method_options["layer_integrated_gradients"]["layers"].empty()
+                                  ? job.method_options["layer_integrated_gradients"]["layers"][0].get<std::string>()
+                                  : embedding;
+    setup = recommend_setup(kind, features, data.masks.defined(), model.output_kind() == "regression",
+                            model.module() != nullptr, given, job.randomisation_threshold, baseline.is_distribution());
+  }
+  EvaluateConfig c;
+  c.eval = eval_options(job.budget, control);
+  c.eval.progress = {};
+  json skipped = json::array();
+  const bool defaults = job.methods.empty();
+  std::vector<std::string> candidates = defaults ? setup.methods : job.methods;
+  for (const auto& [name, o] : job.method_options.items()) {
+    std::string run_names;
+    for (const auto& m : candidates) run_names += (run_names.empty() ? "" : ", ") + m;
+    CANDELA_CHECK(std::find(candidates.begin(), candidates.end(), name) != candidates.end(), "options are given for method '",
+                  name, "', which is not among the methods run (", run_names, "); add it with --methods.");
+  }
+  for (const auto& m : candidates) {
+    json o = setup.method_options.count(m) ? setup.method_options[m] : json::object();
+    if (job.method_options.contains(m))
+      for (const auto& [k, v] : job.method_options[m].items()) o[k] = v;
+    if (defaults) {
+      // A default method that cannot explain this model (no rule for a layer, no attention map)
+      // is skipped with the reason; a method the user named fails the run with it.
+      try {
+        auto explainer = Registry::builtin().create(m, o);
+        ExplainRequest req;
+        req.inputs = x.slice(0, 0, 1);
+        req.baseline = baseline;
+        req.eval = c.eval;
+        explainer->explain(model, req);
+      } catch (const Cancelled&) {
+        throw;
+      } catch (const std::exception& e) {
+        std::string why = e.what();
+        std::replace(why.begin(), why.end(), '\n', ' ');
+        skipped.push_back({{"method", m}, {"reason", why}});
+        if (control.note) control.note("skipped " + m + ": " + why);
+        continue;
+      }
+    }
+    c.methods.push_back(m);
+    if (!o.empty()) c.method_options[m] = o;
+  }
+  CANDELA_CHECK(!c.methods.empty(), "none of the default methods runs on this model (", skipped.dump(),
+                "); name methods with --methods.");
+  c.metrics = setup.metrics;
+  c.metric_options = setup.metric_options;
+  c.baseline = baseline;
+  c.chunk = std::max<int64_t>(1, (x.size(0) + 3) / 4);  // four chunks: four cost measurements per method
+  c.bootstrap = job.bootstrap;
+  c.seed = job.seed;
+  c.progress = control.evaluate_progress;
+  std::map<std::string, std::vector<double>> seconds;  // per method: seconds per sample, one per chunk
+  c.timing = [&](const std::string& method, int64_t samples, double s) {
+    seconds[method].push_back(s / static_cast<double>(std::max<int64_t>(1, samples)));
+  };
+  const auto start = std::chrono::steady_clock::now();
+  ScratchFolder scratch;
+  const json evaluation = evaluate(model, data, c, scratch.path);
+  json summary = evaluation["summary"];
+  json cost = {{"higher_is_better", false}, {"methods", json::object()}};
+  for (const auto& m : c.methods) {
+    const auto ci = bootstrap_mean(seconds[m], job.bootstrap, static_cast<uint64_t>(job.seed) + 1);
+    cost["methods"][m] = {{"mean", ci[0]}, {"ci95", {ci[1], ci[2]}}, {"n", seconds[m].size()}};
+  }
+  summary["seconds_per_sample"] = cost;
+  json report = rank_recommendations(summary, c.methods, setup.plan);
+  json method_options = json::object();
+  for (const auto& [k, v] : c.method_options) method_options[k] = v;
+  json metric_options = json::object();
+  for (const auto& [k, v] : c.metric_options) metric_options[k] = v;
+  report["model"] = job.model;
+  report["data"] = data_file;
+  report["ground_truth"] = data.masks.defined() ? json(masks) : json();
+  report["kind"] = kind;
+  report["samples"] = x.size(0);
+  report["methods"] = c.methods;
+  report["methods_default"] = defaults;
+  if (defaults) report["methods_reason"] = setup.methods_reason;
+  report["skipped"] = skipped;
+  report["method_options"] = method_options;
+  report["metrics"] = c.metrics;
+  report["metric_options"] = metric_options;
+  report["randomisation_threshold"] = job.randomisation_threshold;
+  report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report["summary"] = summary;
+  RecommendResult r;
+  r.report = report;
+  r.artifacts = {render_json("recommend.json", report), render_markdown("recommend.md", recommend_markdown(report)),
+                 Artifact{"results.csv", "text/csv", read_file(scratch.path + "/results.csv", size_t{1} << 30)}};
+  if (!job.out.empty()) r.files = write_artifacts(job.out, r.artifacts);
   return r;
 }
 

@@ -270,7 +270,10 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
         req.baseline = config.baseline;
         req.eval = config.eval;
         req.eval.progress = nullptr;
+        const auto explain_start = Clock::now();
         const Attribution a = methods[mi]->explain(model, req);
+        if (config.timing)
+          config.timing(method, e - b, std::chrono::duration<double>(Clock::now() - explain_start).count());
         for (size_t ki : missing) {
           MetricInput in;
           in.model = &model;
