@@ -7,12 +7,14 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <queue>
 #include <set>
 
 #include "candela/detail/tensor_util.h"
+#include "candela/io/file.h"
 #include "candela/io/npy.h"
 #include "candela/eval/metrics.h"
 #include "test_util.h"
@@ -124,6 +126,84 @@ TEST(WordPiece, EncodeAddsSpecialsPadsAndDecodeMergesPieces) {
   EXPECT_THROW(t.encode("the movie the movie the movie the movie", 6), InvalidArgument);
   EXPECT_THROW(t.decode({2, 99}), InvalidArgument);
   EXPECT_THROW(WordPieceTokenizer({"[PAD]", "a"}), ParseError);
+}
+
+// A tokenizer.json as HuggingFace writes it for a RoBERTa-style byte-level BPE, small enough to
+// derive every answer by hand: "hello" and " world" merge whole; anything else stays in bytes.
+nlohmann::json small_bpe_json() {
+  std::vector<std::string> tokens = {"<s>", "<pad>", "</s>", "h", "e", "l", "o", "w", "r", "d", "\u0120", "'", "s", "i",
+                                     "t", "a", "b", "c", "1", "2", "3", "!"};
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {"\u0120", "w"}, {"o", "r"},
+      {"\u0120w", "or"}, {"\u0120wor", "l"}, {"\u0120worl", "d"}, {"i", "t"}};
+  for (const auto& [a, b] : merges) tokens.push_back(a + b);
+  nlohmann::json vocab = nlohmann::json::object(), merge_list = nlohmann::json::array();
+  for (size_t i = 0; i < tokens.size(); ++i) vocab[tokens[i]] = i;
+  for (const auto& [a, b] : merges) merge_list.push_back(a + " " + b);
+  nlohmann::json added = nlohmann::json::array();
+  for (int i : {0, 1, 2}) added.push_back({{"id", i}, {"content", tokens[static_cast<size_t>(i)]}, {"special", true}});
+  return {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}}},
+          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+          {"post_processor", {{"type", "RobertaProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 0}}}},
+          {"added_tokens", added}};
+}
+
+TEST(Bpe, PreTokenizerFollowsGpt2sPattern) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(BpeTokenizer::pre_tokenize("hello world"), (V{"hello", " world"}));
+  EXPECT_EQ(BpeTokenizer::pre_tokenize("it's"), (V{"it", "'s"}));
+  EXPECT_EQ(BpeTokenizer::pre_tokenize("a  b"), (V{"a", " ", " b"}));  // the last space joins the word
+  EXPECT_EQ(BpeTokenizer::pre_tokenize("abc123!!"), (V{"abc", "123", "!!"}));
+  EXPECT_EQ(BpeTokenizer::pre_tokenize("x\n\ny"), (V{"x", "\n", "\n", "y"}));
+  EXPECT_EQ(BpeTokenizer::pre_tokenize("a  "), (V{"a", "  "}));
+  EXPECT_EQ(BpeTokenizer::pre_tokenize(" caf\xc3\xa9!"), (V{" caf\xc3\xa9", "!"}));
+}
+
+TEST(Bpe, MergesByRankAndEncodesWithTheTemplateAndPadding) {
+  BpeTokenizer t(small_bpe_json());
+  EXPECT_EQ(t.bpe("hello"), (std::vector<std::string>{"hello"}));
+  EXPECT_EQ(t.bpe(" world"), (std::vector<std::string>{"\u0120world"}));
+  EXPECT_EQ(t.bpe("bold"), (std::vector<std::string>{"b", "o", "l", "d"}));  // no merge applies
+  EXPECT_EQ(t.text_of("\u0120world"), " world");
+  Encoding e = t.encode("hello world it's", 8);
+  EXPECT_EQ(e.tokens, (std::vector<std::string>{"<s>", "hello", "\u0120world", "\u0120", "it", "'", "s", "</s>"}));
+  EXPECT_EQ(e.word_of_token, (std::vector<int64_t>{-1, 0, 1, 2, 2, 3, 3, -1}));
+  EXPECT_EQ(e.words, (std::vector<std::string>{"hello", "world", "it", "'s"}));
+  EXPECT_EQ(e.ids.front(), 0);
+  EXPECT_EQ(e.ids.back(), 2);
+  Encoding padded = t.encode("hello", 5);
+  EXPECT_EQ(padded.tokens, (std::vector<std::string>{"<s>", "hello", "</s>", "<pad>", "<pad>"}));
+  EXPECT_EQ(padded.ids[3], 1);
+  // decode gives the same tokens, words and word of each token.
+  for (const Encoding& x : {e, padded}) {
+    Encoding d = t.decode(x.ids);
+    EXPECT_EQ(d.tokens, x.tokens);
+    EXPECT_EQ(d.words, x.words);
+    EXPECT_EQ(d.word_of_token, x.word_of_token);
+  }
+  EXPECT_THROW(t.encode("hello world hello world", 4), InvalidArgument);     // longer than the model takes
+  EXPECT_THROW(t.encode("caf\xc3\xa9", 0), InvalidArgument);                  // bytes it has no token for
+  nlohmann::json wordpiece = small_bpe_json();
+  wordpiece["model"]["type"] = "WordPiece";
+  EXPECT_THROW(BpeTokenizer{wordpiece}, ParseError);
+  EXPECT_THROW(TokenizerConfig::from_json({{"type", "sentencepiece"}, {"vocab", "m.model"}}, "", "test"), ParseError);
+}
+
+// A model whose sidecar names a tokenizer.json reads text through it.
+TEST(Bpe, TextInputThroughAModelsSidecar) {
+  candela::testing::TempDir dir;
+  std::filesystem::copy_file(fixture("text_bert.pt"), dir / "m.pt");
+  write_file_atomic(dir / "tokenizer.json", small_bpe_json().dump());
+  nlohmann::json side = nlohmann::json::parse(read_file(fixture("text_bert.json"), 1 << 20));
+  side["tokenizer"] = {{"type", "bpe"}, {"vocab", "tokenizer.json"}, {"max_length", 16}};
+  write_file_atomic(dir / "m.json", side.dump());
+  Model model = Model::load(dir / "m.pt");
+  LoadedInput in = load_token_input("hello world", model);
+  ASSERT_EQ(in.batch.sizes(), (std::vector<int64_t>{1, 16}));
+  ASSERT_EQ(in.tokens.size(), 1u);
+  EXPECT_EQ(in.tokens[0].words, (std::vector<std::string>{"hello", "world"}));
+  EXPECT_EQ(in.batch[0][1].item<int64_t>(), BpeTokenizer(small_bpe_json()).id("hello"));
+  EXPECT_EQ(model_vocabulary(model).size(), small_bpe_json()["model"]["vocab"].size());
 }
 
 TEST(TokenInput, TextAndIdsGiveTheSameBatchAndTokens) {

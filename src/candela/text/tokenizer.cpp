@@ -31,14 +31,16 @@ TokenizerConfig TokenizerConfig::from_json(const nlohmann::json& j, const std::s
     c.vocab = j.at("vocab").get<std::string>();
     if (j.contains("lowercase")) c.lowercase = j.at("lowercase").get<bool>();
     if (j.contains("max_length")) c.max_length = j.at("max_length").get<int64_t>();
+    if (j.contains("pad_token")) c.pad_token = j.at("pad_token").get<std::string>();
   } catch (const std::exception& e) {
     throw ParseError(str_cat(source, ": the \"tokenizer\" entry is malformed (", e.what(),
                              "). Expected {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\", \"lowercase\": true, "
-                             "\"max_length\": 128}."));
+                             "\"max_length\": 128} or {\"type\": \"bpe\", \"vocab\": \"tokenizer.json\"}."));
   }
-  CANDELA_CHECK_T(ParseError, c.type == "wordpiece", source, ": tokenizer type '", c.type,
-                  "' is not supported; Candela reads WordPiece vocabularies (\"type\": \"wordpiece\"). For other "
-                  "tokenizers, give token ids as a .npy [N, L] instead.");
+  CANDELA_CHECK_T(ParseError, c.type == "wordpiece" || c.type == "bpe", source, ": tokenizer type '", c.type,
+                  "' is not supported; Candela reads WordPiece vocabularies (\"type\": \"wordpiece\", a vocab.txt) and "
+                  "byte-level BPE (\"type\": \"bpe\", a HuggingFace tokenizer.json). For other tokenizers "
+                  "(SentencePiece), give token ids as a .npy [N, L] instead.");
   CANDELA_CHECK_T(ParseError, c.max_length >= 0, source, ": tokenizer max_length must be >= 0, got ", c.max_length, ".");
   std::filesystem::path p(c.vocab);
   if (p.is_relative() && !base_dir.empty()) c.vocab = (std::filesystem::path(base_dir) / p).string();
@@ -46,7 +48,14 @@ TokenizerConfig TokenizerConfig::from_json(const nlohmann::json& j, const std::s
 }
 
 nlohmann::json TokenizerConfig::to_json() const {
-  return {{"type", type}, {"vocab", vocab}, {"lowercase", lowercase}, {"max_length", max_length}};
+  nlohmann::json j = {{"type", type}, {"vocab", vocab}, {"lowercase", lowercase}, {"max_length", max_length}};
+  if (!pad_token.empty()) j["pad_token"] = pad_token;
+  return j;
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::from_config(const TokenizerConfig& config) {
+  if (config.type == "bpe") return std::make_unique<BpeTokenizer>(BpeTokenizer::from_config(config));
+  return std::make_unique<WordPieceTokenizer>(WordPieceTokenizer::from_config(config));
 }
 
 WordPieceTokenizer::WordPieceTokenizer(std::vector<std::string> vocab, bool lowercase)
@@ -172,6 +181,348 @@ int64_t WordPieceTokenizer::id(const std::string& token) const {
 const std::string& WordPieceTokenizer::token(int64_t id) const {
   CANDELA_CHECK(id >= 0 && id < size(), "token id ", id, " is outside the vocabulary (", size(),
                 " pieces); the ids do not belong to this model's vocab.txt.");
+  return vocab_[static_cast<size_t>(id)];
+}
+
+// ---- byte-level BPE ------------------------------------------------------------------------
+
+namespace {
+
+// GPT-2's bytes_to_unicode: printable bytes stand for themselves, the others for code points
+// 256, 257, ... in byte order; each as UTF-8.
+const std::vector<std::string>& byte_symbols() {
+  static const std::vector<std::string> table = [] {
+    std::vector<std::string> t(256);
+    auto utf8 = [](uint32_t cp) {
+      std::string s;
+      if (cp < 0x80) {
+        s += static_cast<char>(cp);
+      } else if (cp < 0x800) {
+        s += static_cast<char>(0xC0 | (cp >> 6));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+      } else {
+        s += static_cast<char>(0xE0 | (cp >> 12));
+        s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+      return s;
+    };
+    uint32_t next = 256;
+    for (uint32_t b = 0; b < 256; ++b) {
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      t[b] = utf8(printable ? b : next++);
+    }
+    return t;
+  }();
+  return table;
+}
+
+const std::unordered_map<std::string, unsigned char>& symbol_bytes() {
+  static const std::unordered_map<std::string, unsigned char> m = [] {
+    std::unordered_map<std::string, unsigned char> out;
+    for (int b = 0; b < 256; ++b) out.emplace(byte_symbols()[static_cast<size_t>(b)], static_cast<unsigned char>(b));
+    return out;
+  }();
+  return m;
+}
+
+enum class ByteClass { kLetter, kDigit, kSpace, kOther };
+ByteClass byte_class(unsigned char c) {
+  if (std::isalpha(c) || c >= 0x80) return ByteClass::kLetter;  // non-ASCII bytes: letters (documented)
+  if (std::isdigit(c)) return ByteClass::kDigit;
+  if (std::isspace(c)) return ByteClass::kSpace;
+  return ByteClass::kOther;
+}
+
+// UTF-8 characters of a token string (each mapped byte is one character).
+std::vector<std::string> utf8_chars(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : 4;
+    out.push_back(s.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+// The special tokens a post_processor puts around one sentence.
+void read_template(const nlohmann::json& pp, std::vector<std::string>& prefix, std::vector<std::string>& suffix,
+                   const std::string& source) {
+  if (pp.is_null()) return;
+  const std::string type = pp.value("type", "");
+  if (type == "RobertaProcessing" || type == "BertProcessing") {
+    prefix.push_back(pp.at("cls").at(0).get<std::string>());
+    suffix.push_back(pp.at("sep").at(0).get<std::string>());
+  } else if (type == "TemplateProcessing") {
+    bool after = false;
+    for (const auto& piece : pp.at("single")) {
+      if (piece.contains("Sequence")) {
+        after = true;
+      } else if (piece.contains("SpecialToken")) {
+        (after ? suffix : prefix).push_back(piece["SpecialToken"].at("id").get<std::string>());
+      }
+    }
+  } else if (type == "Sequence") {
+    for (const auto& p : pp.at("processors")) read_template(p, prefix, suffix, source);
+  } else {
+    CANDELA_CHECK_T(ParseError, type == "ByteLevel", source, ": post_processor '", type,
+                    "' is not supported (RobertaProcessing, BertProcessing, TemplateProcessing, ByteLevel).");
+  }
+}
+
+}  // namespace
+
+BpeTokenizer::BpeTokenizer(const nlohmann::json& j, const std::string& pad_token) {
+  const std::string source = "tokenizer.json";
+  try {
+    const auto& model = j.at("model");
+    CANDELA_CHECK_T(ParseError, model.value("type", "BPE") == "BPE", "its model is '", model.value("type", ""),
+                    "', not BPE (WordPiece vocabularies are read from vocab.txt: \"type\": \"wordpiece\").");
+    auto add = [&](const std::string& token, int64_t id) {
+      CANDELA_CHECK_T(ParseError, id >= 0 && id < (int64_t{1} << 24), "token '", token, "' has id ", id, ".");
+      if (static_cast<int64_t>(vocab_.size()) <= id) vocab_.resize(static_cast<size_t>(id) + 1);
+      vocab_[static_cast<size_t>(id)] = token;
+      index_[token] = id;
+    };
+    for (const auto& [token, id] : model.at("vocab").items()) add(token, id.get<int64_t>());
+    int64_t rank = 0;
+    for (const auto& m : model.at("merges")) {
+      const std::string pair = m.is_array() ? m.at(0).get<std::string>() + " " + m.at(1).get<std::string>()
+                                            : m.get<std::string>();
+      ranks_.emplace(pair, rank++);
+    }
+    if (j.contains("added_tokens"))
+      for (const auto& t : j["added_tokens"]) {
+        add(t.at("content").get<std::string>(), t.at("id").get<int64_t>());
+        special_[t.at("content").get<std::string>()] = t.value("special", true);
+      }
+    const nlohmann::json& pre = j.value("pre_tokenizer", nlohmann::json());
+    auto read_pre = [&](const nlohmann::json& p) {
+      if (p.is_null()) return;
+      CANDELA_CHECK_T(ParseError, p.value("type", "") == "ByteLevel", "its pre_tokenizer is '", p.value("type", ""),
+                      "'; Candela reads byte-level BPE (GPT-2, RoBERTa: a ByteLevel pre-tokenizer).");
+      add_prefix_space_ = p.value("add_prefix_space", false);
+    };
+    if (pre.value("type", "") == "Sequence") {
+      for (const auto& p : pre.at("pretokenizers")) read_pre(p);
+    } else {
+      CANDELA_CHECK_T(ParseError, !pre.is_null(), "it has no pre_tokenizer; Candela reads byte-level BPE (a ByteLevel "
+                      "pre-tokenizer).");
+      read_pre(pre);
+    }
+    read_template(j.value("post_processor", nlohmann::json()), prefix_, suffix_, source);
+    if (model.contains("unk_token") && model["unk_token"].is_string()) unk_ = id(model["unk_token"].get<std::string>());
+  } catch (const ParseError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ParseError(str_cat("the tokenizer.json is malformed (", e.what(), "): expected HuggingFace's format with a "
+                             "BPE model (vocab, merges) and a ByteLevel pre-tokenizer."));
+  }
+  for (const auto& s : prefix_) CANDELA_CHECK_T(ParseError, id(s) >= 0, "its post_processor names '", s, "', which is not a token.");
+  for (const auto& s : suffix_) CANDELA_CHECK_T(ParseError, id(s) >= 0, "its post_processor names '", s, "', which is not a token.");
+  if (!pad_token.empty()) {
+    pad_ = id(pad_token);
+    CANDELA_CHECK_T(ParseError, pad_ >= 0, "pad_token '", pad_token, "' is not one of its tokens.");
+  } else {
+    for (const char* p : {"<pad>", "[PAD]", "<|endoftext|>"})
+      if (pad_ < 0) pad_ = id(p);
+  }
+}
+
+BpeTokenizer BpeTokenizer::from_config(const TokenizerConfig& config) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(config.vocab, 256 << 20));
+  } catch (const nlohmann::json::exception& e) {
+    throw ParseError(str_cat("'", config.vocab, "' is not JSON (", e.what(), "): a BPE tokenizer is read from "
+                             "HuggingFace's tokenizer.json."));
+  }
+  try {
+    return BpeTokenizer(j, config.pad_token);
+  } catch (const ParseError& e) {
+    throw ParseError(str_cat("'", config.vocab, "': ", e.what()));
+  }
+}
+
+std::vector<std::string> BpeTokenizer::pre_tokenize(const std::string& text) {
+  std::vector<std::string> out;
+  const size_t n = text.size();
+  auto cls = [&](size_t i) { return byte_class(static_cast<unsigned char>(text[i])); };
+  auto run = [&](size_t i, ByteClass c) {
+    while (i < n && cls(i) == c) ++i;
+    return i;
+  };
+  size_t i = 0;
+  while (i < n) {
+    // 's|'t|'re|'ve|'m|'ll|'d
+    if (text[i] == '\'') {
+      bool matched = false;
+      for (const char* c : {"s", "t", "re", "ve", "m", "ll", "d"}) {
+        const std::string suffix(c);
+        if (text.compare(i + 1, suffix.size(), suffix) == 0) {
+          out.push_back(text.substr(i, 1 + suffix.size()));
+          i += 1 + suffix.size();
+          matched = true;
+          break;
+        }
+      }
+      if (matched) continue;
+    }
+    const ByteClass c = cls(i);
+    if (c != ByteClass::kSpace || (text[i] == ' ' && i + 1 < n && cls(i + 1) != ByteClass::kSpace)) {
+      // ` ?letters| ?digits| ?other`
+      const size_t start = i;
+      if (c == ByteClass::kSpace) ++i;
+      const ByteClass k = cls(i);
+      i = run(i, k);
+      out.push_back(text.substr(start, i - start));
+      continue;
+    }
+    // `\s+(?!\S)|\s+`: a run of whitespace leaves its last character to a following non-space.
+    const size_t end = run(i, ByteClass::kSpace);
+    if (end < n && end - i > 1) {
+      out.push_back(text.substr(i, end - 1 - i));
+      i = end - 1;
+    } else if (end < n && text[i] != ' ') {
+      out.push_back(text.substr(i, 1));
+      i += 1;
+    } else {
+      out.push_back(text.substr(i, end - i));
+      i = end;
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> BpeTokenizer::bpe(const std::string& piece) const {
+  std::vector<std::string> parts;
+  for (unsigned char b : piece) parts.push_back(byte_symbols()[b]);
+  while (parts.size() > 1) {
+    int64_t best = -1;
+    size_t at = 0;
+    for (size_t k = 0; k + 1 < parts.size(); ++k) {
+      auto it = ranks_.find(parts[k] + " " + parts[k + 1]);
+      if (it != ranks_.end() && (best < 0 || it->second < best)) best = it->second, at = k;
+    }
+    if (best < 0) break;
+    // Merge every occurrence of the best pair, left to right (as GPT-2's bpe()).
+    const std::string a = parts[at], b = parts[at + 1];
+    std::vector<std::string> merged;
+    for (size_t k = 0; k < parts.size(); ++k) {
+      if (k + 1 < parts.size() && parts[k] == a && parts[k + 1] == b) {
+        merged.push_back(a + b);
+        ++k;
+      } else {
+        merged.push_back(parts[k]);
+      }
+    }
+    parts = std::move(merged);
+  }
+  return parts;
+}
+
+Encoding BpeTokenizer::encode(const std::string& text, int64_t length) const {
+  Encoding e;
+  for (const auto& s : prefix_) {
+    e.tokens.push_back(s);
+    e.word_of_token.push_back(-1);
+  }
+  const std::string input = add_prefix_space_ && !text.empty() && text[0] != ' ' ? " " + text : text;
+  for (const auto& piece : pre_tokenize(input)) {
+    const int64_t w = static_cast<int64_t>(e.words.size());
+    std::string word = piece;
+    while (!word.empty() && byte_class(static_cast<unsigned char>(word[0])) == ByteClass::kSpace && word.size() > 1) word.erase(0, 1);
+    e.words.push_back(word);
+    for (auto& t : bpe(piece)) {
+      CANDELA_CHECK(id(t) >= 0 || unk_ >= 0, "the BPE vocabulary has no token for '", text_of(t), "' in '",
+                    text.size() > 60 ? text.substr(0, 57) + "..." : text, "' and no unk_token: the tokenizer.json does "
+                    "not belong to this text's alphabet.");
+      e.tokens.push_back(std::move(t));
+      e.word_of_token.push_back(w);
+    }
+  }
+  for (const auto& s : suffix_) {
+    e.tokens.push_back(s);
+    e.word_of_token.push_back(-1);
+  }
+  CANDELA_CHECK(length <= 0 || static_cast<int64_t>(e.tokens.size()) <= length, "the text '",
+                text.size() > 60 ? text.substr(0, 57) + "..." : text, "' is ", e.tokens.size(),
+                " tokens long with its special tokens, but the model takes ", length,
+                ". Shorten it (Candela does not truncate silently).");
+  CANDELA_CHECK(length <= 0 || static_cast<int64_t>(e.tokens.size()) == length || pad_ >= 0, "the text needs ",
+                length - static_cast<int64_t>(e.tokens.size()), " padding tokens, but the tokenizer.json has no <pad>, "
+                "[PAD] or <|endoftext|>: name one with \"pad_token\" in the sidecar's tokenizer entry.");
+  while (length > 0 && static_cast<int64_t>(e.tokens.size()) < length) {
+    e.tokens.push_back(vocab_[static_cast<size_t>(pad_)]);
+    e.word_of_token.push_back(-1);
+  }
+  for (const auto& t : e.tokens) e.ids.push_back(id(t) >= 0 ? id(t) : unk_);
+  return e;
+}
+
+std::string BpeTokenizer::text_of(const std::string& token) const {
+  if (special_.count(token)) return token;
+  std::string out;
+  for (const auto& ch : utf8_chars(token)) {
+    auto it = symbol_bytes().find(ch);
+    out += it == symbol_bytes().end() ? ch : std::string(1, static_cast<char>(it->second));
+  }
+  return out;
+}
+
+Encoding BpeTokenizer::decode(const std::vector<int64_t>& ids) const {
+  // Words as encode() makes them: each run of ordinary tokens is joined back into bytes and split
+  // by the pre-tokenizer; a token belongs to the piece its first byte falls in.
+  Encoding e;
+  e.ids = ids;
+  std::vector<std::string> bytes;
+  for (int64_t i : ids) {
+    e.tokens.push_back(token(i));
+    auto sp = special_.find(e.tokens.back());
+    bytes.push_back(sp != special_.end() && sp->second ? std::string() : text_of(e.tokens.back()));
+  }
+  e.word_of_token.assign(ids.size(), -1);
+  for (size_t k = 0; k < ids.size();) {
+    auto sp = special_.find(e.tokens[k]);
+    if (sp != special_.end() && sp->second) {
+      ++k;
+      continue;
+    }
+    size_t end = k;
+    std::string run;
+    std::vector<size_t> offset;
+    for (; end < ids.size(); ++end) {
+      auto s2 = special_.find(e.tokens[end]);
+      if (s2 != special_.end() && s2->second) break;
+      offset.push_back(run.size());
+      run += bytes[end];
+    }
+    size_t at = 0, piece_start = 0;
+    const auto pieces = pre_tokenize(run);
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      std::string word = pieces[p];
+      while (word.size() > 1 && byte_class(static_cast<unsigned char>(word[0])) == ByteClass::kSpace) word.erase(0, 1);
+      e.words.push_back(word);
+      const size_t piece_end = piece_start + pieces[p].size();
+      for (; at < offset.size() && (offset[at] < piece_end || p + 1 == pieces.size()); ++at)
+        e.word_of_token[k + at] = static_cast<int64_t>(e.words.size()) - 1;
+      piece_start = piece_end;
+    }
+    for (; at < offset.size(); ++at) e.word_of_token[k + at] = static_cast<int64_t>(e.words.size()) - 1;
+    k = end;
+  }
+  return e;
+}
+
+int64_t BpeTokenizer::id(const std::string& token) const {
+  auto it = index_.find(token);
+  return it == index_.end() ? -1 : it->second;
+}
+
+const std::string& BpeTokenizer::token(int64_t id) const {
+  CANDELA_CHECK(id >= 0 && id < size(), "token id ", id, " is outside the vocabulary (", size(),
+                " tokens); the ids do not belong to this model's tokenizer.json.");
   return vocab_[static_cast<size_t>(id)];
 }
 

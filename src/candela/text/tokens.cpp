@@ -24,9 +24,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::optional<WordPieceTokenizer> model_tokenizer(const Model& model) {
-  if (model.tokenizer().is_null()) return std::nullopt;
-  return WordPieceTokenizer::from_config(TokenizerConfig::from_json(model.tokenizer(), "", "the model's sidecar"));
+std::unique_ptr<Tokenizer> model_tokenizer(const Model& model) {
+  if (model.tokenizer().is_null()) return nullptr;
+  return Tokenizer::from_config(TokenizerConfig::from_json(model.tokenizer(), "", "the model's sidecar"));
 }
 
 // Ids shown as "#id" when the model names no vocabulary.
@@ -71,7 +71,7 @@ std::vector<std::pair<std::string, double>> line_items(const nlohmann::json& sam
     for (const auto& w : sample["words"]) items.emplace_back(w["word"].get<std::string>(), w["value"].get<double>());
   } else {
     for (const auto& t : sample["tokens"])
-      if (t["token"] != "[PAD]") items.emplace_back(t["token"].get<std::string>(), t["value"].get<double>());
+      if (t["token"] != "[PAD]" && t["token"] != "<pad>") items.emplace_back(t["token"].get<std::string>(), t["value"].get<double>());
   }
   return items;
 }
@@ -128,7 +128,7 @@ LoadedInput load_token_input(const std::string& input, const Model& model) {
                   "text itself.");
     texts.push_back(input);
   }
-  CANDELA_CHECK(tok.has_value(), "the model's sidecar names no tokenizer, so text cannot be turned into token ids. Add "
+  CANDELA_CHECK(tok != nullptr, "the model's sidecar names no tokenizer, so text cannot be turned into token ids. Add "
                 "\"tokenizer\": {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\"} to the model's .json, or give "
                 "token ids as a .npy [N, L].");
   int64_t length = model.tokenizer().value("max_length", int64_t{0});
