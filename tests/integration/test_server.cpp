@@ -566,6 +566,17 @@ TEST(Server, RefusesPathsOutsideItsFolders) {
   r = post(c, "/api/explain", request);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400) << r->body;
+  // Fields that name files on the CLI name samples under --data here, and nothing else.
+  const json rows_request = {{"model", "breast_cancer_mlp.pt"}, {"input", {{"data", "breast_cancer_test.npy"}}},
+                             {"method", "kernel_shap"}, {"options", {{"n_samples", 64}}}};
+  for (const char* field : {"background", "training_data"}) {
+    request = rows_request;
+    request[field] = fixture("breast_cancer_train.npy");  // an absolute path outside --data
+    r = post(c, "/api/explain", request);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << field << ": " << r->body;
+    EXPECT_NE(r->body.find(field), std::string::npos) << r->body;
+  }
   // In URLs, raw and percent-encoded.
   for (const std::string path : std::vector<std::string>{"/api/models/../../etc/passwd", "/api/models/%2e%2e/%2e%2e/etc/passwd",
                                  "/api/models/..%2F..%2Fetc%2Fpasswd", "/api/models/outside.pt",

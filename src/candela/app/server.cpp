@@ -650,6 +650,7 @@ class Server {
 
   void resolve_file_fields(ExplainJob& job, json& files) {
     if (!job.background.empty()) job.background = data_file("background", job.background, files);
+    if (!job.training_data.empty()) job.training_data = data_file("training_data", job.training_data, files);
     const auto ends = [](const std::string& s, const char* e) {
       const std::string t = e;
       return s.size() > t.size() && lower(s).compare(s.size() - t.size(), t.size(), t) == 0;
