@@ -643,7 +643,12 @@ class Server {
 
   // Fields that name files on the CLI name samples under --data here.
   std::string data_file(const std::string& field, const std::string& value, json& files) {
-    const fs::path p = data_.resolve(value);
+    fs::path p;
+    try {
+      p = data_.resolve(value);
+    } catch (const HttpError& e) {
+      fail(e.status, "\"" + field + "\": " + e.what());  // which field named it
+    }
     files[field] = file_hash(p);
     return p.string();
   }
