@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
     o.steps = steps;
     o.batch = batch;
     o.size = size;
-    o.upsample = upsample;
+    o.upsample = upsample ? "auto" : "none";
     // Warm-up: the JIT's first runs of the tapped graph and of the plain module.
     FeatureVisualizationOptions warm = o;
     warm.steps = 2;

@@ -904,11 +904,17 @@ int main(int argc, char** argv) {
       "  candela visualize --model resnet18.pt --objective 'channel(layer3,5) + 100*diversity(layer2)' --batch 4 --out vis/\n"
       "  candela visualize --model resnet18.pt --layer layer2 --atlas --atlas-channels 64 --steps 256 --out atlas/\n"
       "  candela visualize --model resnet18.pt --layer layer3 --channel 12 --data images/ --top-k 9 --out vis/\n"
+      "  candela visualize --model resnet18.pt --layer layer4 --channel 7 --param maco --out vis/\n"
+      "  candela visualize --model resnet18.pt --layer layer4 --channel 7 --param maco --maco-spectrum images/ --out vis/\n"
       "Objective kinds: neuron(LAYER,C[,X,Y]) channel(LAYER,C) deepdream(LAYER) class(C) diversity(LAYER);\n"
       "WEIGHT*KIND(...) scales a term, + and - combine terms, KIND(...)[B] applies to image B of the batch.\n"
       "Writes channel_C.png per --channel (and channel_C_examples.png: the --data samples that excite it\n"
-      "most, cropped to the receptive field), objective.png, atlas.png, and visualization.json whose\n"
-      "`objective` array (with one objective) is the quantity maximised at each step.");
+      "most, cropped to the receptive field), objective.png, atlas.png (with --data: atlas_examples.png,\n"
+      "one row per channel), and visualization.json whose `objective` array (with one objective) is the\n"
+      "quantity maximised at each step. --param maco (Fel et al. 2023, Xplique's MACO: phase only, fixed\n"
+      "magnitude, random crops, Nadam) also writes each image's transparency, NAME_alpha.png; its magnitude\n"
+      "is the 1/f spectrum unless --maco-spectrum gives images whose mean |FFT| to use. --steps, --lr, --size\n"
+      "and --sd at 0 take the parametrisation's defaults: Lucent's 512, 0.05, 128, 0.01; MACO's 256, 1, 512, 1.");
   vis_cmd->add_option("--model", vz.job.model, "TorchScript (.pt) or ONNX (.onnx) model taking images")->required();
   vis_cmd->add_option("--layer", vz.job.layer, "Layer whose channels to visualise (see `candela info`)");
   vis_cmd->add_option("--channel", vz.job.channels, "Channel of --layer to visualise (repeatable): channel_C.png");
@@ -916,8 +922,11 @@ int main(int argc, char** argv) {
   vis_cmd->add_flag("--atlas", vz.job.atlas, "Visualise every channel of --layer in one grid: atlas.png");
   vis_cmd->add_option("--atlas-channels", vz.job.atlas_channels, "Atlas of the first N channels only (0: all)");
   vis_cmd->add_option("--atlas-batch", vz.job.atlas_batch, "Atlas channels optimised together, one image each");
-  vis_cmd->add_option("--data", vz.job.data, "Dataset examples: top-k samples of this folder/.npy per --channel, cropped");
+  vis_cmd->add_option("--data", vz.job.data,
+                      "Dataset examples: top-k samples of this folder/.npy per --channel and atlas channel, cropped");
   vis_cmd->add_option("--top-k", vz.job.top_k, "Dataset examples per channel");
+  vis_cmd->add_option("--maco-spectrum", vz.job.maco_spectrum,
+                      "--param maco: images (folder or .npy) whose mean |FFT| is the fixed magnitude (default 1/f)");
   vis_cmd->add_option("--out", vz.job.out, "Output folder")->required();
   add_flags(vis_cmd, vz.job.options);
   vis_cmd->add_flag("--quiet", vz.quiet, "No progress bar or summary");

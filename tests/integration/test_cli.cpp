@@ -911,6 +911,36 @@ TEST(Cli, VisualizeMinimalFormWritesTheChannelImageAndItsCurve) {
   EXPECT_EQ(j["results"][0]["terms"].size(), 2u);
 }
 
+TEST(Cli, VisualizeMacoWritesTransparencyAndAtlasExamples) {
+  // MACO on the digits model (grey 8x8): the image and its transparency; the magnitude from the
+  // test images; an atlas with dataset examples for each of its channels.
+  TempDir dir;
+  const std::string out = dir / "maco";
+  auto r = cli("visualize --quiet --model " + fixture("digits_cnn.pt") +
+               " --layer features.2 --channel 3 --param maco --size 16 --steps 3 --maco-crops 4 --maco-spectrum " +
+               fixture("digits_test.npy") + " --atlas --atlas-channels 3 --data " + fixture("digits_test.npy") +
+               " --top-k 2 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"channel_3.png", "channel_3_alpha.png", "atlas.png", "atlas_alpha.png", "atlas_examples.png",
+                        "channel_3_examples.png"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  auto j = nlohmann::json::parse(slurp(out + "/visualization.json"));
+  EXPECT_EQ(j["options"]["param"], "maco");
+  EXPECT_EQ(j["options"]["lr"], 1.0) << "Xplique's Nadam(1.0) when --lr is left at 0";
+  EXPECT_EQ(j["results"][0]["alpha_file"], "channel_3_alpha.png");
+  EXPECT_EQ(j["atlas"]["curves"].size(), 3u);
+  for (const char* c : {"0", "1", "2"}) {
+    ASSERT_TRUE(j["dataset_examples"].contains(c)) << c;
+    EXPECT_EQ(j["dataset_examples"][c]["examples"].size(), 2u);
+    EXPECT_EQ(j["dataset_examples"][c]["atlas_file"], "atlas_examples.png");
+  }
+  EXPECT_EQ(j["dataset_examples"]["3"]["file"], "channel_3_examples.png");
+  r = cli("visualize --model " + fixture("digits_cnn.pt") + " --layer features.2 --channel 3 --maco-spectrum " +
+          fixture("digits_test.npy") + " --out " + (dir / "bad"));
+  expect_one_clear_line(r, "--maco-spectrum sets the fixed magnitude of --param maco");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
 TEST(Cli, VisualizeRefusesABadChannelInOneLine) {
   TempDir dir;
   auto r = cli("visualize --model " + fixture("digits_cnn.pt") + " --layer features.2 --channel 99 --size 8 --out " +

@@ -796,6 +796,42 @@ TEST(Server, AuditsAFolderOfImages) {
   EXPECT_EQ(bad->status, 400) << bad->body;
 }
 
+// Feature visualisation as a job: visualization.json is the result, the images are its files;
+// dataset examples read a sample under --data; limits and bad options are refused up front.
+TEST(Server, VisualizeIsAJobWithItsImages) {
+  Site site;
+  fs::copy_file(fixture("digits_test.npy"), site.data + "/digits_test.npy");
+  ServerProcess server(site);
+  auto c = server.client();
+  auto r = post(c, "/api/visualize", {{"model", "digits_cnn.pt"}, {"layer", "features.2"}, {"channels", {3}}, {"size", 8},
+                                      {"steps", 4}, {"transforms", "none"}, {"data", "digits_test.npy"}, {"top_k", 2}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const json job = wait_job(c, json::parse(r->body)["id"], finished);
+  ASSERT_EQ(job["state"], "done") << job.dump();
+  const std::string key = job["result"];
+  const json vis = body_of(c.Get(("/api/results/" + key).c_str()));
+  EXPECT_EQ(vis["objective"].size(), 4u) << vis.dump();
+  EXPECT_EQ(vis["dataset_examples"]["3"]["examples"].size(), 2u);
+  const json meta = body_of(c.Get(("/api/results/" + key + "/meta").c_str()));
+  for (const char* f : {"channel_3.png", "channel_3_examples.png", "visualization.json"})
+    EXPECT_NE(std::find(meta["files"].begin(), meta["files"].end(), f), meta["files"].end()) << f << " " << meta.dump();
+  auto png = c.Get(("/api/results/" + key + "/files/channel_3.png").c_str());
+  ASSERT_TRUE(png);
+  EXPECT_EQ(png->status, 200);
+  EXPECT_EQ(png->body.substr(1, 3), "PNG");
+  for (const json& bad : {json{{"model", "digits_cnn.pt"}, {"layer", "features.2"}, {"channels", {3}}, {"param", "wavelet"}},
+                          json{{"model", "digits_cnn.pt"}, {"layer", "features.2"}, {"channels", {3}}, {"data", "../models"}},
+                          json{{"model", "digits_cnn.pt"}, {"layer", "features.2"}, {"channels", {3}}, {"out", "/tmp/x"}}}) {
+    auto b = post(c, "/api/visualize", bad);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->status, 400) << bad.dump() << " " << b->body;
+  }
+  auto big = post(c, "/api/visualize", {{"model", "digits_cnn.pt"}, {"layer", "features.2"}, {"channels", {3}}, {"steps", 100000}});
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 422) << big->body;
+}
+
 // POST /api/report runs `candela report` as a job: its result is report.json (GET /api/results/KEY)
 // with report.md and the PNGs among the files; bad requests are 400 with the CLI's message.
 TEST(Server, ReportIsAJobWithTheCommandsFiles) {

@@ -321,3 +321,226 @@ TEST(FeatureVisualization, DatasetExamplesAreTheTopKWithTheirReceptiveFields) {
   EXPECT_EQ(six->x, 9);
   EXPECT_THROW(dataset_examples(model, "conv", 4, data, 3), InvalidArgument);
 }
+
+// ---- MACO ----------------------------------------------------------------------------------
+
+namespace {
+
+// relu(conv(x)) with two channels: 0 the vertical edge filter above, 1 its transpose (a
+// horizontal edge); every colour alike. The conv is the tappable layer "conv".
+Model two_edge_model(int64_t size) {
+  torch::jit::Module conv("TwoEdgeConv"), outer("TwoEdgeNet");
+  at::Tensor w = at::stack({edge_filter(), edge_filter().t().contiguous()}).reshape({2, 1, 5, 5});
+  conv.register_parameter("weight", w.expand({2, 3, 5, 5}).contiguous() / 3.0, false);
+  conv.define("def forward(self, x):\n    return torch.conv2d(x, self.weight)\n");
+  outer.register_module("conv", conv);
+  outer.define("def forward(self, x):\n    return torch.relu(self.conv.forward(x)).flatten(1)\n");
+  InputSpec spec;
+  spec.shape = {3, size, size};
+  spec.layout = "NCHW";
+  return Model::from_module(outer, spec);
+}
+
+}  // namespace
+
+TEST(FeatureVisualization, MacoPhaseOnlyParametrisationRoundTrips) {
+  // An image's own magnitude with its own phase gives it back (even and odd widths).
+  for (int64_t w : {16, 15}) {
+    at::Tensor x = at::rand({1, 3, 12, w}, at::detail::createCPUGenerator(1)).to(at::kDouble);
+    at::Tensor z = at::fft_rfft2(x);
+    at::Tensor back = fv::phase_to_image(z.abs(), at::angle(z), 12, w);
+    ASSERT_EQ(back.sizes(), x.sizes());
+    EXPECT_LT((back - x).abs().max().item<double>(), 1e-12) << "width " << w;
+  }
+}
+
+TEST(FeatureVisualization, MacoImagesKeepTheFixedMagnitude) {
+  const int64_t h = 16, w = 16;
+  at::Tensor mag = fv::maco_default_magnitude(h, w, 1.0).to(at::kDouble);
+  ASSERT_EQ(mag.sizes(), (at::IntArrayRef{h, w / 2 + 1}));
+  EXPECT_NEAR(mag[0][0].item<double>(), 16.0, 1e-9) << "DC: 1 / (1/max(h, w))";
+  EXPECT_NEAR(mag[0][3].item<double>(), 16.0 / 3.0, 1e-5) << "1/f with f = 3/16";
+  at::Generator gen = at::detail::createCPUGenerator(2);
+  at::Tensor phase = at::randn({1, 3, h, w / 2 + 1}, gen, at::TensorOptions().dtype(at::kDouble));
+  // irfft2 keeps every coefficient of the columns 1..w/2-1 (the others are made Hermitian): there
+  // the image's spectrum has exactly the fixed magnitude, whatever the phase.
+  at::Tensor y = fv::phase_to_image(mag, phase, h, w);
+  at::Tensor inner = at::fft_rfft2(y).abs().narrow(-1, 1, w / 2 - 1);
+  EXPECT_LT((inner - mag.narrow(-1, 1, w / 2 - 1)).abs().max().item<double>(), 1e-9);
+  // maco_image: the logit of the output is the standardised image (mean 0, population std 1),
+  // so its spectrum is the magnitude times one constant; and the phase is standardised first,
+  // so an affine change of the phase changes nothing.
+  at::Tensor img = fv::maco_image(mag.to(at::kFloat), phase.to(at::kFloat), h, w, /*decorrelate=*/false).to(at::kDouble);
+  at::Tensor logit = at::log(img / (1 - img));
+  EXPECT_NEAR(logit.mean().item<double>(), 0.0, 1e-4);
+  EXPECT_NEAR(logit.std(/*unbiased=*/false).item<double>(), 1.0, 1e-3);
+  at::Tensor ratio = at::fft_rfft2(logit).abs().narrow(-1, 1, w / 2 - 1) / mag.narrow(-1, 1, w / 2 - 1);
+  EXPECT_LT(((ratio - ratio.mean()).abs().max() / ratio.mean()).item<double>(), 1e-3) << "one constant factor";
+  at::Tensor shifted = fv::maco_image(mag.to(at::kFloat), (phase * 3.0 + 1.0).to(at::kFloat), h, w, false);
+  EXPECT_LT((shifted.to(at::kDouble) - img).abs().max().item<double>(), 1e-4);
+}
+
+TEST(FeatureVisualization, MacoCropsAreTensorFlowsCropAndResize) {
+  // On a linear ramp bilinear sampling is exact: a crop's pixel (i, j) is the ramp at TensorFlow's
+  // sample position y1 (H-1) + i (y2-y1)(H-1)/(out-1), and 0 where that falls outside the image.
+  const int64_t h = 8, w = 8;
+  at::Tensor ys = at::arange(h, at::kFloat).unsqueeze(1).expand({h, w}), xs = at::arange(w, at::kFloat).unsqueeze(0).expand({h, w});
+  at::Tensor ramp = (10 * ys + xs).reshape({1, 1, h, w});
+  at::Tensor boxes = at::tensor({0.0, 0.0, 1.0, 1.0, 0.25, 0.5, 0.75, 1.0, -0.5, 0.0, 0.5, 1.0}, at::kDouble).reshape({3, 4});
+  at::Tensor crops = fv::crop_and_resize(ramp, boxes, 5, 5);
+  ASSERT_EQ(crops.sizes(), (at::IntArrayRef{3, 1, 5, 5}));
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t i = 0; i < 5; ++i)
+      for (int64_t j = 0; j < 5; ++j) {
+        const double y = (boxes[b][0].item<double>() + i * (boxes[b][2] - boxes[b][0]).item<double>() / 4) * (h - 1);
+        const double x = (boxes[b][1].item<double>() + j * (boxes[b][3] - boxes[b][1]).item<double>() / 4) * (w - 1);
+        const double want = y < 0 || y > h - 1 || x < 0 || x > w - 1 ? 0.0 : 10 * y + x;
+        EXPECT_NEAR(crops[b][0][i][j].item<double>(), want, 1e-4) << b << " " << i << " " << j;
+      }
+  EXPECT_TRUE(at::allclose(fv::crop_and_resize(ramp, boxes.narrow(0, 0, 1), h, w), ramp, 1e-5, 1e-4)) << "the identity";
+  // Xplique's boxes: square, sides clipped to [0.05, 1].
+  at::Generator gen = at::detail::createCPUGenerator(3);
+  at::Tensor bx = fv::draw_maco_boxes(1000, 0.5, gen);
+  at::Tensor side = bx.select(1, 2) - bx.select(1, 0);
+  EXPECT_LT((side - (bx.select(1, 3) - bx.select(1, 1))).abs().max().item<double>(), 1e-12);
+  EXPECT_GE(side.min().item<double>(), 0.05 - 1e-12);
+  EXPECT_LE(side.max().item<double>(), 1.0 + 1e-12);
+  EXPECT_NEAR(side.mean().item<double>(), 0.5, 0.01) << "N(0.5, 0.05²): the mean's std is 0.0016";
+}
+
+TEST(FeatureVisualization, MacoNeuronOfAnEdgeFilterRecoversTheFilterAndItsReceptiveField) {
+  // One 16x16 image seen whole (no crops, the model's size: no resize): neuron (6, 6) of the 5x5
+  // convolution sees input rows and columns 6..10 only. By Cauchy-Schwarz the neuron is largest for
+  // a patch proportional to the filter; and the transparency (the summed |gradient| w.r.t. the
+  // image) is exactly 0 outside the receptive field.
+  Model model = edge_model(16);
+  FeatureVisualizationOptions o;
+  o.param = "maco";
+  o.decorrelate = false;
+  o.size = 16;
+  o.steps = 64;
+  o.maco_crops = 0;
+  FeatureVisualization r = visualize(model, Objective::parse("neuron(conv,0)"), o);
+  ASSERT_EQ(r.images.sizes(), (at::IntArrayRef{1, 3, 16, 16}));
+  ASSERT_EQ(r.alpha.sizes(), (at::IntArrayRef{1, 3, 16, 16}));
+  ASSERT_EQ(r.objective.size(), 64u);
+  LayerTaps taps(model, {"conv"});
+  at::NoGradGuard no_grad;
+  // The neuron is at most 10 (the 10 right pixels at 1, the 10 left ones at 0, colours weighted 1/3);
+  // the curve starts at the random phase's value (plus noise of std ~0.2 on this neuron).
+  const double reached = taps.forward(r.images).activations[0][0][0][6][6].item<double>();
+  EXPECT_GT(reached, r.objective.front() + 2.0) << "from " << r.objective.front() << " to " << reached;
+  at::Tensor patch = r.images[0].mean(0).narrow(0, 6, 5).narrow(1, 6, 5);
+  EXPECT_GT(pearson(patch, edge_filter()), 0.9);
+  at::Tensor alpha = r.alpha[0].sum(0);
+  EXPECT_GT(alpha.narrow(0, 6, 5).narrow(1, 6, 5).sum().item<double>(), 0.0);
+  alpha.narrow(0, 6, 5).narrow(1, 6, 5).zero_();
+  EXPECT_EQ(alpha.abs().max().item<double>(), 0.0) << "no gradient outside the receptive field";
+  at::Tensor shown = maco_alpha_display(r.alpha[0]);
+  EXPECT_NEAR(shown.max().item<double>(), 1.0, 1e-6);
+  EXPECT_GE(shown.min().item<double>(), 0.0);
+}
+
+TEST(FeatureVisualization, MacoChannelThroughCropsPrefersTheFiltersOrientation) {
+  // Channel 0 of the linear (pre-ReLU) vertical-edge convolution, averaged over a crop, is the
+  // crop's left-to-right brightness slope; channel 1 (the transposed filter) its top-to-bottom
+  // slope. The 1/f magnitude is the same under transposition, so at a random phase the two are
+  // exchangeable (both ~0); only the phase, which MACO optimises through Xplique's crops and
+  // noise, can favour one. After optimising channel 0, on 256 fresh crops of the image (side 0.5,
+  // as the optimisation's first ones) channel 0 must exceed its value at the initial phase and
+  // twice channel 1's magnitude.
+  Model model = two_edge_model(24);
+  FeatureVisualizationOptions o;
+  o.param = "maco";
+  o.size = 32;
+  o.steps = 48;
+  o.maco_crops = 8;
+  const Objective obj = Objective::parse("channel(conv,0)");
+  FeatureVisualization r = visualize(model, obj, o);
+  FeatureVisualizationOptions still = o;  // one step of 1e-12: the image at the initial phase
+  still.steps = 1;
+  still.lr = 1e-12;
+  const at::Tensor start = visualize(model, obj, still).images;
+  // Dataset examples of both channels in one pass equal the one-channel calls.
+  at::Tensor data = at::rand({6, 3, 24, 24}, at::detail::createCPUGenerator(5));
+  auto both = dataset_examples(model, "conv", std::vector<int64_t>{1, 0}, data, 2);
+  ASSERT_EQ(both.size(), 2u);
+  for (int64_t c : {0, 1}) {
+    auto one = dataset_examples(model, "conv", c, data, 2);
+    const auto& many = both[c == 1 ? 0 : 1];
+    ASSERT_EQ(many.size(), one.size());
+    for (size_t j = 0; j < one.size(); ++j) {
+      EXPECT_EQ(many[j].index, one[j].index);
+      EXPECT_EQ(many[j].top, one[j].top);
+      EXPECT_EQ(many[j].left, one[j].left);
+    }
+  }
+  LayerTaps taps(model, {"conv"});
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(11);
+  const at::Tensor boxes = fv::draw_maco_boxes(256, 0.5, gen);
+  auto on_crops = [&](const at::Tensor& image) {
+    return taps.forward(fv::crop_and_resize(image, boxes, 24, 24)).activations[0].mean({0, 2, 3});  // [2]
+  };
+  const at::Tensor after = on_crops(r.images), before = on_crops(start);
+  const double v = after[0].item<double>(), hz = after[1].item<double>(), v0 = before[0].item<double>();
+  EXPECT_GT(v, v0) << "channel 0 from " << v0 << " to " << v;
+  EXPECT_GT(v, 2 * std::abs(hz)) << "vertical " << v << " horizontal " << hz;
+}
+
+TEST(FeatureVisualization, MacoRefusesWhatItCannotDo) {
+  Model model = edge_model(16);
+  FeatureVisualizationOptions o;
+  o.param = "maco";
+  o.size = 16;
+  o.steps = 1;
+  o.batch = 2;
+  EXPECT_THROW(visualize(model, Objective::parse("channel(conv,0)"), o), InvalidArgument) << "one image";
+  o.batch = 1;
+  EXPECT_THROW(visualize(model, Objective::parse("channel(conv,0) + diversity(conv)"), o), InvalidArgument);
+  o.magnitude = at::ones({2, 16, 9});
+  EXPECT_THROW(visualize(model, Objective::parse("channel(conv,0)"), o), InvalidArgument) << "2 of 3 channels";
+  o.magnitude = at::ones({1, 16, 9}) * -1;
+  EXPECT_THROW(visualize(model, Objective::parse("channel(conv,0)"), o), InvalidArgument) << "negative";
+  // A magnitude computed from images: the mean |rfft2|, resized to the image's grid.
+  at::Tensor imgs = at::rand({4, 3, 8, 8}, at::detail::createCPUGenerator(6));
+  at::Tensor m = maco_magnitude(imgs, 8);
+  EXPECT_TRUE(at::allclose(m, at::fft_rfft2(imgs).abs().mean(0), 1e-5, 1e-5));
+  EXPECT_EQ(maco_magnitude(imgs, 16).sizes(), (at::IntArrayRef{3, 16, 9}));
+  o.magnitude = maco_magnitude(imgs, 16);
+  EXPECT_NO_THROW(visualize(model, Objective::parse("channel(conv,0)"), o));
+  FeatureVisualizationOptions bad;
+  bad.maco_box = 2;
+  EXPECT_THROW(bad.validate(), InvalidArgument);
+  EXPECT_EQ(FeatureVisualizationOptions{}.resolved().steps, 512);
+  EXPECT_EQ(FeatureVisualizationOptions{.param = "maco"}.resolved().steps, 256);
+  EXPECT_EQ(FeatureVisualizationOptions{.param = "maco"}.resolved().size, 512);
+}
+
+TEST(FeatureVisualization, UpsamplingFollowsLucentsRenderVis) {
+  // Lucent resizes to 224 whenever the image is smaller than 224; "auto" does so unless the model
+  // declares a smaller size (then that size: the model cannot take more), "model" only to a larger
+  // declared size. The size is seen through a model that records its input width.
+  auto width_model = [](std::vector<int64_t> shape) {
+    InputSpec spec;
+    spec.layout = shape.empty() ? "" : "NCHW";
+    spec.shape = std::move(shape);
+    return Model::from_function(
+        [](const at::Tensor& x) { return (x.mean({1, 2, 3}) * 0 + static_cast<double>(x.size(3))).unsqueeze(1); }, spec);
+  };
+  auto seen = [&](const Model& m, const std::string& upsample) {
+    FeatureVisualizationOptions o;
+    o.size = 32;
+    o.steps = 1;
+    o.transforms = "none";
+    o.upsample = upsample;
+    return std::lround(visualize(m, Objective::parse("class(0)"), o).objective[0]);
+  };
+  const Model big = width_model({3, 224, 224}), small = width_model({3, 48, 48}), none = width_model({});
+  EXPECT_EQ(seen(big, "auto"), 224);
+  EXPECT_EQ(seen(none, "auto"), 224) << "no declared size: Lucent's 224";
+  EXPECT_EQ(seen(small, "auto"), 48) << "a declared size below 224 wins";
+  EXPECT_EQ(seen(small, "lucent"), 224);
+  EXPECT_EQ(seen(none, "model"), 32);
+  EXPECT_EQ(seen(big, "none"), 32);
+}

@@ -360,6 +360,9 @@ CounterfactualJobResult run(const CounterfactualJob& job, const RunControl& cont
 // `candela visualize`: feature visualisation (methods/visualization/feature_visualization.h).
 // Each --channel C of --layer gives channel_C.png; --objective TEXT gives objective.png; --atlas
 // gives atlas.png, one image per channel of the layer. visualization.json holds every curve.
+// With --param maco each image has its transparency beside it (NAME_alpha.png); --data adds the
+// dataset examples of each --channel (channel_C_examples.png) and of the atlas's channels
+// (atlas_examples.png, one row per channel).
 struct VisualizeJob {
   std::string model, layer, objective, out;
   std::vector<int64_t> channels;
@@ -368,6 +371,7 @@ struct VisualizeJob {
   int64_t atlas_batch = 8;     // channels optimised together in the atlas, one image each
   std::string data;            // dataset examples: a folder of images or a .npy
   int64_t top_k = 9;           // dataset examples per channel
+  std::string maco_spectrum;   // maco: images (a folder or a .npy) whose mean |FFT| is the magnitude
   FeatureVisualizationOptions options;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
@@ -379,8 +383,12 @@ struct VisualizeJob {
     v("atlas", atlas, "A channel atlas of the layer: every channel's image in one grid (atlas.png).");
     v("atlas_channels", atlas_channels, "Atlas of the first N channels only (0: all).");
     v("atlas_batch", atlas_batch, "Atlas channels optimised together, one image each.");
-    v("data", data, "Dataset examples: the top-k samples of this folder/.npy for each --channel, with crops.");
+    v("data", data,
+      "Dataset examples: the top-k samples of this folder/.npy for each --channel and atlas channel, with crops.");
     v("top_k", top_k, "Dataset examples per channel.");
+    v("maco_spectrum", maco_spectrum,
+      "maco: a folder of images or a .npy whose mean Fourier magnitude is the fixed magnitude (Xplique's "
+      "maco_dataset); empty: the 1/f^decay_power spectrum.");
     options.visit(v);
     spec.visit(v);
   }

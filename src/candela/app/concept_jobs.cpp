@@ -1,6 +1,7 @@
 // The jobs of "what has the network learned": `candela visualize` (and `candela tcav`).
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "candela/app/jobs.h"
@@ -80,21 +81,39 @@ VisualizeResult run(const VisualizeJob& job, const RunControl& control) {
   CANDELA_CHECK(job.atlas_channels >= 0, "--atlas-channels must be >= 0 (0: all), got ", job.atlas_channels, ".");
   CANDELA_CHECK(job.top_k >= 1, "--top-k must be >= 1, got ", job.top_k, ".");
   CANDELA_CHECK(job.atlas_batch >= 1, "--atlas-batch must be >= 1, got ", job.atlas_batch, ".");
+  CANDELA_CHECK(job.data.empty() || !job.channels.empty() || job.atlas,
+                "--data gives dataset examples for each --channel and atlas channel; give --channel C or --atlas.");
+  CANDELA_CHECK(job.maco_spectrum.empty() || job.options.param == "maco",
+                "--maco-spectrum sets the fixed magnitude of --param maco; add --param maco or drop it.");
   for (int64_t c : job.channels) CANDELA_CHECK(c >= 0, "--channel must be >= 0, got ", c, ".");
   Objective free_objective;
   if (!job.objective.empty()) free_objective = Objective::parse(job.objective);
   Model model = load_job_model(job.model, job.spec);
+  int64_t layer_channels = 0;
   if (!job.layer.empty() && (!job.channels.empty() || job.atlas)) {
-    const int64_t n = channels_of(model, job.layer);
+    layer_channels = channels_of(model, job.layer);
     for (int64_t c : job.channels)
-      CANDELA_CHECK(c < n, "--channel ", c, " is out of range: layer ", job.layer, " has ", n, " channels (0..", n - 1,
-                    ").");
+      CANDELA_CHECK(c < layer_channels, "--channel ", c, " is out of range: layer ", job.layer, " has ", layer_channels,
+                    " channels (0..", layer_channels - 1, ").");
+  }
+  const bool maco = job.options.param == "maco";
+  FeatureVisualizationOptions options = job.options.resolved();
+  if (!job.maco_spectrum.empty()) {
+    CANDELA_CHECK(model.input_spec().is_image(), "--maco-spectrum needs an image model (give --input-shape C,H,W).");
+    Dataset d = load_dataset(job.maco_spectrum, "", "", model.input_spec(), 0);
+    options.magnitude = maco_magnitude(to_display(d.inputs, model.input_spec()), options.size);
   }
 
   VisualizeResult out;
   nlohmann::json results = nlohmann::json::array();
   double wall = 0;
   int64_t evaluations = 0;
+  // MACO's transparency of images [N, C, H, W] as plot_maco shows it, side by side.
+  auto alpha_png = [&](const std::string& name, const at::Tensor& alpha, int64_t columns) {
+    std::vector<at::Tensor> shown;
+    for (int64_t i = 0; i < alpha.size(0); ++i) shown.push_back(maco_alpha_display(alpha[i]).unsqueeze(0).unsqueeze(0));
+    out.artifacts.push_back(image_png(name, grid(at::cat(shown), columns)));
+  };
   auto add = [&](const std::string& name, const Objective& obj, const FeatureVisualization& fv) {
     // A batch of images side by side.
     out.artifacts.push_back(image_png(name + ".png", grid(fv.images, fv.images.size(0))));
@@ -104,6 +123,10 @@ VisualizeResult run(const VisualizeJob& job, const RunControl& control) {
                         {"curve", fv.objective},
                         {"final", fv.objective.back()},
                         {"wall_seconds", fv.wall_seconds}};
+    if (fv.alpha.defined()) {
+      alpha_png(name + "_alpha.png", fv.alpha, fv.alpha.size(0));
+      r["alpha_file"] = name + "_alpha.png";
+    }
     if (obj.terms.size() > 1) {
       nlohmann::json terms = nlohmann::json::array();
       for (size_t i = 0; i < obj.terms.size(); ++i)
@@ -114,35 +137,54 @@ VisualizeResult run(const VisualizeJob& job, const RunControl& control) {
     wall += fv.wall_seconds;
     evaluations += fv.model_evaluations;
   };
-  // Dataset examples next to each channel's image.
-  at::Tensor data, display;
-  std::vector<std::string> ids;
-  if (!job.data.empty()) {
-    CANDELA_CHECK(!job.channels.empty(), "--data gives dataset examples for each --channel; give --channel C.");
-    Dataset d = load_dataset(job.data, "", "", model.input_spec(), 0);
-    data = d.inputs;
-    ids = d.ids;
-    CANDELA_CHECK(model.input_spec().is_image(), "dataset examples need an image model (give --input-shape C,H,W).");
-    display = to_display(data, model.input_spec());
-  }
+  const int64_t atlas_n =
+      job.atlas ? (job.atlas_channels > 0 ? std::min(layer_channels, job.atlas_channels) : layer_channels) : 0;
+  const int64_t atlas_columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(std::max<int64_t>(atlas_n, 1)))));
+  // Dataset examples next to each channel's image and for each channel of the atlas.
   nlohmann::json examples = nlohmann::json::object();
-  for (int64_t c : job.channels) {
-    if (!data.defined()) continue;
-    const std::string stem = "channel_" + std::to_string(c) + "_examples";
-    std::vector<at::Tensor> crops;
-    nlohmann::json list = nlohmann::json::array();
-    for (const DatasetExample& e : dataset_examples(model, job.layer, c, data, job.top_k)) {
-      at::Tensor crop = display[e.index].narrow(1, e.top, e.bottom - e.top).narrow(2, e.left, e.right - e.left);
-      crops.push_back(at::upsample_bilinear2d(crop.unsqueeze(0), {64, 64}, /*align_corners=*/false));
-      list.push_back({{"index", e.index},
-                      {"id", e.index < static_cast<int64_t>(ids.size()) ? ids[e.index] : std::to_string(e.index)},
-                      {"activation", e.activation},
-                      {"peak", e.peak},
-                      {"position", {e.y, e.x}},
-                      {"receptive_field", {{"top", e.top}, {"left", e.left}, {"bottom", e.bottom}, {"right", e.right}}}});
+  if (!job.data.empty()) {
+    Dataset d = load_dataset(job.data, "", "", model.input_spec(), 0);
+    CANDELA_CHECK(model.input_spec().is_image(), "dataset examples need an image model (give --input-shape C,H,W).");
+    const at::Tensor display = to_display(d.inputs, model.input_spec());
+    std::vector<int64_t> wanted = job.channels;
+    for (int64_t c = 0; c < atlas_n; ++c)
+      if (std::find(wanted.begin(), wanted.end(), c) == wanted.end()) wanted.push_back(c);
+    const auto found = dataset_examples(model, job.layer, wanted, d.inputs, job.top_k);
+    std::vector<at::Tensor> atlas_rows;
+    for (size_t w = 0; w < wanted.size(); ++w) {
+      const int64_t c = wanted[w];
+      std::vector<at::Tensor> crops;
+      nlohmann::json list = nlohmann::json::array();
+      for (const DatasetExample& e : found[w]) {
+        at::Tensor crop = display[e.index].narrow(1, e.top, e.bottom - e.top).narrow(2, e.left, e.right - e.left);
+        crops.push_back(at::upsample_bilinear2d(crop.unsqueeze(0), {64, 64}, /*align_corners=*/false));
+        list.push_back({{"index", e.index},
+                        {"id", e.index < static_cast<int64_t>(d.ids.size()) ? d.ids[e.index] : std::to_string(e.index)},
+                        {"activation", e.activation},
+                        {"peak", e.peak},
+                        {"position", {e.y, e.x}},
+                        {"receptive_field", {{"top", e.top}, {"left", e.left}, {"bottom", e.bottom}, {"right", e.right}}}});
+      }
+      at::Tensor row = at::cat(crops).clamp(0, 1);
+      nlohmann::json entry = {{"examples", list}};
+      if (std::find(job.channels.begin(), job.channels.end(), c) != job.channels.end()) {
+        const std::string file = "channel_" + std::to_string(c) + "_examples.png";
+        out.artifacts.push_back(image_png(file, grid(row, row.size(0))));
+        entry["file"] = file;
+      }
+      if (c < atlas_n) {
+        // Row c of atlas_examples.png; short rows are padded white to top_k.
+        at::Tensor padded = at::ones({job.top_k, row.size(1), row.size(2), row.size(3)}, row.options());
+        padded.narrow(0, 0, row.size(0)).copy_(row);
+        if (atlas_rows.size() <= static_cast<size_t>(c)) atlas_rows.resize(static_cast<size_t>(c) + 1);
+        atlas_rows[static_cast<size_t>(c)] = padded;
+        entry["atlas_file"] = "atlas_examples.png";
+        entry["atlas_row"] = c;
+      }
+      examples[std::to_string(c)] = entry;
     }
-    out.artifacts.push_back(image_png(stem + ".png", grid(at::cat(crops).clamp(0, 1), static_cast<int64_t>(crops.size()))));
-    examples[std::to_string(c)] = {{"file", stem + ".png"}, {"examples", list}};
+    if (!atlas_rows.empty())
+      out.artifacts.push_back(image_png("atlas_examples.png", grid(at::cat(atlas_rows), job.top_k)));
   }
   for (int64_t c : job.channels) {
     ObjectiveTerm t;
@@ -150,19 +192,22 @@ VisualizeResult run(const VisualizeJob& job, const RunControl& control) {
     t.layer = job.layer;
     t.channel = c;
     Objective obj{{t}};
-    add("channel_" + std::to_string(c), obj, visualize(model, obj, job.options, control.progress, control.cancel));
+    add("channel_" + std::to_string(c), obj, visualize(model, obj, options, control.progress, control.cancel));
   }
   if (!free_objective.terms.empty())
-    add("objective", free_objective, visualize(model, free_objective, job.options, control.progress, control.cancel));
+    add("objective", free_objective, visualize(model, free_objective, options, control.progress, control.cancel));
 
-  nlohmann::json report = {{"model", job.model}, {"layer", job.layer}, {"options", options_to_json(job.options)}};
+  nlohmann::json opts = options_to_json(options);
+  if (maco) opts["magnitude"] = job.maco_spectrum.empty() ? "1/f^decay_power" : "mean |FFT| of " + job.maco_spectrum;
+  nlohmann::json report = {{"model", job.model}, {"layer", job.layer}, {"options", opts}};
   if (job.atlas) {
-    int64_t n = channels_of(model, job.layer);
-    if (job.atlas_channels > 0) n = std::min(n, job.atlas_channels);
-    std::vector<at::Tensor> images;
+    const int64_t n = atlas_n;
+    // MACO optimises one image at a time: its atlas runs channel by channel.
+    const int64_t batch = maco ? 1 : job.atlas_batch;
+    std::vector<at::Tensor> images, alphas;
     nlohmann::json curves = nlohmann::json::array();
-    for (int64_t first = 0; first < n; first += job.atlas_batch) {
-      const int64_t k = std::min(job.atlas_batch, n - first);
+    for (int64_t first = 0; first < n; first += batch) {
+      const int64_t k = std::min(batch, n - first);
       Objective obj;
       for (int64_t i = 0; i < k; ++i) {
         ObjectiveTerm t;
@@ -172,20 +217,24 @@ VisualizeResult run(const VisualizeJob& job, const RunControl& control) {
         t.batch = i;  // image i maximises channel first + i
         obj.terms.push_back(t);
       }
-      FeatureVisualizationOptions o = job.options;
+      FeatureVisualizationOptions o = options;
       o.batch = k;
-      o.seed = job.options.seed + first;
+      o.seed = options.seed + first;
       FeatureVisualization fv = visualize(model, obj, o, control.progress, control.cancel);
       images.push_back(fv.images);
+      if (fv.alpha.defined()) alphas.push_back(fv.alpha);
       for (int64_t i = 0; i < k; ++i)
         curves.push_back({{"channel", first + i}, {"curve", fv.terms[static_cast<size_t>(i)]}});
       wall += fv.wall_seconds;
       evaluations += fv.model_evaluations;
     }
     at::Tensor all = at::cat(images);
-    const int64_t columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
-    out.artifacts.push_back(image_png("atlas.png", grid(all, columns)));
-    report["atlas"] = {{"file", "atlas.png"}, {"channels", n}, {"columns", columns}, {"curves", curves}};
+    out.artifacts.push_back(image_png("atlas.png", grid(all, atlas_columns)));
+    report["atlas"] = {{"file", "atlas.png"}, {"channels", n}, {"columns", atlas_columns}, {"curves", curves}};
+    if (!alphas.empty()) {
+      alpha_png("atlas_alpha.png", at::cat(alphas), atlas_columns);
+      report["atlas"]["alpha_file"] = "atlas_alpha.png";
+    }
   }
   // The minimal form's contract: with one objective, `objective` is its curve (the quantity maximised).
   if (results.size() == 1) report["objective"] = results[0]["curve"];

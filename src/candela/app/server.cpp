@@ -316,6 +316,7 @@ struct Job {
   EvaluateJob evaluate;
   AuditJob audit;
   ReportJob report;
+  VisualizeJob visualize;
 
   json to_json() const {
     json j = {{"id", id},         {"kind", kind},     {"state", state},     {"key", key},
@@ -852,6 +853,43 @@ class Server {
     return job;
   }
 
+  // `candela visualize` as a job: its result is visualization.json beside the PNGs. "data" (dataset
+  // examples) and "maco_spectrum" name samples (a file or a folder) under --data.
+  std::shared_ptr<Job> visualize_job(const httplib::Request& req) {
+    json body = parse_body(req);
+    const json request = body;
+    if (body.contains("out")) fail(400, "the visualize request: \"out\" is chosen by the server; drop it.");
+    const std::string model_id = take_string(body, "model", "the visualize request");
+    const fs::path model = model_file(model_id);
+    body["model"] = model.string();
+    json files = json::object();
+    for (const char* k : {"data", "maco_spectrum"})
+      if (body.contains(k) && body[k].is_string() && !body[k].get<std::string>().empty()) {
+        const fs::path p = data_.resolve(body[k].get<std::string>(), /*allow_directory=*/true);
+        files[k] = path_hash(p);
+        body[k] = p.string();
+      }
+    auto job = std::make_shared<Job>();
+    job->kind = "visualize";
+    job->visualize = job_from_json<VisualizeJob>(body, "the visualize request");
+    const VisualizeJob& v = job->visualize;
+    v.options.validate();
+    const FeatureVisualizationOptions o = v.options.resolved();
+    if (o.steps > o_.max_steps)
+      fail(422, "steps = " + std::to_string(o.steps) + " is over this server's limit of " + std::to_string(o_.max_steps) +
+                    " (--max-steps).");
+    const int64_t images = o.batch * (o.param == "maco" ? std::max<int64_t>(o.maco_crops, 1) : 1);
+    if (images > o_.max_samples)
+      fail(422, "batch x crops = " + std::to_string(images) + " is over this server's limit of " +
+                    std::to_string(o_.max_samples) + " (--max-samples).");
+    json keyed = job_to_json(v);
+    for (const char* k : {"model", "data", "maco_spectrum", "out"}) keyed.erase(k);
+    job->key = sha256(json{{"kind", "visualize"}, {"model", file_hash(model)}, {"job", keyed}, {"files", files}}.dump());
+    job->model = model_id;
+    job->request = request;
+    return job;
+  }
+
   // Cache hit, the same job already queued or running, 429, or queued.
   std::pair<int, json> submit(std::shared_ptr<Job> job) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -965,6 +1003,10 @@ class Server {
         files = rr.artifacts;
         // report.json: what the page shows, for GET /api/results/{key} (the md format has it already).
         if (r.format == "html") files.push_back(render_json("report.json", rr.data));
+      } else if (job.kind == "visualize") {
+        VisualizeJob v = job.visualize;
+        v.out.clear();
+        files = candela::run(v, control).artifacts;
       } else if (job.kind == "audit") {
         AuditJob a = job.audit;
         a.out.clear();
@@ -1136,7 +1178,7 @@ class Server {
     svr.Get("/api", [this](const httplib::Request&, httplib::Response& res) { send_json(res, index_json()); });
     svr.Get("/api/schema", [](const httplib::Request&, httplib::Response& res) {
       send_json(res, {{"explain", job_schema<ExplainJob>()}, {"evaluate", job_schema<EvaluateJob>()}, {"audit", job_schema<AuditJob>()}, {"report", job_schema<ReportJob>()},
-                      {"predict", job_schema<PredictJob>()}});
+                      {"visualize", job_schema<VisualizeJob>()}, {"predict", job_schema<PredictJob>()}});
     });
     svr.Get("/api/methods", [](const httplib::Request&, httplib::Response& res) {
       send_json(res, Registry::builtin().to_json());
@@ -1248,6 +1290,10 @@ class Server {
       auto [status, j] = submit(audit_job(req));
       send_json(res, j, status);
     });
+    svr.Post("/api/visualize", [this](const httplib::Request& req, httplib::Response& res) {
+      auto [status, j] = submit(visualize_job(req));
+      send_json(res, j, status);
+    });
     svr.Get("/api/jobs", [this](const httplib::Request&, httplib::Response& res) {
       std::lock_guard<std::mutex> lock(mu_);
       std::vector<std::shared_ptr<Job>> all;
@@ -1326,6 +1372,7 @@ class Server {
       const std::string name = kind == "evaluate" ? "results.json"
                                : kind == "audit"  ? "audit.json"
                                : kind == "report" ? "report.json"
+                               : kind == "visualize" ? "visualization.json"
                                                   : "attribution.json";
       res.set_content(slurp(result_file(key, name)), "application/json");
     });
@@ -1398,7 +1445,7 @@ class Server {
   static const std::vector<std::pair<std::string, std::string>>& endpoints() {
     static const std::vector<std::pair<std::string, std::string>> e = {
         {"GET /api", "this list"},
-        {"GET /api/schema", "the fields of explain, evaluate and predict requests"},
+        {"GET /api/schema", "the fields of explain, evaluate, audit, report, visualize and predict requests"},
         {"GET /api/models", "model files under --models"},
         {"GET /api/models/{id}", "a model's input, classes and layers"},
         {"GET /api/methods", "attribution methods with their option schemas"},
@@ -1411,11 +1458,14 @@ class Server {
         {"POST /api/evaluate", "queue an evaluation: a job"},
         {"POST /api/audit", "queue a shortcut audit of a data set: a job"},
         {"POST /api/report", "queue a report (`candela report`): a job; its file is /api/results/{key}/files/report.html"},
+        {"POST /api/visualize", "queue a feature visualisation (`candela visualize`): a job; its images are files of the result"},
         {"GET /api/jobs", "recent jobs"},
         {"GET /api/jobs/{id}", "a job's state, progress, ETA, error"},
         {"GET /api/jobs/{id}/events", "server-sent events: progress, then done, error or cancelled"},
         {"DELETE /api/jobs/{id}", "cancel a job"},
-        {"GET /api/results/{key}", "attribution.json (explain), results.json (evaluate) or audit.json (audit)"},
+        {"GET /api/results/{key}",
+         "attribution.json (explain), results.json (evaluate), audit.json (audit), report.json (report) or "
+         "visualization.json (visualize)"},
         {"GET /api/results/{key}/values", "raw float32 little-endian, shape in X-Shape; ?format=npy"},
         {"GET /api/results/{key}/heatmap.png", "the heatmap over the input"},
         {"GET /api/results/{key}/files/{name}", "any file of the result (meta.json lists them)"},

@@ -225,15 +225,37 @@ nlohmann::json objective_catalog() {
 }
 
 void FeatureVisualizationOptions::validate() const {
-  CANDELA_CHECK(param == "fourier" || param == "pixel", "param must be fourier or pixel, got '", param, "'.");
+  CANDELA_CHECK(param == "fourier" || param == "pixel" || param == "maco", "param must be fourier, pixel or maco, got '",
+                param, "'.");
   CANDELA_CHECK(transforms == "standard" || transforms == "none", "transforms must be standard or none, got '",
                 transforms, "'.");
-  CANDELA_CHECK(sd > 0 && std::isfinite(sd), "sd must be > 0, got ", sd, ".");
+  CANDELA_CHECK(upsample == "auto" || upsample == "lucent" || upsample == "model" || upsample == "none",
+                "upsample must be auto, lucent, model or none, got '", upsample, "'.");
+  CANDELA_CHECK(sd >= 0 && std::isfinite(sd), "sd must be > 0 (0: the parametrisation's default), got ", sd, ".");
   CANDELA_CHECK(std::isfinite(decay_power) && decay_power >= 0, "decay_power must be >= 0, got ", decay_power, ".");
-  CANDELA_CHECK(steps >= 1, "steps must be >= 1, got ", steps, ".");
-  CANDELA_CHECK(lr > 0 && std::isfinite(lr), "lr must be > 0, got ", lr, ".");
-  CANDELA_CHECK(size >= 2 && size <= 4096, "size must be in [2, 4096] pixels, got ", size, ".");
+  CANDELA_CHECK(steps >= 0, "steps must be >= 1 (0: the parametrisation's default), got ", steps, ".");
+  CANDELA_CHECK(lr >= 0 && std::isfinite(lr), "lr must be > 0 (0: the parametrisation's default), got ", lr, ".");
+  CANDELA_CHECK(size == 0 || (size >= 2 && size <= 4096),
+                "size must be in [2, 4096] pixels (0: the parametrisation's default), got ", size, ".");
   CANDELA_CHECK(batch >= 1 && batch <= 4096, "batch must be in [1, 4096], got ", batch, ".");
+  CANDELA_CHECK(param != "maco" || batch == 1,
+                "maco optimises one image at a time (Xplique's maco), got batch ", batch,
+                "; set batch 1 (an atlas runs its channels one by one).");
+  CANDELA_CHECK(maco_crops >= 0 && maco_crops <= 4096, "maco_crops must be in [0, 4096] (0: the whole image), got ",
+                maco_crops, ".");
+  CANDELA_CHECK(maco_noise >= 0 && std::isfinite(maco_noise), "maco_noise must be >= 0, got ", maco_noise, ".");
+  CANDELA_CHECK(maco_box >= 0 && maco_box <= 1, "maco_box must be in [0, 1] (0: from 0.5 to 0.05 over the steps), got ",
+                maco_box, ".");
+}
+
+FeatureVisualizationOptions FeatureVisualizationOptions::resolved() const {
+  FeatureVisualizationOptions r = *this;
+  const bool maco = param == "maco";
+  if (r.sd == 0) r.sd = maco ? 1.0 : 0.01;       // init_maco_buffer's std; Lucent's sd
+  if (r.steps == 0) r.steps = maco ? 256 : 512;  // Xplique's nb_steps; Lucent's thresholds
+  if (r.lr == 0) r.lr = maco ? 1.0 : 0.05;       // Xplique's Nadam(1.0); Lucent's Adam(lr=5e-2)
+  if (r.size == 0) r.size = maco ? 512 : 128;    // Xplique's custom_shape; Lucent's param.image(128)
+  return r;
 }
 
 std::vector<at::Tensor> objective_terms(const Objective& objective, const std::vector<at::Tensor>& activations,
@@ -281,57 +303,71 @@ std::vector<at::Tensor> objective_terms(const Objective& objective, const std::v
   return values;
 }
 
-std::vector<DatasetExample> dataset_examples(const Model& model, const std::string& layer, int64_t channel,
-                                             const at::Tensor& inputs, int64_t k, int64_t batch_size) {
+std::vector<std::vector<DatasetExample>> dataset_examples(const Model& model, const std::string& layer,
+                                                          const std::vector<int64_t>& channels,
+                                                          const at::Tensor& inputs, int64_t k, int64_t batch_size) {
   CANDELA_CHECK(k >= 1, "top-k needs k >= 1, got ", k, ".");
   CANDELA_CHECK(batch_size >= 1, "batch_size must be >= 1, got ", batch_size, ".");
   CANDELA_CHECK(inputs.defined() && inputs.size(0) >= 1, "dataset examples need at least one sample.");
   auto taps = LayerTaps::of(model, {layer});
+  // Every channel's mean activation on every sample, [N, C], in one pass.
   std::vector<at::Tensor> means;
   {
     at::NoGradGuard no_grad;
     for (int64_t i = 0; i < inputs.size(0); i += batch_size) {
       at::Tensor a = taps->forward(inputs.narrow(0, i, std::min(batch_size, inputs.size(0) - i))).activations[0];
-      CANDELA_CHECK(a.dim() >= 2 && channel >= 0 && channel < a.size(1), "channel ", channel, " is out of range: layer ",
-                    layer, " is ", detail::shape_str(a.sizes()), ".");
-      means.push_back(a.select(1, channel).reshape({a.size(0), -1}).mean(1).to(at::kDouble));
+      CANDELA_CHECK(a.dim() >= 2, "layer ", layer, " has no channels: it is ", detail::shape_str(a.sizes()), ".");
+      for (int64_t c : channels)
+        CANDELA_CHECK(c >= 0 && c < a.size(1), "channel ", c, " is out of range: layer ", layer, " is ",
+                      detail::shape_str(a.sizes()), ".");
+      means.push_back(a.reshape({a.size(0), a.size(1), -1}).mean(2).to(at::kDouble));
     }
   }
-  at::Tensor all = at::cat(means);
+  const at::Tensor all = at::cat(means);
   k = std::min(k, all.size(0));
-  at::Tensor order = std::get<1>(all.topk(k));
-  std::vector<DatasetExample> out;
   const bool nhwc = model.input_spec().layout == "NHWC";
-  for (int64_t j = 0; j < k; ++j) {
-    DatasetExample e;
-    e.index = order[j].item<int64_t>();
-    e.activation = all[e.index].item<double>();
-    at::Tensor x = inputs.narrow(0, e.index, 1).clone().requires_grad_(true);
-    at::Tensor map = taps->forward(x).activations[0][0][channel];
-    if (map.dim() == 2) {
-      const int64_t flat = map.flatten().argmax().item<int64_t>();
-      e.y = flat / map.size(1);
-      e.x = flat % map.size(1);
-    }
-    at::Tensor unit = map.dim() == 2 ? map[e.y][e.x] : map.flatten()[0];
-    e.peak = unit.item<double>();
-    at::Tensor g = torch::autograd::grad({unit}, {x})[0][0].abs();
-    if (g.dim() == 3) {
-      g = nhwc ? g.sum(2) : g.sum(0);  // [H, W]
-      at::Tensor rows = at::nonzero(g.sum(1) > 0), cols = at::nonzero(g.sum(0) > 0);
-      if (rows.numel() > 0 && cols.numel() > 0) {
-        e.top = rows.min().item<int64_t>();
-        e.bottom = rows.max().item<int64_t>() + 1;
-        e.left = cols.min().item<int64_t>();
-        e.right = cols.max().item<int64_t>() + 1;
-      } else {  // no gradient (a dead unit): the whole image
-        e.bottom = g.size(0);
-        e.right = g.size(1);
+  std::vector<std::vector<DatasetExample>> out;
+  for (int64_t channel : channels) {
+    at::Tensor col = all.select(1, channel);
+    at::Tensor order = std::get<1>(col.topk(k));
+    std::vector<DatasetExample> list;
+    for (int64_t j = 0; j < k; ++j) {
+      DatasetExample e;
+      e.index = order[j].item<int64_t>();
+      e.activation = col[e.index].item<double>();
+      at::Tensor x = inputs.narrow(0, e.index, 1).clone().requires_grad_(true);
+      at::Tensor map = taps->forward(x).activations[0][0][channel];
+      if (map.dim() == 2) {
+        const int64_t flat = map.flatten().argmax().item<int64_t>();
+        e.y = flat / map.size(1);
+        e.x = flat % map.size(1);
       }
+      at::Tensor unit = map.dim() == 2 ? map[e.y][e.x] : map.flatten()[0];
+      e.peak = unit.item<double>();
+      at::Tensor g = torch::autograd::grad({unit}, {x})[0][0].abs();
+      if (g.dim() == 3) {
+        g = nhwc ? g.sum(2) : g.sum(0);  // [H, W]
+        at::Tensor rows = at::nonzero(g.sum(1) > 0), cols = at::nonzero(g.sum(0) > 0);
+        if (rows.numel() > 0 && cols.numel() > 0) {
+          e.top = rows.min().item<int64_t>();
+          e.bottom = rows.max().item<int64_t>() + 1;
+          e.left = cols.min().item<int64_t>();
+          e.right = cols.max().item<int64_t>() + 1;
+        } else {  // no gradient (a dead unit): the whole image
+          e.bottom = g.size(0);
+          e.right = g.size(1);
+        }
+      }
+      list.push_back(e);
     }
-    out.push_back(e);
+    out.push_back(std::move(list));
   }
   return out;
+}
+
+std::vector<DatasetExample> dataset_examples(const Model& model, const std::string& layer, int64_t channel,
+                                             const at::Tensor& inputs, int64_t k, int64_t batch_size) {
+  return dataset_examples(model, layer, std::vector<int64_t>{channel}, inputs, k, batch_size)[0];
 }
 
 namespace fv {
@@ -438,7 +474,104 @@ at::Tensor standard_transforms(const at::Tensor& image, const TransformDraw& dra
   return translate(x, draw.jitter2_dx, draw.jitter2_dy);
 }
 
+at::Tensor phase_to_image(const at::Tensor& magnitude, const at::Tensor& phase, int64_t h, int64_t w) {
+  CANDELA_CHECK(phase.dim() >= 2 && phase.size(-2) == h && phase.size(-1) == w / 2 + 1,
+                "a phase for a ", h, "x", w, " image is [..., ", h, ", ", w / 2 + 1, "], got ",
+                detail::shape_str(phase.sizes()), ".");
+  at::Tensor z = at::complex(magnitude * at::cos(phase), magnitude * at::sin(phase));
+  return at::fft_irfftn(z, at::IntArrayRef{h, w}, at::IntArrayRef{-2, -1}, "backward");
+}
+
+namespace {
+// Minus the mean, divided by the population std + 1e-5, over each image (Xplique's tf.reduce_mean
+// and tf.math.reduce_std over its one image).
+at::Tensor standardise(const at::Tensor& x) {
+  std::vector<int64_t> dims;
+  for (int64_t d = 1; d < x.dim(); ++d) dims.push_back(d);
+  at::Tensor c = x - x.mean(dims, /*keepdim=*/true);
+  return c / (at::std(x, dims, /*unbiased=*/false, /*keepdim=*/true) + 1e-5);
+}
+}  // namespace
+
+at::Tensor maco_image(const at::Tensor& magnitude, const at::Tensor& phase, int64_t h, int64_t w, bool decorrelate) {
+  CANDELA_CHECK(phase.dim() == 4, "a MACO phase is [N, C, h, w/2+1], got ", detail::shape_str(phase.sizes()), ".");
+  at::Tensor x = standardise(phase_to_image(magnitude, standardise(phase), h, w));
+  if (decorrelate && x.size(1) == 3) x = decorrelate_colors(x);
+  return at::sigmoid(x);
+}
+
+at::Tensor maco_default_magnitude(int64_t h, int64_t w, double decay_power) {
+  return fourier_scale(h, w, decay_power).narrow(1, 0, w / 2 + 1).contiguous();
+}
+
+at::Tensor crop_and_resize(const at::Tensor& image, const at::Tensor& boxes, int64_t out_h, int64_t out_w) {
+  CANDELA_CHECK(image.dim() == 4 && image.size(0) == 1, "crop_and_resize takes one image [1, C, H, W], got ",
+                detail::shape_str(image.sizes()), ".");
+  CANDELA_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, "crop boxes are [n, 4] (y1, x1, y2, x2), got ",
+                detail::shape_str(boxes.sizes()), ".");
+  CANDELA_CHECK(out_h >= 1 && out_w >= 1, "crops need a size >= 1, got ", out_h, "x", out_w, ".");
+  const int64_t n = boxes.size(0), h = image.size(2), w = image.size(3);
+  const auto d = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor b = boxes.to(at::kDouble);
+  // TensorFlow's sample positions in pixels: y1 (H-1) + i (y2 - y1) (H-1) / (out_h - 1), or the
+  // box's centre for a single row; the same for x.
+  auto positions = [&](const at::Tensor& lo, const at::Tensor& hi, int64_t out, int64_t side) {
+    const double s = static_cast<double>(side - 1);
+    if (out == 1) return ((lo + hi) * 0.5 * s).unsqueeze(1);
+    at::Tensor i = at::arange(out, d).unsqueeze(0);
+    return lo.unsqueeze(1) * s + i * ((hi - lo) * s / static_cast<double>(out - 1)).unsqueeze(1);
+  };
+  at::Tensor py = positions(b.select(1, 0), b.select(1, 2), out_h, h);  // [n, out_h]
+  at::Tensor px = positions(b.select(1, 1), b.select(1, 3), out_w, w);  // [n, out_w]
+  auto inside = [](const at::Tensor& p, int64_t side) {
+    return at::logical_and(p >= 0, p <= static_cast<double>(side - 1));
+  };
+  at::Tensor mask = at::logical_and(inside(py, h).unsqueeze(2), inside(px, w).unsqueeze(1));  // [n, out_h, out_w]
+  // grid_sample with align_corners: -1 and 1 are the corner pixels' centres; border padding
+  // reads clamped pixels, and the mask zeroes the samples TensorFlow extrapolates.
+  at::Tensor gy = h > 1 ? py * (2.0 / static_cast<double>(h - 1)) - 1.0 : at::zeros_like(py);
+  at::Tensor gx = w > 1 ? px * (2.0 / static_cast<double>(w - 1)) - 1.0 : at::zeros_like(px);
+  at::Tensor grid = at::stack({gx.unsqueeze(1).expand({n, out_h, out_w}), gy.unsqueeze(2).expand({n, out_h, out_w})}, -1)
+                        .to(image.scalar_type());
+  at::Tensor crops = at::grid_sampler(image.expand({n, image.size(1), h, w}), grid, /*bilinear*/ 0, /*border*/ 1,
+                                      /*align_corners=*/true);
+  return crops * mask.unsqueeze(1).to(image.scalar_type());
+}
+
+at::Tensor draw_maco_boxes(int64_t n, double box_size, at::Generator& gen) {
+  const auto d = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor cx = at::randn({n}, gen, d) * 0.15 + 0.5;
+  at::Tensor cy = at::randn({n}, gen, d) * 0.15 + 0.5;
+  at::Tensor delta = (at::randn({n}, gen, d) * 0.05 + box_size).clamp(0.05, 1.0);  // square boxes
+  return at::stack({cx - delta * 0.5, cy - delta * 0.5, cx + delta * 0.5, cy + delta * 0.5}, 1);
+}
+
 }  // namespace fv
+
+at::Tensor maco_magnitude(const at::Tensor& images, int64_t size) {
+  CANDELA_CHECK(images.defined() && images.dim() == 4 && images.size(0) >= 1 && images.size(2) >= 2 &&
+                    images.size(3) >= 2,
+                "a MACO spectrum is computed from images [N, C, H, W] (H, W >= 2), got ",
+                images.defined() ? detail::shape_str(images.sizes()) : std::string("none"), ".");
+  CANDELA_CHECK(size >= 2, "the MACO image size must be >= 2, got ", size, ".");
+  at::NoGradGuard no_grad;
+  at::Tensor mag = at::fft_rfft2(images.to(at::kFloat)).abs().mean(0);  // [C, H, W/2+1]
+  if (mag.size(1) != size || mag.size(2) != size / 2 + 1)
+    mag = at::upsample_bilinear2d(mag.unsqueeze(0), {size, size / 2 + 1}, /*align_corners=*/false)[0];
+  return mag.contiguous();
+}
+
+at::Tensor maco_alpha_display(const at::Tensor& alpha, double percentile) {
+  CANDELA_CHECK(alpha.dim() == 3, "a MACO alpha is [C, H, W], got ", detail::shape_str(alpha.sizes()), ".");
+  at::Tensor a = alpha.to(at::kDouble).mean(0);
+  double q = at::quantile(a.flatten(), percentile / 100.0).item<double>();
+  // Where most of the image has no gradient (a small receptive field) the percentile is 0 and
+  // plot_maco would divide 0 by 0: clip at the maximum instead.
+  if (q <= 0) q = a.max().item<double>();
+  a = a.clamp(0, q);
+  const double top = a.max().item<double>();
+  return (top > 0 ? a / top : a).to(at::kFloat);
+}
 
 namespace {
 
@@ -471,10 +604,141 @@ using detail::Adam;  // detail/adam.h
 
 }  // namespace
 
+namespace {
+
+// The model's input from [0, 1] images: to_range maps to the spec's value range (where MACO
+// adds its noise, as Xplique does in values_range), normalise applies mean/std and the layout.
+struct ModelInput {
+  const InputSpec& spec;
+  int64_t channels;
+  at::Tensor to_range(const at::Tensor& x) const { return x * (spec.range_max - spec.range_min) + spec.range_min; }
+  at::Tensor normalise(at::Tensor x) const {
+    auto vec = [&](const std::vector<double>& v, double fill) {
+      std::vector<float> f(static_cast<size_t>(channels), static_cast<float>(fill));
+      for (size_t i = 0; i < f.size() && !v.empty(); ++i) f[i] = static_cast<float>(v.size() == 1 ? v[0] : v[i]);
+      return at::tensor(f).reshape({1, channels, 1, 1});
+    };
+    if (!spec.mean.empty() || !spec.std.empty()) x = (x - vec(spec.mean, 0.0)) / vec(spec.std, 1.0);
+    if (spec.layout == "NHWC") x = x.permute({0, 2, 3, 1}).contiguous();
+    return x;
+  }
+};
+
+// The size render_vis resizes the transformed batch to ({0, 0}: none); see the header.
+std::pair<int64_t, int64_t> upsample_size(const FeatureVisualizationOptions& o, const InputSpec& spec) {
+  const bool declared = spec.is_image();
+  const bool lucent =
+      o.upsample == "lucent" || (o.upsample == "auto" && (!declared || (spec.height() >= 224 && spec.width() >= 224)));
+  if (lucent) return o.size < 224 ? std::pair<int64_t, int64_t>{224, 224} : std::pair<int64_t, int64_t>{0, 0};
+  if ((o.upsample == "model" || o.upsample == "auto") && declared &&
+      (spec.height() > o.size || spec.width() > o.size))
+    return {spec.height(), spec.width()};
+  return {0, 0};
+}
+
+// One optimisation step's bookkeeping: each term's value and the weighted total (maximised).
+at::Tensor record_terms(const Objective& objective, const std::vector<at::Tensor>& values, FeatureVisualization& out) {
+  at::Tensor total = at::zeros({}, values[0].options());
+  double total_value = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    total = total + values[i] * objective.terms[i].weight;
+    const double v = values[i].item<double>();
+    out.terms[i].push_back(v);
+    total_value += v * objective.terms[i].weight;
+  }
+  out.objective.push_back(total_value);
+  CANDELA_CHECK(total.requires_grad(), "the objective does not depend on the image: is the model differentiable?");
+  return total;
+}
+
+// The fixed MACO magnitude, [1 or C, size, size/2+1].
+at::Tensor maco_fixed_magnitude(const FeatureVisualizationOptions& o, int64_t channels) {
+  const int64_t h = o.size, wf = o.size / 2 + 1;
+  if (!o.magnitude.defined()) return fv::maco_default_magnitude(h, o.size, o.decay_power).unsqueeze(0);
+  at::Tensor m = o.magnitude.detach().to(at::kFloat);
+  if (m.dim() == 2) m = m.unsqueeze(0);
+  CANDELA_CHECK(m.dim() == 3 && (m.size(0) == 1 || m.size(0) == channels) && m.size(1) >= 1 && m.size(2) >= 1,
+                "the MACO magnitude must be [", channels, " or 1, h, w'] for ", channels, "-channel images, got ",
+                detail::shape_str(m.sizes()), "; compute it from images of the model's kind (maco_magnitude).");
+  CANDELA_CHECK(at::isfinite(m).all().item<bool>() && (m >= 0).all().item<bool>(),
+                "the MACO magnitude must be finite and >= 0.");
+  if (m.size(1) != h || m.size(2) != wf)
+    m = at::upsample_bilinear2d(m.unsqueeze(0), {h, wf}, /*align_corners=*/false)[0];  // tf.image.resize
+  return m.contiguous();
+}
+
+// MACO (see the header): the phase under Nadam, crops and noise; the transparency on the side.
+FeatureVisualization visualize_maco(const Model& model, const Objective& objective_in,
+                                    const FeatureVisualizationOptions& options, const std::shared_ptr<const LayerTaps>& taps,
+                                    const ModelInput& input, const ProgressCallback& progress, const CancelToken& cancel) {
+  // One image: every term applies to it, and to each of its crops.
+  Objective objective = objective_in;
+  for (auto& t : objective.terms) {
+    CANDELA_CHECK(t.kind != "diversity",
+                  "diversity compares the images of a batch, but maco optimises one image; use param fourier or pixel.");
+    t.batch = -1;
+  }
+  const InputSpec& spec = input.spec;
+  const int64_t channels = input.channels, h = options.size, w = options.size;
+  // Crops go to the model's input size (Xplique's model.input_shape); 224 when it declares none.
+  const int64_t mh = spec.is_image() ? spec.height() : 224, mw = spec.is_image() ? spec.width() : 224;
+  const at::Tensor magnitude = maco_fixed_magnitude(options, channels).unsqueeze(0);  // [1, 1 or C, h, w']
+  at::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(options.seed));
+  at::Tensor phase = at::randn({1, channels, h, w / 2 + 1}, gen) * options.sd;
+  phase.requires_grad_(true);
+  detail::Nadam nadam;
+  nadam.lr = options.lr;
+  FeatureVisualization out;
+  out.terms.assign(objective.terms.size(), {});
+  at::Tensor alpha = at::zeros({1, channels, h, w});
+  for (int64_t step = 0; step < options.steps; ++step) {
+    if (cancel.cancelled()) throw Cancelled("feature visualisation cancelled at step " + std::to_string(step) + ".");
+    // np.linspace(0.5, 0.05, nb_steps)[step], or the fixed box size.
+    const double box = options.maco_box > 0  ? options.maco_box
+                       : options.steps == 1 ? 0.5
+                                            : 0.5 - 0.45 * static_cast<double>(step) / static_cast<double>(options.steps - 1);
+    at::Tensor image = input.to_range(fv::maco_image(magnitude, phase, h, w, options.decorrelate));
+    at::Tensor x;
+    if (options.maco_crops > 0)
+      x = fv::crop_and_resize(image, fv::draw_maco_boxes(options.maco_crops, box, gen), mh, mw);
+    else
+      x = mh == h && mw == w ? image : at::upsample_bilinear2d(image, {mh, mw}, /*align_corners=*/false);
+    if (options.maco_noise > 0) {
+      const double s = options.maco_noise;
+      x = x + at::randn(x.sizes(), gen) * s + (at::rand(x.sizes(), gen) - 0.5) * s;
+    }
+    x = input.normalise(x);
+    at::Tensor output;
+    std::vector<at::Tensor> acts;
+    if (taps) {
+      auto run = taps->forward(x);
+      output = run.output;
+      acts = std::move(run.activations);
+    } else {
+      output = model.forward(x);
+    }
+    at::Tensor total = record_terms(objective, objective_terms(objective, acts, output), out);
+    auto grads = torch::autograd::grad({-total}, {phase, image});
+    nadam.step(phase, grads[0]);
+    alpha.add_(grads[1].detach().abs());
+    ++out.model_evaluations;
+    if (progress) progress({"visualize", step + 1, options.steps});
+  }
+  {
+    at::NoGradGuard no_grad;
+    out.images = fv::maco_image(magnitude, phase, h, w, options.decorrelate).detach();
+  }
+  out.alpha = alpha;
+  return out;
+}
+
+}  // namespace
+
 FeatureVisualization visualize(const Model& model, const Objective& objective,
-                               const FeatureVisualizationOptions& options, const ProgressCallback& progress,
+                               const FeatureVisualizationOptions& options_in, const ProgressCallback& progress,
                                const CancelToken& cancel) {
-  options.validate();
+  options_in.validate();
+  const FeatureVisualizationOptions options = options_in.resolved();
   CANDELA_CHECK(!objective.terms.empty(), "the objective has no terms; write e.g. channel(layer4,12).");
   const auto start = std::chrono::steady_clock::now();
   const InputSpec& spec = model.input_spec();
@@ -488,19 +752,13 @@ FeatureVisualization visualize(const Model& model, const Objective& objective,
   const std::vector<std::string> layers = objective.layers();
   std::shared_ptr<const LayerTaps> taps;
   if (!layers.empty()) taps = LayerTaps::of(model, layers);
-  const bool resize = options.upsample && spec.is_image() && (spec.height() > options.size || spec.width() > options.size);
-
-  auto to_model = [&](at::Tensor x) {  // [0, 1] images -> the model's input space
-    x = x * (spec.range_max - spec.range_min) + spec.range_min;
-    auto vec = [&](const std::vector<double>& v, double fill) {
-      std::vector<float> f(static_cast<size_t>(channels), static_cast<float>(fill));
-      for (size_t i = 0; i < f.size() && !v.empty(); ++i) f[i] = static_cast<float>(v.size() == 1 ? v[0] : v[i]);
-      return at::tensor(f).reshape({1, channels, 1, 1});
-    };
-    if (!spec.mean.empty() || !spec.std.empty()) x = (x - vec(spec.mean, 0.0)) / vec(spec.std, 1.0);
-    if (spec.layout == "NHWC") x = x.permute({0, 2, 3, 1}).contiguous();
-    return x;
-  };
+  const ModelInput input{spec, channels};
+  if (options.param == "maco") {
+    FeatureVisualization out = visualize_maco(model, objective, options, taps, input, progress, cancel);
+    out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return out;
+  }
+  const auto [up_h, up_w] = upsample_size(options, spec);
 
   ImageParam param(options, channels);
   Adam adam;
@@ -512,27 +770,18 @@ FeatureVisualization visualize(const Model& model, const Objective& objective,
     if (cancel.cancelled()) throw Cancelled("feature visualisation cancelled at step " + std::to_string(step) + ".");
     at::Tensor x = param.image();
     if (options.transforms == "standard") x = fv::standard_transforms(x, fv::draw_transforms(rng));
-    if (resize) x = at::upsample_bilinear2d(x, {spec.height(), spec.width()}, /*align_corners=*/true);
+    if (up_h > 0) x = at::upsample_bilinear2d(x, {up_h, up_w}, /*align_corners=*/true);
+    x = input.normalise(input.to_range(x));
     at::Tensor output;
     std::vector<at::Tensor> acts;
     if (taps) {
-      auto run = taps->forward(to_model(x));
+      auto run = taps->forward(x);
       output = run.output;
       acts = std::move(run.activations);
     } else {
-      output = model.forward(to_model(x));
+      output = model.forward(x);
     }
-    std::vector<at::Tensor> values = objective_terms(objective, acts, output);
-    at::Tensor total = at::zeros({}, values[0].options());
-    double total_value = 0;
-    for (size_t i = 0; i < values.size(); ++i) {
-      total = total + values[i] * objective.terms[i].weight;
-      const double v = values[i].item<double>();
-      out.terms[i].push_back(v);
-      total_value += v * objective.terms[i].weight;
-    }
-    out.objective.push_back(total_value);
-    CANDELA_CHECK(total.requires_grad(), "the objective does not depend on the image: is the model differentiable?");
+    at::Tensor total = record_terms(objective, objective_terms(objective, acts, output), out);
     at::Tensor grad = torch::autograd::grad({-total}, {param.theta})[0];
     adam.step(param.theta, grad);
     ++out.model_evaluations;
