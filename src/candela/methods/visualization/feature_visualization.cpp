@@ -651,6 +651,22 @@ at::Tensor record_terms(const Objective& objective, const std::vector<at::Tensor
   return total;
 }
 
+// One forward pass of the (transformed, normalised) images, through the taps when the objective
+// reads layers, and the step's bookkeeping: the weighted total, maximised.
+at::Tensor objective_step(const Model& model, const std::shared_ptr<const LayerTaps>& taps, const at::Tensor& x,
+                          const Objective& objective, FeatureVisualization& out) {
+  at::Tensor output;
+  std::vector<at::Tensor> acts;
+  if (taps) {
+    auto run = taps->forward(x);
+    output = run.output;
+    acts = std::move(run.activations);
+  } else {
+    output = model.forward(x);
+  }
+  return record_terms(objective, objective_terms(objective, acts, output), out);
+}
+
 // The fixed MACO magnitude, [1 or C, size, size/2+1].
 at::Tensor maco_fixed_magnitude(const FeatureVisualizationOptions& o, int64_t channels) {
   const int64_t h = o.size, wf = o.size / 2 + 1;
@@ -708,16 +724,7 @@ FeatureVisualization visualize_maco(const Model& model, const Objective& objecti
       x = x + at::randn(x.sizes(), gen) * s + (at::rand(x.sizes(), gen) - 0.5) * s;
     }
     x = input.normalise(x);
-    at::Tensor output;
-    std::vector<at::Tensor> acts;
-    if (taps) {
-      auto run = taps->forward(x);
-      output = run.output;
-      acts = std::move(run.activations);
-    } else {
-      output = model.forward(x);
-    }
-    at::Tensor total = record_terms(objective, objective_terms(objective, acts, output), out);
+    at::Tensor total = objective_step(model, taps, x, objective, out);
     auto grads = torch::autograd::grad({-total}, {phase, image});
     nadam.step(phase, grads[0]);
     alpha.add_(grads[1].detach().abs());
@@ -772,16 +779,7 @@ FeatureVisualization visualize(const Model& model, const Objective& objective,
     if (options.transforms == "standard") x = fv::standard_transforms(x, fv::draw_transforms(rng));
     if (up_h > 0) x = at::upsample_bilinear2d(x, {up_h, up_w}, /*align_corners=*/true);
     x = input.normalise(input.to_range(x));
-    at::Tensor output;
-    std::vector<at::Tensor> acts;
-    if (taps) {
-      auto run = taps->forward(x);
-      output = run.output;
-      acts = std::move(run.activations);
-    } else {
-      output = model.forward(x);
-    }
-    at::Tensor total = record_terms(objective, objective_terms(objective, acts, output), out);
+    at::Tensor total = objective_step(model, taps, x, objective, out);
     at::Tensor grad = torch::autograd::grad({-total}, {param.theta})[0];
     adam.step(param.theta, grad);
     ++out.model_evaluations;
