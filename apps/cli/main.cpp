@@ -141,7 +141,7 @@ RunControl cli_control() {
 
 int run_explain(MethodArgs<ExplainJob>& args, bool in_words) {
   ExplainJob job = args.resolved();
-  job.contrast = job.contrast || in_words;  // the words say how the top features move the runner-up
+  job.explain_in_words = job.explain_in_words || in_words;  // the words' checks that cost model calls
   ProgressBar bar(!args.quiet);
   RunControl control = cli_control();
   control.progress = bar.callback();

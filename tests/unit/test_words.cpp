@@ -37,7 +37,7 @@ Result explain(const std::string& model, const std::string& input, const std::st
   job.options = std::move(options);
   job.target = target;
   if (!training.empty()) job.training_data = fixture(training);
-  job.contrast = contrast;
+  job.explain_in_words = contrast;
   const ExplainResult r = run(job);
   Result out;
   if (contrast) {
@@ -51,7 +51,7 @@ Result explain(const std::string& model, const std::string& input, const std::st
       classes += (i ? "," : "") + std::to_string(out.other_class.back());
     }
     ExplainJob second = job;
-    second.contrast = false;
+    second.explain_in_words = false;
     second.target = classes;
     out.other = run(second).attribution.values.detach().cpu().to(at::kDouble);
   }
@@ -236,6 +236,7 @@ TEST(Words, StabilityCaveatOnABoundaryAndNoneFarFromIt) {
   job.model = fixture("linear.pt");
   job.input = rows;
   job.method = "saliency";
+  job.explain_in_words = true;  // the checks that cost model calls
   json meta;
   for (const auto& a : run(job).artifacts)
     if (a.name == "attribution.json") meta = json::parse(a.bytes);

@@ -97,9 +97,10 @@ struct ExplainJob {
   // Token models (layout NL): how an embedding-layer attribution [N, L, D] becomes one value per
   // token, and whether WordPiece pieces are merged into words.
   std::string token_reduction = "sum", aggregate = "token", word_reduction = "sum";
-  // Explain the runner-up class too (tables and token models), so the words can say how the top
-  // features move it; one more explanation.
-  bool contrast = false;
+  // The explanation in words with the checks that cost model calls: the strongest other class
+  // explained too (one more explanation; tables and token models) and the top class under tiny
+  // noise (16 forward passes per sample). Off, the words use what the explanation computed.
+  bool explain_in_words = false;
   // Language models (output [N, L, V]): explain log p(token_t | tokens < t) for every position
   // t = 1..L-1 with teacher forcing: attributions_steps.npy [N, L-1, L] and steps.json.
   bool per_step = false;
@@ -132,8 +133,9 @@ struct ExplainJob {
                                           "(signed, Captum's choice) or l2 (the norm, inseq's).");
     v("aggregate", aggregate, "Token models: report per token, or per word (WordPiece pieces merged).");
     v("word_reduction", word_reduction, "With aggregate=word: how pieces combine: sum, mean or max.");
-    v("contrast", contrast, "Tables and token models: explain the runner-up class too, so the explanation in words "
-                            "says how the top features move it (one more explanation).");
+    v("explain_in_words", explain_in_words, "Add the word checks that cost model calls: the strongest other class "
+                                            "explained too (one more explanation) and the top class under 1% noise "
+                                            "(16 forward passes per sample).");
     v("per_step", per_step, "Language models: one attribution per generated position t (log p(token_t | tokens < t), "
                             "teacher forcing) over the input: attributions_steps.npy [N, L-1, L] and steps.json.");
     spec.visit(v);

@@ -11,8 +11,9 @@
 // tokens left out; words when pieces were merged), region (images: the 3x3 part of the image
 // holding the most positive and the most negative attribution), contrast (how those top features
 // move the strongest other class, when the job explained it too: `extra.contrast`, ExplainJob's
-// `contrast`), concentration, stability (whether
-// the top class holds under tiny noise: `extra.prediction_stability`), completeness, warning.
+// `explain_in_words`), concentration, stability (whether
+// the top class holds under tiny noise: `extra.prediction_stability`, also made with
+// `explain_in_words`), completeness, warning.
 // Numbers are written with 3 significant digits (`words_number`); percentages are of the stated
 // total.
 #pragma once

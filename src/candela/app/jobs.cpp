@@ -468,7 +468,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
   // The runner-up class explained too, for the words' contrast (tables and token models).
   at::Tensor runner_up_values;
   std::vector<int64_t> runner_up;
-  if (job.contrast && (tabular || token_model) && result.attribution.output.defined() &&
+  if (job.explain_in_words && (tabular || token_model) && result.attribution.output.defined() &&
       result.attribution.output.dim() == 2 && result.attribution.output.size(1) >= 2 &&
       static_cast<int64_t>(result.attribution.targets.size()) == req.inputs.size(0)) {
     const at::Tensor top2 = std::get<1>(result.attribution.output.detach().cpu().topk(2, 1));
@@ -495,7 +495,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
     result.attribution.extra["segments"] =
         segment_summary(nhwc ? v.permute({0, 3, 1, 2}) : v, nhwc ? m.permute({0, 3, 1, 2}) : m, job.features);
   }
-  if (!token_model) {
+  if (job.explain_in_words && !token_model) {
     const nlohmann::json stability =
         prediction_stability(model, req.inputs, result.attribution.output, input.reference);
     if (!stability.is_null()) result.attribution.extra["prediction_stability"] = stability;
