@@ -256,10 +256,7 @@ nlohmann::json segment_summary(const at::Tensor& values, const at::Tensor& mask,
       samples.push_back(nullptr);
       continue;
     }
-    const auto [unique, inverse] = [&] {
-      auto u = at::_unique(ids, /*sorted=*/true, /*return_inverse=*/true);
-      return std::make_pair(std::get<0>(u), std::get<1>(u));
-    }();
+    const auto [unique, inverse] = at::_unique(ids, /*sorted=*/true, /*return_inverse=*/true);
     const at::Tensor sums = at::zeros({unique.numel()}, p.options()).index_add_(0, inverse, p);
     const int64_t best = sums.argmax().item<int64_t>();
     const at::Tensor where = (inverse == best).nonzero().select(1, 0);
