@@ -3,6 +3,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "candela/core/memory.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -63,6 +65,7 @@ inline Args parse_args(int argc, char** argv, int default_repeats = 3, const cha
     else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) a.repeats = std::max(1, std::atoi(argv[++i]));
   }
   at::set_num_threads(a.threads);
+  reuse_freed_memory();  // as the CLI does; CANDELA_NO_MEMORY_REUSE=1 to compare without
   return a;
 }
 

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "candela/candela.h"
+#include "candela/core/memory.h"
 
 namespace py = pybind11;
 using nlohmann::json;
@@ -286,4 +287,5 @@ PYBIND11_MODULE(_candela, m) {
   m.def("score_metric", &score_metric);
   m.def("run_job", &run_job, py::arg("kind"), py::arg("body"));
   m.def("set_num_threads", [](int n) { at::set_num_threads(n); });
+  m.def("reuse_freed_memory", &candela::reuse_freed_memory);
 }

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 #include <ATen/Parallel.h>
 
+#include "candela/core/memory.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -12,5 +14,6 @@ int main(int argc, char** argv) {
   int threads = 1;
   if (const char* t = std::getenv("CANDELA_TEST_THREADS"); t && *t) threads = std::max(1, std::atoi(t));
   at::set_num_threads(threads);
+  candela::reuse_freed_memory();  // as the CLI does (batching.h)
   return RUN_ALL_TESTS();
 }

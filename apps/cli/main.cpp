@@ -19,6 +19,7 @@
 
 #include "candela/app/server.h"
 #include "candela/candela.h"
+#include "candela/core/memory.h"
 
 namespace {
 
@@ -1013,6 +1014,9 @@ int main(int argc, char** argv) {
 
   try {
     at::set_num_threads(threads);
+    // Batches reuse the memory earlier batches freed instead of faulting in fresh pages
+    // (batching.h); CANDELA_NO_MEMORY_REUSE=1 leaves malloc as it is.
+    reuse_freed_memory();
     // A command runs each of its graphs a handful of times. TorchScript's profiling executor
     // spends its first runs profiling and then optimising, which on a CPU (where LibTorch fuses
     // nothing by default) costs more than it saves: without it the first explanation is about

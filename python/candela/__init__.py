@@ -27,5 +27,15 @@ from ._core import Explanation, evaluate, explain, method_info, methods, metric_
 from . import attr, metrics  # noqa: E402
 
 __all__ = ["explain", "evaluate", "Explanation", "methods", "method_info", "metrics_list", "metric_info",
-           "run_job", "attr", "metrics"]
+           "run_job", "attr", "metrics", "reuse_freed_memory"]
 __version__ = "0.1.0"
+
+
+def reuse_freed_memory():
+    """Keep the memory this process frees for its own reuse (glibc: no mmap for large blocks, no
+    trimming), as the ``candela`` command does: each batch's tensors then reuse pages already
+    mapped instead of fresh ones the kernel must fault in and zero. On resnet18 this made a forward
+    pass about a quarter faster, in torch's own calls as in Candela's. The whole process is affected
+    and its resident memory stays at its peak. Returns whether it took effect (glibc only; not when
+    ``MALLOC_*`` thresholds or ``CANDELA_NO_MEMORY_REUSE`` are set)."""
+    return _candela.reuse_freed_memory()

@@ -1,9 +1,12 @@
 // Model loading, options, registry and the evaluator.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <fstream>
 #include <map>
 
+#include "candela/core/memory.h"
 #include "candela/io/npy.h"
 #include "test_util.h"
 
@@ -229,6 +232,29 @@ TEST(Evaluator, MeasuresBatchSizesOncePerModelAndKeepsThemOnDisk) {
   EXPECT_EQ(measuring, 1);
   if (before) ::setenv("CANDELA_CACHE_DIR", saved.c_str(), 1);
   else ::unsetenv("CANDELA_CACHE_DIR");
+}
+
+// test_main.cpp turns reuse on, as the CLI does: a block far above glibc's largest mmap
+// threshold (32 MiB), freed and asked for again, comes back without the kernel faulting its pages
+// in anew (by default each of the three would be 16384 fresh 4 KiB pages).
+TEST(Memory, FreedBlocksAreReusedWithoutFreshPageFaults) {
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+  ASSERT_TRUE(reusing_freed_memory()) << "CANDELA_NO_MEMORY_REUSE or a MALLOC_* variable is set";
+  const auto minor_faults = [] {
+    rusage r{};
+    getrusage(RUSAGE_SELF, &r);
+    return static_cast<int64_t>(r.ru_minflt);
+  };
+  const int64_t n = int64_t{16} << 20;  // 64 MiB of float
+  at::empty({n}).fill_(1.0f);           // first touch: the pages arrive here
+  const int64_t before = minor_faults();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(at::empty({n}).fill_(2.0f)[n - 1].item<float>(), 2.0f);
+  const int64_t pages = n * 4 / 4096;
+  EXPECT_LT(minor_faults() - before, pages / 8) << "freed memory went back to the system";
+  release_freed_memory();  // and a host can still hand it back
+#else
+  GTEST_SKIP() << "glibc's malloc only (ASan brings its own)";
+#endif
 }
 
 TEST(Evaluator, CancellationStopsBetweenBatches) {

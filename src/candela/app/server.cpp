@@ -36,6 +36,7 @@
 
 #include "candela/app/jobs.h"
 #include "candela/app/report.h"
+#include "candela/core/memory.h"
 #include "candela/core/error.h"
 #include "candela/core/registry.h"
 #include "candela/detail/text.h"
@@ -969,6 +970,8 @@ class Server {
       inflight_.erase(job->key);
       persist(*job);
       changed_.notify_all();
+      // Idle: the memory the CLI keeps for its batches goes back to the system between jobs.
+      if (queue_.empty()) release_freed_memory();
     }
   }
 
