@@ -130,8 +130,9 @@ TEST(Metrics, EraserOnTokensCountsOnlyTheSamplesTokens) {
   // The padding holds mask_value: it is no token, even with the largest attribution, and k% counts
   // the 4 tokens. Top-25% = {9}, top-50% = {9, 7}: removing them drops 2 and 3 (comprehensiveness
   // 2.5); keeping only them gives 2 and 3 of 3 (sufficiency (1 + 0) / 2 = 0.5).
-  Model m = scripted("def forward(self, x):\n    return (2.0 * (x == 9).sum(1, keepdim=True) + (x == 7).sum(1, keepdim=True)).double()\n",
-                     {6}, "NL");
+  Model m = scripted(
+      "def forward(self, x):\n    return (2.0 * (x == 9).sum(1, keepdim=True) + (x == 7).sum(1, keepdim=True)).double()\n",
+      {6}, "NL");
   const at::Tensor x = at::tensor({2, 9, 7, 3, 0, 0}, at::kLong).view({1, 6});
   const at::Tensor a = at::tensor({0.1, 5.0, 4.0, 0.2, 100.0, 100.0}, kD).view({1, 6});
   const nlohmann::json e = {{"fractions", {0.25, 0.5}}, {"softmax", false}};

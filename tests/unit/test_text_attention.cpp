@@ -514,7 +514,8 @@ TEST(TextFixture, EraserMetricsOrderMethodsTheSameWayAcrossTwoSeeds) {
     in.model = &model;
     in.inputs = x;
     in.targets = outputs.back().argmax(1);
-    in.attributions = at::rand({n, 16}, candela::detail::seeded_generator(7, 0), at::TensorOptions().dtype(at::kDouble));
+    in.attributions =
+        at::rand({n, 16}, candela::detail::seeded_generator(7, 0), at::TensorOptions().dtype(at::kDouble));
     for (const auto& metric : metrics) {
       for (const auto& [method, e] : r["summary"][metric]["methods"].items())
         mean[metric][method].push_back(e["mean"].get<double>());
@@ -525,11 +526,13 @@ TEST(TextFixture, EraserMetricsOrderMethodsTheSameWayAcrossTwoSeeds) {
   for (const auto& metric : metrics) {
     const double sign = metric == "comprehensiveness" ? 1.0 : -1.0;  // higher / lower is better
     std::string table;
-    for (const auto& [method, v] : mean[metric]) table += "  " + method + ": " + std::to_string(v[0]) + ", " + std::to_string(v[1]) + "\n";
+    for (const auto& [method, v] : mean[metric])
+      table += "  " + method + ": " + std::to_string(v[0]) + ", " + std::to_string(v[1]) + "\n";
     SCOPED_TRACE(metric + " (seed 17, seed 29):\n" + table);
     for (size_t seed = 0; seed < 2; ++seed)
       for (const auto& f : finders) {
-        EXPECT_GT(sign * (mean[metric][f][seed] - mean[metric]["random"][seed]), 0.3) << f << " vs random, seed " << seed;
+        EXPECT_GT(sign * (mean[metric][f][seed] - mean[metric]["random"][seed]), 0.3)
+            << f << " vs random, seed " << seed;
         EXPECT_GT(sign * (mean[metric][f][seed] - mean[metric]["attention_rollout"][seed]), -0.02)
             << f << " vs attention_rollout, seed " << seed;
       }
