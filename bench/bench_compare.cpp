@@ -26,7 +26,8 @@ using candela::bench::since;
 namespace {
 
 // What a case needs besides the method's options: grid features (32 x 32 cells, as the
-// anchors' feature mask) and the gradient_shap baseline distribution {zeros, -x}.
+// anchors' feature mask), the gradient_shap baseline distribution {zeros, -x}, or token
+// features (the text fixture; see token_groups).
 struct Case {
   const char* name;
   const char* method;
@@ -34,7 +35,23 @@ struct Case {
   bool grid_features = false;
   bool baseline_distribution = false;
   const char* what;
+  bool token_features = false;
 };
+
+// One feature per token position up to [SEP] (id 3); [SEP] and the padding after it form one
+// group (the padding equals the [PAD] baseline, so it changes no coalition). anchors.py's
+// token_groups() builds the same mask for Captum.
+at::Tensor token_groups(const at::Tensor& ids) {
+  at::Tensor mask = at::arange(ids.size(1), at::kLong).repeat({ids.size(0), 1});
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    const at::Tensor sep = (ids[i] == 3).nonzero();
+    if (sep.size(0) > 0) {
+      const int64_t s = sep[0][0].item<int64_t>();
+      mask[i].slice(0, s).fill_(s);
+    }
+  }
+  return mask;
+}
 
 const std::vector<Case>& cases() {
   const nlohmann::json layer4 = {{"layers", {"layer4"}}};
@@ -63,6 +80,9 @@ const std::vector<Case>& cases() {
        "lime LimeImageExplainer, 32x32 grid segments, 100 samples"},
       {"kernel_shap", "kernel_shap", {{"n_samples", 200}}, true, false,
        "Captum KernelShap, 32x32 grid features, 200 samples, zero baseline"},
+      {"kernel_shap_tokens", "kernel_shap", {{"n_samples", 200}}, false, false,
+       "Captum KernelShap on the text fixture's ids, one feature per token, 200 samples, [PAD] (id 0) baseline",
+       true},
   };
   return all;
 }
@@ -74,7 +94,9 @@ void usage(FILE* f) {
                "Runs one case once as a warm-up, then R timed runs; prints one JSON line with the best\n"
                "and all wall times, the model evaluations and the batching used.\n"
                "Defaults: the resnet18 fixture, a seeded randn [1, 3, 224, 224] input, target 3, every\n"
-               "core, 3 repeats, automatic batching (--batch-size N fixes the rows per model call).\n\n"
+               "core, 3 repeats, automatic batching (--batch-size N fixes the rows per model call).\n"
+               "Token cases: the text_bert.pt fixture, its first test sentence's ids [1, 16], the\n"
+               "predicted class.\n\n"
                "example:\n"
                "  build/bin/bench_compare --case ig50 --model build/fixtures/resnet18.pt --input x.npy \\\n"
                "      --target 3 --threads 2 --repeats 3 --out ig50.npy\n\ncases:\n");
@@ -85,8 +107,8 @@ void usage(FILE* f) {
 
 int main(int argc, char** argv) {
   std::string case_name, out;
-  std::string model_path = candela::bench::fixture("resnet18.pt"), input_path;
-  int64_t target = 3, batch_size = 0;
+  std::string model_path, input_path;
+  int64_t target = -1, batch_size = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -115,13 +137,24 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    if (model_path.empty()) model_path = candela::bench::fixture(c->token_features ? "text_bert.pt" : "resnet18.pt");
     Model m = Model::load(model_path);
-    at::Tensor x = input_path.empty() ? at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0))
-                                      : read_npy(input_path).to(at::kFloat);
-    if (x.dim() == 3) x = x.unsqueeze(0);
+    at::Tensor x;
+    if (c->token_features) {  // ids [1, L] (as floats: token models take them either way)
+      x = (input_path.empty() ? read_npy(candela::bench::fixture("text_test_ids.npy")).slice(0, 0, 1)
+                              : read_npy(input_path)).to(at::kFloat);
+      if (x.dim() == 1) x = x.unsqueeze(0);
+      if (target < 0) target = m.forward(x).argmax(1)[0].item<int64_t>();
+    } else {
+      x = input_path.empty() ? at::randn({1, 3, 224, 224}, at::detail::createCPUGenerator(0))
+                             : read_npy(input_path).to(at::kFloat);
+      if (x.dim() == 3) x = x.unsqueeze(0);
+      if (target < 0) target = 3;
+    }
     ExplainRequest r;
     r.inputs = x;
     r.target = Target::index(target);
+    if (c->token_features) r.feature_mask = token_groups(x);
     r.eval.max_batch_size = batch_size;
     if (c->grid_features) r.feature_mask = make_feature_mask("grid:32", x, m.input_spec());
     if (c->baseline_distribution) r.baseline = Baseline::distribution(at::cat({at::zeros_like(x), -x}));

@@ -48,7 +48,11 @@ CASES = {
     'lime100': ('LIME_SRC', 'lime', ['batch_size=10', 'batch_size=25', 'batch_size=100']),
     'kernel_shap': ('CAPTUM_SRC', 'captum',
                     ['perturbations_per_eval=1', 'perturbations_per_eval=16', 'perturbations_per_eval=64']),
+    'kernel_shap_tokens': ('CAPTUM_SRC', 'captum',
+                           ['perturbations_per_eval=1', 'perturbations_per_eval=16', 'perturbations_per_eval=64']),
 }
+TOKEN_CASES = {'kernel_shap_tokens'}  # on the text fixture (text_bert.pt), input: token ids [1, 16]
+SEP = 3  # the text fixture's [SEP] id; [PAD] is 0
 
 
 def value(setting):
@@ -134,6 +138,28 @@ def grid_mask(height, width):
     return rows[:, None] * ((width + GRID - 1) // GRID) + cols[None, :]
 
 
+def token_groups(ids):
+    """One KernelSHAP feature per token position up to [SEP]; [SEP] and the padding after it form one group (the
+    padding equals the [PAD] baseline, so it changes no coalition). bench_compare.cpp builds the same mask, as does
+    tests/unit/test_text_attention.cpp."""
+    mask = torch.arange(ids.shape[1]).repeat(ids.shape[0], 1)
+    for i in range(ids.shape[0]):
+        sep = int((ids[i] == SEP).nonzero()[0, 0])
+        mask[i, sep:] = sep
+    return mask
+
+
+class TokenModel(nn.Module):
+    """The traced text fixture behind an nn.Module taking the int64 ids, counting the rows it sees."""
+    def __init__(self, scripted):
+        super().__init__()
+        self.scripted, self.rows = scripted, 0
+
+    def forward(self, ids):
+        self.rows += ids.shape[0]
+        return self.scripted(ids)
+
+
 # ---------------------------------------------------------------------------------------------------- the cases
 def make_case(case, setting, model, x, target):
     """A function running one explanation, returning the attribution (tensor or array)."""
@@ -203,6 +229,13 @@ def make_case(case, setting, model, x, target):
         ks = KernelShap(model)
         return lambda: ks.attribute(x, baselines=0, target=target, feature_mask=mask, n_samples=200,
                                     perturbations_per_eval=value(setting))
+    if case == 'kernel_shap_tokens':
+        # Captum perturbs the int64 ids itself: mask * ids + (1 - mask) * baseline, baseline 0 = [PAD].
+        from captum.attr import KernelShap
+        ks = KernelShap(model)
+        groups = token_groups(x)
+        return lambda: ks.attribute(x, baselines=0, target=target, feature_mask=groups, n_samples=200,
+                                    perturbations_per_eval=value(setting))
     if case == 'lime100':
         from lime.lime_image import LimeImageExplainer
         image = x[0].permute(1, 2, 0).numpy().astype(np.float64)  # lime works on one HWC image
@@ -232,9 +265,11 @@ def main():
                                 epilog='example:\n  CAPTUM_SRC=/tmp/captum05 /usr/bin/python3 bench/compare/anchors.py '
                                        '--case ig50 --model build/fixtures/resnet18.pt --input x.npy --threads 2')
     p.add_argument('--case', required=True, choices=sorted(CASES))
-    p.add_argument('--model', default='build/fixtures/resnet18.pt', help='the scripted resnet18 fixture')
-    p.add_argument('--input', help='.npy [1, 3, 224, 224] (default: seeded randn)')
-    p.add_argument('--target', type=int, default=3)
+    p.add_argument('--model', help='the scripted resnet18 fixture (default: build/fixtures/resnet18.pt; the token '
+                                   'cases: build/fixtures/text_bert.pt)')
+    p.add_argument('--input', help='.npy [1, 3, 224, 224] (default: seeded randn); token cases: ids [1, 16] '
+                                   '(default: the first test sentence)')
+    p.add_argument('--target', type=int, help='class to explain (default: 3; token cases: the predicted class)')
     p.add_argument('--threads', type=int, default=os.cpu_count())
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--setting', help='one of the case\'s settings (default: the library\'s default)')
@@ -256,7 +291,20 @@ def main():
     warnings.filterwarnings('ignore')  # Captum's notes on hooks and in-place ReLUs
     torch.set_num_threads(args.threads)
 
-    scripted = torch.jit.load(args.model).eval()
+    if args.case in TOKEN_CASES:
+        model_path = args.model or 'build/fixtures/text_bert.pt'
+        ids = np.load(args.input) if args.input else \
+            np.load(os.path.join(os.path.dirname(model_path), 'text_test_ids.npy'))[:1]
+        x = torch.from_numpy(np.asarray(ids)).long()
+        x = x[None] if x.dim() == 1 else x
+        model = TokenModel(torch.jit.load(model_path).eval())
+        with torch.no_grad():
+            target = args.target if args.target is not None else int(model(x)[0].argmax())
+        run = make_case(args.case, setting, model, x, target)
+        timed(args, setting, library, run, lambda: model.__setattr__('rows', 0), lambda: model.rows)
+        return
+
+    scripted = torch.jit.load(args.model or 'build/fixtures/resnet18.pt').eval()
     if args.input:
         x = torch.from_numpy(np.load(args.input)).float()
         x = x[None] if x.dim() == 3 else x
@@ -272,11 +320,16 @@ def main():
 
     rows = [0]  # rows entering the first layer: hooks on the model itself may run before Captum concatenates
     model.conv1.register_forward_pre_hook(lambda module, inputs: rows.__setitem__(0, rows[0] + inputs[0].shape[0]))
-    run = make_case(args.case, setting, model, x, args.target)
+    run = make_case(args.case, setting, model, x, 3 if args.target is None else args.target)
+    timed(args, setting, library, run, lambda: rows.__setitem__(0, 0), lambda: rows[0])
+
+
+def timed(args, setting, library, run, reset_rows, rows):
+    """A warm-up, then --repeats timed runs; writes --out and prints the JSON line."""
     attribution = run()  # warm-up
     times = []
     for _ in range(args.repeats):
-        rows[0] = 0
+        reset_rows()
         t0 = time.perf_counter()
         attribution = run()
         times.append(time.perf_counter() - t0)
@@ -284,7 +337,7 @@ def main():
         a = attribution.detach().numpy() if torch.is_tensor(attribution) else np.asarray(attribution)
         np.save(args.out, a.astype(np.float32))
     print(json.dumps({'case': args.case, 'library': library, 'setting': setting, 'seconds': min(times),
-                      'all': times, 'evaluations': rows[0], 'threads': args.threads}))
+                      'all': times, 'evaluations': rows(), 'threads': args.threads}))
 
 
 if __name__ == '__main__':

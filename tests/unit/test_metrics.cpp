@@ -125,6 +125,21 @@ TEST(Metrics, DeletionInsertionAndRegionPerturbationByHand) {
   EXPECT_NEAR(score("sufficiency", m, x, good, classes({0}), e)[0].item<double>(), 3.0, 1e-12);
 }
 
+TEST(Metrics, EraserOnTokensCountsOnlyTheSamplesTokens) {
+  // Token ids [CLS]=2, 9, 7, [SEP]=3, [PAD]=0, [PAD]=0; logit = 2 (id 9 present) + 1 (id 7 present).
+  // The padding holds mask_value: it is no token, even with the largest attribution, and k% counts
+  // the 4 tokens. Top-25% = {9}, top-50% = {9, 7}: removing them drops 2 and 3 (comprehensiveness
+  // 2.5); keeping only them gives 2 and 3 of 3 (sufficiency (1 + 0) / 2 = 0.5).
+  Model m = scripted(
+      "def forward(self, x):\n    return (2.0 * (x == 9).sum(1, keepdim=True) + (x == 7).sum(1, keepdim=True)).double()\n",
+      {6}, "NL");
+  const at::Tensor x = at::tensor({2, 9, 7, 3, 0, 0}, at::kLong).view({1, 6});
+  const at::Tensor a = at::tensor({0.1, 5.0, 4.0, 0.2, 100.0, 100.0}, kD).view({1, 6});
+  const nlohmann::json e = {{"fractions", {0.25, 0.5}}, {"softmax", false}};
+  EXPECT_NEAR(score("comprehensiveness", m, x, a, classes({0}), e)[0].item<double>(), 2.5, 1e-12);
+  EXPECT_NEAR(score("sufficiency", m, x, a, classes({0}), e)[0].item<double>(), 0.5, 1e-12);
+}
+
 TEST(Metrics, FaithfulnessOfPerfectAndRandomAttributionsOnALinearModel) {
   const at::Tensor w = at::randn({1, 40}, at::detail::createCPUGenerator(1), kD);
   Model m = scripted("def forward(self, x):\n    return torch.linear(x, self.w)\n", {40}, "NC", {{"w", w}});

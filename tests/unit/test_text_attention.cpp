@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <queue>
 #include <set>
 
@@ -472,6 +473,70 @@ TEST(TextFixture, TokenKernelShapIsTheExactShapleyValueAndLimeFindsTheTrigger) {
   };
   EXPECT_GE(hits(registry.create("kernel_shap", {{"n_samples", 500}})->explain(model, r).values), 11) << "kernel_shap";
   EXPECT_GE(hits(registry.create("lime", {{"num_samples", 500}})->explain(model, r).values), 11) << "lime";
+}
+
+// ERASER comprehensiveness and sufficiency (DeYoung et al. 2020) on tokens, through `candela
+// evaluate`'s library path, order the methods the same way on two models trained from different
+// seeds (text_bert.pt, text_bert_seed2.pt) over the same sentences. Fixtures trained at build time
+// differ between CPUs, so only orders that hold by construction are asserted:
+//  - the trigger-finding methods (layer IG and AttnLRP at the embedding, occlusion of one token by
+//    [PAD]; PlantedTriggerTokensRankFirst) remove the trigger at every k, so their comprehensiveness
+//    is near p(x) (no trigger: neutral) and their sufficiency near 0, while a seeded random
+//    attribution removes or keeps it with probability about k%: a gap of more than 0.3 either way;
+//  - those are also the best any map can do, so attention rollout, which does not look for the
+//    trigger, may at most tie with them (within 0.02), on both seeds. Its distance to them and to
+//    random is not asserted: it depends on what the attention learned.
+TEST(TextFixture, EraserMetricsOrderMethodsTheSameWayAcrossTwoSeeds) {
+  const int64_t n = 24;
+  const std::vector<std::string> finders = {"layer_integrated_gradients", "attn_lrp", "feature_ablation"};
+  const std::vector<std::string> metrics = {"comprehensiveness", "sufficiency"};
+  candela::testing::TempDir dir;
+  std::map<std::string, std::map<std::string, std::vector<double>>> mean;  // metric -> method -> per seed
+  std::vector<at::Tensor> outputs;
+  for (const std::string name : {"text_bert", "text_bert_seed2"}) {
+    EvaluateJob job;
+    job.model = fixture(name + ".pt");
+    job.data = fixture("text_test_ids.npy");
+    job.max_samples = n;
+    job.methods = finders;
+    job.methods.push_back("attention_rollout");
+    job.method_options = {{"layer_integrated_gradients", {{"layers", {"tok"}}, {"n_steps", 16}}},
+                          {"attn_lrp", {{"layers", {"tok"}}}}};
+    job.metrics = metrics;
+    job.bootstrap = 0;
+    job.out = dir / name;
+    const nlohmann::json r = run(job);
+    // The control: a seeded random map, scored by the same metrics on the same samples and classes.
+    Model model = Model::load(job.model);
+    const at::Tensor x = test_ids(n);
+    outputs.push_back(model.forward(x).detach());
+    MetricInput in;
+    in.model = &model;
+    in.inputs = x;
+    in.targets = outputs.back().argmax(1);
+    in.attributions =
+        at::rand({n, 16}, candela::detail::seeded_generator(7, 0), at::TensorOptions().dtype(at::kDouble));
+    for (const auto& metric : metrics) {
+      for (const auto& [method, e] : r["summary"][metric]["methods"].items())
+        mean[metric][method].push_back(e["mean"].get<double>());
+      mean[metric]["random"].push_back(MetricRegistry::builtin().create(metric)->score(in).mean().item<double>());
+    }
+  }
+  ASSERT_GT((outputs[0] - outputs[1]).abs().max().item<double>(), 1e-3) << "two different models";
+  for (const auto& metric : metrics) {
+    const double sign = metric == "comprehensiveness" ? 1.0 : -1.0;  // higher / lower is better
+    std::string table;
+    for (const auto& [method, v] : mean[metric])
+      table += "  " + method + ": " + std::to_string(v[0]) + ", " + std::to_string(v[1]) + "\n";
+    SCOPED_TRACE(metric + " (seed 17, seed 29):\n" + table);
+    for (size_t seed = 0; seed < 2; ++seed)
+      for (const auto& f : finders) {
+        EXPECT_GT(sign * (mean[metric][f][seed] - mean[metric]["random"][seed]), 0.3)
+            << f << " vs random, seed " << seed;
+        EXPECT_GT(sign * (mean[metric][f][seed] - mean[metric]["attention_rollout"][seed]), -0.02)
+            << f << " vs attention_rollout, seed " << seed;
+      }
+  }
 }
 
 TEST(TextFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {

@@ -440,13 +440,18 @@ class Infidelity : public MetricWith<Infidelity, InfidelityOptions> {
 
 // Comprehensiveness and sufficiency (DeYoung et al. 2020, ERASER): for the top-k% features
 // (k in 1, 5, 10, 20, 50), p(x) - p(x without them) and p(x) - p(only them); the mean over k.
+// Token ids (layout NL): a position that already holds mask_value (the padding, when mask_value
+// is the [PAD] id) is no token of the sample: it ranks last and k% counts the other tokens, as
+// ERASER's k% of the document's tokens; otherwise padded samples would spend their top-k on
+// padding whose removal changes nothing.
 struct EraserOptions {
   std::vector<double> fractions = {0.01, 0.05, 0.1, 0.2, 0.5};
   double mask_value = 0.0;
   bool softmax = true;
   template <class V> void visit(V& v) {
     v("fractions", fractions, "Fractions of features kept or removed (ERASER's bins).");
-    v("mask_value", mask_value, "Value of a removed feature (e.g. a padding token id).");
+    v("mask_value", mask_value,
+      "Value of a removed feature (e.g. the [PAD] id; token positions already holding it are padding, not tokens).");
     v("softmax", softmax, "Score the class probability (ERASER) instead of the logit.");
   }
   void validate() const {
@@ -465,7 +470,14 @@ class Eraser : public MetricWith<Derived, EraserOptions> {
     const at::Tensor& x = in.inputs;
     const FeatureMap fm = feature_map(in.attributions, x, spec);
     const int64_t n = x.size(0), p = fm.values.size(1), k = static_cast<int64_t>(o_.fractions.size());
-    const at::Tensor order = descending(fm.values);
+    at::Tensor values = fm.values;
+    at::Tensor features = at::full({n}, p, kLong);  // per sample: the features k% counts
+    if (spec.layout == "NL" && x.dim() == 2) {
+      const at::Tensor padding = x.to(at::kCPU, at::kDouble).eq(o_.mask_value);
+      values = values.masked_fill(padding, -std::numeric_limits<double>::infinity());
+      features = padding.logical_not().sum(1);
+    }
+    const at::Tensor order = descending(values);
     const at::Tensor ranks = at::empty_like(order).scatter_(1, order, at::arange(p, kLong).expand({n, p}).contiguous());
     const int64_t points = k + 1;
     const at::Tensor owner = at::arange(n, kLong).repeat_interleave(points);
@@ -478,7 +490,8 @@ class Eraser : public MetricWith<Derived, EraserOptions> {
           rows.push_back(xi);
           continue;
         }
-        const int64_t top = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o_.fractions[j - 1] * p)));
+        const double count = static_cast<double>(features[i].item<int64_t>());
+        const int64_t top = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o_.fractions[j - 1] * count)));
         at::Tensor sel = expand_selection(ranks[i].lt(top).unsqueeze(0), xi, spec);
         if (sufficiency_) sel = sel.logical_not();
         rows.push_back(at::where(sel, at::full_like(xi, o_.mask_value), xi));
