@@ -380,6 +380,10 @@ TEST(SentencePiece, ModelsWithoutBosOrPadAndBadSidecars) {
   EXPECT_NE(two.find("m.json"), std::string::npos) << two;
   EXPECT_THROW(TokenizerConfig::from_json({{"type", "sentencepiece"}, {"model", "a.model"}, {"add_bos", "yes"}}, dir, "m"),
                ParseError);
+  const std::string misspelt = error_text([&] {
+    TokenizerConfig::from_json({{"type", "sentencepeice"}, {"model", "spm.model"}}, dir, "m.json");
+  });
+  EXPECT_NE(misspelt.find("tokenizer type 'sentencepeice' is not supported"), std::string::npos) << misspelt;
 }
 
 // Text through a model whose sidecar names the SentencePiece model: the ids the model gets are

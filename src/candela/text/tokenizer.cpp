@@ -33,9 +33,26 @@ bool is_special(const std::string& t) { return t.size() >= 3 && t.front() == '['
 TokenizerConfig TokenizerConfig::from_json(const nlohmann::json& j, const std::string& base_dir,
                                            const std::string& source) {
   TokenizerConfig c;
+  auto malformed = [&](const std::exception& e) {
+    return ParseError(str_cat(source, ": the \"tokenizer\" entry is malformed (", e.what(),
+                              "). Expected {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\", \"lowercase\": true, "
+                              "\"max_length\": 128}, {\"type\": \"bpe\", \"vocab\": \"tokenizer.json\"} or "
+                              "{\"type\": \"sentencepiece\", \"model\": \"spm.model\", \"add_bos\": true, "
+                              "\"add_eos\": true}."));
+  };
   try {
     CANDELA_CHECK_T(ParseError, j.is_object(), "must be an object");
     if (j.contains("type")) c.type = j.at("type").get<std::string>();
+  } catch (const std::exception& e) {
+    throw malformed(e);
+  }
+  // The type first: a misspelt one is named as such, not as a missing field of another type.
+  CANDELA_CHECK_T(ParseError, c.type == "wordpiece" || c.type == "bpe" || c.type == "sentencepiece", source,
+                  ": tokenizer type '", c.type, "' is not supported; Candela reads WordPiece vocabularies "
+                  "(\"type\": \"wordpiece\", a vocab.txt), byte-level BPE (\"type\": \"bpe\", a HuggingFace "
+                  "tokenizer.json) and SentencePiece models (\"type\": \"sentencepiece\", a .model file). For other "
+                  "tokenizers, give token ids as a .npy [N, L] instead.");
+  try {
     if (c.type == "sentencepiece" && j.contains("model") && !j.contains("vocab")) {
       c.vocab = j.at("model").get<std::string>();  // "model" names a SentencePiece file more plainly
     } else {
@@ -47,17 +64,8 @@ TokenizerConfig TokenizerConfig::from_json(const nlohmann::json& j, const std::s
     if (j.contains("add_bos")) c.add_bos = j.at("add_bos").get<bool>();
     if (j.contains("add_eos")) c.add_eos = j.at("add_eos").get<bool>();
   } catch (const std::exception& e) {
-    throw ParseError(str_cat(source, ": the \"tokenizer\" entry is malformed (", e.what(),
-                             "). Expected {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\", \"lowercase\": true, "
-                             "\"max_length\": 128}, {\"type\": \"bpe\", \"vocab\": \"tokenizer.json\"} or "
-                             "{\"type\": \"sentencepiece\", \"model\": \"spm.model\", \"add_bos\": true, "
-                             "\"add_eos\": true}."));
+    throw malformed(e);
   }
-  CANDELA_CHECK_T(ParseError, c.type == "wordpiece" || c.type == "bpe" || c.type == "sentencepiece", source,
-                  ": tokenizer type '", c.type, "' is not supported; Candela reads WordPiece vocabularies "
-                  "(\"type\": \"wordpiece\", a vocab.txt), byte-level BPE (\"type\": \"bpe\", a HuggingFace "
-                  "tokenizer.json) and SentencePiece models (\"type\": \"sentencepiece\", a .model file). For other "
-                  "tokenizers, give token ids as a .npy [N, L] instead.");
   CANDELA_CHECK_T(ParseError, c.type != "sentencepiece" || !j.contains("model") || !j.contains("vocab") ||
                   j["model"] == j["vocab"], source, ": the sentencepiece tokenizer names two files (\"model\": ",
                   j.value("model", nlohmann::json()).dump(), ", \"vocab\": ", j.value("vocab", nlohmann::json()).dump(),
