@@ -359,6 +359,21 @@ TEST(SentencePiece, ModelsWithoutBosOrPadAndBadSidecars) {
   EXPECT_EQ(p.ids.back(), ref["nopad"]["eos_id"].get<int64_t>());
   EXPECT_EQ(p.ids[expected.size() - 1], ref["nopad"]["eos_id"].get<int64_t>());  // padding, not an eos: add_eos is off
   EXPECT_EQ(p.word_of_token.back(), -1);
+  // ALBERT's way: [CLS] and [SEP], control pieces the model does not call bos and eos.
+  auto albert = SentencePieceTokenizer::from_config(TokenizerConfig::from_json(
+      {{"type", "sentencepiece"}, {"model", "spm_nopad.model"}, {"bos_token", "[CLS]"}, {"eos_token", "[SEP]"}}, dir,
+      "m.json"));
+  std::vector<int64_t> albert_ids{ref["nopad"]["cls_id"].get<int64_t>()};
+  for (int64_t i : ref["nopad"]["ids"]) albert_ids.push_back(i);
+  albert_ids.push_back(ref["nopad"]["sep_id"].get<int64_t>());
+  Encoding a = albert.encode(text, 0);
+  EXPECT_EQ(a.ids, albert_ids);
+  EXPECT_EQ(a.tokens.front(), "[CLS]");
+  EXPECT_EQ(a.tokens.back(), "[SEP]");
+  EXPECT_EQ(albert.decode(a.ids).word_of_token, a.word_of_token);
+  EXPECT_THROW(SentencePieceTokenizer::from_config(TokenizerConfig::from_json(
+                   {{"type", "sentencepiece"}, {"model", "spm_nopad.model"}, {"bos_token", "<cls>"}}, dir, "m.json")),
+               ParseError);
   // Errors name the file or the field.
   const std::string missing = error_text([&] {
     Tokenizer::from_config(TokenizerConfig::from_json({{"type", "sentencepiece"}, {"model", "absent.model"}}, dir, "m.json"));

@@ -25,10 +25,11 @@
 // they are (exactly what python's sp.encode(text, out_type=int/str) gives). A piece that starts
 // with "▁" starts a new word. Special tokens: the model's <s> before and </s> after the sentence
 // when the model defines them (bos_id / eos_id >= 0), each switched off by "add_bos": false /
-// "add_eos": false in the sidecar. That default gives what HuggingFace's tokenizers do for the
-// common models: T5 (no bos in its model: "... </s>") and ALBERT ("[CLS] ... [SEP]", its bos and
-// eos); for Llama (HF adds <s> only) write "add_eos": false. Padding uses the model's pad id, or
-// the sidecar's "pad_token". Differences, on purpose and documented: no sampling (subword
+// "add_eos": false, or replaced by another piece with "bos_token" / "eos_token", in the sidecar.
+// The default gives what HuggingFace's tokenizers do for T5 (its model has no <s>: "... </s>");
+// for Llama (HF adds <s> only) write "add_eos": false; for ALBERT (no bos/eos in its model; HF
+// writes [CLS] ... [SEP], control pieces) write "bos_token": "[CLS]", "eos_token": "[SEP]".
+// Padding uses the model's pad id, or the sidecar's "pad_token". Differences, on purpose and documented: no sampling (subword
 // regularisation) and no truncation; encode's words are the original text of their pieces
 // (unknown characters included), decode's words come from the ids (an unknown piece reads as
 // "⁇", and normalisation, e.g. NFKC, shows). Optional at build time: without libsentencepiece-dev
@@ -62,6 +63,7 @@ struct Encoding {
 //   {"type": "wordpiece", "vocab": "vocab.txt", "lowercase": true, "max_length": 128}
 //   {"type": "bpe", "vocab": "tokenizer.json", "pad_token": "<pad>", "max_length": 64}
 //   {"type": "sentencepiece", "model": "spm.model", "add_bos": true, "add_eos": true, "max_length": 64}
+//   {"type": "sentencepiece", "model": "spiece.model", "bos_token": "[CLS]", "eos_token": "[SEP]"}  (ALBERT)
 // `vocab` (for sentencepiece also spelled `model`) is relative to the sidecar's folder.
 struct TokenizerConfig {
   std::string type = "wordpiece";  // wordpiece, bpe or sentencepiece
@@ -73,6 +75,7 @@ struct TokenizerConfig {
                             // sentencepiece: empty: the model's pad id
   bool add_bos = true;      // sentencepiece: <s> first, when the model defines one
   bool add_eos = true;      // sentencepiece: </s> last, when the model defines one
+  std::string bos_token, eos_token;  // sentencepiece: the pieces to use instead of the model's <s> / </s>
   static TokenizerConfig from_json(const nlohmann::json& j, const std::string& base_dir, const std::string& source);
   nlohmann::json to_json() const;
 };
@@ -155,10 +158,11 @@ class BpeTokenizer : public Tokenizer {
 class SentencePieceTokenizer : public Tokenizer {
  public:
   // `model`: a serialized SentencePiece ModelProto (a .model file's bytes); `source` names it in
-  // errors. ParseError when it is not one, or when pad_token is not one of its pieces;
+  // errors. ParseError when it is not one, or when a token named is not one of its pieces;
   // UnsupportedModel when Candela was built without SentencePiece.
   SentencePieceTokenizer(const std::string& model, const std::string& source, bool add_bos = true,
-                         bool add_eos = true, const std::string& pad_token = "");
+                         bool add_eos = true, const std::string& pad_token = "", const std::string& bos_token = "",
+                         const std::string& eos_token = "");
   static SentencePieceTokenizer from_config(const TokenizerConfig& config);
   // Whether this build links libsentencepiece.
   static bool available();
@@ -174,8 +178,7 @@ class SentencePieceTokenizer : public Tokenizer {
  private:
   std::shared_ptr<const detail::SpmModel> sp_;
   std::string source_;
-  bool add_bos_ = true, add_eos_ = true;
-  int64_t pad_ = -1;
+  int64_t bos_ = -1, eos_ = -1, pad_ = -1;  // -1: none
 };
 
 }  // namespace candela

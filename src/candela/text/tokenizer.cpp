@@ -63,6 +63,8 @@ TokenizerConfig TokenizerConfig::from_json(const nlohmann::json& j, const std::s
     if (j.contains("pad_token")) c.pad_token = j.at("pad_token").get<std::string>();
     if (j.contains("add_bos")) c.add_bos = j.at("add_bos").get<bool>();
     if (j.contains("add_eos")) c.add_eos = j.at("add_eos").get<bool>();
+    if (j.contains("bos_token")) c.bos_token = j.at("bos_token").get<std::string>();
+    if (j.contains("eos_token")) c.eos_token = j.at("eos_token").get<std::string>();
   } catch (const std::exception& e) {
     throw malformed(e);
   }
@@ -82,6 +84,8 @@ nlohmann::json TokenizerConfig::to_json() const {
   if (type == "sentencepiece") {
     j["add_bos"] = add_bos;
     j["add_eos"] = add_eos;
+    if (!bos_token.empty()) j["bos_token"] = bos_token;
+    if (!eos_token.empty()) j["eos_token"] = eos_token;
   }
   return j;
 }
@@ -571,7 +575,7 @@ SentencePieceTokenizer SentencePieceTokenizer::from_config(const TokenizerConfig
                                  "a .npy [N, L]."));
 #else
   return SentencePieceTokenizer(read_file(config.vocab, 256 << 20), config.vocab, config.add_bos, config.add_eos,
-                                config.pad_token);
+                                config.pad_token, config.bos_token, config.eos_token);
 #endif
 }
 
@@ -618,8 +622,9 @@ detail::SpmLoadFn spm_loader(std::string* why = nullptr) {
 bool SentencePieceTokenizer::available() { return spm_loader() != nullptr; }
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model, const std::string& source, bool add_bos,
-                                               bool add_eos, const std::string& pad_token)
-    : source_(source), add_bos_(add_bos), add_eos_(add_eos) {
+                                               bool add_eos, const std::string& pad_token, const std::string& bos_token,
+                                               const std::string& eos_token)
+    : source_(source) {
   std::string why;
   const detail::SpmLoadFn load = spm_loader(&why);
   CANDELA_CHECK_T(UnsupportedModel, load != nullptr, "'", source, "': ", why);
@@ -629,12 +634,15 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model, const s
                   "): the \"sentencepiece\" tokenizer reads the .model file that SentencePieceTrainer writes "
                   "(e.g. spiece.model, tokenizer.model).");
   sp_.reset(sp);
-  if (!pad_token.empty()) {
-    pad_ = id(pad_token);
-    CANDELA_CHECK_T(ParseError, pad_ >= 0, "'", source, "': pad_token '", pad_token, "' is not one of its pieces.");
-  } else {
-    pad_ = sp_->pad_id();
-  }
+  auto piece = [&](const std::string& token, int model_id, const char* field) -> int64_t {
+    if (token.empty()) return model_id;
+    const int64_t i = id(token);
+    CANDELA_CHECK_T(ParseError, i >= 0, "'", source, "': ", field, " '", token, "' is not one of its pieces.");
+    return i;
+  };
+  bos_ = add_bos ? piece(bos_token, sp_->bos_id(), "bos_token") : -1;
+  eos_ = add_eos ? piece(eos_token, sp_->eos_id(), "eos_token") : -1;
+  pad_ = piece(pad_token, sp_->pad_id(), "pad_token");
 }
 
 Encoding SentencePieceTokenizer::encode(const std::string& text, int64_t length) const {
@@ -648,7 +656,7 @@ Encoding SentencePieceTokenizer::encode(const std::string& text, int64_t length)
     e.tokens.push_back(sp_->id_to_piece(id));
     e.word_of_token.push_back(-1);
   };
-  if (add_bos_ && sp_->bos_id() >= 0) special(sp_->bos_id());
+  if (bos_ >= 0) special(static_cast<int>(bos_));
   for (auto& p : pieces) {
     if (e.words.empty() || starts_with_meta(p.piece)) e.words.emplace_back();
     e.words.back() += p.surface;
@@ -657,7 +665,7 @@ Encoding SentencePieceTokenizer::encode(const std::string& text, int64_t length)
     e.word_of_token.push_back(static_cast<int64_t>(e.words.size()) - 1);
   }
   for (auto& w : e.words) w = trim_spaces(w);
-  if (add_eos_ && sp_->eos_id() >= 0) special(sp_->eos_id());
+  if (eos_ >= 0) special(static_cast<int>(eos_));
   const auto n = static_cast<int64_t>(e.ids.size());
   CANDELA_CHECK(length <= 0 || n <= length, "the text '", text.size() > 60 ? text.substr(0, 57) + "..." : text,
                 "' is ", n, " tokens long with its special tokens, but the model takes ", length,
@@ -675,7 +683,7 @@ Encoding SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<std::vector<int>> word_ids;
   for (int64_t i : ids) {
     e.tokens.push_back(token(i));
-    if (sp_->is_control(static_cast<int>(i)) || i == pad_) {
+    if (sp_->is_control(static_cast<int>(i)) || i == pad_ || i == bos_ || i == eos_) {
       e.word_of_token.push_back(-1);
       continue;
     }
@@ -706,7 +714,7 @@ int64_t SentencePieceTokenizer::size() const { return sp_->size(); }
 bool SentencePieceTokenizer::available() { return false; }
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string&, const std::string& source, bool, bool,
-                                               const std::string&) {
+                                               const std::string&, const std::string&, const std::string&) {
   throw UnsupportedModel(str_cat("'", source, "' is a SentencePiece model, but this Candela was built without "
                                  "SentencePiece. Install Debian's libsentencepiece-dev and rebuild."));
 }
