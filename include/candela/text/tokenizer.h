@@ -29,10 +29,10 @@
 // The default gives what HuggingFace's tokenizers do for T5 (its model has no <s>: "... </s>");
 // for Llama (HF adds <s> only) write "add_eos": false; for ALBERT (no bos/eos in its model; HF
 // writes [CLS] ... [SEP], control pieces) write "bos_token": "[CLS]", "eos_token": "[SEP]".
-// Padding uses the model's pad id, or the sidecar's "pad_token". Differences, on purpose and documented: no sampling (subword
-// regularisation) and no truncation; encode's words are the original text of their pieces
-// (unknown characters included), decode's words come from the ids (an unknown piece reads as
-// "⁇", and normalisation, e.g. NFKC, shows). Optional at build time: without libsentencepiece-dev
+// Padding uses the model's pad id, or the sidecar's "pad_token". Differences, on purpose and
+// documented: no sampling (subword regularisation) and no truncation; encode's words are the
+// original text of their pieces (unknown characters included), decode's words come from the ids
+// (an unknown piece reads as "⁇", and normalisation, e.g. NFKC, shows). Optional at build time: without libsentencepiece-dev
 // a sentencepiece sidecar throws UnsupportedModel saying how to rebuild. The library is reached
 // through a small shim loaded at run time (src/candela/detail/sentencepiece_api.h says why: its
 // bundled protobuf clashes with LibTorch's).
