@@ -2,7 +2,7 @@
 # Proves that the test suite does not depend on one machine's trained fixtures.
 #
 # The fixtures (tests/fixtures/make_fixtures.py, make_text_fixtures.py, make_vit_fixtures.py,
-# make_lm_fixtures.py) and
+# make_lm_fixtures.py, make_spm_fixtures.py) and
 # ground-truth sets (scripts/make_groundtruth.py)
 # are trained at build time, so their weights depend on the CPU's kernels and the thread count.
 # For each configuration CAPABILITY:THREADS this script retrains both under
@@ -42,6 +42,7 @@ for config in "${configs[@]}"; do
      ! ATEN_CPU_CAPABILITY=$cap CANDELA_FIXTURE_THREADS=$threads "$python" tests/fixtures/make_text_fixtures.py --out "$dir/fixtures" >>"$dir/fixtures.log" 2>&1 ||
      ! ATEN_CPU_CAPABILITY=$cap CANDELA_FIXTURE_THREADS=$threads "$python" tests/fixtures/make_vit_fixtures.py --out "$dir/fixtures" >>"$dir/fixtures.log" 2>&1 ||
      ! ATEN_CPU_CAPABILITY=$cap CANDELA_FIXTURE_THREADS=$threads "$python" tests/fixtures/make_lm_fixtures.py --out "$dir/fixtures" >>"$dir/fixtures.log" 2>&1 ||
+     ! "$python" tests/fixtures/make_spm_fixtures.py --out "$dir/fixtures" >>"$dir/fixtures.log" 2>&1 ||
      ! ATEN_CPU_CAPABILITY=$cap CANDELA_FIXTURE_THREADS=$threads "$python" scripts/make_groundtruth.py --out "$dir/groundtruth" >"$dir/groundtruth.log" 2>&1; then
     echo "check-portability: fixture generation failed, see $dir/*.log" >&2
     summary+=("$cap threads=$threads: fixture generation FAILED")

@@ -11,6 +11,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libboost-dev
   libonnx-dev libprotobuf-dev libonnx-testdata python3-onnx
   libgtest-dev libgmock-dev libbenchmark-dev
+  libsentencepiece-dev python3-sentencepiece
   pybind11-dev python3-dev python3-distributed python3-matplotlib python3-pil
 )
 

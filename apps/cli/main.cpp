@@ -594,7 +594,7 @@ int main(int argc, char** argv) {
   explain->add_option("--alpha", ea.job.alpha, "Overlay opacity in [0, 1]");
   explain->add_option("--token-reduction", ea.job.token_reduction,
                       "Token models: embedding attribution [N, L, D] -> [N, L] by sum (Captum) or l2 (inseq)");
-  explain->add_option("--aggregate", ea.job.aggregate, "Token models: token (default) or word (WordPiece pieces merged)");
+  explain->add_option("--aggregate", ea.job.aggregate, "Token models: token (default) or word (WordPiece, BPE or SentencePiece pieces merged)");
   explain->add_option("--word-reduction", ea.job.word_reduction, "With --aggregate word: sum (default), mean or max");
   explain->add_flag("--per-step", ea.job.per_step,
                     "Language models: explain log p(token_t | tokens < t) at every position t = 1..L-1 (teacher "

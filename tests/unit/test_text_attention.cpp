@@ -13,6 +13,7 @@
 #include <map>
 #include <queue>
 #include <set>
+#include <sstream>
 
 #include "candela/detail/tensor_util.h"
 #include "candela/io/file.h"
@@ -187,7 +188,7 @@ TEST(Bpe, MergesByRankAndEncodesWithTheTemplateAndPadding) {
   nlohmann::json wordpiece = small_bpe_json();
   wordpiece["model"]["type"] = "WordPiece";
   EXPECT_THROW(BpeTokenizer{wordpiece}, ParseError);
-  EXPECT_THROW(TokenizerConfig::from_json({{"type", "sentencepiece"}, {"vocab", "m.model"}}, "", "test"), ParseError);
+  EXPECT_THROW(TokenizerConfig::from_json({{"type", "tiktoken"}, {"vocab", "m.model"}}, "", "test"), ParseError);
 }
 
 // A model whose sidecar names a tokenizer.json reads text through it.
@@ -205,6 +206,260 @@ TEST(Bpe, TextInputThroughAModelsSidecar) {
   EXPECT_EQ(in.tokens[0].words, (std::vector<std::string>{"hello", "world"}));
   EXPECT_EQ(in.batch[0][1].item<int64_t>(), BpeTokenizer(small_bpe_json()).id("hello"));
   EXPECT_EQ(model_vocabulary(model).size(), small_bpe_json()["model"]["vocab"].size());
+}
+
+// ---- SentencePiece (tests/fixtures/make_spm_fixtures.py: a 120-piece unigram model and
+// python3-sentencepiece's encodings) ----------------------------------------------------------
+
+namespace {
+
+// The fixture folder that holds the SentencePiece fixture: CANDELA_FIXTURE_DIR, or this build's
+// own fixtures folder when that is another build's (CANDELA_DATA_FROM) made before the fixture.
+std::string spm_fixture(const std::string& name) {
+  if (std::filesystem::exists(fixture("spm_manifest.json"))) return fixture(name);
+  return std::string(CANDELA_LOCAL_FIXTURE_DIR) + "/" + name;
+}
+
+// Why the SentencePiece tests cannot run here; empty when they can.
+std::string spm_missing() {
+#ifndef CANDELA_HAVE_SENTENCEPIECE
+  return "Candela was built without SentencePiece (install libsentencepiece-dev and rebuild)";
+#else
+  if (!std::filesystem::exists(spm_fixture("spm_manifest.json"))) return "the SentencePiece fixture was not generated";
+  auto m = nlohmann::json::parse(read_file(spm_fixture("spm_manifest.json"), 1 << 20));
+  return m.value("available", false) ? "" : m.value("reason", std::string("the SentencePiece fixture is unavailable"));
+#endif
+}
+#define CANDELA_REQUIRE_SENTENCEPIECE()                                  \
+  if (const std::string why = spm_missing(); !why.empty()) GTEST_SKIP() << why
+
+nlohmann::json spm_reference() { return nlohmann::json::parse(read_file(spm_fixture("spm_reference.json"), 1 << 20)); }
+
+std::vector<std::string> whitespace_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+std::string error_text(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(SentencePiece, EncodesAsPythonSentencePieceDoes) {
+  CANDELA_REQUIRE_SENTENCEPIECE();
+  const auto ref = spm_reference();
+  TokenizerConfig bare;
+  bare.type = "sentencepiece";
+  bare.vocab = spm_fixture("spm.model");
+  bare.add_bos = bare.add_eos = false;
+  auto t = Tokenizer::from_config(bare);
+  EXPECT_EQ(t->size(), ref["size"].get<int64_t>());
+  EXPECT_EQ(t->token(ref["pad_id"].get<int64_t>()), "<pad>");
+  EXPECT_EQ(t->id("<pad>"), ref["pad_id"].get<int64_t>());
+  EXPECT_EQ(t->id("<unk>"), ref["unk_id"].get<int64_t>());
+  EXPECT_EQ(t->id("no such piece"), -1);
+  EXPECT_THROW(t->token(t->size()), InvalidArgument);
+  auto with_specials = SentencePieceTokenizer::from_config([&] {
+    TokenizerConfig c = bare;
+    c.add_bos = c.add_eos = true;
+    return c;
+  }());
+  for (const auto& c : ref["cases"]) {
+    const std::string text = c["text"];
+    // Without special tokens: python's sp.encode(text) and sp.encode(text, out_type=str), exactly.
+    Encoding e = t->encode(text, 0);
+    EXPECT_EQ(e.ids, c["ids"].get<std::vector<int64_t>>()) << text;
+    EXPECT_EQ(e.tokens, c["pieces"].get<std::vector<std::string>>()) << text;
+    // A word per run of non-space characters (SentencePiece's "▁" marks where a space was).
+    EXPECT_EQ(e.words, whitespace_words(text)) << text;
+    // The defaults put the model's <s> and </s> around it.
+    Encoding s = with_specials.encode(text, 0);
+    std::vector<int64_t> expected{ref["bos_id"].get<int64_t>()};
+    for (int64_t i : c["ids"]) expected.push_back(i);
+    expected.push_back(ref["eos_id"].get<int64_t>());
+    EXPECT_EQ(s.ids, expected) << text;
+    EXPECT_EQ(s.tokens.front(), "<s>");
+    EXPECT_EQ(s.tokens.back(), "</s>");
+    EXPECT_EQ(s.word_of_token.front(), -1);
+    EXPECT_EQ(s.word_of_token.back(), -1);
+  }
+}
+
+TEST(SentencePiece, WordsPaddingAndDecode) {
+  CANDELA_REQUIRE_SENTENCEPIECE();
+  const auto ref = spm_reference();
+  auto t = SentencePieceTokenizer::from_config(
+      TokenizerConfig::from_json({{"type", "sentencepiece"}, {"model", "spm.model"}},
+                                 std::filesystem::path(spm_fixture("spm.model")).parent_path().string(), "test"));
+  const int64_t pad = ref["pad_id"];
+  EXPECT_EQ(t.pad_id(), pad);
+  for (const auto& c : ref["cases"]) {
+    const std::string text = c["text"];
+    const auto n = static_cast<int64_t>(c["ids"].size()) + 2;
+    Encoding e = t.encode(text, n + 3);
+    ASSERT_EQ(e.ids.size(), static_cast<size_t>(n + 3)) << text;
+    for (int64_t k = n; k < n + 3; ++k) {
+      EXPECT_EQ(e.ids[k], pad);
+      EXPECT_EQ(e.tokens[k], "<pad>");
+      EXPECT_EQ(e.word_of_token[k], -1);
+    }
+    // Each word's pieces are consecutive, and a word starts exactly at a piece that starts with "▁"
+    // (or at the first piece).
+    for (int64_t k = 1; k + 1 < n; ++k) {
+      const bool starts = c["pieces"][k - 1].get<std::string>().rfind("\xe2\x96\x81", 0) == 0;
+      EXPECT_EQ(e.word_of_token[k], k == 1 ? 0 : e.word_of_token[k - 1] + (starts ? 1 : 0)) << text << " @" << k;
+    }
+    EXPECT_THROW(t.encode(text, n - 1), InvalidArgument) << text;  // longer than the model takes: no truncation
+    // decode gives back the ids, the words of each token and, for text it knows, the tokens and words.
+    Encoding d = t.decode(e.ids);
+    EXPECT_EQ(d.ids, e.ids);
+    EXPECT_EQ(d.word_of_token, e.word_of_token) << text;
+    const bool unknown = std::find(e.ids.begin(), e.ids.end(), ref["unk_id"].get<int64_t>()) != e.ids.end();
+    if (!unknown) {
+      EXPECT_EQ(d.tokens, e.tokens) << text;
+      EXPECT_EQ(d.words, e.words) << text;
+    } else {
+      EXPECT_EQ(d.words.size(), e.words.size()) << text;
+      EXPECT_NE(std::find(d.tokens.begin(), d.tokens.end(), "<unk>"), d.tokens.end()) << text;
+    }
+  }
+  // The sentence with unknown characters: they are words of their own, shown as the text was.
+  Encoding u = t.encode("great \xe6\x97\xa5\xe6\x9c\xac actors \xe2\x82\xac" "5", 0);
+  EXPECT_EQ(u.words, (std::vector<std::string>{"great", "\xe6\x97\xa5\xe6\x9c\xac", "actors", "\xe2\x82\xac" "5"}));
+  EXPECT_THROW(t.decode({t.size()}), InvalidArgument);
+}
+
+TEST(SentencePiece, ModelsWithoutBosOrPadAndBadSidecars) {
+  CANDELA_REQUIRE_SENTENCEPIECE();
+  const auto ref = spm_reference();
+  const std::string dir = std::filesystem::path(spm_fixture("spm.model")).parent_path().string();
+  // T5's layout (no <s>, no pad): the defaults put </s> after the sentence only.
+  auto nopad = SentencePieceTokenizer::from_config(
+      TokenizerConfig::from_json({{"type", "sentencepiece"}, {"vocab", "spm_nopad.model"}}, dir, "m.json"));
+  std::vector<int64_t> expected = ref["nopad"]["ids"];
+  expected.push_back(ref["nopad"]["eos_id"]);
+  const std::string text = ref["cases"][0]["text"];
+  EXPECT_EQ(nopad.encode(text, 0).ids, expected);
+  EXPECT_EQ(nopad.encode(text, static_cast<int64_t>(expected.size())).ids, expected);  // no padding needed
+  EXPECT_EQ(nopad.pad_id(), -1);
+  const std::string no_pad = error_text([&] { nopad.encode(text, static_cast<int64_t>(expected.size()) + 1); });
+  EXPECT_NE(no_pad.find("pad_token"), std::string::npos) << no_pad;
+  EXPECT_NE(no_pad.find("spm_nopad.model"), std::string::npos) << no_pad;
+  // A pad_token from the sidecar (here </s>, as Llama users do).
+  auto padded = SentencePieceTokenizer::from_config(TokenizerConfig::from_json(
+      {{"type", "sentencepiece"}, {"model", "spm_nopad.model"}, {"pad_token", "</s>"}, {"add_eos", false}}, dir, "m.json"));
+  Encoding p = padded.encode(text, static_cast<int64_t>(expected.size()) + 1);
+  EXPECT_EQ(p.ids.back(), ref["nopad"]["eos_id"].get<int64_t>());
+  EXPECT_EQ(p.ids[expected.size() - 1], ref["nopad"]["eos_id"].get<int64_t>());  // padding, not an eos: add_eos is off
+  EXPECT_EQ(p.word_of_token.back(), -1);
+  // ALBERT's way: [CLS] and [SEP], control pieces the model does not call bos and eos.
+  auto albert = SentencePieceTokenizer::from_config(TokenizerConfig::from_json(
+      {{"type", "sentencepiece"}, {"model", "spm_nopad.model"}, {"bos_token", "[CLS]"}, {"eos_token", "[SEP]"}}, dir,
+      "m.json"));
+  std::vector<int64_t> albert_ids{ref["nopad"]["cls_id"].get<int64_t>()};
+  for (int64_t i : ref["nopad"]["ids"]) albert_ids.push_back(i);
+  albert_ids.push_back(ref["nopad"]["sep_id"].get<int64_t>());
+  Encoding a = albert.encode(text, 0);
+  EXPECT_EQ(a.ids, albert_ids);
+  EXPECT_EQ(a.tokens.front(), "[CLS]");
+  EXPECT_EQ(a.tokens.back(), "[SEP]");
+  EXPECT_EQ(albert.decode(a.ids).word_of_token, a.word_of_token);
+  EXPECT_THROW(SentencePieceTokenizer::from_config(TokenizerConfig::from_json(
+                   {{"type", "sentencepiece"}, {"model", "spm_nopad.model"}, {"bos_token", "<cls>"}}, dir, "m.json")),
+               ParseError);
+  // Errors name the file or the field.
+  const std::string missing = error_text([&] {
+    Tokenizer::from_config(TokenizerConfig::from_json({{"type", "sentencepiece"}, {"model", "absent.model"}}, dir, "m.json"));
+  });
+  EXPECT_NE(missing.find("absent.model"), std::string::npos) << missing;
+  candela::testing::TempDir tmp;
+  write_file_atomic(tmp / "bad.model", "not a model");
+  const std::string bad = error_text([&] {
+    Tokenizer::from_config(TokenizerConfig::from_json({{"type", "sentencepiece"}, {"model", "bad.model"}}, tmp.path(), "m.json"));
+  });
+  EXPECT_NE(bad.find("bad.model"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("not a SentencePiece model"), std::string::npos) << bad;
+  EXPECT_THROW(SentencePieceTokenizer::from_config(TokenizerConfig::from_json(
+                   {{"type", "sentencepiece"}, {"model", "spm.model"}, {"pad_token", "[PAD]"}}, dir, "m.json")),
+               ParseError);
+  const std::string two = error_text([&] {
+    TokenizerConfig::from_json({{"type", "sentencepiece"}, {"model", "a.model"}, {"vocab", "b.model"}}, dir, "m.json");
+  });
+  EXPECT_NE(two.find("m.json"), std::string::npos) << two;
+  EXPECT_THROW(TokenizerConfig::from_json({{"type", "sentencepiece"}, {"model", "a.model"}, {"add_bos", "yes"}}, dir, "m"),
+               ParseError);
+  const std::string misspelt = error_text([&] {
+    TokenizerConfig::from_json({{"type", "sentencepeice"}, {"model", "spm.model"}}, dir, "m.json");
+  });
+  EXPECT_NE(misspelt.find("tokenizer type 'sentencepeice' is not supported"), std::string::npos) << misspelt;
+}
+
+// Text through a model whose sidecar names the SentencePiece model: the ids the model gets are
+// python's, and a perturbation explanation groups them into words. The model is linear in its
+// tokens, f_c(x) = sum_t W[x_t, c] with W[i, 0] = i / 100, so ablating token t to id 0 (the zero
+// baseline) changes class 0 by exactly id_t / 100.
+TEST(SentencePiece, TextInputThroughAModelsSidecarAndAnExplanation) {
+  CANDELA_REQUIRE_SENTENCEPIECE();
+  const auto ref = spm_reference();
+  candela::testing::TempDir dir;
+  const int64_t length = 12, vocab = ref["size"];
+  torch::jit::Module m("SpmLinear");
+  m.register_parameter("weight", at::stack({at::arange(vocab, at::kFloat) / 100, -at::arange(vocab, at::kFloat) / 100}, 1),
+                       false);
+  m.define(R"(
+def forward(self, x):
+    return self.weight[x.long()].sum(1)
+)");
+  m.save(dir / "m.pt");
+  std::filesystem::copy_file(spm_fixture("spm.model"), dir / "spm.model");
+  nlohmann::json side = {{"input", {{"shape", {length}}, {"layout", "NL"}}}, {"output", "logits"},
+                         {"classes", {"up", "down"}},
+                         {"tokenizer", {{"type", "sentencepiece"}, {"model", "spm.model"}, {"max_length", length}}}};
+  write_file_atomic(dir / "m.json", side.dump());
+  Model model = Model::load(dir / "m.pt");
+  EXPECT_EQ(model_vocabulary(model).size(), static_cast<size_t>(vocab));
+  const auto& c = ref["cases"][1];  // "a  story   with music"
+  LoadedInput in = load_token_input(c["text"].get<std::string>(), model);
+  std::vector<int64_t> expected{ref["bos_id"].get<int64_t>()};
+  for (int64_t i : c["ids"]) expected.push_back(i);
+  expected.push_back(ref["eos_id"].get<int64_t>());
+  expected.resize(length, ref["pad_id"].get<int64_t>());
+  ASSERT_EQ(in.batch.sizes(), (at::IntArrayRef{1, length}));
+  EXPECT_TRUE(at::equal(in.batch.to(at::kLong), at::tensor(expected, at::kLong).view({1, length})));
+
+  ExplainJob job;
+  job.model = dir / "m.pt";
+  job.input = c["text"];
+  job.method = "feature_ablation";
+  job.target = "0";
+  job.aggregate = "word";
+  job.out = dir / "out";
+  ExplainResult r = run(job);
+  const at::Tensor values = r.attribution.values.to(at::kDouble).view({length});
+  for (int64_t k = 0; k < length; ++k) EXPECT_NEAR(values[k].item<double>(), expected[k] / 100.0, 1e-6) << k;
+  auto tokens = nlohmann::json::parse(read_file(dir / "out/tokens.json", 1 << 20));
+  std::vector<std::string> words;
+  for (const auto& w : tokens[0]["words"]) words.push_back(w["word"]);
+  EXPECT_EQ(words, (std::vector<std::string>{"a", "story", "with", "music"}));
+  EXPECT_NEAR(tokens[0]["words"][1]["value"].get<double>(), expected[2] / 100.0, 1e-6);  // "▁story" alone
+}
+
+TEST(SentencePiece, WithoutTheLibraryASidecarSaysHowToRebuild) {
+  if (SentencePieceTokenizer::available()) GTEST_SKIP() << "this build has SentencePiece; the message is for builds without";
+  TokenizerConfig c;
+  c.type = "sentencepiece";
+  c.vocab = "spm.model";
+  const std::string why = error_text([&] { Tokenizer::from_config(c); });
+  EXPECT_NE(why.find("built without SentencePiece"), std::string::npos) << why;
+  EXPECT_NE(why.find("libsentencepiece-dev"), std::string::npos) << why;
 }
 
 TEST(TokenInput, TextAndIdsGiveTheSameBatchAndTokens) {

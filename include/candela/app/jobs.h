@@ -95,7 +95,7 @@ struct ExplainJob {
   std::string sign = HeatmapOptions{}.sign, colormap = HeatmapOptions{}.colormap;
   double clip_percentile = HeatmapOptions{}.clip_percentile, alpha = HeatmapOptions{}.alpha;
   // Token models (layout NL): how an embedding-layer attribution [N, L, D] becomes one value per
-  // token, and whether WordPiece pieces are merged into words.
+  // token, and whether the tokenizer's pieces are merged into words.
   std::string token_reduction = "sum", aggregate = "token", word_reduction = "sum";
   // The explanation in words with the checks that cost model calls: the strongest other class
   // explained too (one more explanation; tables and token models) and the top class under tiny
@@ -131,7 +131,8 @@ struct ExplainJob {
     v("alpha", alpha, "Overlay opacity in [0, 1].");
     v("token_reduction", token_reduction, "Token models: reduce an embedding attribution [N, L, D] to [N, L] by sum "
                                           "(signed, Captum's choice) or l2 (the norm, inseq's).");
-    v("aggregate", aggregate, "Token models: report per token, or per word (WordPiece pieces merged).");
+    v("aggregate", aggregate, "Token models: report per token, or per word (the tokenizer's pieces merged: WordPiece ##, "
+                              "BPE and SentencePiece by spaces).");
     v("word_reduction", word_reduction, "With aggregate=word: how pieces combine: sum, mean or max.");
     v("explain_in_words", explain_in_words, "Add the word checks that cost model calls: the strongest other class "
                                             "explained too (one more explanation) and the top class under 1% noise "

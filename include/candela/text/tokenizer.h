@@ -17,6 +17,25 @@
 // BertProcessing, or a TemplateProcessing "single" template); none for ByteLevel. Difference, on
 // purpose and documented: non-ASCII bytes count as letters (the pattern's \p{L}), so a non-ASCII
 // digit or punctuation mark joins the letters around it.
+//
+// SentencePiece (Kudo & Richardson 2018, "SentencePiece: A simple and language independent subword
+// tokenizer and detokenizer"; unigram LM: Kudo 2018, "Subword Regularization"; BPE models too), read
+// from its .model file by Debian's libsentencepiece: the processor normalises the text, replaces
+// spaces with "\u2581" (the meta symbol "▁") and segments it; Candela takes its pieces and ids as
+// they are (exactly what python's sp.encode(text, out_type=int/str) gives). A piece that starts
+// with "▁" starts a new word. Special tokens: the model's <s> before and </s> after the sentence
+// when the model defines them (bos_id / eos_id >= 0), each switched off by "add_bos": false /
+// "add_eos": false, or replaced by another piece with "bos_token" / "eos_token", in the sidecar.
+// The default gives what HuggingFace's tokenizers do for T5 (its model has no <s>: "... </s>");
+// for Llama (HF adds <s> only) write "add_eos": false; for ALBERT (no bos/eos in its model; HF
+// writes [CLS] ... [SEP], control pieces) write "bos_token": "[CLS]", "eos_token": "[SEP]".
+// Padding uses the model's pad id, or the sidecar's "pad_token". Differences, on purpose and
+// documented: no sampling (subword regularisation) and no truncation; encode's words are the
+// original text of their pieces (unknown characters included), decode's words come from the ids
+// (an unknown piece reads as "⁇", and normalisation, e.g. NFKC, shows). Optional at build time: without libsentencepiece-dev
+// a sentencepiece sidecar throws UnsupportedModel saying how to rebuild. The library is reached
+// through a small shim loaded at run time (src/candela/detail/sentencepiece_api.h says why: its
+// bundled protobuf clashes with LibTorch's).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -28,6 +47,9 @@
 #include <vector>
 
 namespace candela {
+namespace detail {
+class SpmModel;
+}
 
 // One encoded sentence: ids, their vocabulary strings, and which word each piece belongs to.
 struct Encoding {
@@ -40,13 +62,20 @@ struct Encoding {
 // The "tokenizer" object of a model's sidecar:
 //   {"type": "wordpiece", "vocab": "vocab.txt", "lowercase": true, "max_length": 128}
 //   {"type": "bpe", "vocab": "tokenizer.json", "pad_token": "<pad>", "max_length": 64}
-// `vocab` is relative to the sidecar's folder.
+//   {"type": "sentencepiece", "model": "spm.model", "add_bos": true, "add_eos": true, "max_length": 64}
+//   {"type": "sentencepiece", "model": "spiece.model", "bos_token": "[CLS]", "eos_token": "[SEP]"}  (ALBERT)
+// `vocab` (for sentencepiece also spelled `model`) is relative to the sidecar's folder.
 struct TokenizerConfig {
-  std::string type = "wordpiece";  // wordpiece or bpe
-  std::string vocab;        // wordpiece: vocab.txt (one piece per line; the line number is its id); bpe: tokenizer.json
+  std::string type = "wordpiece";  // wordpiece, bpe or sentencepiece
+  std::string vocab;        // wordpiece: vocab.txt (one piece per line; the line number is its id); bpe: tokenizer.json;
+                            // sentencepiece: the .model file
   bool lowercase = true;    // wordpiece only
   int64_t max_length = 0;   // 0: the model's input length
-  std::string pad_token;    // bpe: the padding token; empty: the first of <pad>, [PAD], <|endoftext|> it has
+  std::string pad_token;    // bpe: the padding token; empty: the first of <pad>, [PAD], <|endoftext|> it has;
+                            // sentencepiece: empty: the model's pad id
+  bool add_bos = true;      // sentencepiece: <s> first, when the model defines one
+  bool add_eos = true;      // sentencepiece: </s> last, when the model defines one
+  std::string bos_token, eos_token;  // sentencepiece: the pieces to use instead of the model's <s> / </s>
   static TokenizerConfig from_json(const nlohmann::json& j, const std::string& base_dir, const std::string& source);
   nlohmann::json to_json() const;
 };
@@ -123,6 +152,33 @@ class BpeTokenizer : public Tokenizer {
   std::unordered_map<std::string, bool> special_;
   bool add_prefix_space_ = false;
   int64_t pad_ = -1, unk_ = -1;
+};
+
+// Reads a SentencePiece .model (needs Candela built with libsentencepiece-dev: available()).
+class SentencePieceTokenizer : public Tokenizer {
+ public:
+  // `model`: a serialized SentencePiece ModelProto (a .model file's bytes); `source` names it in
+  // errors. ParseError when it is not one, or when a token named is not one of its pieces;
+  // UnsupportedModel when Candela was built without SentencePiece.
+  SentencePieceTokenizer(const std::string& model, const std::string& source, bool add_bos = true,
+                         bool add_eos = true, const std::string& pad_token = "", const std::string& bos_token = "",
+                         const std::string& eos_token = "");
+  static SentencePieceTokenizer from_config(const TokenizerConfig& config);
+  // Whether this build links libsentencepiece.
+  static bool available();
+
+  // <s> pieces </s> <pad>...: exactly `length` ids (no padding when length <= 0).
+  Encoding encode(const std::string& text, int64_t length) const override;
+  Encoding decode(const std::vector<int64_t>& ids) const override;
+  int64_t id(const std::string& token) const override;  // -1 when absent
+  const std::string& token(int64_t id) const override;
+  int64_t size() const override;
+  int64_t pad_id() const { return pad_; }
+
+ private:
+  std::shared_ptr<const detail::SpmModel> sp_;
+  std::string source_;
+  int64_t bos_ = -1, eos_ = -1, pad_ = -1;  // -1: none
 };
 
 }  // namespace candela

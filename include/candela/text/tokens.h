@@ -1,6 +1,6 @@
 // Token inputs and token-level results: reading text or token ids for a model whose input
 // layout is NL, reducing an embedding-layer attribution [N, L, D] to one value per token,
-// merging WordPiece pieces into words, and showing the result as highlighted text.
+// merging a tokenizer's pieces into words, and showing the result as highlighted text.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -7,6 +7,14 @@
 #include "candela/detail/text.h"
 #include "candela/io/file.h"
 
+#ifdef CANDELA_HAVE_SENTENCEPIECE
+#include <dlfcn.h>
+
+#include <cstdlib>
+
+#include "candela/detail/sentencepiece_api.h"
+#endif
+
 namespace candela {
 using detail::str_cat;
 
@@ -25,22 +33,45 @@ bool is_special(const std::string& t) { return t.size() >= 3 && t.front() == '['
 TokenizerConfig TokenizerConfig::from_json(const nlohmann::json& j, const std::string& base_dir,
                                            const std::string& source) {
   TokenizerConfig c;
+  auto malformed = [&](const std::exception& e) {
+    return ParseError(str_cat(source, ": the \"tokenizer\" entry is malformed (", e.what(),
+                              "). Expected {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\", \"lowercase\": true, "
+                              "\"max_length\": 128}, {\"type\": \"bpe\", \"vocab\": \"tokenizer.json\"} or "
+                              "{\"type\": \"sentencepiece\", \"model\": \"spm.model\", \"add_bos\": true, "
+                              "\"add_eos\": true}."));
+  };
   try {
     CANDELA_CHECK_T(ParseError, j.is_object(), "must be an object");
     if (j.contains("type")) c.type = j.at("type").get<std::string>();
-    c.vocab = j.at("vocab").get<std::string>();
+  } catch (const std::exception& e) {
+    throw malformed(e);
+  }
+  // The type first: a misspelt one is named as such, not as a missing field of another type.
+  CANDELA_CHECK_T(ParseError, c.type == "wordpiece" || c.type == "bpe" || c.type == "sentencepiece", source,
+                  ": tokenizer type '", c.type, "' is not supported; Candela reads WordPiece vocabularies "
+                  "(\"type\": \"wordpiece\", a vocab.txt), byte-level BPE (\"type\": \"bpe\", a HuggingFace "
+                  "tokenizer.json) and SentencePiece models (\"type\": \"sentencepiece\", a .model file). For other "
+                  "tokenizers, give token ids as a .npy [N, L] instead.");
+  try {
+    if (c.type == "sentencepiece" && j.contains("model") && !j.contains("vocab")) {
+      c.vocab = j.at("model").get<std::string>();  // "model" names a SentencePiece file more plainly
+    } else {
+      c.vocab = j.at("vocab").get<std::string>();
+    }
     if (j.contains("lowercase")) c.lowercase = j.at("lowercase").get<bool>();
     if (j.contains("max_length")) c.max_length = j.at("max_length").get<int64_t>();
     if (j.contains("pad_token")) c.pad_token = j.at("pad_token").get<std::string>();
+    if (j.contains("add_bos")) c.add_bos = j.at("add_bos").get<bool>();
+    if (j.contains("add_eos")) c.add_eos = j.at("add_eos").get<bool>();
+    if (j.contains("bos_token")) c.bos_token = j.at("bos_token").get<std::string>();
+    if (j.contains("eos_token")) c.eos_token = j.at("eos_token").get<std::string>();
   } catch (const std::exception& e) {
-    throw ParseError(str_cat(source, ": the \"tokenizer\" entry is malformed (", e.what(),
-                             "). Expected {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\", \"lowercase\": true, "
-                             "\"max_length\": 128} or {\"type\": \"bpe\", \"vocab\": \"tokenizer.json\"}."));
+    throw malformed(e);
   }
-  CANDELA_CHECK_T(ParseError, c.type == "wordpiece" || c.type == "bpe", source, ": tokenizer type '", c.type,
-                  "' is not supported; Candela reads WordPiece vocabularies (\"type\": \"wordpiece\", a vocab.txt) and "
-                  "byte-level BPE (\"type\": \"bpe\", a HuggingFace tokenizer.json). For other tokenizers "
-                  "(SentencePiece), give token ids as a .npy [N, L] instead.");
+  CANDELA_CHECK_T(ParseError, c.type != "sentencepiece" || !j.contains("model") || !j.contains("vocab") ||
+                  j["model"] == j["vocab"], source, ": the sentencepiece tokenizer names two files (\"model\": ",
+                  j.value("model", nlohmann::json()).dump(), ", \"vocab\": ", j.value("vocab", nlohmann::json()).dump(),
+                  "); give one.");
   CANDELA_CHECK_T(ParseError, c.max_length >= 0, source, ": tokenizer max_length must be >= 0, got ", c.max_length, ".");
   std::filesystem::path p(c.vocab);
   if (p.is_relative() && !base_dir.empty()) c.vocab = (std::filesystem::path(base_dir) / p).string();
@@ -50,11 +81,19 @@ TokenizerConfig TokenizerConfig::from_json(const nlohmann::json& j, const std::s
 nlohmann::json TokenizerConfig::to_json() const {
   nlohmann::json j = {{"type", type}, {"vocab", vocab}, {"lowercase", lowercase}, {"max_length", max_length}};
   if (!pad_token.empty()) j["pad_token"] = pad_token;
+  if (type == "sentencepiece") {
+    j["add_bos"] = add_bos;
+    j["add_eos"] = add_eos;
+    if (!bos_token.empty()) j["bos_token"] = bos_token;
+    if (!eos_token.empty()) j["eos_token"] = eos_token;
+  }
   return j;
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::from_config(const TokenizerConfig& config) {
   if (config.type == "bpe") return std::make_unique<BpeTokenizer>(BpeTokenizer::from_config(config));
+  if (config.type == "sentencepiece")
+    return std::make_unique<SentencePieceTokenizer>(SentencePieceTokenizer::from_config(config));
   return std::make_unique<WordPieceTokenizer>(WordPieceTokenizer::from_config(config));
 }
 
@@ -525,5 +564,169 @@ const std::string& BpeTokenizer::token(int64_t id) const {
                 " tokens); the ids do not belong to this model's tokenizer.json.");
   return vocab_[static_cast<size_t>(id)];
 }
+
+// ---- SentencePiece -------------------------------------------------------------------------
+
+SentencePieceTokenizer SentencePieceTokenizer::from_config(const TokenizerConfig& config) {
+#ifndef CANDELA_HAVE_SENTENCEPIECE
+  throw UnsupportedModel(str_cat("the model's tokenizer is the SentencePiece model '", config.vocab, "', but this "
+                                 "Candela was built without SentencePiece. Install Debian's libsentencepiece-dev "
+                                 "(scripts/install-deps.sh does) and rebuild (cmake finds it), or give token ids as "
+                                 "a .npy [N, L]."));
+#else
+  return SentencePieceTokenizer(read_file(config.vocab, 256 << 20), config.vocab, config.add_bos, config.add_eos,
+                                config.pad_token, config.bos_token, config.eos_token);
+#endif
+}
+
+#ifdef CANDELA_HAVE_SENTENCEPIECE
+
+namespace {
+
+const std::string kMeta = "\xe2\x96\x81";  // U+2581, SentencePiece's space
+
+bool starts_with_meta(const std::string& piece) { return piece.compare(0, kMeta.size(), kMeta) == 0; }
+
+std::string trim_spaces(const std::string& s) {
+  size_t a = 0, b = s.size();
+  while (a < b && std::isspace(static_cast<unsigned char>(s[a]))) ++a;
+  while (b > a && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
+  return s.substr(a, b - a);
+}
+
+// The shim's loader, dlopened once (RTLD_DEEPBIND: see detail/sentencepiece_api.h); null and the
+// reason when it cannot be loaded. CANDELA_SENTENCEPIECE_SHIM in the environment overrides the
+// path compiled in (a build tree moved elsewhere).
+detail::SpmLoadFn spm_loader(std::string* why = nullptr) {
+  static std::string reason;
+  static const detail::SpmLoadFn fn = [] () -> detail::SpmLoadFn {
+    const char* env = std::getenv("CANDELA_SENTENCEPIECE_SHIM");
+    const std::string path = env && *env ? env : CANDELA_SENTENCEPIECE_SHIM;
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!handle) {
+      const char* e = dlerror();
+      reason = str_cat("Candela's SentencePiece shim '", path, "' cannot be loaded (", e ? e : "unknown error",
+                       "): build the target candela_sentencepiece, or point CANDELA_SENTENCEPIECE_SHIM at it.");
+      return nullptr;
+    }
+    auto f = reinterpret_cast<detail::SpmLoadFn>(dlsym(handle, detail::kSpmLoadSymbol));
+    if (!f) reason = str_cat("'", path, "' is not Candela's SentencePiece shim (no ", detail::kSpmLoadSymbol, ").");
+    return f;
+  }();
+  if (why) *why = reason;
+  return fn;
+}
+
+}  // namespace
+
+bool SentencePieceTokenizer::available() { return spm_loader() != nullptr; }
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model, const std::string& source, bool add_bos,
+                                               bool add_eos, const std::string& pad_token, const std::string& bos_token,
+                                               const std::string& eos_token)
+    : source_(source) {
+  std::string why;
+  const detail::SpmLoadFn load = spm_loader(&why);
+  CANDELA_CHECK_T(UnsupportedModel, load != nullptr, "'", source, "': ", why);
+  std::string error;
+  detail::SpmModel* sp = load(model.data(), model.size(), &error);
+  CANDELA_CHECK_T(ParseError, sp != nullptr, "'", source, "' is not a SentencePiece model (", error,
+                  "): the \"sentencepiece\" tokenizer reads the .model file that SentencePieceTrainer writes "
+                  "(e.g. spiece.model, tokenizer.model).");
+  sp_.reset(sp);
+  auto piece = [&](const std::string& token, int model_id, const char* field) -> int64_t {
+    if (token.empty()) return model_id;
+    const int64_t i = id(token);
+    CANDELA_CHECK_T(ParseError, i >= 0, "'", source, "': ", field, " '", token, "' is not one of its pieces.");
+    return i;
+  };
+  bos_ = add_bos ? piece(bos_token, sp_->bos_id(), "bos_token") : -1;
+  eos_ = add_eos ? piece(eos_token, sp_->eos_id(), "eos_token") : -1;
+  pad_ = piece(pad_token, sp_->pad_id(), "pad_token");
+}
+
+Encoding SentencePieceTokenizer::encode(const std::string& text, int64_t length) const {
+  std::vector<detail::SpmPiece> pieces;
+  std::string error;
+  CANDELA_CHECK(sp_->encode(text, pieces, error), "SentencePiece could not encode '",
+                text.size() > 60 ? text.substr(0, 57) + "..." : text, "': ", error);
+  Encoding e;
+  auto special = [&](int id) {
+    e.ids.push_back(id);
+    e.tokens.push_back(sp_->id_to_piece(id));
+    e.word_of_token.push_back(-1);
+  };
+  if (bos_ >= 0) special(static_cast<int>(bos_));
+  for (auto& p : pieces) {
+    if (e.words.empty() || starts_with_meta(p.piece)) e.words.emplace_back();
+    e.words.back() += p.surface;
+    e.ids.push_back(p.id);
+    e.tokens.push_back(std::move(p.piece));
+    e.word_of_token.push_back(static_cast<int64_t>(e.words.size()) - 1);
+  }
+  for (auto& w : e.words) w = trim_spaces(w);
+  if (eos_ >= 0) special(static_cast<int>(eos_));
+  const auto n = static_cast<int64_t>(e.ids.size());
+  CANDELA_CHECK(length <= 0 || n <= length, "the text '", text.size() > 60 ? text.substr(0, 57) + "..." : text,
+                "' is ", n, " tokens long with its special tokens, but the model takes ", length,
+                ". Shorten it (Candela does not truncate silently).");
+  CANDELA_CHECK(length <= 0 || n == length || pad_ >= 0, "the text needs ", length - n, " padding tokens, but the "
+                "SentencePiece model '", source_, "' has no pad piece (pad_id -1): name one with \"pad_token\" in "
+                "the sidecar's tokenizer entry (e.g. \"</s>\", as Llama users do).");
+  while (length > 0 && static_cast<int64_t>(e.ids.size()) < length) special(static_cast<int>(pad_));
+  return e;
+}
+
+Encoding SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) const {
+  Encoding e;
+  e.ids = ids;
+  std::vector<std::vector<int>> word_ids;
+  for (int64_t i : ids) {
+    e.tokens.push_back(token(i));
+    if (sp_->is_control(static_cast<int>(i)) || i == pad_ || i == bos_ || i == eos_) {
+      e.word_of_token.push_back(-1);
+      continue;
+    }
+    if (word_ids.empty() || starts_with_meta(e.tokens.back())) word_ids.emplace_back();
+    word_ids.back().push_back(static_cast<int>(i));
+    e.word_of_token.push_back(static_cast<int64_t>(word_ids.size()) - 1);
+  }
+  // The processor decodes each word (byte pieces join into characters, unknown pieces read as "⁇").
+  for (const auto& w : word_ids) e.words.push_back(trim_spaces(sp_->decode(w)));
+  return e;
+}
+
+int64_t SentencePieceTokenizer::id(const std::string& token) const {
+  const int i = sp_->piece_to_id(token);  // the unknown id for a piece it lacks
+  return i == sp_->unk_id() && token != sp_->id_to_piece(i) ? -1 : i;
+}
+
+const std::string& SentencePieceTokenizer::token(int64_t id) const {
+  CANDELA_CHECK(id >= 0 && id < size(), "token id ", id, " is outside the vocabulary (", size(),
+                " pieces); the ids do not belong to the SentencePiece model '", source_, "'.");
+  return sp_->id_to_piece(static_cast<int>(id));
+}
+
+int64_t SentencePieceTokenizer::size() const { return sp_->size(); }
+
+#else  // built without libsentencepiece: from_config refuses, so no object exists
+
+bool SentencePieceTokenizer::available() { return false; }
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string&, const std::string& source, bool, bool,
+                                               const std::string&, const std::string&, const std::string&) {
+  throw UnsupportedModel(str_cat("'", source, "' is a SentencePiece model, but this Candela was built without "
+                                 "SentencePiece. Install Debian's libsentencepiece-dev and rebuild."));
+}
+Encoding SentencePieceTokenizer::encode(const std::string&, int64_t) const { return {}; }
+Encoding SentencePieceTokenizer::decode(const std::vector<int64_t>&) const { return {}; }
+int64_t SentencePieceTokenizer::id(const std::string&) const { return -1; }
+const std::string& SentencePieceTokenizer::token(int64_t) const {
+  static const std::string none;
+  return none;
+}
+int64_t SentencePieceTokenizer::size() const { return 0; }
+
+#endif
 
 }  // namespace candela

@@ -129,7 +129,7 @@ LoadedInput load_token_input(const std::string& input, const Model& model) {
     texts.push_back(input);
   }
   CANDELA_CHECK(tok != nullptr, "the model's sidecar names no tokenizer, so text cannot be turned into token ids. Add "
-                "\"tokenizer\": {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\"} to the model's .json, or give "
+                "\"tokenizer\": {\"type\": \"wordpiece\", \"vocab\": \"vocab.txt\"} (or bpe, sentencepiece) to the model's .json, or give "
                 "token ids as a .npy [N, L].");
   int64_t length = model.tokenizer().value("max_length", int64_t{0});
   if (length <= 0 && spec.shape.size() == 1) length = spec.shape[0];
