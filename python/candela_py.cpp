@@ -15,7 +15,6 @@
 #include <string>
 
 #include "candela/candela.h"
-#include "candela/core/memory.h"
 
 namespace py = pybind11;
 using nlohmann::json;

@@ -19,7 +19,6 @@
 
 #include "candela/app/server.h"
 #include "candela/candela.h"
-#include "candela/core/memory.h"
 
 namespace {
 

@@ -8,6 +8,7 @@
 #include "candela/core/baseline.h"
 #include "candela/core/batching.h"
 #include "candela/core/catalog.h"
+#include "candela/core/memory.h"
 #include "candela/core/error.h"
 #include "candela/core/explainer.h"
 #include "candela/core/method.h"
