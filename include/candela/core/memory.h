@@ -10,8 +10,8 @@ namespace candela {
 // arrive as fresh pages, which the kernel faults in and zeroes 4 KiB at a time. With it on, large
 // blocks come from the heap (no mmap), the heap is not trimmed, and LibTorch's CPU allocator is
 // replaced by one whose freed blocks are whole malloc chunks (batching.cpp), so later batches
-// reuse memory already mapped. resnet18, IG 50 steps at 10 and 25 rows a batch: 10-19% less wall
-// time, 4-7x less system time and 20-28% lower peak RSS (bench/bench_compare, issue 13's note).
+// reuse memory already mapped. resnet18, IG 50 steps at 10 and 25 rows a batch: 1.1-1.2x faster,
+// with 4-7x less system time and a 20-28% lower peak RSS (bench/compare/README.md).
 // For processes that run model evaluations: the CLI, the tests and the benchmarks call it first;
 // the server also hands free memory back whenever its queue empties. Returns whether it took
 // effect: glibc only, not under ASan, and not when CANDELA_NO_MEMORY_REUSE=1 or the user set
