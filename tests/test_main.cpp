@@ -14,6 +14,6 @@ int main(int argc, char** argv) {
   int threads = 1;
   if (const char* t = std::getenv("CANDELA_TEST_THREADS"); t && *t) threads = std::max(1, std::atoi(t));
   at::set_num_threads(threads);
-  candela::reuse_freed_memory();  // as the CLI does (batching.h)
+  candela::reuse_freed_memory();  // as the CLI does (core/memory.h)
   return RUN_ALL_TESTS();
 }

@@ -1014,7 +1014,7 @@ int main(int argc, char** argv) {
   try {
     at::set_num_threads(threads);
     // Batches reuse the memory earlier batches freed instead of faulting in fresh pages
-    // (batching.h); CANDELA_NO_MEMORY_REUSE=1 leaves malloc as it is.
+    // (core/memory.h); CANDELA_NO_MEMORY_REUSE=1 leaves malloc as it is.
     reuse_freed_memory();
     // A command runs each of its graphs a handful of times. TorchScript's profiling executor
     // spends its first runs profiling and then optimising, which on a CPU (where LibTorch fuses
