@@ -843,3 +843,54 @@ TEST(LrpRuleTable, NamesChecksJsonAndTheCatalogueComeFromTheRows) {
     EXPECT_EQ(Composite::from_json(c.to_json(), LrpRule{}, "test").to_json(), c.to_json());
   }
 }
+
+// Forward arguments reach the rule engine: a model that adds an optional shift after its first
+// layer, given one shift per sample, explains each sample as the model with that shift baked into
+// the layer's bias (DeepLIFT's multipliers are the same; the `is not None` branch folds away), and
+// without one it is the model without the shift. DeepLIFT stays complete in both.
+TEST(RuleGraph, ForwardArgumentsAreSpecialisedIntoTheGraph) {
+  const at::Tensor w1 = randn({4, 3}, 1), b1 = randn({4}, 2), w2 = randn({2, 4}, 3), shift = randn({2, 4}, 4);
+  const at::Tensor x = randn({2, 3}, 5);
+  Model m = as_model(module("WithShift", R"(
+def forward(self, x, shift: Optional[Tensor] = None):
+    h = torch.linear(x, self.w1, self.b1)
+    if shift is not None:
+        h = h + shift
+    return torch.linear(torch.relu(h), self.w2)
+)", {{"w1", w1}, {"b1", b1}, {"w2", w2}}), {3});
+  auto baked = [&](const at::Tensor& bias) {
+    return as_model(module("Baked", "def forward(self, x):\n    return torch.linear(torch.relu(torch.linear(x, self.w1, "
+                                    "self.b1)), self.w2)\n", {{"w1", w1}, {"b1", bias}, {"w2", w2}}), {3});
+  };
+  ASSERT_EQ(m.forward_parameters().size(), 1u);
+  EXPECT_EQ(m.forward_parameters()[0].name, "shift");
+  EXPECT_TRUE(m.forward_parameters()[0].has_default);
+  const Model given = m.with_forward_args({{"shift", shift}});
+  EXPECT_LE(rel_error(given.forward(x), at::cat({baked(b1 + shift[0]).forward(x.slice(0, 0, 1)),
+                                                 baked(b1 + shift[1]).forward(x.slice(0, 1, 2))})), 1e-12);
+  const Attribution a = explain(DeepLift(), given, x, 1);
+  ASSERT_EQ(a.values.sizes(), x.sizes());
+  for (int64_t i = 0; i < 2; ++i) {
+    const Attribution b = explain(DeepLift(), baked(b1 + shift[i]), x.slice(0, i, i + 1), 1);
+    EXPECT_LE(rel_error(a.values.slice(0, i, i + 1), b.values), 1e-12) << "sample " << i;
+  }
+  ASSERT_TRUE(a.convergence_delta.defined());
+  EXPECT_LE(a.convergence_delta.abs().max().item<double>(), 1e-9);
+  const Attribution plain = explain(DeepLift(), m, x, 1);
+  EXPECT_LE(rel_error(plain.values, explain(DeepLift(), baked(b1), x, 1).values), 1e-12) << "default: no shift";
+  // Mistakes name the parameter and the fix.
+  try {
+    m.with_forward_args({{"shfit", shift}});
+    ADD_FAILURE() << "an unknown parameter was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("Did you mean 'shift'"), std::string::npos) << e.what();
+  }
+  try {
+    explain(DeepLift(), m.with_forward_args({{"shift", randn({3, 4}, 6)}}), x, 1);
+    ADD_FAILURE() << "3 rows of shift for 2 inputs were accepted";
+  } catch (const ShapeMismatch& e) {
+    EXPECT_NE(std::string(e.what()).find("'shift' has 3 rows"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Model::from_function([](const at::Tensor& t) { return t; }).with_forward_args({{"shift", shift}}),
+               InvalidArgument);
+}

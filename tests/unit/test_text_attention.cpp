@@ -838,6 +838,114 @@ TEST(TextFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
   }
 }
 
+// ---- forward arguments: a model called as Hugging Face's BERT is ---------------------------------
+// text_bert_masked.pt is text_bert.pt's weights with forward(input_ids, attention_mask=None,
+// token_type_ids=None); given attention_mask = (ids != [PAD]) it computes exactly text_bert's
+// function (the fixture asserts it), so every method family must give text_bert's numbers.
+
+namespace {
+double max_rel(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
+         std::max(1.0, b.abs().max().item<double>());
+}
+}  // namespace
+
+TEST(ForwardArgs, AGivenAttentionMaskGivesTheNumbersOfTheModelThatComputesItInside) {
+  Model pt = Model::load(fixture("text_bert.pt"));
+  Model masked = Model::load(fixture("text_bert_masked.pt"));
+  const auto params = masked.forward_parameters();
+  ASSERT_EQ(params.size(), 2u);
+  EXPECT_EQ(params[0].name, "attention_mask");
+  EXPECT_EQ(params[1].name, "token_type_ids");
+  const at::Tensor x = test_ids(6);
+  const at::Tensor mask = (x != 0).to(at::kLong);
+  const Model m = masked.with_forward_args({{"attention_mask", mask}});
+  EXPECT_LE(max_rel(m.forward(x).detach(), pt.forward(x).detach()), 1e-6);
+  EXPECT_GT(max_rel(masked.forward(x).detach(), pt.forward(x).detach()), 1e-3) << "no mask: padding is attended to";
+  auto same = [&](const Explainer& e, ExplainRequest r, const char* what) -> Attribution {
+    SCOPED_TRACE(what);
+    const Attribution want = e.explain(pt, r), got = e.explain(m, r);
+    EXPECT_EQ(got.values.sizes(), want.values.sizes());
+    if (got.values.sizes() != want.values.sizes()) return got;
+    EXPECT_LE(max_rel(got.values, want.values), 1e-5);
+    EXPECT_EQ(got.targets, want.targets);
+    return got;
+  };
+  // Layer taps with replaced activations, rows by sample (layer IG), tracked taps (gradient x
+  // activation), the rule engine on a tapped graph (AttnLRP), forward-only perturbations through the
+  // inference graph (feature ablation) and the attention maps (rollouts). The mask has a row per
+  // sample, so each sample is explained alone.
+  ExplainRequest r{.inputs = x};
+  const Attribution lig = same(LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16}), r, "layer IG");
+  EXPECT_EQ(lig.extra["suffix_execution"], true) << "the mask crosses the cut with the activations: " << lig.extra;
+  same(LayerGradientXActivation({.layers = {"tok"}}), r, "gradient x activation");
+  same(AttnLrp({.layers = {"tok"}}), r, "AttnLRP");
+  same(AttentionRollout(), r, "attention rollout");
+  same(GradAttentionRollout(), r, "gradient rollout");
+  // Perturbations keep the given mask, as Captum's additional_forward_args do (a token replaced by
+  // [PAD] is still attended to, unlike in text_bert, which masks every [PAD]): token i's ablation
+  // value is f(x; mask) - f(x with token i -> [PAD]; mask), by hand.
+  ExplainRequest occl{.inputs = x};
+  occl.feature_mask = at::arange(16).view({1, 16});
+  const Attribution ablation = Registry::builtin().create("feature_ablation")->explain(m, occl);
+  for (int64_t s = 0; s < 2; ++s) {
+    const at::Tensor row = x.slice(0, s, s + 1);
+    at::Tensor perturbed = row.repeat({16, 1});
+    for (int64_t i = 0; i < 16; ++i) perturbed.index_put_({i, i}, 0.0);
+    const Model alone = masked.with_forward_args({{"attention_mask", mask.slice(0, s, s + 1)}});
+    const int64_t t = ablation.targets[static_cast<size_t>(s)];
+    const at::Tensor want = alone.forward(row).detach().select(1, t) - alone.forward(perturbed).detach().select(1, t);
+    EXPECT_LE(max_rel(ablation.values[s], want), 1e-5) << "sample " << s;
+  }
+  // One mask row for every sample: broadcast, no per-sample split. All ones is forward()'s default.
+  const Model ones = masked.with_forward_args({{"attention_mask", at::ones({1, 16}, at::kLong)}});
+  const auto lig_default = LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16}).explain(masked, r).values;
+  EXPECT_LE(max_rel(LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16}).explain(ones, r).values, lig_default),
+            1e-6);
+  // Token types matter (type 1's embedding is not zero), and reach the layer methods.
+  const Model typed = m.with_forward_args({{"attention_mask", mask}, {"token_type_ids", at::ones({1, 16}, at::kLong)}});
+  EXPECT_GT(max_rel(LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16}).explain(typed, r).values, lig.values),
+            1e-3);
+  // A model copy with a per-sample mask gives each sample the explanation of its own row alone.
+  const at::Tensor one = x.slice(0, 2, 3);
+  const auto alone = LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16})
+                         .explain(masked.with_forward_args({{"attention_mask", mask.slice(0, 2, 3)}}), {.inputs = one});
+  EXPECT_LE(max_rel(lig.values.slice(0, 2, 3), alone.values), 1e-6);
+}
+
+TEST(ForwardArgs, OnnxInputsBecomeNamedParametersWithTheModelsDefaults) {
+  Model pt = Model::load(fixture("text_bert.pt"));
+  Model masked = Model::load(fixture("text_bert_masked.pt"));
+  const at::Tensor x = test_ids(6);
+  const at::Tensor mask = (x != 0).to(at::kLong);
+  const auto lig_pt = LayerIntegratedGradients({.layers = {"tok"}, .n_steps = 16}).explain(pt, {.inputs = x}).values;
+  for (const char* file : {"text_bert_masked_op14.onnx", "text_bert_masked_op17.onnx"}) {
+    SCOPED_TRACE(file);
+    Model onnx = Model::load(fixture(file));
+    const auto params = onnx.forward_parameters();
+    ASSERT_EQ(params.size(), 2u);
+    EXPECT_EQ(params[0].name, "attention_mask");
+    EXPECT_EQ(params[1].name, "token_type_ids");
+    EXPECT_TRUE(params[0].has_default && params[1].has_default) << "same shape as input_ids: ones and zeros";
+    // The defaults are the scripted model's (a mask of ones, type 0); a given mask is text_bert's function.
+    EXPECT_LE(max_rel(onnx.forward(x).detach(), masked.forward(x).detach()), 1e-5);
+    const Model m = onnx.with_forward_args({{"attention_mask", mask}});
+    EXPECT_LE(max_rel(m.forward(x).detach(), pt.forward(x).detach()), 1e-5);
+    std::string embedding;
+    for (const auto& info : m.layers())
+      if (info.type == "Gather" && info.output_shape == std::vector<int64_t>{1, 16, 32}) {
+        embedding = info.name;
+        break;
+      }
+    ASSERT_FALSE(embedding.empty());
+    const auto lig = LayerIntegratedGradients({.layers = {embedding}, .n_steps = 16}).explain(m, {.inputs = x}).values;
+    EXPECT_LE(max_rel(lig, lig_pt), 1e-5);
+    const auto lrp = AttnLrp({.layers = {embedding}}).explain(m, {.inputs = x}).values;
+    const auto lrp_pt = AttnLrp({.layers = {"tok"}}).explain(pt, {.inputs = x}).values;
+    EXPECT_LE(max_rel(lrp, lrp_pt), 1e-5);
+  }
+}
+
 // ---- the small vision transformer (tests/fixtures/make_vit_fixtures.py) -----------------------
 // torchvision's VisionTransformer on 32x32 images, 16 patches of 8x8 + the class token; one patch
 // (stripes: horizontal or vertical) decides the class, two distractor patches (checkerboards of the

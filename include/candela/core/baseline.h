@@ -33,6 +33,9 @@ class Baseline {
   // The reference distribution [M, ...]: the samples of a distribution, or one reference
   // per input for the other kinds.
   at::Tensor samples(const at::Tensor& inputs, const std::string& layout, uint64_t seed) const;
+  // The baseline of sample i alone, for explaining inputs [N, ...] one sample at a time: a
+  // tensor with one reference per input gives its row i; every other kind is itself.
+  Baseline for_sample(int64_t i, const at::Tensor& inputs) const;
 
  private:
   Kind kind_ = Kind::kZeros;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace torch::jit {
@@ -42,6 +43,13 @@ struct LayerInfo {
   int64_t position = -1;              // order in which the forward computes the output (later is larger); -1: unknown
 };
 
+// A parameter of a module's forward() after the input (an attention mask, token type ids).
+struct ForwardParameter {
+  std::string name;      // as forward() names it, e.g. "attention_mask"
+  std::string type;      // TorchScript type, e.g. "Optional[Tensor]"
+  bool has_default = false;  // forward() can be called without it
+};
+
 class Model {
  public:
   using Function = std::function<at::Tensor(const at::Tensor&)>;
@@ -66,6 +74,19 @@ class Model {
   // module that cannot be frozen, and an input the optimised graph refuses.
   at::Tensor forward_inference(const at::Tensor& batch) const;
 
+  // forward()'s parameters after the input, in order; empty for a function model.
+  std::vector<ForwardParameter> forward_parameters() const;
+  // Captum's additional_forward_args, by name: a copy of this model (the module and every cache
+  // shared) whose forward passes these tensors for the named parameters and their defaults for
+  // the rest; so do every graph built from it (layer taps, rule engines, the inference graph),
+  // each specialised on which parameters are given (an `if mask is None` branch folds away).
+  // Each tensor holds one sample's value [1, ...], broadcast to every row of a batch, or [N, ...]
+  // for the N samples of an explanation, which Explainer::explain then explains one at a time.
+  // An unknown name, or a parameter without a default left out, is an error naming them.
+  Model with_forward_args(std::vector<std::pair<std::string, at::Tensor>> args) const;
+  // The given arguments, in forward()'s order.
+  const std::vector<std::pair<std::string, at::Tensor>>& forward_args() const;
+
   const InputSpec& input_spec() const;
   void set_input_spec(InputSpec spec);
   const std::vector<std::string>& class_names() const;
@@ -87,7 +108,7 @@ class Model {
 
   torch::jit::Module* module() const;  // nullptr for function models
   // A cache of compiled helpers (tapped graphs, ...) shared by every copy of this Model and
-  // safe to use from several threads: `make` runs once per key.
+  // safe to use from several threads: `make` runs once per key and set of given forward args.
   std::shared_ptr<void> cached(const std::string& key, const std::function<std::shared_ptr<void>()>& make) const;
   void to(const std::string& device);  // "cpu", "cuda", "cuda:1", "mps"
   std::string device() const;
@@ -95,6 +116,7 @@ class Model {
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;
+  std::shared_ptr<const std::vector<std::pair<std::string, at::Tensor>>> forward_args_;
 };
 
 }  // namespace candela

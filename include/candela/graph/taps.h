@@ -32,7 +32,7 @@ class LayerTaps {
   LayerTaps(const Model& model, std::vector<std::string> layers, const GraphRewrite& rewrite = {});
   // The same, compiled once per model and list of layers (and rewrite, named by `rewrite_key`)
   // and then reused: the JIT optimises a new graph over its first runs, which would otherwise be
-  // paid by every explanation.
+  // paid by every explanation. The result calls the graph with `model`'s own forward arguments.
   static std::shared_ptr<const LayerTaps> of(const Model& model, const std::vector<std::string>& layers,
                                              const std::string& rewrite_key = "", const GraphRewrite& rewrite = {});
   ~LayerTaps();
@@ -67,8 +67,10 @@ class LayerTaps {
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  LayerTaps(const LayerTaps& compiled, const Model& model);  // the same graph, another model copy's forward args
+  std::shared_ptr<const Impl> impl_;
   std::vector<std::string> layers_;
+  std::vector<std::pair<std::string, at::Tensor>> args_;  // Model::forward_args
 };
 
 }  // namespace candela

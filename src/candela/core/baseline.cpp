@@ -53,6 +53,15 @@ Baseline Baseline::distribution(at::Tensor samples) {
   return b;
 }
 
+Baseline Baseline::for_sample(int64_t i, const at::Tensor& inputs) const {
+  if (kind_ != Kind::kTensor || value_.dim() != inputs.dim() || value_.size(0) != inputs.size(0) ||
+      inputs.size(0) == 1)
+    return *this;
+  Baseline b = *this;
+  b.value_ = value_.slice(0, i, i + 1);
+  return b;
+}
+
 Baseline Baseline::parse(const std::string& text) {
   auto number = [&](const std::string& s) {
     double v = 0;

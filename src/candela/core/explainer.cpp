@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <set>
+#include <utility>
+#include <vector>
 
 #include "candela/core/error.h"
 #include "candela/core/model.h"
@@ -109,6 +112,53 @@ void check_result(Attribution& a) {
     }
   }
 }
+// Explanations of samples run one at a time (forward arguments with a row per sample), as one
+// result: per-sample fields concatenated; a method fact that differs between samples becomes a
+// list with one entry per sample, its key named in extra.per_sample; warnings name their sample.
+Attribution merge_samples(std::vector<Attribution>& parts) {
+  Attribution a = parts[0];
+  if (parts.size() == 1) return a;
+  auto cat = [&](at::Tensor Attribution::*field) {
+    std::vector<at::Tensor> all;
+    for (auto& p : parts)
+      if ((p.*field).defined()) all.push_back(p.*field);
+    return all.size() == parts.size() ? at::cat(all) : at::Tensor();
+  };
+  a.values = cat(&Attribution::values);
+  a.output = cat(&Attribution::output);
+  a.convergence_delta = cat(&Attribution::convergence_delta);
+  a.output_change = cat(&Attribution::output_change);
+  a.targets.clear();
+  for (auto& p : parts) a.targets.insert(a.targets.end(), p.targets.begin(), p.targets.end());
+  std::set<std::string> keys;
+  for (auto& p : parts)
+    for (auto it = p.extra.begin(); it != p.extra.end(); ++it) keys.insert(it.key());
+  nlohmann::json extra = nlohmann::json::object(), varying = nlohmann::json::array();
+  for (const auto& key : keys) {
+    nlohmann::json per = nlohmann::json::array();
+    bool same = true;
+    for (auto& p : parts) {
+      per.push_back(p.extra.contains(key) ? p.extra[key] : nlohmann::json());
+      same = same && per.back() == per[0];
+    }
+    if (same) {
+      extra[key] = per[0];
+    } else {
+      extra[key] = per;
+      varying.push_back(key);
+    }
+  }
+  if (!varying.empty()) extra["per_sample"] = varying;
+  a.extra = extra;
+  a.warnings = nlohmann::json::array();
+  for (size_t i = 0; i < parts.size(); ++i)
+    for (auto w : parts[i].warnings) {
+      w["message"] = detail::str_cat("sample ", i, ": ", w.value("message", ""));
+      w["sample"] = i;
+      a.warnings.push_back(w);
+    }
+  return a;
+}
 }  // namespace
 
 Attribution Explainer::explain(const Model& model, const ExplainRequest& request) const {
@@ -125,19 +175,55 @@ Attribution Explainer::explain(const Model& model, const ExplainRequest& request
                   "EMBEDDING (`candela info MODEL` lists the layers), or a perturbation method over tokens.");
   }
   if (request.target.kind() == Target::Kind::kIndices) request.target.classes(at::empty({request.inputs.size(0)}));
+  // Forward arguments with a row per sample (an attention mask per sentence): the samples are
+  // explained one at a time, each with its own row broadcast to every row the method makes.
+  const int64_t n = request.inputs.size(0);
+  bool one_at_a_time = false;
+  for (const auto& [arg, t] : model.forward_args())
+    if (t.size(0) > 1) {
+      CANDELA_CHECK_T(ShapeMismatch, t.size(0) == n, "the forward argument '", arg, "' has ", t.size(0),
+                      " rows but there are ", n, " inputs: give one row per input, or one row for all of them.");
+      one_at_a_time = true;
+    }
   detail::ModelGuard guard(model);
   const auto start = std::chrono::steady_clock::now();
-  Evaluator evaluator(model, request.eval);
   ExplainRequest req = request;
   req.inputs = request.inputs.detach();
-  Attribution a = attribute(evaluator, req);
+  Attribution a;
+  int64_t evaluations = 0, partial = 0, largest = 0;
+  auto run = [&](const Model& m, const ExplainRequest& r) {
+    Evaluator evaluator(m, request.eval);
+    Attribution part = attribute(evaluator, r);
+    evaluations += evaluator.evaluations();
+    partial += evaluator.partial_evaluations();
+    largest = std::max(largest, evaluator.largest_batch());
+    return part;
+  };
+  if (!one_at_a_time) {
+    a = run(model, req);
+  } else {
+    std::vector<Attribution> parts;
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<std::pair<std::string, at::Tensor>> args;
+      for (const auto& [arg, t] : model.forward_args()) args.emplace_back(arg, t.size(0) > 1 ? t.slice(0, i, i + 1) : t);
+      const Model one = model.with_forward_args(std::move(args));
+      ExplainRequest r = req;
+      r.inputs = req.inputs.slice(0, i, i + 1);
+      r.target = req.target.gather({i});
+      r.baseline = req.baseline.for_sample(i, req.inputs);
+      if (req.feature_mask.defined() && req.feature_mask.dim() == req.inputs.dim() && req.feature_mask.size(0) == n)
+        r.feature_mask = req.feature_mask.slice(0, i, i + 1);
+      parts.push_back(run(one, r));
+    }
+    a = merge_samples(parts);
+  }
   a.method = name();
   a.options = options();
   a.target = request.target.describe();
   if (uses_baseline()) a.baseline = request.baseline.describe();
-  a.model_evaluations = evaluator.evaluations();
-  if (evaluator.partial_evaluations() > 0) a.extra["partial_evaluations"] = evaluator.partial_evaluations();
-  a.batch_size = evaluator.largest_batch();
+  a.model_evaluations = evaluations;
+  if (partial > 0) a.extra["partial_evaluations"] = partial;
+  a.batch_size = largest;
   check_result(a);
   a.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return a;

@@ -106,6 +106,7 @@ struct Model::Impl {
   std::vector<std::string> classes, features;
   std::string name, source, output_kind = "logits", device = "cpu";
   nlohmann::json tokenizer;
+  bool extra_parameters = false;  // forward() takes parameters after the input
 
   std::mutex cache_mutex;
   std::map<std::string, std::shared_ptr<void>> cache;
@@ -124,7 +125,7 @@ struct Model::Impl {
   std::vector<LayerInfo> layers;
   int64_t activation_bytes = 0;
   std::string probe_error;
-  void probe();
+  void probe(const Model& model);
 };
 
 namespace {
@@ -177,8 +178,6 @@ Model Model::load(const std::string& path) {
   if (ext == ".onnx") {
     // ONNX graphs are rebuilt as TorchScript (see src/candela/onnx/importer.h).
     detail::OnnxImport imp = detail::import_onnx(path);
-    CANDELA_CHECK_T(UnsupportedModel, imp.inputs.size() == 1, "'", path, "' has ", imp.inputs.size(),
-                    " inputs; Candela explains models with one input tensor.");
     module = imp.module;
     onnx_spec = imp.spec;
   } else {
@@ -218,6 +217,7 @@ Model Model::from_module(const torch::jit::Module& module, InputSpec spec) {
   m.impl_->module = module;
   m.impl_->spec = std::move(spec);
   m.impl_->name = "module";
+  m.impl_->extra_parameters = !m.forward_parameters().empty();
   return m;
 }
 
@@ -235,7 +235,12 @@ at::Tensor Model::forward(const at::Tensor& batch) const {
   at::Tensor out;
   try {
     if (impl_->module) {
-      auto result = impl_->module->forward({detail::model_input(batch, impl_->spec.layout == "NL")});
+      std::vector<c10::IValue> in = {detail::model_input(batch, impl_->spec.layout == "NL")};
+      if (impl_->extra_parameters) {
+        auto extra = detail::all_forward_args(*this, batch.size(0), batch.device());
+        in.insert(in.end(), extra.begin(), extra.end());
+      }
+      auto result = impl_->module->forward(std::move(in));
       CANDELA_CHECK_T(UnsupportedModel, result.isTensor(), "the model returned a ", result.tagKind(),
                       ", not a tensor. Candela explains one output tensor: wrap the model so forward() "
                       "returns the tensor to explain.");
@@ -283,6 +288,9 @@ at::Tensor Model::forward_inference(const at::Tensor& batch) const {
   at::NoGradGuard no_grad;
   if (!impl_->module || impl_->module->is_training() || std::getenv("CANDELA_NO_INFERENCE_GRAPH"))
     return forward(batch);
+  // (Its check runs one row: arguments with a row per sample go through forward() as they are.)
+  for (const auto& [name, t] : forward_args())
+    if (t.size(0) > 1) return forward(batch);
   std::shared_ptr<Impl::Inference> inf;
   {
     std::lock_guard<std::mutex> lock(impl_->inference_mutex);
@@ -302,7 +310,8 @@ at::Tensor Model::forward_inference(const at::Tensor& batch) const {
     }
     inf = impl_->inference;
   }
-  const std::string kind = input_kind(batch);
+  std::string kind = input_kind(batch);
+  for (const auto& [name, t] : forward_args()) kind += " " + name;
   bool check = false;
   {
     std::lock_guard<std::mutex> lock(impl_->inference_mutex);
@@ -317,7 +326,12 @@ at::Tensor Model::forward_inference(const at::Tensor& batch) const {
   }
   at::Tensor out;
   try {
-    auto result = inf->module->forward({detail::model_input(batch, impl_->spec.layout == "NL")});
+    std::vector<c10::IValue> in = {detail::model_input(batch, impl_->spec.layout == "NL")};
+    if (impl_->extra_parameters) {
+      auto extra = detail::all_forward_args(*this, batch.size(0), batch.device());
+      in.insert(in.end(), extra.begin(), extra.end());
+    }
+    auto result = inf->module->forward(std::move(in));
     if (result.isTensor()) out = result.toTensor();
   } catch (const std::exception&) {
     out = at::Tensor();
@@ -336,6 +350,53 @@ at::Tensor Model::forward_inference(const at::Tensor& batch) const {
   }
   if (agrees) return out;
   return forward(batch);  // forward() names a bad input's problem
+}
+
+std::vector<ForwardParameter> Model::forward_parameters() const {
+  std::vector<ForwardParameter> out;
+  if (!impl_->module) return out;
+  const auto& args = impl_->module->get_method("forward").function().getSchema().arguments();
+  for (size_t i = 2; i < args.size(); ++i)
+    out.push_back({args[i].name(), args[i].type()->annotation_str(), args[i].default_value().has_value()});
+  return out;
+}
+
+Model Model::with_forward_args(std::vector<std::pair<std::string, at::Tensor>> args) const {
+  const auto params = forward_parameters();
+  std::vector<std::string> names;
+  for (const auto& p : params) names.push_back(p.name);
+  if (!args.empty())
+    CANDELA_CHECK(!params.empty(), impl_->module ? "the model's forward() takes only its input, so it takes no "
+                  "forward argument such as '" + args[0].first + "'." : "a function model takes only its input, so it "
+                  "takes no forward argument such as '" + args[0].first + "'.");
+  std::vector<std::pair<std::string, at::Tensor>> ordered;
+  for (const auto& [name, t] : args) {
+    auto p = std::find(names.begin(), names.end(), name);
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    CANDELA_CHECK(p != names.end(), "the model's forward() has no parameter '", name, "'; it takes ", list,
+                  " after its input.", did_you_mean(name, names));
+    const auto& param = params[p - names.begin()];
+    CANDELA_CHECK(param.type == "Tensor" || param.type == "Optional[Tensor]", "the model's forward() takes '", name,
+                  "' as ", param.type, ", not a tensor; Candela passes tensors only.");
+    CANDELA_CHECK(t.defined() && t.dim() >= 1 && t.size(0) >= 1, "the forward argument '", name,
+                  "' must be a tensor with a batch dimension [N, ...] or [1, ...].");
+    for (const auto& [other, _] : ordered)
+      CANDELA_CHECK(other != name, "the forward argument '", name, "' is given twice.");
+    ordered.emplace_back(name, t.detach());
+  }
+  std::sort(ordered.begin(), ordered.end(), [&](const auto& a, const auto& b) {
+    return std::find(names.begin(), names.end(), a.first) < std::find(names.begin(), names.end(), b.first);
+  });
+  Model m = *this;
+  m.forward_args_ = ordered.empty() ? nullptr
+                                    : std::make_shared<const std::vector<std::pair<std::string, at::Tensor>>>(ordered);
+  return m;
+}
+
+const std::vector<std::pair<std::string, at::Tensor>>& Model::forward_args() const {
+  static const std::vector<std::pair<std::string, at::Tensor>> none;
+  return forward_args_ ? *forward_args_ : none;
 }
 
 const InputSpec& Model::input_spec() const { return impl_->spec; }
@@ -373,13 +434,15 @@ void Model::to(const std::string& device) {
 // Runs the forward graph once with every intermediate value as an output: that gives each
 // submodule's output shape (the last value computed inside its scope) and the activation
 // memory one sample needs, which the evaluator uses to size batches.
-void Model::Impl::probe() {
+void Model::Impl::probe(const Model& model) {
   if (!module || spec.shape.empty()) return;
   try {
     // The forward as it runs, in-place operations included (inlined_forward would make each a
     // new tensor): an activation that relu_ or add_ overwrites is counted once, by its storage.
+    // Specialised on the forward arguments the asking model was given, as layer taps are.
     auto graph = module->get_method("forward").graph()->copy();
     torch::jit::Inline(*graph);
+    detail::specialise_forward_args(graph, model);
     auto lo = detail::layer_outputs(*graph);
     const auto& values = lo.tensors;
     for (size_t i = graph->outputs().size(); i > 0; --i) graph->eraseOutput(i - 1);
@@ -389,8 +452,11 @@ void Model::Impl::probe() {
     std::vector<int64_t> shape = {1};
     shape.insert(shape.end(), spec.shape.begin(), spec.shape.end());
     torch::NoGradGuard no_grad;
-    auto out = fn({module->_ivalue(), detail::model_input(at::zeros(shape, at::TensorOptions().device(c10::Device(device))),
-                                                          spec.layout == "NL")});
+    std::vector<c10::IValue> in = {
+        module->_ivalue(),
+        detail::model_input(at::zeros(shape, at::TensorOptions().device(c10::Device(device))), spec.layout == "NL")};
+    for (const auto& [name, t] : model.forward_args()) in.emplace_back(t.slice(0, 0, 1).to(c10::Device(device)));
+    auto out = fn(std::move(in));
     auto elems = out.toTupleRef().elements();
     std::map<torch::jit::Value*, at::Tensor> by_value;
     std::set<const void*> storages;
@@ -420,7 +486,7 @@ void Model::Impl::probe() {
 std::vector<LayerInfo> Model::layers() const {
   CANDELA_CHECK(!impl_->spec.shape.empty(), "listing layers needs the input shape: pass --input-shape or add "
                 "\"input\": {\"shape\": [...]} to the model's .json sidecar.");
-  std::call_once(impl_->probed, [this] { impl_->probe(); });
+  std::call_once(impl_->probed, [this] { impl_->probe(*this); });
   CANDELA_CHECK_T(UnsupportedModel, impl_->probe_error.empty(), "could not run the model on a zero input of shape ",
                   shape_str(impl_->spec.shape), ": ", impl_->probe_error);
   return impl_->layers;
@@ -428,14 +494,16 @@ std::vector<LayerInfo> Model::layers() const {
 
 std::shared_ptr<void> Model::cached(const std::string& key,
                                    const std::function<std::shared_ptr<void>()>& make) const {
+  std::string full = key;
+  for (const auto& [name, t] : forward_args()) full += "\nforward arg: " + name;  // graphs are specialised on them
   std::lock_guard<std::mutex> lock(impl_->cache_mutex);
-  auto& slot = impl_->cache[key];
+  auto& slot = impl_->cache[full];
   if (!slot) slot = make();
   return slot;
 }
 
 int64_t Model::activation_bytes_per_sample() const {
-  std::call_once(impl_->probed, [this] { impl_->probe(); });
+  std::call_once(impl_->probed, [this] { impl_->probe(*this); });
   return impl_->activation_bytes;
 }
 

@@ -1,12 +1,143 @@
 #include "candela/graph/graph_util.h"
 
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
+
+#include "candela/core/error.h"
+#include "candela/detail/tensor_util.h"
 
 namespace candela::detail {
 
 using torch::jit::Node;
 using torch::jit::Value;
+
+namespace {
+at::Tensor rows_of(const std::string& name, const at::Tensor& t, int64_t rows, const c10::Device& device) {
+  CANDELA_CHECK_T(ShapeMismatch, t.size(0) == 1 || t.size(0) == rows, "the forward argument '", name, "' has ",
+                  t.size(0), " rows but the model is called on ", rows, " rows here: give one row for every sample "
+                  "(explanations then run one sample at a time) or one row for all of them.");
+  at::Tensor v = t.to(device);
+  if (v.size(0) == rows) return v;
+  std::vector<int64_t> shape(v.sizes().begin(), v.sizes().end());
+  shape[0] = rows;
+  return v.expand(shape).contiguous();
+}
+}  // namespace
+
+std::vector<c10::IValue> given_forward_args(const ForwardArgs& args, int64_t rows, const c10::Device& device) {
+  std::vector<c10::IValue> out;
+  out.reserve(args.size());
+  for (const auto& [name, t] : args) out.emplace_back(rows_of(name, t, rows, device));
+  return out;
+}
+
+std::vector<c10::IValue> all_forward_args(const Model& model, int64_t rows, const c10::Device& device) {
+  std::vector<c10::IValue> out;
+  if (!model.module()) return out;
+  const auto& schema = model.module()->get_method("forward").function().getSchema().arguments();
+  const auto& given = model.forward_args();
+  for (size_t i = 2; i < schema.size(); ++i) {
+    const auto& p = schema[i];
+    auto it = std::find_if(given.begin(), given.end(), [&](const auto& g) { return g.first == p.name(); });
+    if (it != given.end()) {
+      out.emplace_back(rows_of(p.name(), it->second, rows, device));
+      continue;
+    }
+    CANDELA_CHECK(p.default_value().has_value(), "the model's forward() takes '", p.name(), "' (",
+                  p.type()->annotation_str(), ") without a default: give it (--forward-arg ", p.name(),
+                  "=FILE.npy, or additional_forward_args in Python).");
+    out.push_back(*p.default_value());
+  }
+  return out;
+}
+
+namespace {
+// `is None` / `is not None` on a value that is None or that cannot be None: a constant.
+bool known_none(const Value* v) { return v->type()->kind() == c10::TypeKind::NoneType; }
+bool never_none(const Value* v) {
+  const auto k = v->type()->kind();
+  return k != c10::TypeKind::NoneType && k != c10::TypeKind::OptionalType && k != c10::TypeKind::AnyType &&
+         k != c10::TypeKind::UnionType;
+}
+void fold_none_tests(torch::jit::Block* block, torch::jit::Graph& graph) {
+  for (auto it = block->nodes().begin(); it != block->nodes().end();) {
+    Node* node = *it++;
+    for (auto* b : node->blocks()) fold_none_tests(b, graph);
+    const bool is = node->kind() == c10::aten::__is__, isnot = node->kind() == c10::aten::__isnot__;
+    if (node->kind() == c10::prim::unchecked_cast && never_none(node->input()) &&
+        node->input()->type()->isSubtypeOf(*node->output()->type())) {
+      node->output()->replaceAllUsesWith(node->input());
+      continue;
+    }
+    if (!(is || isnot) || node->inputs().size() != 2) continue;
+    const Value *a = node->input(0), *b = node->input(1);
+    std::optional<bool> same;
+    if (known_none(a) && known_none(b)) same = true;
+    else if ((known_none(a) && never_none(b)) || (never_none(a) && known_none(b))) same = false;
+    if (!same) continue;
+    torch::jit::WithInsertPoint guard(node);
+    node->output()->replaceAllUsesWith(graph.insertConstant(is ? *same : !*same));
+  }
+}
+// An `if` whose condition is now a constant: the branch it takes, in its place.
+void inline_constant_ifs(torch::jit::Block* block) {
+  for (auto it = block->nodes().begin(); it != block->nodes().end();) {
+    Node* node = *it++;
+    for (auto* b : node->blocks()) inline_constant_ifs(b);
+    if (node->kind() != c10::prim::If) continue;
+    const auto cond = torch::jit::toIValue(node->input(0));
+    if (!cond || !cond->isBool()) continue;
+    torch::jit::Block* taken = node->blocks()[cond->toBool() ? 0 : 1];
+    for (auto b = taken->nodes().begin(); b != taken->nodes().end();) (*b++)->moveBefore(node);
+    for (size_t i = 0; i < node->outputs().size(); ++i) node->outputs()[i]->replaceAllUsesWith(taken->outputs()[i]);
+    node->destroy();
+  }
+}
+}  // namespace
+
+void specialise_forward_args(std::shared_ptr<torch::jit::Graph> g, const Model& model) {
+  torch::jit::Graph& graph = *g;
+  if (!model.module()) return;
+  const auto& schema = model.module()->get_method("forward").function().getSchema().arguments();
+  if (schema.size() <= 2) return;
+  CANDELA_ASSERT(graph.inputs().size() == schema.size(), "the forward graph has ", graph.inputs().size(),
+                 " inputs but forward() ", schema.size(), " parameters.");
+  const auto& given = model.forward_args();
+  bool changed = false;
+  for (size_t i = schema.size(); i-- > 2;) {
+    const auto& p = schema[i];
+    Value* in = graph.inputs()[i];
+    const bool is_given =
+        std::any_of(given.begin(), given.end(), [&](const auto& g) { return g.first == p.name(); });
+    if (is_given) {
+      if (in->type()->kind() != c10::TypeKind::TensorType) {
+        in->setType(c10::TensorType::get());
+        changed = true;
+      }
+      continue;
+    }
+    CANDELA_CHECK(p.default_value().has_value(), "the model's forward() takes '", p.name(), "' (",
+                  p.type()->annotation_str(), ") without a default: give it (--forward-arg ", p.name(),
+                  "=FILE.npy, or additional_forward_args in Python).");
+    torch::jit::WithInsertPoint guard(graph.block()->nodes().front());
+    Value* c = graph.insertConstant(*p.default_value());
+    in->replaceAllUsesWith(c);
+    graph.eraseInput(i);
+    changed = true;
+  }
+  if (!changed) return;
+  // Folding: the tests, then the branches they decide (and nothing else: a constant tensor
+  // computed from constants stays the node its module computed).
+  for (int round = 0; round < 3; ++round) {
+    fold_none_tests(graph.block(), graph);
+    torch::jit::ConstantPropagationImmutableTypes(g);
+    inline_constant_ifs(graph.block());
+    torch::jit::EliminateDeadCode(g);
+  }
+}
+
 
 std::string module_path(const Node* node) {
   auto cs = node->callstack();

@@ -10,7 +10,25 @@
 #include <string>
 #include <vector>
 
+#include "candela/core/model.h"
+
 namespace candela::detail {
+
+// Captum's additional_forward_args as a Model holds them (Model::with_forward_args).
+using ForwardArgs = std::vector<std::pair<std::string, at::Tensor>>;
+
+// The given arguments for a call on `rows` rows, on `device`: a [1, ...] value broadcast to every
+// row, a [rows, ...] value as it is; any other row count is an error naming the argument.
+std::vector<c10::IValue> given_forward_args(const ForwardArgs& args, int64_t rows, const c10::Device& device);
+// Every parameter of `model`'s forward() after the input, for a call on `rows` rows: the given
+// values as above, the others their defaults (an error names a parameter that has none).
+std::vector<c10::IValue> all_forward_args(const Model& model, int64_t rows, const c10::Device& device);
+// Specialises a copy of `model`'s forward graph (inputs: self, the input, then every parameter)
+// on the arguments the model was given: each other parameter becomes its default constant, each
+// given one a tensor, and `is None` tests on them and the branches they choose fold away. The
+// graph's inputs are then self, the input and the given arguments in order: what
+// given_forward_args supplies.
+void specialise_forward_args(std::shared_ptr<torch::jit::Graph> graph, const Model& model);
 
 // "layer1.0.conv1" for a node inlined from that submodule's forward, "" for top-level code.
 std::string module_path(const torch::jit::Node* node);

@@ -126,19 +126,25 @@ struct LayerTaps::Impl {
   void build_cut(Node* cut_node, Value* cut_value);
 };
 
+LayerTaps::LayerTaps(const LayerTaps& compiled, const Model& model)
+    : impl_(compiled.impl_), layers_(compiled.layers_), args_(model.forward_args()) {}
+
 LayerTaps::LayerTaps(const Model& model, std::vector<std::string> layers, const GraphRewrite& rewrite)
-    : impl_(std::make_unique<Impl>()), layers_(std::move(layers)) {
+    : layers_(std::move(layers)), args_(model.forward_args()) {
+  auto impl = std::make_shared<Impl>();
+  impl_ = impl;
   CANDELA_CHECK(!layers_.empty(), "give at least one layer to tap (see `candela info` for the names).");
   CANDELA_CHECK_T(UnsupportedModel, model.module() != nullptr,
                   "layer taps need a TorchScript model; this model is a plain function.");
-  impl_->module = *model.module();
-  impl_->token_ids = model.input_spec().layout == "NL";
-  impl_->graph = detail::inlined_forward(impl_->module);
-  Graph& g = *impl_->graph;
+  impl->module = *model.module();
+  impl->token_ids = model.input_spec().layout == "NL";
+  impl->graph = detail::inlined_forward(impl->module);
+  detail::specialise_forward_args(impl->graph, model);
+  Graph& g = *impl->graph;
   auto lo = detail::layer_outputs(g);
 
   std::vector<std::string> submodules;
-  for (const auto& item : impl_->module.named_modules()) submodules.push_back(item.name);
+  for (const auto& item : impl->module.named_modules()) submodules.push_back(item.name);
   std::unordered_map<Value*, Value*> tapped;  // original value -> its latest tap output
   Node* first_tap = nullptr;
   for (size_t slot = 0; slot < layers_.size(); ++slot) {
@@ -164,10 +170,10 @@ LayerTaps::LayerTaps(const Model& model, std::vector<std::string> layers, const 
     tapped[v] = out;
     if (slot == 0) first_tap = out->node();
   }
-  impl_->count = layers_.size();
+  impl->count = layers_.size();
   if (rewrite) rewrite(g);
-  impl_->fn = std::make_unique<torch::jit::GraphFunction>("candela_tapped", impl_->graph, nullptr);
-  impl_->build_cut(first_tap, first_tap->output());
+  impl->fn = std::make_unique<torch::jit::GraphFunction>("candela_tapped", impl->graph, nullptr);
+  impl->build_cut(first_tap, first_tap->output());
 }
 
 LayerTaps::~LayerTaps() = default;
@@ -177,8 +183,10 @@ std::shared_ptr<const LayerTaps> LayerTaps::of(const Model& model, const std::ve
   std::string key = "taps";
   for (const auto& l : layers) key += "\n" + l;
   if (rewrite) key += "\nrewrite:" + rewrite_key;
-  return std::static_pointer_cast<const LayerTaps>(model.cached(
+  auto compiled = std::static_pointer_cast<const LayerTaps>(model.cached(
       key, [&] { return std::static_pointer_cast<void>(std::make_shared<LayerTaps>(model, layers, rewrite)); }));
+  if (model.forward_args().empty() && compiled->args_.empty()) return compiled;
+  return std::shared_ptr<const LayerTaps>(new LayerTaps(*compiled, model));
 }
 
 LayerTaps::Run LayerTaps::forward(const at::Tensor& x, const std::vector<at::Tensor>& replace, bool track) const {
@@ -189,7 +197,9 @@ LayerTaps::Run LayerTaps::forward(const at::Tensor& x, const std::vector<at::Ten
   ContextScope scope(&ctx);
   Run run;
   try {
-    auto result = (*impl_->fn)({impl_->module._ivalue(), detail::model_input(x, impl_->token_ids)});
+    std::vector<c10::IValue> in = {impl_->module._ivalue(), detail::model_input(x, impl_->token_ids)};
+    for (auto& v : detail::given_forward_args(args_, x.size(0), x.device())) in.push_back(std::move(v));
+    auto result = (*impl_->fn)(std::move(in));
     CANDELA_CHECK_T(UnsupportedModel, result.isTensor(), "the model returned a ", result.tagKind(), ", not a tensor.");
     run.output = result.toTensor();
   } catch (const Error&) {
@@ -211,8 +221,10 @@ LayerTaps::Run LayerTaps::forward(const at::Tensor& x, const std::vector<at::Ten
 // the suffix instead, so nothing but activations crosses the cut.
 void LayerTaps::Impl::build_cut(Node* cut_node, Value* cut_value) {
   Graph& g = *graph;
-  Value* input = g.inputs().at(1);
-  std::unordered_set<const Value*> depends_on_input = {input};
+  // The input and the given forward arguments (an attention mask): batch values, fed from the
+  // prefix to the suffix like activations.
+  std::unordered_set<const Value*> depends_on_input(g.inputs().begin() + 1, g.inputs().end());
+  auto is_input = [&](const Value* v) { return v->node() == g.param_node() && v != g.inputs().at(0); };
   std::unordered_set<const Node*> dependent_nodes;  // includes checks with no outputs
   std::vector<Node*> prefix, suffix;
   bool after = false;
@@ -228,10 +240,6 @@ void LayerTaps::Impl::build_cut(Node* cut_node, Value* cut_value) {
       for (auto* o : node->outputs()) depends_on_input.insert(o);
     }
   }
-  if (g.inputs().size() != 2) {
-    cut_problem = "forward() takes more than one input";
-    return;
-  }
   std::unordered_set<const Node*> in_prefix(prefix.begin(), prefix.end());
   std::vector<Value*> crossing;
   std::unordered_set<const Value*> seen;
@@ -239,7 +247,7 @@ void LayerTaps::Impl::build_cut(Node* cut_node, Value* cut_value) {
     std::vector<Value*> reads;
     free_inputs(node, reads);
     for (auto* v : reads) {
-      bool from_prefix = v->node()->owningGraph() == &g && (in_prefix.count(v->node()) || v == input);
+      bool from_prefix = v->node()->owningGraph() == &g && (in_prefix.count(v->node()) || is_input(v));
       if (!from_prefix || !depends_on_input.count(v) || !seen.insert(v).second) continue;
       if (!is_tensor(v)) {
         cut_problem = str_cat("the value '", v->debugName(), "' (", v->type()->str(),
@@ -250,7 +258,7 @@ void LayerTaps::Impl::build_cut(Node* cut_node, Value* cut_value) {
     }
   }
   for (auto* v : g.outputs())
-    if ((in_prefix.count(v->node()) || v == input) && depends_on_input.count(v) && seen.insert(v).second) {
+    if ((in_prefix.count(v->node()) || is_input(v)) && depends_on_input.count(v) && seen.insert(v).second) {
       if (!is_tensor(v)) {
         cut_problem = "the model's output is computed before the cut";
         return;
@@ -309,7 +317,9 @@ std::shared_ptr<const LayerTaps::Prefix> LayerTaps::run_prefix(const at::Tensor&
   TapContext ctx;  // the taps in the prefix record nothing that is used; keep them quiet
   ctx.recorded.resize(impl_->count);
   ContextScope scope(&ctx);
-  auto out = (*impl_->prefix_fn)({impl_->module._ivalue(), detail::model_input(x, impl_->token_ids)});
+  std::vector<c10::IValue> in = {impl_->module._ivalue(), detail::model_input(x, impl_->token_ids)};
+  for (auto& v : detail::given_forward_args(args_, x.size(0), x.device())) in.push_back(std::move(v));
+  auto out = (*impl_->prefix_fn)(std::move(in));
   auto prefix = std::make_shared<Prefix>();
   prefix->batch = x.size(0);
   const auto& elems = out.toTupleRef().elements();

@@ -172,6 +172,36 @@ std::string sanitize(const std::string& s) {
   return out;
 }
 
+// A graph input's name as a forward() parameter: a Python identifier that no generated name
+// (v0, v1, ...) or name the code uses can take.
+std::string parameter_name(const std::string& name) {
+  std::string v = sanitize(name);
+  static const std::set<std::string> reserved = {"torch", "Tensor", "Optional", "List", "is", "lambda", "while",
+                                                 "with", "class", "import", "from", "as", "del", "global", "assert",
+                                                 "break", "continue", "elif", "except", "finally", "raise", "try",
+                                                 "yield", "nonlocal", "async", "await", "int", "float", "bool",
+                                                 "range", "len", "min", "max", "abs", "sum", "list", "tuple", "math"};
+  bool generated = v.size() > 1 && v[0] == 'v' &&
+                   std::all_of(v.begin() + 1, v.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+  if (generated || reserved.count(v) || v.rfind("_unused", 0) == 0) v += "_";
+  return v;
+}
+
+// Two graph inputs of one shape: the same rank and, dimension by dimension, the same fixed size
+// or the same symbolic name.
+bool same_shape(const onnx::ValueInfoProto& a, const onnx::ValueInfoProto& b) {
+  if (!a.type().has_tensor_type() || !b.type().has_tensor_type()) return false;
+  const auto &ta = a.type().tensor_type(), &tb = b.type().tensor_type();
+  if (!ta.has_shape() || !tb.has_shape() || ta.shape().dim_size() != tb.shape().dim_size()) return false;
+  for (int k = 0; k < ta.shape().dim_size(); ++k) {
+    const auto &da = ta.shape().dim(k), &db = tb.shape().dim(k);
+    if (da.has_dim_value() && db.has_dim_value() && da.dim_value() == db.dim_value()) continue;
+    if (da.has_dim_param() && db.has_dim_param() && !da.dim_param().empty() && da.dim_param() == db.dim_param()) continue;
+    return false;
+  }
+  return true;
+}
+
 class Converter {
  public:
   Converter(const onnx::ModelProto& model, std::string folder, bool single_output)
@@ -191,13 +221,42 @@ class Converter {
     for (const auto& vi : g.output()) record_shape(vi);
     OnnxImport out;
     out.opset = values_.opset;
-    std::vector<std::string> args;
+    // Inputs become forward()'s parameters, named as the graph names them (input_ids,
+    // attention_mask): the names users give forward arguments by. An integer input after the
+    // first with the first one's shape (the same dimensions, fixed or symbolic) gets the default
+    // the exported transformer had: ones for an input whose name holds "mask", zeros for any other
+    // (token type ids). Other inputs must be given.
+    std::vector<std::string> args, defaults;
+    const onnx::ValueInfoProto* first = nullptr;
+    std::set<std::string> taken;
     for (const auto& in : g.input()) {
       if (values_.constants.count(in.name())) continue;
       out.inputs.push_back(in.name());
-      const std::string v = var(in.name());
+      std::string v = parameter_name(in.name());
+      while (taken.count(v)) v += "_";
+      taken.insert(v);
+      vars_[in.name()] = v;
       defined_.insert(in.name());
-      args.push_back(v + ": Tensor");
+      if (!first) {
+        first = &in;
+        args.push_back(v + ": Tensor");
+        continue;
+      }
+      const int32_t elem = in.type().has_tensor_type() ? in.type().tensor_type().elem_type() : 0;
+      const bool integer = elem == onnx::TensorProto::INT64 || elem == onnx::TensorProto::INT32 ||
+                           elem == onnx::TensorProto::BOOL;
+      if (!integer || !same_shape(*first, in)) {
+        args.push_back(v + ": Tensor");
+        continue;
+      }
+      std::string lower = in.name();
+      std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+      const at::ScalarType st = onnx_import::scalar_type(elem, in.name());
+      args.push_back(v + ": Optional[Tensor] = None");
+      defaults.push_back(str_cat("    if ", v, " is None:\n        ", v, " = torch.",
+                                 lower.find("mask") != std::string::npos ? "ones" : "zeros", "(", vars_.at(first->name()),
+                                 ".size(), dtype=", static_cast<int>(st), ", device=", vars_.at(first->name()),
+                                 ".device)\n"));
     }
     CANDELA_CHECK_T(UnsupportedModel, !out.inputs.empty(), "the ONNX graph has no input besides its initializers.");
     torch::jit::Module root("OnnxModel");
@@ -292,7 +351,9 @@ class Converter {
     }
     CANDELA_CHECK_T(UnsupportedModel, !results.empty(), "the ONNX graph has no output.");
     std::ostringstream fwd;
-    fwd << "def forward(self, " << join(args) << "):\n" << body.str() << "    return "
+    fwd << "def forward(self, " << join(args) << "):\n";
+    for (const auto& d : defaults) fwd << d;
+    fwd << body.str() << "    return "
         << (single_output_ || results.size() == 1 ? results[0] : "(" + join(results) + ")") << "\n";
     try {
       root.define(fwd.str());

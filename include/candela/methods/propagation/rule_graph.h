@@ -40,7 +40,7 @@ class RuleGraph {
   // Builds and checks the graph. UnsupportedModel for a function model, for a node on the
   // data path without a rule, and for control flow on the data path.
   RuleGraph(const Model& model, RuleSettings settings);
-  // Built once per model and settings, then reused.
+  // Built once per model and settings, then reused; called with `model`'s own forward arguments.
   static std::shared_ptr<const RuleGraph> of(const Model& model, const RuleSettings& settings);
   ~RuleGraph();
   RuleGraph(const RuleGraph&) = delete;
@@ -57,7 +57,9 @@ class RuleGraph {
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  RuleGraph(const RuleGraph& compiled, const Model& model);  // the same graph, another model copy's forward args
+  std::shared_ptr<const Impl> impl_;
+  std::vector<std::pair<std::string, at::Tensor>> args_;  // Model::forward_args
 };
 
 }  // namespace candela

@@ -465,6 +465,7 @@ Attribution AttnLrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
       auto ig = std::make_shared<InputGraph>();
       ig->module = *model.module();
       auto graph = detail::inlined_forward(ig->module);
+      detail::specialise_forward_args(graph, model);
       ig->rules = detail::attn_lrp_rewrite(*graph, cp, eps, true);
       ig->fn = std::make_unique<torch::jit::GraphFunction>("candela_attn_lrp", graph, nullptr);
       return std::static_pointer_cast<void>(ig);
@@ -489,7 +490,10 @@ Attribution AttnLrp::attribute(Evaluator& ev, const ExplainRequest& req) const {
     } else {
       at::Tensor xg = xb.detach().requires_grad_(true);
       try {
-        out = (*input_graph->fn)({input_graph->module._ivalue(), xg}).toTensor();
+        std::vector<c10::IValue> in = {input_graph->module._ivalue(), xg};
+        for (auto& v : detail::given_forward_args(model.forward_args(), xg.size(0), xg.device()))
+          in.push_back(std::move(v));
+        out = (*input_graph->fn)(std::move(in)).toTensor();
       } catch (const Error&) {
         throw;
       } catch (const std::exception& ex) {

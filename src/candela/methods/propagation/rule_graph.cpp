@@ -478,28 +478,34 @@ struct RuleGraph::Impl {
   nlohmann::json assignments = nlohmann::json::array();
 };
 
-RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::make_unique<Impl>()) {
+RuleGraph::RuleGraph(const RuleGraph& compiled, const Model& model)
+    : impl_(compiled.impl_), args_(model.forward_args()) {}
+
+RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : args_(model.forward_args()) {
+  auto impl = std::make_shared<Impl>();
+  impl_ = impl;
   detail::register_rule_ops();
   const RuleMethod method = settings.method;
   const char* mname = detail::method_name(method);
   CANDELA_CHECK_T(UnsupportedModel, model.module() != nullptr, mname,
                   " rewrites the model's graph: it needs a TorchScript model, not a plain function.");
-  impl_->token_ids = model.input_spec().layout == "NL";
+  impl->token_ids = model.input_spec().layout == "NL";
   torch::jit::Module copy = model.module()->clone();
   copy.eval();
   try {
-    impl_->frozen = torch::jit::freeze_module(copy);
+    impl->frozen = torch::jit::freeze_module(copy);
   } catch (const std::exception& e) {
     throw UnsupportedModel(str_cat(mname, ": the model could not be frozen for rule propagation (",
                                    detail::torch_message(e), ")."));
   }
-  auto graph = impl_->frozen.get_method("forward").graph()->copy();
+  auto graph = impl->frozen.get_method("forward").graph()->copy();
   torch::jit::Inline(*graph);
+  detail::specialise_forward_args(graph, model);
   torch::jit::RemoveTensorMutation(graph);
   if (method == RuleMethod::kLrp || settings.reveal_cancel) torch::jit::FoldFrozenConvBatchnorm(graph);
   torch::jit::EliminateDeadCode(graph);
-  CANDELA_CHECK_T(UnsupportedModel, graph->inputs().size() == 2, mname,
-                  ": forward() must take one input tensor, it takes ", graph->inputs().size() - 1, ".");
+  CANDELA_ASSERT(graph->inputs().size() == 2 + args_.size(), mname, ": the specialised forward graph takes ",
+                 graph->inputs().size() - 1, " inputs, not the input and ", args_.size(), " forward arguments.");
 
   if (!settings.tap_layer.empty()) detail::insert_tap(*graph, settings.tap_layer, 0);
 
@@ -511,25 +517,29 @@ RuleGraph::RuleGraph(const Model& model, RuleSettings settings) : impl_(std::mak
   detail::check_coverage(sites, method);  // before anything is rewritten
   const std::vector<LrpRule> rules =
       method == RuleMethod::kLrp ? detail::assign_rules(sites, settings.composite) : std::vector<LrpRule>();
-  Rewriter(*graph, settings, impl_->assignments).rewrite(sites, rules);
+  Rewriter(*graph, settings, impl->assignments).rewrite(sites, rules);
   torch::jit::EliminateDeadCode(graph);
-  impl_->graph = graph;
+  impl->graph = graph;
   if (std::getenv("CANDELA_DUMP_RULE_GRAPH")) std::fprintf(stderr, "%s\n", graph->toString().c_str());
-  impl_->fn = std::make_unique<torch::jit::GraphFunction>("candela_rules", impl_->graph, nullptr);
+  impl->fn = std::make_unique<torch::jit::GraphFunction>("candela_rules", impl->graph, nullptr);
 }
 
 RuleGraph::~RuleGraph() = default;
 
 std::shared_ptr<const RuleGraph> RuleGraph::of(const Model& model, const RuleSettings& settings) {
-  return std::static_pointer_cast<const RuleGraph>(model.cached(settings.key(), [&] {
+  auto compiled = std::static_pointer_cast<const RuleGraph>(model.cached(settings.key(), [&] {
     return std::static_pointer_cast<void>(std::make_shared<RuleGraph>(model, settings));
   }));
+  if (model.forward_args().empty() && compiled->args_.empty()) return compiled;
+  return std::shared_ptr<const RuleGraph>(new RuleGraph(*compiled, model));
 }
 
 at::Tensor RuleGraph::forward(const at::Tensor& x) const {
   c10::IValue result;
   try {
-    result = (*impl_->fn)({impl_->frozen._ivalue(), detail::model_input(x, impl_->token_ids)});
+    std::vector<c10::IValue> in = {impl_->frozen._ivalue(), detail::model_input(x, impl_->token_ids)};
+    for (auto& v : detail::given_forward_args(args_, x.size(0), x.device())) in.push_back(std::move(v));
+    result = (*impl_->fn)(std::move(in));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
