@@ -98,9 +98,11 @@ class PyModel {
 
 py::dict explain(PyModel& pm, const at::Tensor& inputs, const std::string& method, const std::string& options_json,
                  const std::string& target, const std::string& baseline_kind, const py::object& baseline,
-                 const py::object& feature_mask, double max_memory, int64_t batch_size, const py::object& progress) {
+                 const py::object& feature_mask, double max_memory, int64_t batch_size, const py::object& progress,
+                 const std::vector<std::pair<std::string, at::Tensor>>& forward_args) {
   const MethodInfo& info = Registry::builtin().get(method);
   auto explainer = info.create(json::parse(options_json));
+  const Model model = pm.model().with_forward_args(forward_args);
   ExplainRequest req;
   req.inputs = inputs;
   // Token models: a language-model target may take its token from the input (logprob:POS) and
@@ -117,7 +119,7 @@ py::dict explain(PyModel& pm, const at::Tensor& inputs, const std::string& metho
   Attribution a;
   {
     py::gil_scoped_release nogil;
-    a = explainer->explain(pm.model(), req);
+    a = explainer->explain(model, req);
   }
   py::dict out;
   out["values"] = a.values;
@@ -282,7 +284,12 @@ PYBIND11_MODULE(_candela, m) {
   });
   m.def("explain", &explain, py::arg("model"), py::arg("inputs"), py::arg("method"), py::arg("options"),
         py::arg("target"), py::arg("baseline_kind"), py::arg("baseline"), py::arg("feature_mask"),
-        py::arg("max_memory"), py::arg("batch_size"), py::arg("progress"));
+        py::arg("max_memory"), py::arg("batch_size"), py::arg("progress"), py::arg("forward_args"));
+  m.def("forward_parameters", [](PyModel& pm) {
+    std::vector<std::string> names;
+    for (const auto& p : pm.model().forward_parameters()) names.push_back(p.name);
+    return names;
+  });
   m.def("score_metric", &score_metric);
   m.def("run_job", &run_job, py::arg("kind"), py::arg("body"));
   m.def("set_num_threads", [](int n) { at::set_num_threads(n); });

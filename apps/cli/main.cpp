@@ -467,6 +467,9 @@ int run_info(const InfoJob& job, bool json) {
   if (spec.contains("mean")) std::cout << "        normalised with mean/std from the model's spec\n";
   if (!out_shape.empty()) std::cout << "output  " << join(out_shape) << " " << out["output_kind"].get<std::string>() << "\n";
   if (out["classes"].get<int64_t>() > 0) std::cout << "classes " << out["classes"].get<int64_t>() << "\n";
+  for (const auto& p : out["forward_parameters"])
+    std::cout << "also    " << p["name"].get<std::string>() << ": " << p["type"].get<std::string>()
+              << (p["has_default"].get<bool>() ? " (optional)" : " (required: --forward-arg)") << "\n";
   const nlohmann::json& layers = out["layers"];
   if (!layers.empty()) {
     std::cout << "\nlayers (" << layers.size() << ")\n";
@@ -559,6 +562,9 @@ int main(int argc, char** argv) {
       "  candela explain --model lm.pt --input lm_test_ids.npy --method layer_integrated_gradients --layer tok \\\n"
       "      --target contrast:10:barks:meows --out out/contrast\n"
       "  candela explain --model lm.pt --input lines.txt --method attn_lrp --layer tok --per-step --out out/steps\n"
+      "  candela explain --model bert.onnx --input lines.txt --method layer_integrated_gradients --layer tok \\\n"
+      "      --mask mask.npy --forward-arg token_type_ids=types.npy --out out/bert   (forward(input_ids, attention_mask,\n"
+      "      token_type_ids); without --mask a text input gets 0 at the tokenizer's padding)\n"
       "Writes attributions.npy, attribution.json and, for images, heatmap.png and heatmap_raw.png; for token models\n"
       "(layout NL: text, a .txt of lines or ids .npy) tokens.json and tokens.html (highlighted text); for the attention\n"
       "methods attention_maps.npy [N, layers, heads, L, L] and attention map PNGs (first 8 samples); with --per-step\n"
@@ -598,6 +604,13 @@ int main(int argc, char** argv) {
   explain->add_flag("--per-step", ea.job.per_step,
                     "Language models: explain log p(token_t | tokens < t) at every position t = 1..L-1 (teacher "
                     "forcing): attributions_steps.npy [N, L-1, L], steps.json, steps_<i>.png");
+  explain->add_option("--mask", ea.job.mask,
+                      "For a model whose forward() takes an attention mask (attention_mask, or a parameter named like a "
+                      "mask): FILE.npy ([N, L] or [1, L]), auto (default: 0 at the tokenizer's padding, 1 elsewhere, "
+                      "when the model names a tokenizer) or none (forward()'s default)");
+  explain->add_option("--forward-arg", ea.job.forward_args,
+                      "Another parameter of forward() after the input: NAME=FILE.npy, one row per sample or one for "
+                      "all (repeatable; `candela info MODEL` lists the parameters)");
   explain->add_flag("--quiet", ea.quiet, "No progress bar or summary");
   bool in_words = false;
   explain->add_flag("--explain-in-words", in_words,

@@ -263,7 +263,8 @@ def _escape(v):
 
 
 def explain(model, inputs, method, target=None, baselines=None, feature_mask=None, layers=None,
-            max_memory=None, batch_size=0, progress=False, baseline=None, options=None, **more_options):
+            max_memory=None, batch_size=0, progress=False, baseline=None, options=None,
+            additional_forward_args=None, **more_options):
     """Explains ``model`` at ``inputs`` [N, ...] with the registered ``method`` (see
     :func:`methods`); ``options`` are the method's options by name (``n_steps=32``).
 
@@ -276,6 +277,10 @@ def explain(model, inputs, method, target=None, baselines=None, feature_mask=Non
     progress: True prints the model evaluations done; a callable gets (stage, done, total).
     options: the method's options as a dict, for names that clash with explain's own arguments
         (integrated_gradients' ``method``): ``options={"method": "riemann_trapezoid"}``.
+    additional_forward_args: what the model's forward() takes after the inputs (Captum's name): a
+        tensor, a tuple of them (in forward()'s order; None keeps a parameter's default) or a dict by
+        name, e.g. ``{"attention_mask": mask}``. Each holds one row per sample [N, ...] (the samples
+        are then explained one at a time) or one row for all [1, ...]. Needs a TorchScript model.
     """
     options = dict(options or {})
     for key, value in more_options.items():
@@ -288,6 +293,9 @@ def explain(model, inputs, method, target=None, baselines=None, feature_mask=Non
         baselines = baseline
     x = as_tensor(inputs)
     em = _engine_model(model, x)
+    if _layout(x) == "NL":
+        x = x.float()  # token ids [N, L] (int64 as tokenizers give them): the engine takes them as float32
+    forward_args = _forward_args(em, additional_forward_args)
     if layers is not None:
         if not isinstance(layers, (list, tuple)):
             layers = [layers]
@@ -301,7 +309,7 @@ def explain(model, inputs, method, target=None, baselines=None, feature_mask=Non
     cb = _progress_printer if progress is True else (progress or None)
     try:
         raw = _candela.explain(em, x, method, json.dumps(_jsonable(options)), target_text(target), kind, value,
-                               mask, float(max_memory), int(batch_size or 0), cb)
+                               mask, float(max_memory), int(batch_size or 0), cb, forward_args)
     except (TypeError, ValueError) as e:
         if "TorchScript" in str(e) and not isinstance(model, (str, os.PathLike, torch.jit.ScriptModule)):
             raise type(e)(f"{e} From Python: script or trace the model first (torch.jit.script(model) or "
@@ -309,6 +317,31 @@ def explain(model, inputs, method, target=None, baselines=None, feature_mask=Non
                           f"and outputs but not the graph.") from None
         raise
     return Explanation(raw, x)
+
+
+def _forward_args(em, args):
+    """additional_forward_args as (name, tensor) pairs for the engine."""
+    if args is None:
+        return []
+    if isinstance(args, dict):
+        items = list(args.items())
+    else:
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        names = _candela.forward_parameters(em)
+        if len(args) > len(names):
+            raise ValueError(f"additional_forward_args has {len(args)} values but the model's forward() takes "
+                             f"{len(names)} parameters after its input ({', '.join(names) or 'none'}).")
+        items = list(zip(names, args))
+    out = []
+    for name, value in items:
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"additional_forward_args: '{name}' must be a tensor (Candela passes tensors only), "
+                             f"got {type(value).__name__}.")
+        out.append((str(name), value.detach()))
+    return out
 
 
 def predict(model, inputs):

@@ -9,7 +9,8 @@ Grad-CAM++, ...) get a class too, named after the paper (``ScoreCam``), with ``a
 target=None, baselines=None, feature_mask=None, **options)``.
 
 What differs from Captum, on purpose:
-- ``additional_forward_args`` is not supported (the engine calls ``model(inputs)``): wrap the model.
+- ``additional_forward_args`` needs a TorchScript model (scripted or traced with those arguments);
+  each tensor holds one row per sample or one row for all, and non-tensor values are refused.
 - A tuple of input tensors is not supported: one tensor [N, ...].
 - ``Lime`` follows the lime package's definition (Candela's ``lime``), not Captum's ``Lime``
   defaults; ``n_samples`` is lime's ``num_samples``.
@@ -63,8 +64,7 @@ class Attribution:
             if name in kwargs:
                 raise TypeError(f"{type(self).__name__}.attribute got two values for {name}.")
             kwargs[name] = value
-        if kwargs.pop("additional_forward_args", None) is not None:
-            raise ValueError("additional_forward_args is not supported: wrap the model so it takes one tensor.")
+        forward_args = kwargs.pop("additional_forward_args", None)
         if isinstance(inputs, tuple):
             if len(inputs) != 1:
                 raise ValueError("Candela explains one input tensor [N, ...]; a tuple of inputs is not supported.")
@@ -81,7 +81,8 @@ class Attribution:
         layers = None
         if self.layer_arg is not None:
             layers = [self.layer_arg]
-        e = self._explain(inputs, target, baselines, feature_mask, layers, options, batch_size, progress)
+        e = self._explain(inputs, target, baselines, feature_mask, layers, options, batch_size, progress,
+                          forward_args)
         self.last_explanation = e
         if delta:
             if e.convergence_delta is None:
@@ -89,10 +90,11 @@ class Attribution:
             return e.values, e.convergence_delta
         return e.values
 
-    def _explain(self, inputs, target, baselines, feature_mask, layers, options, batch_size, progress):
+    def _explain(self, inputs, target, baselines, feature_mask, layers, options, batch_size, progress,
+                 forward_args=None):
         return _core.explain(self.forward_func, inputs, self.method, target=target, baselines=baselines,
                              feature_mask=feature_mask, layers=layers, batch_size=batch_size, progress=progress,
-                             options=options)
+                             options=options, additional_forward_args=forward_args)
 
     def has_convergence_delta(self):
         return bool(_core.method_info(self.method).get("completeness"))

@@ -418,3 +418,30 @@ assert torch.equal(x.grad, torch.ones(64, 64))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "CANDELA_NO_MEMORY_REUSE"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_additional_forward_args_reach_the_model_as_captums_do():
+    """text_bert_masked.pt is text_bert.pt called as Hugging Face's BERT is; with the padding mask it
+    computes text_bert's function, so layer IG at the token embedding gives text_bert's numbers."""
+    plain = torch.jit.load(fixture("text_bert.pt"))
+    masked = torch.jit.load(fixture("text_bert_masked.pt"))
+    x = torch.from_numpy(np.load(fixture("text_test_ids.npy"))[:3])  # int64 ids, as tokenizers give them
+    mask = (x != 0).long()
+    want = candela.explain(plain, x, "layer_integrated_gradients", layers="tok", n_steps=8).values
+    for args in (mask, (mask,), (mask, None), {"attention_mask": mask}):
+        got = candela.explain(masked, x, "layer_integrated_gradients", layers="tok", n_steps=8,
+                              additional_forward_args=args).values
+        assert torch.allclose(got, want, atol=1e-5 * max(1.0, want.abs().max().item())), type(args)
+    lig = attr.LayerIntegratedGradients(masked, masked.tok)
+    got = lig.attribute(x, additional_forward_args=(mask,), n_steps=8)
+    assert torch.allclose(got, want, atol=1e-5 * max(1.0, want.abs().max().item()))
+    # Without the mask the padding is attended to: other numbers.
+    other = candela.explain(masked, x, "layer_integrated_gradients", layers="tok", n_steps=8).values
+    assert (other - want).abs().max().item() > 1e-4
+    with pytest.raises(ValueError, match="token_type_ids"):
+        candela.explain(masked, x, "layer_integrated_gradients", layers="tok",
+                        additional_forward_args={"token_types": mask})
+    with pytest.raises(ValueError, match="3 values"):
+        candela.explain(masked, x, "layer_integrated_gradients", layers="tok", additional_forward_args=(mask, mask, mask))
+    with pytest.raises(ValueError, match="must be a tensor"):
+        candela.explain(masked, x, "layer_integrated_gradients", layers="tok", additional_forward_args=(1,))

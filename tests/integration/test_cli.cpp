@@ -1084,6 +1084,53 @@ TEST(Cli, ExplainsTextWithTokenOutputs) {
   EXPECT_FALSE(fs::exists(dir / "bad"));
 }
 
+// text_bert_masked.pt is text_bert.pt called as Hugging Face's BERT is (forward(input_ids,
+// attention_mask=None, token_type_ids=None)); with the padding mask it computes text_bert's function.
+TEST(Cli, ForwardArgumentsFromTheTokenizerAFileOrAFlag) {
+  TempDir dir;
+  const std::string text = " --input \"An unbelievable movie, really GREAT\" --method layer_integrated_gradients "
+                           "--layer tok --option n_steps=8 --out ";
+  const std::string masked = "explain --quiet --model " + fixture("text_bert_masked.pt");
+  auto r = cli("explain --quiet --model " + fixture("text_bert.pt") + text + (dir / "plain"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const at::Tensor plain = read_npy(dir / "plain/attributions.npy");
+  // A text input: the tokenizer's padding mask, said in attribution.json.
+  r = cli(masked + text + (dir / "auto"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto meta = nlohmann::json::parse(slurp(dir / "auto/attribution.json"));
+  EXPECT_EQ(meta["extra"]["forward_args"]["attention_mask"].get<std::string>().rfind("auto", 0), 0u) << meta["extra"];
+  EXPECT_LE((read_npy(dir / "auto/attributions.npy") - plain).abs().max().item<double>(),
+            1e-5 * std::max(1.0, plain.abs().max().item<double>()));
+  // --mask none: forward()'s default attends to the padding too; a file of ones is the same call.
+  r = cli(masked + " --mask none" + text + (dir / "none"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const at::Tensor none = read_npy(dir / "none/attributions.npy");
+  EXPECT_GT((none - plain).abs().max().item<double>(), 1e-4);
+  write_npy(dir / "ones.npy", at::ones({1, 16}, at::kLong));
+  write_npy(dir / "types.npy", at::ones({1, 16}, at::kLong));
+  r = cli(masked + " --mask " + (dir / "ones.npy") + text + (dir / "ones"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_LE((read_npy(dir / "ones/attributions.npy") - none).abs().max().item<double>(), 1e-6);
+  r = cli(masked + " --forward-arg token_type_ids=" + (dir / "types.npy") + text + (dir / "types"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  meta = nlohmann::json::parse(slurp(dir / "types/attribution.json"));
+  EXPECT_EQ(meta["extra"]["forward_args"]["token_type_ids"], dir / "types.npy");
+  EXPECT_GT((read_npy(dir / "types/attributions.npy") - plain).abs().max().item<double>(), 1e-4);
+  // Mistakes: one line naming the fix; nothing written.
+  expect_one_clear_line(cli(masked + " --forward-arg token_type=" + (dir / "types.npy") + text + (dir / "bad")),
+                        "Did you mean 'token_type_ids'");
+  expect_one_clear_line(cli(masked + " --forward-arg types.npy" + text + (dir / "bad")), "NAME=FILE.npy");
+  expect_one_clear_line(cli("explain --quiet --model " + fixture("text_bert.pt") + " --mask " + (dir / "ones.npy") +
+                            text + (dir / "bad")), "takes no parameter named like one");
+  write_npy(dir / "three.npy", at::ones({3, 16}, at::kLong));
+  expect_one_clear_line(cli(masked + " --mask " + (dir / "three.npy") + text + (dir / "bad")), "has 3 rows");
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+  // `candela info` lists what forward() takes after the input.
+  r = cli("info " + fixture("text_bert_masked.pt"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("attention_mask: Optional[Tensor] (optional)"), std::string::npos) << r.out;
+}
+
 TEST(Cli, ExplainsALanguageModelPerStepAndRefusesBadTokenTargets) {
   TempDir dir;
   const std::string base = "explain --quiet --model " + fixture("lm.pt") +

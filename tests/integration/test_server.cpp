@@ -577,6 +577,16 @@ TEST(Server, RefusesPathsOutsideItsFolders) {
     EXPECT_EQ(r->status, 400) << field << ": " << r->body;
     EXPECT_NE(r->body.find(field), std::string::npos) << r->body;
   }
+  // So do a mask and forward arguments.
+  for (const auto& [field, value] : std::vector<std::pair<std::string, json>>{
+           {"mask", fixture("text_test_ids.npy")}, {"forward_args", {"token_type_ids=" + fixture("text_test_ids.npy")}}}) {
+    request = rows_request;
+    request[field] = value;
+    r = post(c, "/api/explain", request);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << field << ": " << r->body;
+    EXPECT_NE(r->body.find(field), std::string::npos) << r->body;
+  }
   // In URLs, raw and percent-encoded.
   for (const std::string path : std::vector<std::string>{"/api/models/../../etc/passwd", "/api/models/%2e%2e/%2e%2e/etc/passwd",
                                  "/api/models/..%2F..%2Fetc%2Fpasswd", "/api/models/outside.pt",

@@ -104,6 +104,9 @@ struct ExplainJob {
   // Language models (output [N, L, V]): explain log p(token_t | tokens < t) for every position
   // t = 1..L-1 with teacher forcing: attributions_steps.npy [N, L-1, L] and steps.json.
   bool per_step = false;
+  // Models whose forward() takes more than the input (Captum's additional_forward_args).
+  std::string mask = "auto";
+  std::vector<std::string> forward_args;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
     v("model", model, "TorchScript (.pt) or ONNX (.onnx) model file; a sidecar .json may describe its input.");
@@ -139,6 +142,12 @@ struct ExplainJob {
                                             "(16 forward passes per sample).");
     v("per_step", per_step, "Language models: one attribution per generated position t (log p(token_t | tokens < t), "
                             "teacher forcing) over the input: attributions_steps.npy [N, L-1, L] and steps.json.");
+    v("mask", mask, "The attention mask forward() gets, for a model that takes one (a parameter attention_mask, or "
+                    "one named like a mask): FILE.npy ([N, L], or [1, L] for all), auto (0 at the tokenizer's "
+                    "padding, 1 elsewhere, when the model's sidecar names a tokenizer; else forward()'s default) or "
+                    "none (forward()'s default).");
+    v("forward_args", forward_args, "Other parameters of forward() after the input, NAME=FILE.npy each (e.g. "
+                                    "token_type_ids=types.npy): one row per sample, or one row for all.");
     spec.visit(v);
   }
 };

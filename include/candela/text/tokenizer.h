@@ -93,6 +93,7 @@ class Tokenizer {
   virtual int64_t id(const std::string& token) const = 0;  // -1 when absent
   virtual const std::string& token(int64_t id) const = 0;  // InvalidArgument when out of range
   virtual int64_t size() const = 0;
+  virtual int64_t pad_id() const = 0;  // the padding token's id; -1 when it pads with none
   // The tokenizer a config names; IoError / ParseError name the file.
   static std::unique_ptr<Tokenizer> from_config(const TokenizerConfig& config);
 };
@@ -115,7 +116,7 @@ class WordPieceTokenizer : public Tokenizer {
 
   int64_t id(const std::string& token) const override;  // -1 when absent
   const std::string& token(int64_t id) const override;  // InvalidArgument when out of range
-  int64_t pad_id() const { return pad_; }
+  int64_t pad_id() const override { return pad_; }
   int64_t size() const override { return static_cast<int64_t>(vocab_.size()); }
 
  private:
@@ -141,6 +142,7 @@ class BpeTokenizer : public Tokenizer {
   int64_t id(const std::string& token) const override;
   const std::string& token(int64_t id) const override;
   int64_t size() const override { return static_cast<int64_t>(vocab_.size()); }
+  int64_t pad_id() const override { return pad_; }
   // A token's text as bytes ("Ġworld" -> " world"); special tokens as they are.
   std::string text_of(const std::string& token) const;
 
@@ -173,7 +175,7 @@ class SentencePieceTokenizer : public Tokenizer {
   int64_t id(const std::string& token) const override;  // -1 when absent
   const std::string& token(int64_t id) const override;
   int64_t size() const override;
-  int64_t pad_id() const { return pad_; }
+  int64_t pad_id() const override { return pad_; }
 
  private:
   std::shared_ptr<const detail::SpmModel> sp_;

@@ -22,6 +22,10 @@ class Model;
 // (see detail::model_input); tokens: one Encoding per sample.
 LoadedInput load_token_input(const std::string& input, const Model& model);
 
+// The attention mask a tokenizer returns with its ids (as Hugging Face's do): int64 [N, L], 0 at
+// the padding token, 1 elsewhere. Undefined when the model names no tokenizer or it pads with none.
+at::Tensor padding_mask(const Model& model, const at::Tensor& ids);
+
 // [N, L, D...] -> [N, L]: "sum" (the signed sum over the embedding, Captum's tutorials' choice)
 // or "l2" (the L2 norm, inseq's default). [N, L] passes through.
 at::Tensor reduce_embedding(const at::Tensor& values, const std::string& reduction);

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include <filesystem>
@@ -99,6 +100,63 @@ Model load_model(const std::string& path, const SpecOverrides& spec) {
   return model;
 }
 
+// --forward-arg NAME=FILE.npy: the name and the file.
+std::pair<std::string, std::string> split_forward_arg(const std::string& arg) {
+  const auto eq = arg.find('=');
+  CANDELA_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < arg.size(), "--forward-arg takes NAME=FILE.npy (e.g. "
+                "token_type_ids=types.npy), got '", arg, "'.");
+  return {arg.substr(0, eq), arg.substr(eq + 1)};
+}
+
+void validate_forward_args(const std::string& mask, const std::vector<std::string>& args) {
+  CANDELA_CHECK(mask.empty() || mask == "auto" || mask == "none" ||
+                (mask.size() > 4 && mask.compare(mask.size() - 4, 4, ".npy") == 0), "--mask takes FILE.npy, auto or none, got '", mask, "'.");
+  for (const auto& a : args) split_forward_arg(a);
+}
+
+// --mask and --forward-arg: the values the model's forward() gets after the input (Captum's
+// additional_forward_args), and what each was, for attribution.json's "forward_args".
+Model bind_forward_args(const Model& model, const std::string& mask, const std::vector<std::string>& args,
+                        const at::Tensor& ids, nlohmann::json& described) {
+  std::vector<std::pair<std::string, at::Tensor>> given;
+  for (const auto& a : args) {
+    auto [name, file] = split_forward_arg(a);
+    given.emplace_back(name, read_npy(file));
+    described[name] = file;
+  }
+  // The mask parameter: attention_mask, else the first named like a mask.
+  std::string param;
+  std::vector<std::string> names;
+  for (const auto& p : model.forward_parameters()) {
+    names.push_back(p.name);
+    if (p.name == "attention_mask") param = p.name;
+  }
+  for (std::string n : names) {
+    const std::string name = n;
+    std::transform(n.begin(), n.end(), n.begin(), ::tolower);
+    if (param.empty() && n.find("mask") != std::string::npos) param = name;
+  }
+  const bool given_already = described.contains(param);
+  if (mask != "none" && !given_already) {
+    if (mask.empty() || mask == "auto") {
+      const at::Tensor m = param.empty() || model.input_spec().layout != "NL" ? at::Tensor() : padding_mask(model, ids);
+      if (m.defined()) {
+        given.emplace_back(param, m);
+        described[param] = "auto: 0 at the tokenizer's padding, 1 elsewhere";
+      }
+    } else {
+      std::string list;
+      for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      CANDELA_CHECK(!param.empty(), "--mask gives forward() an attention mask, but this model's forward() takes no "
+                    "parameter named like one (", names.empty() ? std::string("it takes only its input") : "it takes " + list,
+                    "). Give other parameters with --forward-arg NAME=FILE.npy.");
+      given.emplace_back(param, read_npy(mask));
+      described[param] = mask;
+    }
+  }
+  return model.with_forward_args(std::move(given));
+}
+
 }  // namespace
 
 void SpecOverrides::apply(Model& model) const {
@@ -190,6 +248,7 @@ PreparedExplain prepare(const ExplainJob& job) {
   heatmap.alpha = job.alpha;
   heatmap.validate();
   validate_token_options(job.token_reduction, job.aggregate, job.word_reduction);
+  validate_forward_args(job.mask, job.forward_args);
   CANDELA_CHECK(job.background.empty() || !baseline_given,
                 "give either --baseline or --background (a data set: the baseline distribution), not both.");
   CANDELA_CHECK(job.background.empty() || explainer->uses_baseline(), method,
@@ -415,6 +474,8 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
   infer_layout_from(model, input.batch, control);
   if (!input.display.defined() && model.input_spec().is_image()) input.display = to_display(input.batch, model.input_spec());
   if (!job.feature_names.empty()) input.feature_names = read_names(job.feature_names);
+  nlohmann::json forward_args = nlohmann::json::object();
+  model = bind_forward_args(model, job.mask, job.forward_args, input.batch, forward_args);
   const bool tabular = !token_model && !input.display.defined() && input.batch.dim() == 2;
   CANDELA_CHECK(job.training_data.empty() || tabular, "--training-data places tabular features among training rows; ",
                 job.input, " is not a table of rows (drop --training-data).");
@@ -449,6 +510,11 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
     steps = ps.steps;
     req.inputs = ps.inputs.to(c10::Device(model.device()));
     req.target = Target::parse(ps.target, names);
+    // Each sample's forward arguments follow it into its steps.
+    std::vector<std::pair<std::string, at::Tensor>> per_row;
+    for (const auto& [name, t] : model.forward_args())
+      per_row.emplace_back(name, t.size(0) > 1 ? t.repeat_interleave(steps, 0) : t);
+    if (!per_row.empty()) model = model.with_forward_args(std::move(per_row));
   } else {
     req.target = Target::parse(token_model ? fill_target_tokens(job.target, input.batch) : job.target, names);
   }
@@ -462,6 +528,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
 
   ExplainResult result;
   result.attribution = explainer->explain(model, req);
+  if (!forward_args.empty()) result.attribution.extra["forward_args"] = forward_args;
   // The runner-up class explained too, for the words' contrast (tables and token models).
   at::Tensor runner_up_values;
   std::vector<int64_t> runner_up;
@@ -1243,6 +1310,10 @@ nlohmann::json run(const InfoJob& job, const RunControl&) {
   nlohmann::json out = {{"model", job.model}, {"input", spec.to_json()}, {"output_kind", model.output_kind()},
                         {"classes", model.class_names().size()}, {"class_names", model.class_names()}};
   if (!model.feature_names().empty()) out["feature_names"] = model.feature_names();
+  // What forward() takes after the input: --mask and --forward-arg give these.
+  out["forward_parameters"] = nlohmann::json::array();
+  for (const auto& p : model.forward_parameters())
+    out["forward_parameters"].push_back({{"name", p.name}, {"type", p.type}, {"has_default", p.has_default}});
   std::vector<int64_t> out_shape;
   out["layers"] = nlohmann::json::array();
   if (!spec.shape.empty()) {

@@ -669,6 +669,12 @@ class Server {
     if (ends(job.features, ".npy")) job.features = data_file("features", job.features, files);
     if (ends(job.feature_names, ".txt")) job.feature_names = data_file("feature_names", job.feature_names, files);
     if (ends(job.composite, ".json")) job.composite = data_file("composite", job.composite, files);
+    if (ends(job.mask, ".npy")) job.mask = data_file("mask", job.mask, files);
+    for (auto& a : job.forward_args) {
+      const auto eq = a.find('=');
+      if (eq == std::string::npos) fail(400, "\"forward_args\": each is NAME=FILE.npy, got '" + a + "'.");
+      a = a.substr(0, eq + 1) + data_file("forward_args." + a.substr(0, eq), a.substr(eq + 1), files);
+    }
     if (job.device != "cpu" && job.device.rfind("cuda", 0) != 0) fail(400, "device must be cpu, cuda or cuda:N.");
   }
 

@@ -94,6 +94,12 @@ void validate_token_options(const std::string& reduction, const std::string& agg
                 "--word-reduction must be sum, mean or max, got '", word_reduction, "'.");
 }
 
+at::Tensor padding_mask(const Model& model, const at::Tensor& ids) {
+  auto tok = model_tokenizer(model);
+  if (!tok || tok->pad_id() < 0) return at::Tensor();
+  return (ids.detach().round().to(at::kLong) != tok->pad_id()).to(at::kLong);
+}
+
 LoadedInput load_token_input(const std::string& input, const Model& model) {
   const InputSpec& spec = model.input_spec();
   CANDELA_CHECK(!input.empty(), "no input given: pass token ids (.npy [N, L]), a .txt file with one text per line, or "
