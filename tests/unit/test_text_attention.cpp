@@ -91,6 +91,14 @@ double edmonds_karp(std::vector<std::vector<double>> cap, int s, int t) {
   }
 }
 
+// An ONNX export's token embedding: the Gather node whose output is [1, L, D] (the position
+// embedding's has no batch dimension); "" when there is none.
+std::string token_embedding(const Model& onnx) {
+  for (const auto& info : onnx.layers())
+    if (info.type == "Gather" && info.output_shape == std::vector<int64_t>{1, 16, 32}) return info.name;
+  return "";
+}
+
 at::Tensor test_ids(int64_t count) {
   return read_npy(fixture("text_test_ids.npy")).slice(0, 0, count).to(at::kFloat).contiguous();
 }
@@ -815,13 +823,7 @@ TEST(TextFixture, OnnxExportsGiveTheSameAttributionsAsTheTracedModel) {
     EXPECT_LE((AttentionRollout().explain(onnx, {.inputs = x}).values - rollout_pt).abs().max().item<double>(), 1e-5);
     EXPECT_LE((Registry::builtin().create("feature_ablation")->explain(onnx, occl).values - ablation_pt)
                   .abs().max().item<double>(), 1e-5);
-    // The token embedding: the Gather node whose output is [1, L, D] (the position embedding's has no batch).
-    std::string embedding;
-    for (const auto& info : onnx.layers())
-      if (info.type == "Gather" && info.output_shape == std::vector<int64_t>{1, 16, 32}) {
-        embedding = info.name;
-        break;
-      }
+    const std::string embedding = token_embedding(onnx);
     ASSERT_FALSE(embedding.empty());
     auto lig = LayerIntegratedGradients({.layers = {embedding}, .n_steps = 16}).explain(onnx, {.inputs = x}).values;
     EXPECT_LE((lig - lig_pt).abs().max().item<double>(), 1e-5 * std::max(1.0, lig_pt.abs().max().item<double>()));
@@ -931,12 +933,7 @@ TEST(ForwardArgs, OnnxInputsBecomeNamedParametersWithTheModelsDefaults) {
     EXPECT_LE(max_rel(onnx.forward(x).detach(), masked.forward(x).detach()), 1e-5);
     const Model m = onnx.with_forward_args({{"attention_mask", mask}});
     EXPECT_LE(max_rel(m.forward(x).detach(), pt.forward(x).detach()), 1e-5);
-    std::string embedding;
-    for (const auto& info : m.layers())
-      if (info.type == "Gather" && info.output_shape == std::vector<int64_t>{1, 16, 32}) {
-        embedding = info.name;
-        break;
-      }
+    const std::string embedding = token_embedding(m);
     ASSERT_FALSE(embedding.empty());
     const auto lig = LayerIntegratedGradients({.layers = {embedding}, .n_steps = 16}).explain(m, {.inputs = x}).values;
     EXPECT_LE(max_rel(lig, lig_pt), 1e-5);

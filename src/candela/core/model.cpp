@@ -369,11 +369,11 @@ Model Model::with_forward_args(std::vector<std::pair<std::string, at::Tensor>> a
     CANDELA_CHECK(!params.empty(), impl_->module ? "the model's forward() takes only its input, so it takes no "
                   "forward argument such as '" + args[0].first + "'." : "a function model takes only its input, so it "
                   "takes no forward argument such as '" + args[0].first + "'.");
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
   std::vector<std::pair<std::string, at::Tensor>> ordered;
   for (const auto& [name, t] : args) {
     auto p = std::find(names.begin(), names.end(), name);
-    std::string list;
-    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
     CANDELA_CHECK(p != names.end(), "the model's forward() has no parameter '", name, "'; it takes ", list,
                   " after its input.", did_you_mean(name, names));
     const auto& param = params[p - names.begin()];
