@@ -24,6 +24,13 @@ at::Tensor rows_of(const std::string& name, const at::Tensor& t, int64_t rows, c
   shape[0] = rows;
   return v.expand(shape).contiguous();
 }
+
+// A parameter left out must have a default.
+void require_default(const c10::Argument& p) {
+  CANDELA_CHECK(p.default_value().has_value(), "the model's forward() takes '", p.name(), "' (",
+                p.type()->annotation_str(), ") without a default: give it (--forward-arg ", p.name(),
+                "=FILE.npy, or additional_forward_args in Python).");
+}
 }  // namespace
 
 std::vector<c10::IValue> given_forward_args(const ForwardArgs& args, int64_t rows, const c10::Device& device) {
@@ -45,9 +52,7 @@ std::vector<c10::IValue> all_forward_args(const Model& model, int64_t rows, cons
       out.emplace_back(rows_of(p.name(), it->second, rows, device));
       continue;
     }
-    CANDELA_CHECK(p.default_value().has_value(), "the model's forward() takes '", p.name(), "' (",
-                  p.type()->annotation_str(), ") without a default: give it (--forward-arg ", p.name(),
-                  "=FILE.npy, or additional_forward_args in Python).");
+    require_default(p);
     out.push_back(*p.default_value());
   }
   return out;
@@ -118,9 +123,7 @@ void specialise_forward_args(std::shared_ptr<torch::jit::Graph> g, const Model& 
       }
       continue;
     }
-    CANDELA_CHECK(p.default_value().has_value(), "the model's forward() takes '", p.name(), "' (",
-                  p.type()->annotation_str(), ") without a default: give it (--forward-arg ", p.name(),
-                  "=FILE.npy, or additional_forward_args in Python).");
+    require_default(p);
     torch::jit::WithInsertPoint guard(graph.block()->nodes().front());
     Value* c = graph.insertConstant(*p.default_value());
     in->replaceAllUsesWith(c);
@@ -137,7 +140,6 @@ void specialise_forward_args(std::shared_ptr<torch::jit::Graph> g, const Model& 
     torch::jit::EliminateDeadCode(g);
   }
 }
-
 
 std::string module_path(const Node* node) {
   auto cs = node->callstack();
