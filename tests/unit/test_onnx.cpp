@@ -225,6 +225,76 @@ TEST(Onnx, ManyNodesOfOneOperatorImportQuickly) {
   for (const char* t : {"Add", "Pow", "ReduceMean", "Sqrt", "Gemm", "Gather"}) EXPECT_TRUE(types.count(t)) << t;
 }
 
+// Inputs after the first become named forward() parameters. An integer one shaped like the first
+// gets the default a transformer export had (ones for a mask, zeros otherwise); one after a required
+// parameter cannot (Python's rule), and a float input must always be given.
+TEST(Onnx, ExtraInputsAreNamedParametersWithDefaultsWherePythonAllows) {
+  auto graph = [](const std::vector<std::pair<std::string, int>>& inputs, const std::vector<onnx::NodeProto>& nodes) {
+    onnx::ModelProto m;
+    m.set_ir_version(8);
+    m.add_opset_import()->set_version(17);
+    auto* g = m.mutable_graph();
+    g->set_name("inputs");
+    for (const auto& n : nodes) *g->add_node() = n;
+    auto value = [](onnx::ValueInfoProto* v, const std::string& name, int type) {
+      v->set_name(name);
+      auto* t = v->mutable_type()->mutable_tensor_type();
+      t->set_elem_type(type);
+      t->mutable_shape()->add_dim()->set_dim_param("batch");
+      t->mutable_shape()->add_dim()->set_dim_value(4);
+    };
+    for (const auto& [name, type] : inputs) value(g->add_input(), name, type);
+    value(g->add_output(), "y", onnx::TensorProto::FLOAT);
+    return m.SerializeAsString();
+  };
+  auto cast = [](const std::string& in, const std::string& out) {
+    onnx::NodeProto n = node("Cast", {in}, out);
+    auto* to = n.add_attribute();
+    to->set_name("to");
+    to->set_type(onnx::AttributeProto::INT);
+    to->set_i(onnx::TensorProto::FLOAT);
+    return n;
+  };
+  const int f = onnx::TensorProto::FLOAT, i64 = onnx::TensorProto::INT64;
+  const at::Tensor x = at::arange(8, at::kFloat).view({2, 4}) + 1;
+  {
+    auto imp = candela::detail::import_onnx_bytes(
+        graph({{"input.ids", f}, {"attention_mask", i64}, {"token_type_ids", i64}},
+              {cast("attention_mask", "m"), cast("token_type_ids", "t"), node("Mul", {"input.ids", "m"}, "xm"),
+               node("Add", {"xm", "t"}, "y")}),
+        "/nonexistent", "bert_like.onnx", true);
+    Model model = Model::from_module(imp.module);
+    const auto params = model.forward_parameters();
+    ASSERT_EQ(params.size(), 2u);
+    EXPECT_EQ(params[0].name, "attention_mask");
+    EXPECT_EQ(params[1].name, "token_type_ids");
+    EXPECT_TRUE(params[0].has_default && params[1].has_default);
+    EXPECT_TRUE(at::equal(model.forward(x), x)) << "x * ones + zeros";
+    const at::Tensor mask = at::tensor({1, 1, 0, 0}, at::kLong).view({1, 4});
+    EXPECT_TRUE(at::equal(model.with_forward_args({{"attention_mask", mask}}).forward(x), x * mask.to(at::kFloat)));
+  }
+  {
+    auto imp = candela::detail::import_onnx_bytes(
+        graph({{"x", f}, {"attention_mask", i64}, {"bias", f}},
+              {cast("attention_mask", "m"), node("Mul", {"x", "m"}, "xm"), node("Add", {"xm", "bias"}, "y")}),
+        "/nonexistent", "float_extra.onnx", true);
+    Model model = Model::from_module(imp.module);
+    const auto params = model.forward_parameters();
+    ASSERT_EQ(params.size(), 2u);
+    EXPECT_FALSE(params[0].has_default) << "a default before a required parameter is not Python";
+    EXPECT_FALSE(params[1].has_default) << "a float input has no default";
+    try {
+      model.forward(x);
+      ADD_FAILURE() << "a required forward argument was left out";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("--forward-arg attention_mask=FILE.npy"), std::string::npos) << e.what();
+    }
+    const Model given = model.with_forward_args({{"attention_mask", at::ones({1, 4}, at::kLong)},
+                                                 {"bias", at::full({1, 4}, 2.0)}});
+    EXPECT_TRUE(at::equal(given.forward(x), x + 2));
+  }
+}
+
 TEST(Onnx, FusedAndCustomDomainOperatorsAreRefusedClearly) {
   // ONNX Runtime's transformer optimizer fuses a BERT layer into com.microsoft::Attention.
   onnx::NodeProto attention = node("Attention", {"x", "w", "b"}, "y", "com.microsoft");

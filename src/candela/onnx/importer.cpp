@@ -253,11 +253,20 @@ class Converter {
       std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
       const at::ScalarType st = onnx_import::scalar_type(elem, in.name());
       args.push_back(v + ": Optional[Tensor] = None");
-      defaults.push_back(str_cat("    if ", v, " is None:\n        ", v, " = torch.",
-                                 lower.find("mask") != std::string::npos ? "ones" : "zeros", "(", vars_.at(first->name()),
-                                 ".size(), dtype=", static_cast<int>(st), ", device=", vars_.at(first->name()),
-                                 ".device)\n"));
+      defaults.resize(args.size());
+      defaults.back() = str_cat("    if ", v, " is None:\n        ", v, " = torch.",
+                                lower.find("mask") != std::string::npos ? "ones" : "zeros", "(", vars_.at(first->name()),
+                                ".size(), dtype=", static_cast<int>(st), ", device=", vars_.at(first->name()), ".device)\n");
     }
+    // Defaults only after the last parameter that has none (Python's rule).
+    defaults.resize(args.size());
+    for (size_t k = 0; k < args.size(); ++k)
+      if (defaults[k].empty())
+        for (size_t j = 0; j < k; ++j)
+          if (!defaults[j].empty()) {
+            args[j] = args[j].substr(0, args[j].find(':')) + ": Tensor";
+            defaults[j].clear();
+          }
     CANDELA_CHECK_T(UnsupportedModel, !out.inputs.empty(), "the ONNX graph has no input besides its initializers.");
     torch::jit::Module root("OnnxModel");
     std::ostringstream body;
