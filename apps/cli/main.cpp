@@ -708,6 +708,11 @@ int main(int argc, char** argv) {
   evaluate_cmd->add_option("--method-option", va.method_options, "METHOD.KEY=VALUE (repeatable)");
   evaluate_cmd->add_option("--metric-option", va.metric_options, "METRIC.KEY=VALUE (repeatable)");
   evaluate_cmd->add_option("--baseline", va.job.baseline, "Baseline for methods and metrics that use one");
+  evaluate_cmd->add_option("--mask", va.job.mask, "As explain's: the attention mask forward() gets: FILE.npy, auto "
+                           "(default: from the tokenizer's padding) or none; with a row per sample, each sample is a "
+                           "chunk of its own");
+  evaluate_cmd->add_option("--forward-arg", va.job.forward_args,
+                           "As explain's: another parameter of forward() after the input, NAME=FILE.npy (repeatable)");
   evaluate_cmd->add_option("--out", va.job.out, "Output folder (resumed if it holds a run with the same settings)")->required();
   evaluate_cmd->add_option("--chunk", va.job.chunk, "Samples per unit of work and journal entry");
   evaluate_cmd->add_option("--bootstrap", va.job.bootstrap, "Bootstrap resamples for the 95% intervals");

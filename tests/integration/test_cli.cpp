@@ -1125,6 +1125,29 @@ TEST(Cli, ForwardArgumentsFromTheTokenizerAFileOrAFlag) {
   write_npy(dir / "three.npy", at::ones({3, 16}, at::kLong));
   expect_one_clear_line(cli(masked + " --mask " + (dir / "three.npy") + text + (dir / "bad")), "has 3 rows");
   EXPECT_FALSE(fs::exists(dir / "bad"));
+  // evaluate: each sample with its own mask row (a chunk of its own), which broadcasts to every
+  // perturbed row of a metric: sample 2 of the auto-masked run scores as sample 2 alone with its row.
+  const std::string eval = "evaluate --quiet --model " + fixture("text_bert_masked.pt") +
+                           " --methods feature_ablation --metrics comprehensiveness --bootstrap 10 ";
+  auto value_of = [&](const std::string& folder, const std::string& sample) {
+    std::istringstream csv(slurp(dir / (folder + "/results.csv")));
+    std::string line;
+    while (std::getline(csv, line))
+      if (line.rfind(sample + ",", 0) == 0) return std::stod(line.substr(line.rfind(',') + 1));
+    ADD_FAILURE() << "no row for sample " << sample << " in " << folder;
+    return std::nan("");
+  };
+  r = cli(eval + "--data " + fixture("text_test_ids.npy") + " --max-samples 4 --out " + (dir / "eval_auto"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const at::Tensor ids = read_npy(fixture("text_test_ids.npy")).slice(0, 2, 3).contiguous();
+  write_npy(dir / "ids2.npy", ids);
+  write_npy(dir / "mask2.npy", (ids != 0).to(at::kLong));
+  r = cli(eval + "--data " + (dir / "ids2.npy") + " --mask " + (dir / "mask2.npy") + " --out " + (dir / "eval_one"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NEAR(value_of("eval_auto", "2"), value_of("eval_one", "0"), 1e-6);
+  r = cli(eval + "--data " + (dir / "ids2.npy") + " --mask none --out " + (dir / "eval_none"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GT(std::abs(value_of("eval_none", "0") - value_of("eval_one", "0")), 1e-6) << "the mask changes the scores";
   // `candela info` lists what forward() takes after the input.
   r = cli("info " + fixture("text_bert_masked.pt"));
   ASSERT_EQ(r.code, 0) << r.err;

@@ -179,6 +179,8 @@ struct EvaluateJob {
   nlohmann::json metric_options = nlohmann::json::object();  // {"road": {"noise": 0.05}}
   std::string baseline = "zeros";
   int64_t chunk = 8, bootstrap = 1000, seed = 0, max_samples = 0;
+  std::string mask = "auto";              // as ExplainJob's
+  std::vector<std::string> forward_args;  // as ExplainJob's
   Budget budget;
   SpecOverrides spec;
   template <class V> void visit(V& v) {
@@ -196,6 +198,9 @@ struct EvaluateJob {
     v("bootstrap", bootstrap, "Bootstrap resamples for the 95% intervals.");
     v("seed", seed, "Seed of the bootstrap.");
     v("max_samples", max_samples, "Use only the first N samples (0: all).");
+    v("mask", mask, "As explain's: the attention mask forward() gets (FILE.npy, auto or none); with a row per "
+                    "sample, each sample is a chunk of its own.");
+    v("forward_args", forward_args, "As explain's: other parameters of forward() after the input, NAME=FILE.npy.");
     budget.visit(v);
     spec.visit(v);
   }

@@ -618,6 +618,7 @@ ExplainResult run(const ExplainJob& job, const RunControl& control, ExplainConte
 namespace {
 
 EvaluateConfig evaluate_config(const EvaluateJob& job, const RunControl& control) {
+  validate_forward_args(job.mask, job.forward_args);
   EvaluateConfig c;
   c.methods = job.methods;
   c.metrics = job.metrics;
@@ -646,6 +647,13 @@ nlohmann::json run(const EvaluateJob& job, const RunControl& control) {
   Model model = load_model(job.model, job.spec);
   Dataset data = load_dataset(job.data, job.labels, job.masks, model.input_spec(), job.max_samples);
   infer_layout_from(model, data.inputs, control);
+  nlohmann::json described = nlohmann::json::object();
+  model = bind_forward_args(model, job.mask, job.forward_args, data.inputs, described);
+  // --max-samples keeps the first samples, and so the first rows of each forward argument.
+  std::vector<std::pair<std::string, at::Tensor>> args;
+  for (const auto& [name, t] : model.forward_args())
+    args.emplace_back(name, t.size(0) > data.inputs.size(0) && job.max_samples > 0 ? t.slice(0, 0, data.inputs.size(0)) : t);
+  if (!args.empty()) model = model.with_forward_args(std::move(args));
   return evaluate(model, data, c, job.out);
 }
 

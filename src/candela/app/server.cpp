@@ -655,6 +655,16 @@ class Server {
     return p.string();
   }
 
+  // A mask file and each forward argument's file are samples under --data too.
+  void resolve_forward_args(std::string& mask, std::vector<std::string>& args, json& files) {
+    if (mask.size() > 4 && lower(mask).compare(mask.size() - 4, 4, ".npy") == 0) mask = data_file("mask", mask, files);
+    for (auto& a : args) {
+      const auto eq = a.find('=');
+      if (eq == std::string::npos) fail(400, "\"forward_args\": each is NAME=FILE.npy, got '" + a + "'.");
+      a = a.substr(0, eq + 1) + data_file("forward_args." + a.substr(0, eq), a.substr(eq + 1), files);
+    }
+  }
+
   void resolve_file_fields(ExplainJob& job, json& files) {
     if (!job.background.empty()) job.background = data_file("background", job.background, files);
     if (!job.training_data.empty()) job.training_data = data_file("training_data", job.training_data, files);
@@ -669,12 +679,7 @@ class Server {
     if (ends(job.features, ".npy")) job.features = data_file("features", job.features, files);
     if (ends(job.feature_names, ".txt")) job.feature_names = data_file("feature_names", job.feature_names, files);
     if (ends(job.composite, ".json")) job.composite = data_file("composite", job.composite, files);
-    if (ends(job.mask, ".npy")) job.mask = data_file("mask", job.mask, files);
-    for (auto& a : job.forward_args) {
-      const auto eq = a.find('=');
-      if (eq == std::string::npos) fail(400, "\"forward_args\": each is NAME=FILE.npy, got '" + a + "'.");
-      a = a.substr(0, eq + 1) + data_file("forward_args." + a.substr(0, eq), a.substr(eq + 1), files);
-    }
+    resolve_forward_args(job.mask, job.forward_args, files);
     if (job.device != "cpu" && job.device.rfind("cuda", 0) != 0) fail(400, "device must be cpu, cuda or cuda:N.");
   }
 
@@ -780,6 +785,7 @@ class Server {
     job->kind = "evaluate";
     job->evaluate = job_from_json<EvaluateJob>(body, "the evaluate request");
     EvaluateJob& e = job->evaluate;
+    resolve_forward_args(e.mask, e.forward_args, files);
     check_limits(e.method_options, "method_options");
     check_limits(e.metric_options, "metric_options");
     if (e.max_samples == 0) e.max_samples = o_.max_eval_samples;

@@ -170,6 +170,23 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
                     probe.image ? str_cat(" (", probe.height, "x", probe.width, ")") : std::string(),
                     "; give masks of the input's height and width.");
   }
+  // Forward arguments with a row per sample (an attention mask per sentence): each sample is a
+  // chunk of its own, and its explanations and metrics see the model with its own row, which
+  // broadcasts to every perturbed row a metric makes.
+  bool per_sample = false;
+  for (const auto& [arg, t] : model.forward_args())
+    if (t.size(0) > 1) {
+      CANDELA_CHECK_T(ShapeMismatch, t.size(0) == n, "the forward argument '", arg, "' has ", t.size(0),
+                      " rows but there are ", n, " samples: give one row per sample, or one row for all of them.");
+      per_sample = true;
+    }
+  auto model_for = [&](int64_t b, int64_t e) {
+    if (!per_sample) return model;
+    std::vector<std::pair<std::string, at::Tensor>> args;
+    for (const auto& [arg, t] : model.forward_args()) args.emplace_back(arg, t.size(0) > 1 ? t.slice(0, b, e) : t);
+    return model.with_forward_args(std::move(args));
+  };
+  const int64_t chunk = per_sample ? 1 : config.chunk;
   std::vector<std::unique_ptr<Explainer>> methods;
   for (const auto& name : config.methods) {
     auto it = config.method_options.find(name);
@@ -179,11 +196,20 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   {
     // The inference graph and the batch sizes, in the state explanations run in, before any
     // method's time is counted.
-    detail::ModelGuard guard(model);
-    Evaluator(model, config.eval).warm_up();
+    const Model first = model_for(0, 1);
+    detail::ModelGuard guard(first);
+    Evaluator(first, config.eval).warm_up();
   }
-  const at::Tensor targets = data.labels.defined() ? data.labels.to(at::kCPU, at::kLong).reshape({-1})
-                                                   : top1(model, x, config.eval);
+  at::Tensor targets;
+  if (data.labels.defined()) {
+    targets = data.labels.to(at::kCPU, at::kLong).reshape({-1});
+  } else if (!per_sample) {
+    targets = top1(model, x, config.eval);
+  } else {
+    std::vector<at::Tensor> each;
+    for (int64_t i = 0; i < n; ++i) each.push_back(top1(model_for(i, i + 1), x.slice(0, i, i + 1), config.eval));
+    targets = at::cat(each);
+  }
   std::vector<std::string> ids = data.ids;
   if (ids.empty())
     for (int64_t i = 0; i < n; ++i) ids.push_back(std::to_string(i));
@@ -195,10 +221,11 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
       {"method_options", nlohmann::json::object()},
       {"metric_options", nlohmann::json::object()},
       {"baseline", config.baseline.describe()},
-      {"chunk", config.chunk},
+      {"chunk", chunk},
       {"seed", config.seed},
       {"data", {{"samples", n}, {"inputs", fingerprint(x)}, {"labels", fingerprint(data.labels)},
                 {"masks", fingerprint(data.masks)}}}};
+  for (const auto& [arg, t] : model.forward_args()) settings["forward_args"][arg] = fingerprint(t);
   for (size_t i = 0; i < methods.size(); ++i) settings["method_options"][config.methods[i]] = methods[i]->options();
   for (size_t i = 0; i < metrics.size(); ++i) settings["metric_options"][config.metrics[i]] = metrics[i]->options();
 
@@ -240,7 +267,7 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   std::ofstream journal(journal_file, std::ios::app);
   CANDELA_CHECK_T(IoError, journal.good(), "cannot write '", journal_file, "'. Check the folder's permissions.");
 
-  const int64_t chunks = (n + config.chunk - 1) / config.chunk;
+  const int64_t chunks = (n + chunk - 1) / chunk;
   const int64_t total = chunks * static_cast<int64_t>(methods.size());
   int64_t finished = 0, computed = 0;
   const auto start = Clock::now();
@@ -256,7 +283,8 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   };
   report("evaluate");
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t b = c * config.chunk, e = std::min(n, b + config.chunk);
+    const int64_t b = c * chunk, e = std::min(n, b + chunk);
+    const Model chunk_model = model_for(b, e);
     for (size_t mi = 0; mi < methods.size(); ++mi) {
       const std::string& method = config.methods[mi];
       std::vector<size_t> missing;
@@ -271,12 +299,12 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
         req.eval = config.eval;
         req.eval.progress = nullptr;
         const auto explain_start = Clock::now();
-        const Attribution a = methods[mi]->explain(model, req);
+        const Attribution a = methods[mi]->explain(chunk_model, req);
         if (config.timing)
           config.timing(method, e - b, std::chrono::duration<double>(Clock::now() - explain_start).count());
         for (size_t ki : missing) {
           MetricInput in;
-          in.model = &model;
+          in.model = &chunk_model;
           in.inputs = req.inputs;
           in.attributions = a.values;
           in.targets = targets.slice(0, b, e).contiguous();
@@ -358,7 +386,7 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   for (int64_t i = 0; i < n; ++i)
     for (const auto& method : config.methods)
       for (const auto& metric : config.metrics)
-        csv.push_back({ids[i], method, metric, number(done.at(key(i / config.chunk, method, metric))[i % config.chunk])});
+        csv.push_back({ids[i], method, metric, number(done.at(key(i / chunk, method, metric))[i % chunk])});
 
   nlohmann::json result = {{"settings", settings}, {"summary", summary}};
   write_artifacts(out, {render_csv("results.csv", csv),
