@@ -12,6 +12,7 @@
 #include "candela/core/error.h"
 #include "candela/core/model.h"
 #include "candela/core/registry.h"
+#include "candela/detail/forward_args.h"
 #include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 
@@ -178,13 +179,7 @@ Attribution Explainer::explain(const Model& model, const ExplainRequest& request
   // Forward arguments with a row per sample (an attention mask per sentence): the samples are
   // explained one at a time, each with its own row broadcast to every row the method makes.
   const int64_t n = request.inputs.size(0);
-  bool one_at_a_time = false;
-  for (const auto& [arg, t] : model.forward_args())
-    if (t.size(0) > 1) {
-      CANDELA_CHECK_T(ShapeMismatch, t.size(0) == n, "the forward argument '", arg, "' has ", t.size(0),
-                      " rows but there are ", n, " inputs: give one row per input, or one row for all of them.");
-      one_at_a_time = true;
-    }
+  const bool one_at_a_time = detail::per_sample_forward_args(model, n);
   detail::ModelGuard guard(model);
   const auto start = std::chrono::steady_clock::now();
   ExplainRequest req = request;
@@ -204,9 +199,7 @@ Attribution Explainer::explain(const Model& model, const ExplainRequest& request
   } else {
     std::vector<Attribution> parts;
     for (int64_t i = 0; i < n; ++i) {
-      std::vector<std::pair<std::string, at::Tensor>> args;
-      for (const auto& [arg, t] : model.forward_args()) args.emplace_back(arg, t.size(0) > 1 ? t.slice(0, i, i + 1) : t);
-      const Model one = model.with_forward_args(std::move(args));
+      const Model one = detail::forward_args_of_samples(model, i, i + 1);
       ExplainRequest r = req;
       r.inputs = req.inputs.slice(0, i, i + 1);
       r.target = req.target.gather({i});

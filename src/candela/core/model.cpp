@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "candela/core/error.h"
+#include "candela/detail/forward_args.h"
 #include "candela/detail/model_guard.h"
 #include "candela/detail/sidecar.h"
 #include "candela/detail/tensor_util.h"
@@ -510,6 +511,23 @@ int64_t Model::activation_bytes_per_sample() const {
 // ---- ModelGuard ----------------------------------------------------------------------
 
 namespace detail {
+
+bool per_sample_forward_args(const Model& model, int64_t samples) {
+  bool per_sample = false;
+  for (const auto& [arg, t] : model.forward_args())
+    if (t.size(0) > 1) {
+      CANDELA_CHECK_T(ShapeMismatch, t.size(0) == samples, "the forward argument '", arg, "' has ", t.size(0),
+                      " rows but there are ", samples, " samples: give one row per sample, or one row for all of them.");
+      per_sample = true;
+    }
+  return per_sample;
+}
+
+Model forward_args_of_samples(const Model& model, int64_t begin, int64_t end) {
+  std::vector<std::pair<std::string, at::Tensor>> args;
+  for (const auto& [arg, t] : model.forward_args()) args.emplace_back(arg, t.size(0) > 1 ? t.slice(0, begin, end) : t);
+  return model.with_forward_args(std::move(args));
+}
 
 ModelGuard::ModelGuard(const Model& model) : module_(model.module()) {
   if (!module_) return;

@@ -14,6 +14,7 @@
 
 #include "candela/core/registry.h"
 #include "candela/core/target.h"
+#include "candela/detail/forward_args.h"
 #include "candela/detail/model_guard.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/eval/metrics.h"
@@ -173,19 +174,8 @@ nlohmann::json evaluate(const Model& model, const EvaluateData& data, const Eval
   // Forward arguments with a row per sample (an attention mask per sentence): each sample is a
   // chunk of its own, and its explanations and metrics see the model with its own row, which
   // broadcasts to every perturbed row a metric makes.
-  bool per_sample = false;
-  for (const auto& [arg, t] : model.forward_args())
-    if (t.size(0) > 1) {
-      CANDELA_CHECK_T(ShapeMismatch, t.size(0) == n, "the forward argument '", arg, "' has ", t.size(0),
-                      " rows but there are ", n, " samples: give one row per sample, or one row for all of them.");
-      per_sample = true;
-    }
-  auto model_for = [&](int64_t b, int64_t e) {
-    if (!per_sample) return model;
-    std::vector<std::pair<std::string, at::Tensor>> args;
-    for (const auto& [arg, t] : model.forward_args()) args.emplace_back(arg, t.size(0) > 1 ? t.slice(0, b, e) : t);
-    return model.with_forward_args(std::move(args));
-  };
+  const bool per_sample = detail::per_sample_forward_args(model, n);
+  auto model_for = [&](int64_t b, int64_t e) { return per_sample ? detail::forward_args_of_samples(model, b, e) : model; };
   const int64_t chunk = per_sample ? 1 : config.chunk;
   std::vector<std::unique_ptr<Explainer>> methods;
   for (const auto& name : config.methods) {
