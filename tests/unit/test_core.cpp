@@ -1,12 +1,15 @@
 // Model loading, options, registry and the evaluator.
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <sys/resource.h>
 
+#include <array>
 #include <fstream>
 #include <map>
 
 #include "candela/core/memory.h"
+#include "candela/graph/local_forward.h"
 #include "candela/io/npy.h"
 #include "test_util.h"
 
@@ -282,6 +285,205 @@ TEST(Inputs, NanAndShapeErrorsNameTheProblem) {
   }
   EXPECT_THROW(check_inputs(m, at::zeros({2, 3, 8, 8})), ShapeMismatch);
   EXPECT_THROW(check_inputs(m, at::zeros({2, 1, 8, 8}, at::kLong)), InvalidArgument);
+}
+
+// ---- local re-evaluation (graph/local_forward.h) ---------------------------------------------
+
+namespace {
+
+std::shared_ptr<torch::jit::Graph> frozen_graph(const torch::jit::Module& module) {
+  torch::jit::Module copy = module.clone();
+  copy.eval();
+  return torch::jit::freeze(copy).get_method("forward").graph();
+}
+
+// conv 3x3 pad 1 -> average pool 2x2 -> conv 5x5 pad 2 -> ReLU -> mean over the image -> linear.
+torch::jit::Module local_net(const std::string& extra_before_mean = "") {
+  auto gen = at::detail::createCPUGenerator(3);
+  torch::jit::Module m("LocalNet");
+  m.register_parameter("w1", at::randn({4, 3, 3, 3}, gen), false);
+  m.register_parameter("w2", at::randn({5, 4, 5, 5}, gen), false);
+  m.register_parameter("w3", at::randn({2, 5}, gen), false);
+  m.register_buffer("position", at::randn({1, 3, 32, 32}, gen));
+  m.define(R"(
+def forward(self, x):
+    )" + extra_before_mean + R"(
+    a = torch.conv2d(x, self.w1, None, [1, 1], [1, 1])
+    b = torch.avg_pool2d(a, [2, 2], [2, 2])
+    c = torch.conv2d(b, self.w2, None, [1, 1], [2, 2])
+    d = torch.relu(c)
+    return torch.matmul(d.mean([2, 3]), self.w3.t())
+)");
+  return m;
+}
+
+// A small CNN on 64x64 images: 3x3 convolutions (two at stride 2), ReLUs, a mean, a linear layer.
+Model small_cnn() {
+  auto gen = at::detail::createCPUGenerator(11);
+  torch::jit::Module m("SmallCnn");
+  const std::vector<std::pair<int64_t, int64_t>> channels = {{3, 8}, {8, 16}, {16, 16}, {16, 32}};
+  for (size_t i = 0; i < channels.size(); ++i) {
+    const auto [in, out] = channels[i];
+    m.register_parameter("w" + std::to_string(i + 1), at::randn({out, in, 3, 3}, gen) / std::sqrt(9.0 * in), false);
+    m.register_parameter("b" + std::to_string(i + 1), at::randn({out}, gen) * 0.1, false);
+  }
+  m.register_parameter("w5", at::randn({4, 32}, gen), false);
+  m.define(R"(
+def forward(self, x):
+    a = torch.relu(torch.conv2d(x, self.w1, self.b1, [1, 1], [1, 1]))
+    b = torch.relu(torch.conv2d(a, self.w2, self.b2, [2, 2], [1, 1]))
+    c = torch.relu(torch.conv2d(b, self.w3, self.b3, [1, 1], [1, 1]))
+    d = torch.relu(torch.conv2d(c, self.w4, self.b4, [2, 2], [1, 1]))
+    return torch.matmul(d.mean([2, 3]), self.w5.t())
+)");
+  m.register_attribute("training", c10::BoolType::get(), false);  // eval mode (a C++-built module has no flag)
+  InputSpec spec;
+  spec.shape = {3, 64, 64};
+  return Model::from_module(m, spec);
+}
+
+}  // namespace
+
+TEST(LocalForward, ReceptiveFieldsAreTheGraphsOwn) {
+  torch::jit::Module m = local_net();
+  std::string why;
+  auto local = candela::detail::LocalForward::build(frozen_graph(m), &why);
+  ASSERT_TRUE(local) << why;
+  // Cuts after a, b and d (c's only reader is the ReLU: the cut goes after it); the mean ends them.
+  ASSERT_EQ(local->cuts(), 3u);
+  // Position q of a layer reads input rows [q*s - lo, q*s + hi]: conv 3x3 pad 1 gives (1, 1, 1);
+  // the pool (2, 1, 2); the 5x5 conv with pad 2 at stride 2: (2, 2*2 + 1, 2*2 + 2) = (2, 5, 6).
+  const std::vector<std::array<int64_t, 3>> expected = {{1, 1, 1}, {2, 1, 2}, {2, 5, 6}};
+  for (size_t c = 0; c < 3; ++c)
+    for (const auto& axis : local->geometry(c))
+      EXPECT_EQ((std::array<int64_t, 3>{axis.stride, axis.lo, axis.hi}), expected[c]) << "cut " << c;
+  // The same region as the input gradient's support at an interior position of c (the network
+  // is linear up to there, so every input the position reads has a non-zero gradient).
+  at::Tensor x = at::randn({1, 3, 32, 32}, at::detail::createCPUGenerator(4)).requires_grad_(true);
+  const at::Tensor w1 = m.attr("w1").toTensor(), w2 = m.attr("w2").toTensor();
+  at::Tensor c = at::conv2d(at::avg_pool2d(at::conv2d(x, w1, {}, 1, 1), {2, 2}, {2, 2}), w2, {}, 1, 2);
+  const int64_t q = 5;
+  at::Tensor g = torch::autograd::grad({c.select(2, q).select(2, q).sum()}, {x})[0];
+  at::Tensor rows = g.abs().sum({0, 1, 3}).nonzero().view(-1), cols = g.abs().sum({0, 1, 2}).nonzero().view(-1);
+  EXPECT_EQ(rows.min().item<int64_t>(), q * 2 - 5);
+  EXPECT_EQ(rows.max().item<int64_t>(), q * 2 + 6);
+  EXPECT_EQ(cols.min().item<int64_t>(), q * 2 - 5);
+  EXPECT_EQ(cols.max().item<int64_t>(), q * 2 + 6);
+}
+
+TEST(LocalForward, GraphsThatAreNotLocalAreNotCut) {
+  std::string why;
+  // A position-dependent constant (a positional embedding) added to the input: no cut.
+  EXPECT_FALSE(candela::detail::LocalForward::build(frozen_graph(local_net("x = x + self.position")), &why));
+  EXPECT_NE(why.find("aten::add"), std::string::npos) << why;
+  // The image's mean subtracted first: every output reads every pixel.
+  why.clear();
+  EXPECT_FALSE(candela::detail::LocalForward::build(frozen_graph(local_net("x = x - x.mean()")), &why));
+  EXPECT_NE(why.find("aten::mean"), std::string::npos) << why;
+  // A per-channel constant keeps locality.
+  EXPECT_TRUE(candela::detail::LocalForward::build(frozen_graph(local_net("x = x * self.w1[0:1, :, 0:1, 0:1]")), &why)) << why;
+}
+
+class LocalForwardModels : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(LocalForward, LocalForwardModels, ::testing::Values("resnet18.pt", "resnet18_op17.onnx"));
+
+TEST_P(LocalForwardModels, RowsThatDifferInABoxGetTheWholeGraphsOutputs) {
+  Model m = Model::load(fixture(GetParam()));
+  std::string why;
+  auto local = candela::detail::LocalForward::build(frozen_graph(*m.module()), &why);
+  ASSERT_TRUE(local) << why;
+  at::NoGradGuard no_grad;
+  const at::Tensor refs = at::randn({2, 3, 96, 96}, at::detail::createCPUGenerator(5));
+  const at::Tensor sample = at::tensor({0, 1, 0, 1, 0, 1, 0}, at::kLong);
+  at::Tensor rows = refs.index_select(0, sample).clone();
+  // Corners, edges, the interior, one pixel of one channel, an unchanged row, a stripe across.
+  rows[0].narrow(1, 0, 8).narrow(2, 0, 8).zero_();
+  rows[1].narrow(1, 88, 8).narrow(2, 88, 8).zero_();
+  rows[2].narrow(1, 40, 16).narrow(2, 30, 10).fill_(2.0);
+  rows[3][1][50][7] = -3.0;
+  rows[5].narrow(1, 0, 96).narrow(2, 60, 4).zero_();
+  rows[6].narrow(1, 90, 6).narrow(2, 0, 5).zero_();
+  const at::Tensor whole = m.forward_inference(rows);
+  const at::Tensor out = local->run(rows, refs, sample);
+  ASSERT_TRUE(out.defined());
+  EXPECT_GE(local->last_cut(), 0);
+  EXPECT_LE(candela::testing::rel_error(out, whole), 1e-5);
+  // A batch of unchanged rows: the reference's activation through the suffix.
+  EXPECT_LE(candela::testing::rel_error(local->run(refs, refs, at::tensor({0, 1}, at::kLong)), m.forward_inference(refs)),
+            1e-5);
+  // Through the model: the same outputs (the first batch of a kind is checked against the whole graph).
+  EXPECT_LE(candela::testing::rel_error(m.forward_local(rows, refs, sample), whole), 1e-5);
+  EXPECT_LE(candela::testing::rel_error(m.forward_local(rows, refs, sample), whole), 1e-5);
+  // Rows that differ everywhere: nothing to save, the caller runs the whole graph.
+  const at::Tensor other = at::randn({2, 3, 96, 96}, at::detail::createCPUGenerator(6));
+  EXPECT_FALSE(local->run(other, refs, at::tensor({0, 1}, at::kLong)).defined());
+  EXPECT_EQ(local->last_cut(), -1);
+  EXPECT_LE(candela::testing::rel_error(m.forward_local(other, refs, at::tensor({0, 1}, at::kLong)),
+                                        m.forward_inference(other)), 1e-6);
+}
+
+TEST(LocalForward, RowsWithReferencesOfTheirOwn) {
+  // A KernelSHAP coalition of one cell is the baseline with one cell of the input; one of all
+  // cells but one is the input with one cell of the baseline; -1: no reference, the whole image.
+  Model m = small_cnn();
+  auto local = candela::detail::LocalForward::build(frozen_graph(*m.module()), nullptr);
+  ASSERT_TRUE(local);
+  at::NoGradGuard no_grad;
+  const at::Tensor x = at::randn({1, 3, 64, 64}, at::detail::createCPUGenerator(9));
+  const at::Tensor refs = at::cat({x, at::zeros_like(x)});
+  at::Tensor rows = at::zeros({5, 3, 64, 64});
+  rows[0].narrow(1, 8, 8).narrow(2, 48, 8).copy_(x[0].narrow(1, 8, 8).narrow(2, 48, 8));
+  rows[1].narrow(1, 56, 8).narrow(2, 0, 8).copy_(x[0].narrow(1, 56, 8).narrow(2, 0, 8));
+  rows[2] = x[0];
+  rows[2].narrow(1, 30, 5).narrow(2, 0, 6).zero_();
+  rows[3] = x[0];
+  rows[3].narrow(1, 60, 4).narrow(2, 60, 4).zero_();
+  rows[4] = x[0] * 0.5;
+  const at::Tensor out = local->run(rows, refs, at::tensor({1, 1, 0, 0, -1}, at::kLong));
+  ASSERT_TRUE(out.defined());
+  EXPECT_GE(local->last_cut(), 0);
+  EXPECT_LE(candela::testing::rel_error(out, m.forward_inference(rows)), 1e-5);
+  // A reference that does not exist: the caller runs the whole model.
+  EXPECT_FALSE(local->run(rows, refs, at::tensor({1, 1, 0, 0, 2}, at::kLong)).defined());
+}
+
+TEST(LocalForward, OcclusionAblationAndKernelShapGiveTheWholeModelsAttributions) {
+  Model m = small_cnn();
+  ExplainRequest r;
+  r.inputs = at::randn({1, 3, 64, 64}, at::detail::createCPUGenerator(8));
+  r.target = Target::index(3);
+  Occlusion::Options o;
+  o.sliding_window_shapes = {3, 8, 8};
+  o.strides = {3, 8, 8};
+  // Feature ablation and KernelSHAP over the same 8x8 cells.
+  at::Tensor ids = at::arange(64, at::kLong).div(8, "floor");
+  const at::Tensor cells = (ids.view({64, 1}) * 8 + ids.view({1, 64})).expand({1, 3, 64, 64}).contiguous();
+  KernelShapOptions k;
+  k.n_samples = 150;  // shap enumerates the 64 one-cell and 64 all-but-one-cell coalitions first
+  const double scale = m.forward_inference(r.inputs).abs().max().item<double>();
+  for (int method = 0; method < 3; ++method) {
+    auto explain = [&] {
+      if (method == 0) return Occlusion(o).explain(m, r);
+      ExplainRequest f = r;
+      f.feature_mask = cells;
+      return method == 1 ? FeatureAblation().explain(m, f) : KernelShap(k).explain(m, f);
+    };
+    const Attribution a = explain();
+    // Occlusion's and ablation's rows re-ran a crop, but f(x) (and the first batch: the check),
+    // KernelSHAP's coalitions of one cell and of all cells but one; the others run whole.
+    ASSERT_TRUE(a.extra.contains("local_evaluations")) << method;
+    if (method < 2) EXPECT_GE(a.extra["local_evaluations"].get<int64_t>() * 2, a.model_evaluations) << method;
+    ::setenv("CANDELA_NO_LOCAL_FORWARD", "1", 1);
+    const Attribution b = explain();
+    ::unsetenv("CANDELA_NO_LOCAL_FORWARD");
+    EXPECT_FALSE(b.extra.contains("local_evaluations"));
+    // Occlusion and ablation: each value is f(x) - f(perturbed x); the outputs agree to float32
+    // rounding, so do the drops. KernelSHAP solves a least-squares problem on them, which can
+    // magnify that rounding: a looser bound, still far below a wrong evaluation's effect.
+    const double tolerance = method < 2 ? 1e-5 * scale : 1e-3 * b.values.abs().max().item<double>();
+    EXPECT_LE((a.values - b.values).abs().max().item<double>(), tolerance) << method;
+    EXPECT_GT(b.values.abs().max().item<double>(), 1e-3 * scale);
+  }
 }
 
 TEST(Model, InferenceGraphIsTheSameFunctionAndFollowsTheWeights) {

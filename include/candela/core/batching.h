@@ -46,6 +46,9 @@ struct Rows {
   at::Tensor inputs;  // [end - begin, ...]
   at::Tensor sample;  // int64 [end - begin]
   at::Tensor aux;     // anything the method wants back in its consumer (e.g. x - baseline)
+  // With Evaluator::forward's `references`: the reference each row equals outside a small box
+  // (int64 [end - begin], -1: none); undefined: references[sample].
+  at::Tensor reference;
 };
 
 class Evaluator {
@@ -89,9 +92,12 @@ class Evaluator {
   void batched(const char* stage, int64_t total, Automatic batch, const std::function<void(int64_t, int64_t)>& body,
                bool evaluations = true);
   int64_t partial_evaluations() const { return partial_evaluations_; }
-  // Forward only, no autograd.
+  // Forward only, no autograd. With `references` [R, ...], row r equals references[k] outside
+  // a box, k = rows.reference[r] (or rows.sample[r]; an occluded window, an ablated feature, a
+  // coalition of a few features): the model then re-runs its early layers only around each box
+  // (Model::forward_local).
   void forward(const char* stage, int64_t total, const MakeRows& make,
-               const OutputConsumer& consume, int64_t cap = 0);
+               const OutputConsumer& consume, int64_t cap = 0, const at::Tensor& references = {});
 
   // Does now what the first passes on the model would: builds its inference graph and measures
   // its batch sizes (forward-only and with gradients), so that no explanation's wall time pays
@@ -99,6 +105,8 @@ class Evaluator {
   void warm_up();
 
   int64_t evaluations() const { return evaluations_; }
+  // Of those, the rows that re-ran only a crop of the early layers (Model::forward_local).
+  int64_t local_evaluations() const { return local_evaluations_; }
   int64_t largest_batch() const { return largest_batch_; }
   // The largest batch the memory budget allows for gradient (or forward-only) passes, or the
   // fixed --batch-size; measured batch sizes never exceed it.
@@ -116,6 +124,7 @@ class Evaluator {
   EvalOptions options_;
   int64_t evaluations_ = 0;
   int64_t partial_evaluations_ = 0;
+  int64_t local_evaluations_ = 0;
   int64_t largest_batch_ = 0;
   int64_t bytes_per_row_ = 0;
 };

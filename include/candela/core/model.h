@@ -74,6 +74,17 @@ class Model {
   // module that cannot be frozen, and an input the optimised graph refuses.
   at::Tensor forward_inference(const at::Tensor& batch) const;
 
+  // forward_inference() for rows [K, C, H, W] that each equal a reference sample
+  // (references[reference[k]]; -1: none) outside a box, as occlusion, feature ablation and
+  // KernelSHAP's small coalitions make them: the inference graph cut after its early, local
+  // layers, those re-run only on the crop of each row that its box's changes reach, the rest on
+  // the reference's activation with the crop pasted in (detail::LocalForward). The same outputs,
+  // float32 rounding apart: the first batch of each input kind is checked against
+  // forward_inference(). Falls back to forward_inference() where no cut qualifies or the boxes
+  // are too large to save work (`*local` says which ran); off with CANDELA_NO_LOCAL_FORWARD=1.
+  at::Tensor forward_local(const at::Tensor& batch, const at::Tensor& references, const at::Tensor& reference,
+                           bool* local = nullptr) const;
+
   // forward()'s parameters after the input, in order; empty for a function model.
   std::vector<ForwardParameter> forward_parameters() const;
   // Captum's additional_forward_args, by name: a copy of this model (the module and every cache

@@ -363,7 +363,7 @@ void Evaluator::batched(const char* stage, int64_t total, Automatic batch,
 }
 
 void Evaluator::forward(const char* stage, int64_t total, const MakeRows& make, const OutputConsumer& consume,
-                        int64_t cap) {
+                        int64_t cap, const at::Tensor& references) {
   const int64_t b = stream_batch(false, cap, 1, total);
   report(stage, 0, total);
   at::NoGradGuard no_grad;
@@ -371,7 +371,12 @@ void Evaluator::forward(const char* stage, int64_t total, const MakeRows& make, 
     check_cancel();
     const int64_t end = std::min(total, begin + b);
     Rows rows = make(begin, end);
-    at::Tensor out = model_.forward_inference(rows.inputs);
+    bool local = false;
+    at::Tensor out = references.defined()
+                         ? model_.forward_local(rows.inputs, references,
+                                                rows.reference.defined() ? rows.reference : rows.sample, &local)
+                         : model_.forward_inference(rows.inputs);
+    if (local) local_evaluations_ += end - begin;
     evaluations_ += end - begin;
     largest_batch_ = std::max(largest_batch_, end - begin);
     consume(begin, end, rows, out);

@@ -185,12 +185,13 @@ Attribution Explainer::explain(const Model& model, const ExplainRequest& request
   ExplainRequest req = request;
   req.inputs = request.inputs.detach();
   Attribution a;
-  int64_t evaluations = 0, partial = 0, largest = 0;
+  int64_t evaluations = 0, partial = 0, largest = 0, local = 0;
   auto run = [&](const Model& m, const ExplainRequest& r) {
     Evaluator evaluator(m, request.eval);
     Attribution part = attribute(evaluator, r);
     evaluations += evaluator.evaluations();
     partial += evaluator.partial_evaluations();
+    local += evaluator.local_evaluations();
     largest = std::max(largest, evaluator.largest_batch());
     return part;
   };
@@ -216,6 +217,7 @@ Attribution Explainer::explain(const Model& model, const ExplainRequest& request
   if (uses_baseline()) a.baseline = request.baseline.describe();
   a.model_evaluations = evaluations;
   if (partial > 0) a.extra["partial_evaluations"] = partial;
+  if (local > 0) a.extra["local_evaluations"] = local;
   a.batch_size = largest;
   check_result(a);
   a.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

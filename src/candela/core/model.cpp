@@ -19,6 +19,7 @@
 #include "candela/detail/sidecar.h"
 #include "candela/detail/tensor_util.h"
 #include "candela/graph/graph_util.h"
+#include "candela/graph/local_forward.h"
 #include "candela/text/tokenizer.h"
 
 namespace candela {
@@ -119,8 +120,12 @@ struct Model::Impl {
     std::optional<torch::jit::Module> module;  // empty: freezing failed, use forward()
     std::set<std::string> refused;        // input kinds (dtype, per-sample shape) it failed on or disagreed
     std::set<std::string> checked;        // input kinds checked against forward()
+    // The same frozen graph cut for local re-evaluation (forward_local), or null.
+    std::shared_ptr<const detail::LocalForward> local;
+    std::set<std::string> local_checked, local_refused;
   };
   std::shared_ptr<Inference> inference;
+  std::shared_ptr<Inference> current_inference();  // built or rebuilt for the current weights
 
   std::once_flag probed;
   std::vector<LayerInfo> layers;
@@ -285,6 +290,31 @@ std::string input_kind(const at::Tensor& x) {
 
 }  // namespace
 
+std::shared_ptr<Model::Impl::Inference> Model::Impl::current_inference() {
+  std::lock_guard<std::mutex> lock(inference_mutex);
+  const std::string weights = weights_fingerprint(*module, device);
+  if (!inference || inference->weights != weights) {
+    auto fresh = std::make_shared<Impl::Inference>();
+    fresh->weights = weights;
+    try {
+      torch::jit::Module copy = module->clone();
+      copy.eval();
+      torch::jit::Module frozen = torch::jit::freeze(copy);
+      auto frozen_graph = frozen.get_method("forward").graph()->copy();
+      fresh->module = torch::jit::optimize_for_inference(frozen);
+      try {
+        fresh->local = detail::LocalForward::build(frozen_graph, nullptr);
+      } catch (const std::exception&) {
+        fresh->local.reset();
+      }
+    } catch (const std::exception&) {
+      fresh->module.reset();  // a module freezing cannot handle: forward() as it is
+    }
+    inference = fresh;
+  }
+  return inference;
+}
+
 at::Tensor Model::forward_inference(const at::Tensor& batch) const {
   at::NoGradGuard no_grad;
   if (!impl_->module || impl_->module->is_training() || std::getenv("CANDELA_NO_INFERENCE_GRAPH"))
@@ -292,25 +322,7 @@ at::Tensor Model::forward_inference(const at::Tensor& batch) const {
   // (Its check runs one row: arguments with a row per sample go through forward() as they are.)
   for (const auto& [name, t] : forward_args())
     if (t.size(0) > 1) return forward(batch);
-  std::shared_ptr<Impl::Inference> inf;
-  {
-    std::lock_guard<std::mutex> lock(impl_->inference_mutex);
-    const std::string weights = weights_fingerprint(*impl_->module, impl_->device);
-    if (!impl_->inference || impl_->inference->weights != weights) {
-      auto fresh = std::make_shared<Impl::Inference>();
-      fresh->weights = weights;
-      try {
-        torch::jit::Module copy = impl_->module->clone();
-        copy.eval();
-        torch::jit::Module frozen = torch::jit::freeze(copy);
-        fresh->module = torch::jit::optimize_for_inference(frozen);
-      } catch (const std::exception&) {
-        fresh->module.reset();  // a module freezing cannot handle: forward() as it is
-      }
-      impl_->inference = fresh;
-    }
-    inf = impl_->inference;
-  }
+  std::shared_ptr<Impl::Inference> inf = impl_->current_inference();
   std::string kind = input_kind(batch);
   for (const auto& [name, t] : forward_args()) kind += " " + name;
   bool check = false;
@@ -351,6 +363,46 @@ at::Tensor Model::forward_inference(const at::Tensor& batch) const {
   }
   if (agrees) return out;
   return forward(batch);  // forward() names a bad input's problem
+}
+
+at::Tensor Model::forward_local(const at::Tensor& batch, const at::Tensor& references, const at::Tensor& reference,
+                                bool* local) const {
+  at::NoGradGuard no_grad;
+  if (local) *local = false;
+  if (!references.defined() || batch.dim() != 4 || !impl_->module || impl_->module->is_training() ||
+      !forward_args().empty() || std::getenv("CANDELA_NO_INFERENCE_GRAPH") || std::getenv("CANDELA_NO_LOCAL_FORWARD"))
+    return forward_inference(batch);
+  std::shared_ptr<Impl::Inference> inf = impl_->current_inference();
+  const std::string kind = input_kind(batch);
+  bool usable = false, check = false;
+  {
+    std::lock_guard<std::mutex> lock(impl_->inference_mutex);
+    usable = inf->module && inf->local && !inf->local_refused.count(kind);
+    check = !inf->local_checked.count(kind);
+  }
+  if (!usable) return forward_inference(batch);
+  if (check) forward_inference(batch.slice(0, 0, 1));  // a bad input gets forward()'s error here
+  at::Tensor out;
+  try {
+    out = inf->local->run(batch, references.to(batch.scalar_type()), reference.to(at::kLong));
+  } catch (const std::exception&) {
+    out = at::Tensor();
+    std::lock_guard<std::mutex> lock(impl_->inference_mutex);
+    inf->local_refused.insert(kind);
+  }
+  if (!out.defined() || out.dim() < 1 || out.size(0) != batch.size(0)) return forward_inference(batch);
+  if (check) {
+    // The cut graph must give the whole graph's outputs: the same operations on crops.
+    const at::Tensor whole = forward_inference(batch);
+    const double scale = std::max(whole.abs().max().item<double>(), 1e-6);
+    const bool agrees = out.sizes() == whole.sizes() &&
+                        (out.to(whole.scalar_type()) - whole).abs().max().item<double>() <= 1e-5 * scale;
+    std::lock_guard<std::mutex> lock(impl_->inference_mutex);
+    (agrees ? inf->local_checked : inf->local_refused).insert(kind);
+    if (!agrees) return whole;
+  }
+  if (local) *local = true;
+  return out;
 }
 
 std::vector<ForwardParameter> Model::forward_parameters() const {

@@ -57,7 +57,7 @@ Attribution FeatureAblation::attribute(Evaluator& ev, const ExplainRequest& req)
         at::Tensor drop = f0.index_select(0, rows.sample) - target.scores(out, rows.sample).to(at::kDouble);
         drops.index_put_({rows.sample, rows.aux}, drop);
       },
-      cap);
+      cap, x);
   const at::Tensor total = drops.gather(1, mask.reshape({n, -1})).view(x.sizes()).to(out_x.scalar_type());
 
   Attribution a;

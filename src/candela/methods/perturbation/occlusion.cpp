@@ -111,7 +111,7 @@ Attribution Occlusion::attribute(Evaluator& ev, const ExplainRequest& req) const
         at::Tensor drop = f0.index_select(0, rows.sample) - target.scores(out, rows.sample).to(at::kDouble);
         drops.index_put_({rows.sample, rows.aux}, drop);
       },
-      cap);
+      cap, x);
 
   // Spread the drops back over the elements and average: the windows' boxes are products of
   // one interval per dimension, so both sums are mode products with the 0/1 matrices

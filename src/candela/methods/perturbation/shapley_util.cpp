@@ -115,15 +115,36 @@ std::vector<std::vector<double>> ShapleyGame::values(const std::vector<int64_t>&
   std::vector<int64_t> row_shape = shape_;
   row_shape.insert(row_shape.begin(), -1);
 
-  // Rows of input i: coalition k's background rows j are rows k * mb + j.
+  // Each row equals an input outside the features its coalition leaves out, and a background
+  // row outside those it takes in: the closer one is its reference for local re-evaluation
+  // (Evaluator::forward), for images and a few references (their activations are kept).
+  const int64_t nbg = bg_.size(0);
+  at::Tensor references;
+  if (shape_.size() == 3 && n_ + nbg <= 16) references = at::cat({x_, bg_}).view(row_shape);
+  // The coalitions that differ from one of them in the fewest features go first, so that they
+  // share batches (nothing else changes: each value lands at its coalition's index).
+  std::vector<at::Tensor> all_masks(n_), order(n_);
+  for (int64_t i = 0; i < n_ && references.defined(); ++i) {
+    if (counts[i] == 0 || counts[i] * g_ > (int64_t(1) << 22)) continue;
+    all_masks[i] = masks(i, 0, counts[i]).to(at::kCPU, at::kBool);
+    const at::Tensor on = all_masks[i].to(at::kLong).sum(1);
+    order[i] = std::get<1>(at::minimum(on, g_ - on).sort(/*stable=*/true, 0, false));
+  }
+  // Coalitions at positions [k0, k1) of input i's stream, and their indices.
+  auto coalitions = [&](int64_t i, int64_t k0, int64_t k1) -> std::pair<at::Tensor, at::Tensor> {
+    if (!order[i].defined()) return {masks(i, k0, k1), at::arange(k0, k1, lopt)};
+    const at::Tensor idx = order[i].slice(0, k0, k1);
+    return {all_masks[i].index_select(0, idx), idx};
+  };
+  // Rows of input i: the coalition at position k has background rows j at rows k * mb + j.
   auto make = [&](int64_t b, int64_t e) {
-    std::vector<at::Tensor> ins, samples, flats;
+    std::vector<at::Tensor> ins, samples, flats, refs;
     int64_t i = std::upper_bound(row_off.begin(), row_off.end(), b) - row_off.begin() - 1;
     for (; i < n_ && row_off[i] < e; ++i) {
       const int64_t lb = std::max(b, row_off[i]) - row_off[i], le = std::min(e, row_off[i + 1]) - row_off[i];
       if (le <= lb) continue;
       const int64_t k0 = lb / mb, k1 = (le - 1) / mb + 1;
-      const at::Tensor coal = masks(i, k0, k1);  // [k1 - k0, G]
+      const auto [coal, index] = coalitions(i, k0, k1);  // [k1 - k0, G], [k1 - k0]
       const at::Tensor elem = coal.to(at::kCPU, at::kBool).index_select(1, gid_[i]);
       const at::Tensor r = at::arange(lb, le, lopt);
       const at::Tensor k = r.div(mb, "floor");
@@ -132,16 +153,23 @@ std::vector<std::vector<double>> ShapleyGame::values(const std::vector<int64_t>&
                                           : bg_.index_select(0, r.remainder(mb).to(device));
       ins.push_back(at::where(on, x_[i].unsqueeze(0), other));
       samples.push_back(at::full({le - lb}, i, lopt));
-      flats.push_back(k + coal_off[i]);
+      flats.push_back(index.index_select(0, k - k0) + coal_off[i]);
+      if (references.defined()) {
+        const at::Tensor mostly_off = coal.to(at::kCPU, at::kLong).sum(1).index_select(0, k - k0).mul(2).le(g_);
+        const at::Tensor bg_row = (per_input_ ? at::full({le - lb}, i, lopt) : r.remainder(mb)) + n_;
+        refs.push_back(at::where(mostly_off, bg_row, at::full({le - lb}, i, lopt)));
+      }
     }
-    return Rows{at::cat(ins).view(row_shape), at::cat(samples), at::cat(flats)};
+    Rows rows{at::cat(ins).view(row_shape), at::cat(samples), at::cat(flats)};
+    if (references.defined()) rows.reference = at::cat(refs);
+    return rows;
   };
   if (row_off[n_] > 0) {
     ev_.forward((method_ + ": coalitions").c_str(), row_off[n_], make,
                 [&](int64_t, int64_t, const Rows& rows, const at::Tensor& out) {
                   acc.index_add_(0, rows.aux, target_.scores(out, rows.sample).to(at::kCPU, at::kDouble));
                 },
-                cap > 0 ? cap * mb : 0);
+                cap > 0 ? cap * mb : 0, references);
   }
   acc /= static_cast<double>(mb);
   std::vector<std::vector<double>> v(n_);
