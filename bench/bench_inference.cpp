@@ -2,7 +2,9 @@
 // folded, oneDNN: torch.jit.freeze + optimize_for_inference) against the plain TorchScript
 // forward, in one run, alternating (CANDELA_NO_INFERENCE_GRAPH=1 switches the graph off), on
 // resnet18 224x224, one image: the forward passes alone at several batch sizes, then the
-// forward-only methods end to end. Prints the best of `repeats` runs of each and the ratio.
+// forward-only methods end to end; then occlusion and feature ablation with local re-evaluation
+// (Model::forward_local) against the optimised graph alone (CANDELA_NO_LOCAL_FORWARD=1). Prints
+// the best of `repeats` runs of each and the ratio.
 //
 //   build/bin/bench_inference [--threads N] [--repeats R]
 #include <ATen/ATen.h>
@@ -24,21 +26,19 @@ using candela::bench::since;
 namespace {
 
 
-void use_graph(bool on) { candela::bench::switch_off("CANDELA_NO_INFERENCE_GRAPH", !on); }
-
-// Best wall time of `repeats` calls of f with the graph off and on, alternating.
+// Best wall time of `repeats` calls of f with the switch `off_variable` set and unset, alternating.
 template <class F>
-std::pair<double, double> alternate(int repeats, F f) {
+std::pair<double, double> alternate(int repeats, F f, const char* off_variable = "CANDELA_NO_INFERENCE_GRAPH") {
   double off = 1e30, on = 1e30;
   for (int i = 0; i < repeats; ++i) {
     for (bool graph : {false, true}) {
-      use_graph(graph);
+      candela::bench::switch_off(off_variable, !graph);
       auto t = Clock::now();
       f();
       (graph ? on : off) = std::min(graph ? on : off, since(t));
     }
   }
-  use_graph(true);
+  candela::bench::switch_off(off_variable, false);
   return {off, on};
 }
 
@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
         {"rise", {{"n_masks", 256}}},
         {"lime", {{"num_samples", 100}}},
         {"feature_ablation", nlohmann::json::object()}};
+    candela::bench::switch_off("CANDELA_NO_LOCAL_FORWARD", true);  // the optimised graph alone first
     for (const auto& [name, options] : methods) {
       auto e = Registry::builtin().create(name, options);
       ExplainRequest r;
@@ -74,6 +75,19 @@ int main(int argc, char** argv) {
       if (name == "lime" || name == "feature_ablation") r.feature_mask = make_feature_mask("grid:32", x, m.input_spec());
       Attribution a;
       auto [off, on] = alternate(repeats, [&] { a = e->explain(m, r); });
+      std::printf("%-34s %10.3f %10.3f %7.2fx  (%lld evaluations)\n", name.c_str(), off, on, off / on,
+                  (long long)a.model_evaluations);
+    }
+    candela::bench::switch_off("CANDELA_NO_LOCAL_FORWARD", false);
+    std::printf("%-34s %10s %10s %8s\n", "", "graph, s", "local, s", "ratio");
+    for (const auto& [name, options] : {methods[0], methods[4]}) {
+      auto e = Registry::builtin().create(name, options);
+      ExplainRequest r;
+      r.inputs = x;
+      r.target = Target::index(3);
+      if (name == "feature_ablation") r.feature_mask = make_feature_mask("grid:32", x, m.input_spec());
+      Attribution a;
+      auto [off, on] = alternate(repeats, [&] { a = e->explain(m, r); }, "CANDELA_NO_LOCAL_FORWARD");
       std::printf("%-34s %10.3f %10.3f %7.2fx  (%lld evaluations)\n", name.c_str(), off, on, off / on,
                   (long long)a.model_evaluations);
     }
