@@ -381,7 +381,8 @@ TEST(LocalForward, GraphsThatAreNotLocalAreNotCut) {
   EXPECT_FALSE(candela::detail::LocalForward::build(frozen_graph(local_net("x = x - x.mean()")), &why));
   EXPECT_NE(why.find("aten::mean"), std::string::npos) << why;
   // A per-channel constant keeps locality.
-  EXPECT_TRUE(candela::detail::LocalForward::build(frozen_graph(local_net("x = x * self.w1[0:1, :, 0:1, 0:1]")), &why)) << why;
+  EXPECT_TRUE(candela::detail::LocalForward::build(frozen_graph(local_net("x = x * self.w1[0:1, :, 0:1, 0:1]")), &why))
+      << why;
 }
 
 class LocalForwardModels : public ::testing::TestWithParam<std::string> {};
@@ -409,8 +410,8 @@ TEST_P(LocalForwardModels, RowsThatDifferInABoxGetTheWholeGraphsOutputs) {
   EXPECT_GE(local->last_cut(), 0);
   EXPECT_LE(candela::testing::rel_error(out, whole), 1e-5);
   // A batch of unchanged rows: the reference's activation through the suffix.
-  EXPECT_LE(candela::testing::rel_error(local->run(refs, refs, at::tensor({0, 1}, at::kLong)), m.forward_inference(refs)),
-            1e-5);
+  const at::Tensor unchanged = local->run(refs, refs, at::tensor({0, 1}, at::kLong));
+  EXPECT_LE(candela::testing::rel_error(unchanged, m.forward_inference(refs)), 1e-5);
   // Through the model: the same outputs (the first batch of a kind is checked against the whole graph).
   EXPECT_LE(candela::testing::rel_error(m.forward_local(rows, refs, sample), whole), 1e-5);
   EXPECT_LE(candela::testing::rel_error(m.forward_local(rows, refs, sample), whole), 1e-5);

@@ -301,7 +301,8 @@ std::shared_ptr<const LocalForward> LocalForward::build(const std::shared_ptr<Gr
     auto out = local_rule(n, geo, conv);
     if (!out) {
       stop = i;
-      if (why) *why = ::candela::detail::str_cat("the graph's operation ", i, " (", n->kind().toQualString(), ") is not local");
+      if (why)
+        *why = ::candela::detail::str_cat("the graph's operation ", i, " (", n->kind().toQualString(), ") is not local");
       break;
     }
     geo[n->output()] = *out;
