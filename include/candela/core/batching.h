@@ -48,7 +48,7 @@ struct Rows {
   at::Tensor aux;     // anything the method wants back in its consumer (e.g. x - baseline)
   // With Evaluator::forward's `references`: the reference each row equals outside a small box
   // (int64 [end - begin], -1: none); undefined: references[sample].
-  at::Tensor reference;
+  at::Tensor reference = {};
 };
 
 class Evaluator {
