@@ -10,6 +10,14 @@
 
 namespace candela::detail {
 
+void free_inputs(torch::jit::Node* node, std::vector<torch::jit::Value*>& out) {
+  for (auto* v : node->inputs()) out.push_back(v);
+  for (auto* b : node->blocks()) {
+    for (auto* n : b->nodes()) free_inputs(n, out);
+    for (auto* v : b->outputs()) out.push_back(v);
+  }
+}
+
 using torch::jit::Node;
 using torch::jit::Value;
 

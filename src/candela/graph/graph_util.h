@@ -30,6 +30,9 @@ std::vector<c10::IValue> all_forward_args(const Model& model, int64_t rows, cons
 // given_forward_args supplies.
 void specialise_forward_args(std::shared_ptr<torch::jit::Graph> graph, const Model& model);
 
+// Every value a node reads, including those its nested blocks read from outside (appended to `out`).
+void free_inputs(torch::jit::Node* node, std::vector<torch::jit::Value*>& out);
+
 // "layer1.0.conv1" for a node inlined from that submodule's forward, "" for top-level code.
 std::string module_path(const torch::jit::Node* node);
 // The class name of the innermost module the node came from ("Conv2d"), or "".

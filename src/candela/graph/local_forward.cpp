@@ -20,6 +20,7 @@
 
 #include "candela/core/error.h"
 #include "candela/detail/tensor_util.h"
+#include "candela/graph/graph_util.h"
 
 namespace candela::detail {
 using torch::jit::Graph;
@@ -51,14 +52,6 @@ std::optional<std::vector<int64_t>> int_pair(Value* v) {
 }
 
 bool is_tensor(const Value* v) { return v->type()->isSubtypeOf(*c10::TensorType::get()); }
-
-void free_inputs(Node* node, std::vector<Value*>& out) {
-  for (auto* v : node->inputs()) out.push_back(v);
-  for (auto* b : node->blocks()) {
-    for (auto* n : b->nodes()) free_inputs(n, out);
-    for (auto* v : b->outputs()) out.push_back(v);
-  }
-}
 
 const std::set<std::string>& unary_ops() {
   static const std::set<std::string> ops = [] {
@@ -302,7 +295,7 @@ std::shared_ptr<const LocalForward> LocalForward::build(const std::shared_ptr<Gr
     if (!out) {
       stop = i;
       if (why)
-        *why = ::candela::detail::str_cat("the graph's operation ", i, " (", n->kind().toQualString(), ") is not local");
+        *why = str_cat("the graph's operation ", i, " (", n->kind().toQualString(), ") is not local");
       break;
     }
     geo[n->output()] = *out;
@@ -440,7 +433,7 @@ at::Tensor LocalForward::run(const at::Tensor& rows, const at::Tensor& reference
   }
   // The positions a box changes at the cut ([a0, a1]), and the crop [c, c + len) they read.
   struct Crop {
-    int64_t a0[2], a1[2], c[2], len[2];
+    int64_t a0[2]{}, a1[2]{}, c[2]{}, len[2]{};
     bool empty = true;
   };
   auto crop_of = [](const Box& b, const Geo& geo, int64_t H, int64_t W, int64_t h, int64_t w) {
@@ -488,7 +481,8 @@ at::Tensor LocalForward::run(const at::Tensor& rows, const at::Tensor& reference
   }
   for (const auto& [len, members] : groups) {
     std::vector<at::Tensor> crops;
-    for (const auto& [k, c] : members) crops.push_back(rows[k].narrow(1, c.c[0], c.len[0]).narrow(2, c.c[1], c.len[1]));
+    for (const auto& [k, c] : members)
+      crops.push_back(rows[k].narrow(1, c.c[0], c.len[0]).narrow(2, c.c[1], c.len[1]));
     at::Tensor out = (*parts.prefix)({at::stack(crops)}).toTensor();
     if (out.is_mkldnn()) out = out.to_dense();
     for (size_t r = 0; r < members.size(); ++r) {

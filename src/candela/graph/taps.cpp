@@ -67,15 +67,6 @@ TORCH_LIBRARY(candela, m) {
 
 bool is_tensor(const Value* v) { return v->type()->kind() == c10::TypeKind::TensorType; }
 
-// Every value a node reads, including those its nested blocks read from outside.
-void free_inputs(Node* node, std::vector<Value*>& out) {
-  for (auto* v : node->inputs()) out.push_back(v);
-  for (auto* b : node->blocks()) {
-    for (auto* n : b->nodes()) free_inputs(n, out);
-    for (auto* v : b->outputs()) out.push_back(v);
-  }
-}
-
 }  // namespace
 
 class LayerTaps::Prefix {
@@ -233,7 +224,7 @@ void LayerTaps::Impl::build_cut(Node* cut_node, Value* cut_value) {
     if (node == cut_node) after = true;
     if (after && node != cut_node) continue;
     std::vector<Value*> reads;
-    free_inputs(node, reads);
+    detail::free_inputs(node, reads);
     bool dep = std::any_of(reads.begin(), reads.end(), [&](Value* v) { return depends_on_input.count(v) > 0; });
     if (dep) {
       dependent_nodes.insert(node);
@@ -245,7 +236,7 @@ void LayerTaps::Impl::build_cut(Node* cut_node, Value* cut_value) {
   std::unordered_set<const Value*> seen;
   for (auto* node : suffix) {
     std::vector<Value*> reads;
-    free_inputs(node, reads);
+    detail::free_inputs(node, reads);
     for (auto* v : reads) {
       bool from_prefix = v->node()->owningGraph() == &g && (in_prefix.count(v->node()) || is_input(v));
       if (!from_prefix || !depends_on_input.count(v) || !seen.insert(v).second) continue;
