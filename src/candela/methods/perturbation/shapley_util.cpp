@@ -151,13 +151,14 @@ std::vector<std::vector<double>> ShapleyGame::values(const std::vector<int64_t>&
       const at::Tensor on = elem.index_select(0, k - k0).to(device);
       const at::Tensor other = per_input_ ? bg_[i].unsqueeze(0).expand({le - lb, d_})
                                           : bg_.index_select(0, r.remainder(mb).to(device));
+      const at::Tensor sample = at::full({le - lb}, i, lopt);
       ins.push_back(at::where(on, x_[i].unsqueeze(0), other));
-      samples.push_back(at::full({le - lb}, i, lopt));
+      samples.push_back(sample);
       flats.push_back(index.index_select(0, k - k0) + coal_off[i]);
       if (references.defined()) {
         const at::Tensor mostly_off = coal.to(at::kCPU, at::kLong).sum(1).index_select(0, k - k0).mul(2).le(g_);
-        const at::Tensor bg_row = (per_input_ ? at::full({le - lb}, i, lopt) : r.remainder(mb)) + n_;
-        refs.push_back(at::where(mostly_off, bg_row, at::full({le - lb}, i, lopt)));
+        const at::Tensor bg_row = (per_input_ ? sample : r.remainder(mb)) + n_;
+        refs.push_back(at::where(mostly_off, bg_row, sample));
       }
     }
     Rows rows{at::cat(ins).view(row_shape), at::cat(samples), at::cat(flats)};
